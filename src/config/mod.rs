@@ -1,0 +1,211 @@
+//! `.config/cleantest.toml`: loading, profile selection and the settings a run uses.
+//!
+//! Precedence, highest first: command line, environment (`CLEANTEST_*`), the selected profile, the
+//! `default` profile, built-in defaults. Named profiles inherit from `[profile.default]`.
+
+mod duration;
+mod overrides;
+mod profile;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::RunArgs;
+use crate::errors::Error;
+use overrides::Override;
+use profile::ProfileConfig;
+
+/// Where the config lives, relative to the workspace root.
+pub(crate) const CONFIG_PATH: &str = ".config/cleantest.toml";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    profile: BTreeMap<String, ProfileConfig>,
+}
+
+/// The settings of one run, after every source has been applied.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub timeout: Duration,
+    pub grace_period: Duration,
+    pub isolate: bool,
+    /// Tests run at once inside one binary (shared) or tests run at once (isolated), when configured.
+    pub test_threads: Option<usize>,
+    overrides: Vec<Override>,
+}
+
+impl Settings {
+    /// Resolves the settings for a workspace whose root is `root`.
+    pub(crate) fn load(root: &Path, args: &RunArgs) -> Result<Settings, Error> {
+        let path = root.join(CONFIG_PATH);
+        let file = read_config(&path)?;
+        let name = args.config_profile.as_deref().unwrap_or("default");
+        let default = file.profile.get("default").cloned().unwrap_or_default();
+        let profile = match (name, file.profile.get(name)) {
+            ("default", _) => default,
+            (_, Some(p)) => p.over(&default),
+            (_, None) => {
+                let known: Vec<&str> = file.profile.keys().map(String::as_str).collect();
+                return Err(Error::Config {
+                    path,
+                    message: format!(
+                        "config profile `{name}` is not defined; add [profile.{name}] or choose one of: {}",
+                        if known.is_empty() { "default".to_string() } else { known.join(", ") }
+                    ),
+                });
+            }
+        };
+        let overrides = profile
+            .overrides
+            .iter()
+            .map(Override::compile)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| Error::Config { path: path.clone(), message })?;
+        if profile.test_threads == Some(0) {
+            return Err(Error::Config {
+                path,
+                message: "`test-threads` must be at least 1".into(),
+            });
+        }
+        Ok(Settings {
+            timeout: args.timeout.or(profile.timeout.map(|d| d.0)).unwrap_or(DEFAULT_TIMEOUT),
+            grace_period: args
+                .grace_period
+                .or(profile.grace_period.map(|d| d.0))
+                .unwrap_or(DEFAULT_GRACE),
+            isolate: if args.isolate_given { args.isolate } else { profile.isolate.unwrap_or(false) },
+            test_threads: profile.test_threads,
+            overrides,
+        })
+    }
+
+    /// The timeout of one test: the first matching override, else the run's timeout.
+    pub(crate) fn timeout_for(&self, binary_id: &str, test: &str) -> Duration {
+        self.overrides
+            .iter()
+            .filter(|o| o.matches(binary_id, test))
+            .find_map(|o| o.timeout)
+            .unwrap_or(self.timeout)
+    }
+
+    /// The grace period of one test: the first matching override, else the run's grace period.
+    pub(crate) fn grace_for(&self, binary_id: &str, test: &str) -> Duration {
+        self.overrides
+            .iter()
+            .filter(|o| o.matches(binary_id, test))
+            .find_map(|o| o.grace_period)
+            .unwrap_or(self.grace_period)
+    }
+}
+
+fn read_config(path: &Path) -> Result<ConfigFile, Error> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ConfigFile::default()),
+        Err(e) => {
+            return Err(Error::Config { path: path.into(), message: format!("cannot read it: {e}") });
+        }
+    };
+    toml::from_str(&text).map_err(|e| Error::Config {
+        path: PathBuf::from(path),
+        message: describe_toml_error(&text, &e),
+    })
+}
+
+/// One line: `line 3, column 1: unknown field `foo`, expected ...`.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, args: &RunArgs) -> Result<Settings, Error> {
+        let dir = std::env::temp_dir().join(format!(
+            "cleantest-config-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(dir.join(".config")).unwrap();
+        std::fs::write(dir.join(CONFIG_PATH), text).unwrap();
+        let out = Settings::load(&dir, args);
+        std::fs::remove_dir_all(&dir).unwrap();
+        out
+    }
+
+    #[test]
+    fn cli_beats_profile_beats_default_profile_beats_builtin() {
+        let text = r#"
+[profile.default]
+timeout = "10s"
+grace-period = "2s"
+[profile.ci]
+timeout = "20s"
+isolate = true
+[[profile.ci.overrides]]
+filter = "db::*"
+timeout = "1m"
+"#;
+        let args = RunArgs { config_profile: Some("ci".into()), ..Default::default() };
+        let s = load(text, &args).unwrap();
+        assert_eq!(s.timeout, Duration::from_secs(20));
+        assert_eq!(s.grace_period, Duration::from_secs(2));
+        assert!(s.isolate);
+        assert_eq!(s.timeout_for("pkg", "db::query"), Duration::from_secs(60));
+        assert_eq!(s.timeout_for("pkg", "api::get"), Duration::from_secs(20));
+
+        let args = RunArgs {
+            config_profile: Some("ci".into()),
+            timeout: Some(Duration::from_secs(3)),
+            isolate_given: true,
+            ..Default::default()
+        };
+        let s = load(text, &args).unwrap();
+        assert_eq!(s.timeout, Duration::from_secs(3));
+        assert!(!s.isolate);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = "[profile.default]\ntimeout = \"1s\"\ntimeuot = \"2s\"\n";
+        let err = load(text, &RunArgs::default()).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("timeuot"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_and_unknown_profile_are_errors() {
+        let err = load("[profile.default]\ntimeout = \"soon\"\n", &RunArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let args = RunArgs { config_profile: Some("nightly".into()), ..Default::default() };
+        let err = load("[profile.default]\n", &args).unwrap_err();
+        assert!(err.to_string().contains("nightly"), "{err}");
+    }
+
+    #[test]
+    fn no_file_means_builtin_defaults() {
+        let dir = std::env::temp_dir().join("cleantest-config-none-here");
+        let s = Settings::load(&dir, &RunArgs::default()).unwrap();
+        assert_eq!(s.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(s.grace_period, DEFAULT_GRACE);
+        assert!(!s.isolate);
+    }
+}

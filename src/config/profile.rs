@@ -1,0 +1,31 @@
+//! One `[profile.NAME]` table: the runner settings a profile may set.
+
+use serde::Deserialize;
+
+use super::duration::ConfigDuration;
+use super::overrides::OverrideConfig;
+
+/// A profile as written in `.config/cleantest.toml`; every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct ProfileConfig {
+    pub timeout: Option<ConfigDuration>,
+    pub grace_period: Option<ConfigDuration>,
+    pub isolate: Option<bool>,
+    pub test_threads: Option<usize>,
+    #[serde(default)]
+    pub overrides: Vec<OverrideConfig>,
+}
+
+impl ProfileConfig {
+    /// Layers `self` over `base`: keys set here win, overrides of both apply (these first).
+    pub(crate) fn over(&self, base: &ProfileConfig) -> ProfileConfig {
+        ProfileConfig {
+            timeout: self.timeout.or(base.timeout),
+            grace_period: self.grace_period.or(base.grace_period),
+            isolate: self.isolate.or(base.isolate),
+            test_threads: self.test_threads.or(base.test_threads),
+            overrides: self.overrides.iter().chain(&base.overrides).cloned().collect(),
+        }
+    }
+}

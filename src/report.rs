@@ -1,0 +1,297 @@
+//! Reporting: per-test lines while the run goes (an indicatif progress bar on a terminal, plain
+//! cargo-test-like lines otherwise or when `CI` is set), and at the end the failures with their output,
+//! timeouts, leftovers, the slowest tests and the single cargo-style total line, which is always the
+//! last line printed.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// The result of one test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Passed,
+    Failed,
+    Ignored,
+    TimedOut,
+}
+
+impl Outcome {
+    pub(crate) fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::TimedOut)
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            Outcome::Passed => "ok",
+            Outcome::Failed => "FAILED",
+            Outcome::Ignored => "ignored",
+            Outcome::TimedOut => "TIMEOUT",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TestResult {
+    pub binary: String,
+    pub name: String,
+    pub outcome: Outcome,
+    pub duration: Duration,
+    /// What the test printed, when known.
+    pub output: Option<String>,
+    pub note: Option<String>,
+}
+
+impl TestResult {
+    pub(crate) fn full_name(&self) -> String {
+        format!("{}::{}", self.binary, self.name)
+    }
+}
+
+/// A failure of a whole process that no single test accounts for.
+#[derive(Debug, Clone)]
+pub(crate) struct UnitProblem {
+    pub binary: String,
+    pub message: String,
+    pub output: String,
+}
+
+/// Processes a unit left in its group, killed by the runner.
+#[derive(Debug, Clone)]
+pub(crate) struct Leftover {
+    pub unit: String,
+    pub processes: Vec<String>,
+}
+
+/// Everything the run produced.
+#[derive(Debug, Default)]
+pub(crate) struct RunSummary {
+    pub results: Vec<TestResult>,
+    pub problems: Vec<UnitProblem>,
+    pub leftovers: Vec<Leftover>,
+    pub filtered_out: usize,
+    pub elapsed: Duration,
+    pub session: String,
+    /// The run was stopped by a signal before every test could finish.
+    pub interrupted: bool,
+}
+
+impl RunSummary {
+    pub(crate) fn count(&self, outcome: Outcome) -> usize {
+        self.results.iter().filter(|r| r.outcome == outcome).count()
+    }
+
+    pub(crate) fn failed(&self) -> bool {
+        self.interrupted || !self.problems.is_empty() || self.results.iter().any(|r| r.outcome.is_failure())
+    }
+
+    /// `test result: ok. N passed; M failed; K ignored; 0 measured; F filtered out; finished in X.XXs`
+    pub(crate) fn total_line(&self) -> String {
+        format!(
+            "test result: {}. {} passed; {} failed; {} ignored; 0 measured; {} filtered out; finished in {:.2}s",
+            if self.failed() { "FAILED" } else { "ok" },
+            self.count(Outcome::Passed),
+            self.count(Outcome::Failed) + self.count(Outcome::TimedOut),
+            self.count(Outcome::Ignored),
+            self.filtered_out,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// Live output of a run.
+pub(crate) struct Reporter {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+    nocapture: bool,
+    passed: usize,
+    failed: usize,
+}
+
+impl Reporter {
+    /// A progress bar on a terminal unless `CI` is set; plain lines otherwise.
+    pub(crate) fn new(quiet: bool, nocapture: bool, total: usize) -> Reporter {
+        let on_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+        let bar = (std::io::stderr().is_terminal() && !on_ci && !nocapture).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:25} {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Reporter { bar, quiet, nocapture, passed: 0, failed: 0 }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+            }
+        }
+    }
+
+    pub(crate) fn test_finished(&mut self, result: &TestResult) {
+        match result.outcome {
+            Outcome::Passed => self.passed += 1,
+            Outcome::Failed | Outcome::TimedOut => self.failed += 1,
+            Outcome::Ignored => {}
+        }
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+        if self.quiet && !result.outcome.is_failure() {
+            return;
+        }
+        let time = if result.duration >= Duration::from_secs(1) || result.outcome == Outcome::TimedOut {
+            format!(" ({:.2}s)", result.duration.as_secs_f64())
+        } else {
+            String::new()
+        };
+        self.line(&format!("test {} ... {}{time}", result.full_name(), result.outcome.word()));
+    }
+
+    /// A test's own output line, shown as it comes with `--nocapture`.
+    pub(crate) fn test_output(&self, line: &str) {
+        if self.nocapture {
+            self.line(line);
+        }
+    }
+
+    pub(crate) fn warn(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("warning: {text}")),
+            None => eprintln!("warning: {text}"),
+        }
+    }
+
+    /// Refreshes the progress message with the running tests.
+    pub(crate) fn running(&self, running: &[(String, Duration)]) {
+        let Some(bar) = &self.bar else { return };
+        let mut names: Vec<String> = running
+            .iter()
+            .take(3)
+            .map(|(name, t)| format!("{name} ({}s)", t.as_secs()))
+            .collect();
+        if running.len() > 3 {
+            names.push(format!("+{}", running.len() - 3));
+        }
+        bar.set_message(format!("{} passed, {} failed | {}", self.passed, self.failed, names.join(", ")));
+    }
+
+    /// Prints the end of the run; the total line comes last.
+    pub(crate) fn finish(self, summary: &RunSummary, interrupted: Option<&str>) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        let _ = std::io::stderr().flush();
+        let mut out = std::io::stdout().lock();
+        let _ = write_summary(&mut out, summary, interrupted);
+        let _ = out.flush();
+    }
+}
+
+fn write_summary(out: &mut impl Write, s: &RunSummary, interrupted: Option<&str>) -> std::io::Result<()> {
+    let failures: Vec<&TestResult> = s.results.iter().filter(|r| r.outcome.is_failure()).collect();
+    if !failures.is_empty() || !s.problems.is_empty() {
+        writeln!(out, "\nfailures:")?;
+        for r in &failures {
+            writeln!(out, "\n---- {} {} ----", r.full_name(), r.outcome.word())?;
+            if let Some(note) = &r.note {
+                writeln!(out, "{note}")?;
+            }
+            match r.output.as_deref().map(str::trim_end) {
+                Some(text) if !text.is_empty() => writeln!(out, "{text}")?,
+                _ if r.outcome == Outcome::TimedOut => writeln!(
+                    out,
+                    "(no output: libtest keeps a test's output until it ends; run with --isolate to see it)"
+                )?,
+                _ => {}
+            }
+        }
+        for p in &s.problems {
+            writeln!(out, "\n---- {} ----\n{}", p.binary, p.message)?;
+            for line in tail(&p.output, 40) {
+                writeln!(out, "{line}")?;
+            }
+        }
+        writeln!(out, "\nfailures:")?;
+        for r in &failures {
+            writeln!(out, "    {} ({})", r.full_name(), r.outcome.word())?;
+        }
+        for p in &s.problems {
+            writeln!(out, "    {} (process failed)", p.binary)?;
+        }
+    }
+    if !s.leftovers.is_empty() {
+        writeln!(out, "\nleftover processes killed:")?;
+        for l in &s.leftovers {
+            writeln!(out, "    {}: left {} process(es)", l.unit, l.processes.len())?;
+            for p in l.processes.iter().take(5) {
+                writeln!(out, "        {p}")?;
+            }
+        }
+    }
+    let mut slow: Vec<&TestResult> =
+        s.results.iter().filter(|r| r.duration >= Duration::from_millis(500)).collect();
+    slow.sort_by(|a, b| b.duration.cmp(&a.duration));
+    if !slow.is_empty() {
+        writeln!(out, "\nslowest tests:")?;
+        for r in slow.iter().take(5) {
+            writeln!(out, "    {:>8.2}s {}", r.duration.as_secs_f64(), r.full_name())?;
+        }
+    }
+    if let Some(why) = interrupted {
+        writeln!(out, "\ninterrupted by {why}: every test process was stopped; session {}", s.session)?;
+    }
+    writeln!(out)?;
+    writeln!(out, "{}", s.total_line())
+}
+
+fn tail(text: &str, lines: usize) -> Vec<&str> {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    all[all.len().saturating_sub(lines)..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(outcome: Outcome) -> TestResult {
+        TestResult {
+            binary: "pkg".into(),
+            name: "t".into(),
+            outcome,
+            duration: Duration::ZERO,
+            output: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn total_line_counts_timeouts_as_failures() {
+        let s = RunSummary {
+            results: vec![result(Outcome::Passed), result(Outcome::TimedOut), result(Outcome::Ignored)],
+            filtered_out: 4,
+            elapsed: Duration::from_millis(1234),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.total_line(),
+            "test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 4 filtered out; finished in 1.23s"
+        );
+    }
+
+    #[test]
+    fn summary_ends_with_the_total_line() {
+        let s = RunSummary { results: vec![result(Outcome::Failed)], ..Default::default() };
+        let mut buf = Vec::new();
+        write_summary(&mut buf, &s, Some("SIGINT")).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.trim_end().lines().last().unwrap().starts_with("test result: FAILED. 0 passed; 1 failed"));
+    }
+}

@@ -1,0 +1,130 @@
+//! The run, start to end: build → list → schedule → run units → report. The session's cleanup guard is
+//! taken first, so every way out of here (return, error, panic) ends the session's processes.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use crate::cargo::{TestBinary, Workspace};
+use crate::cli::RunArgs;
+use crate::config::Settings;
+use crate::errors::{EXIT_OK, EXIT_TEST_FAILED, Error};
+use crate::process::capture;
+use crate::report::Reporter;
+use crate::schedule::{Scheduler, plan};
+use crate::session::{CleanupGuard, ENV_BINARY, Session};
+use crate::test_args::TestArgs;
+use crate::unit::CommandContext;
+use crate::{junit, list, signals};
+
+/// Runs the tests and returns the process exit code.
+pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
+    let started = Instant::now();
+    let test_args = TestArgs::parse(args.testname.as_deref(), &args.test_args).map_err(|e| Error::TestArgs(e.0))?;
+    let session = Session::new();
+    let _cleanup = CleanupGuard(session.clone());
+    let events = mpsc::channel();
+    signals::install(session.clone(), events.0.clone())?;
+
+    let workspace = Workspace::load(&args)?;
+    let settings = Settings::load(&workspace.root, &args)?;
+    let binaries = if args.doc { Vec::new() } else { workspace.build(&args, &session)? };
+    if let Some(signal) = session.interrupted_by() {
+        return Ok(signals::exit_code(signal));
+    }
+    if args.no_run {
+        return Ok(EXIT_OK);
+    }
+    let binaries: Vec<Arc<TestBinary>> = binaries.into_iter().map(Arc::new).collect();
+    // Doctests run when cargo test would run them: default selection (for libraries), or `--doc`.
+    let doctests = args.doc || (!args.selects_targets() && binaries.iter().any(|b| b.is_lib));
+    let mut doc_cargo_args = args.cargo_common_flags();
+    if args.no_fail_fast {
+        doc_cargo_args.push("--no-fail-fast".into());
+    }
+    if test_args.list {
+        return list_mode(&binaries, &test_args, &session, &settings, doctests, &doc_cargo_args);
+    }
+
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = test_args
+        .test_threads
+        .or(settings.test_threads)
+        .or_else(|| std::env::var("RUST_TEST_THREADS").ok()?.parse().ok().filter(|n| *n > 0))
+        .unwrap_or(cpus);
+    let slots = if settings.isolate { threads } else { args.jobs_count().unwrap_or(cpus) };
+    let listings = list::list_all(
+        &binaries,
+        &test_args,
+        |b| settings.isolate || b.custom_harness,
+        &session,
+        cpus,
+        settings.timeout,
+    )?;
+    let plan = plan(binaries, listings, settings.isolate, threads, doctests);
+    let reporter = Reporter::new(args.quiet || test_args.quiet, test_args.nocapture, plan.total);
+    let scheduler = Scheduler {
+        settings: &settings,
+        ctx: CommandContext { args: &test_args, session: &session, doc_cargo_args: &doc_cargo_args },
+        reporter,
+        slots: slots.max(1),
+        fail_fast: !args.no_fail_fast,
+        events,
+    };
+    let (summary, reporter) = scheduler.run(plan, started);
+    session.cleanup();
+    let junit_result = args.junit.as_deref().map(|path| junit::write(path, &summary));
+    if let Some(Err(e)) = &junit_result {
+        reporter.warn(&format!("failed to {e}"));
+    }
+    let interrupted = session.interrupted_by();
+    reporter.finish(&summary, interrupted.map(|s| s.as_str()));
+    Ok(match interrupted {
+        Some(signal) => signals::exit_code(signal),
+        None if summary.failed() => EXIT_TEST_FAILED,
+        None => EXIT_OK,
+    })
+}
+
+/// `-- --list`: each binary's own listing, as cargo test prints it.
+fn list_mode(
+    binaries: &[Arc<TestBinary>],
+    test_args: &TestArgs,
+    session: &Arc<Session>,
+    settings: &Settings,
+    doctests: bool,
+    doc_cargo_args: &[String],
+) -> Result<i32, Error> {
+    let mut args = test_args.selection();
+    args.push("--list".into());
+    args.extend(test_args.passthrough.iter().cloned());
+    for binary in binaries {
+        eprintln!("     Running {} ({})", binary.id, binary.executable.display());
+        let mut command = std::process::Command::new(&binary.executable);
+        command
+            .args(&args)
+            .envs(binary.env.iter().map(|(k, v)| (k, v)))
+            .envs(session.env())
+            .env(ENV_BINARY, &binary.id)
+            .current_dir(&binary.package.dir);
+        let out = capture(&mut command, session, settings.timeout)
+            .map_err(|source| Error::Spawn { program: binary.executable.display().to_string(), source })?;
+        print!("{}", out.stdout);
+        eprint!("{}", out.stderr);
+        if !out.exit.success() {
+            return Ok(EXIT_TEST_FAILED);
+        }
+    }
+    if doctests {
+        let mut command = std::process::Command::new(crate::cargo::cargo_program());
+        command.args(["test", "--doc"]).args(doc_cargo_args).arg("--").args(&args).envs(session.env());
+        let out = capture(&mut command, session, settings.timeout)
+            .map_err(|source| Error::Spawn { program: "cargo test --doc".into(), source })?;
+        print!("{}", out.stdout);
+        eprint!("{}", out.stderr);
+        if !out.exit.success() {
+            return Ok(EXIT_TEST_FAILED);
+        }
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,233 @@
+//! Scheduling: turning the listed tests into a queue of units, and the loop that runs them, at most
+//! `slots` at a time, applying fail-fast, timeouts, reruns and signals. The loop owns all unit state;
+//! threads only send it events.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use crate::cargo::TestBinary;
+use crate::config::Settings;
+use crate::list::Listing;
+use crate::process::{Event, UnitId};
+use crate::report::{Leftover, Outcome, Reporter, RunSummary, TestResult, UnitProblem};
+use crate::unit::{CommandContext, DOCTESTS_ID, RunningUnit, UnitKind, UnitSpec};
+
+/// The work of a run, before it starts.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub queue: VecDeque<UnitSpec>,
+    /// Results known without running anything (ignored tests in isolated mode).
+    pub preset: Vec<TestResult>,
+    pub filtered_out: usize,
+    /// Tests known before the run (doctests are counted as they finish).
+    pub total: usize,
+}
+
+/// Builds the queue: one unit per binary in shared mode, one per test in isolated mode or for custom
+/// harnesses (whose running tests cannot be followed), and the doctests last.
+pub(crate) fn plan(
+    binaries: Vec<Arc<TestBinary>>,
+    listings: Vec<Listing>,
+    isolate: bool,
+    threads: usize,
+    doctests: bool,
+) -> Plan {
+    let mut plan = Plan::default();
+    for (binary, listing) in binaries.into_iter().zip(listings) {
+        plan.filtered_out += listing.filtered_out;
+        plan.total += listing.tests.len();
+        if listing.tests.is_empty() {
+            continue;
+        }
+        let spec = |kind, tests, threads| UnitSpec {
+            kind,
+            binary_id: binary.id.clone(),
+            binary: Some(binary.clone()),
+            tests,
+            threads,
+            attempt: 0,
+        };
+        if !(isolate || binary.custom_harness) {
+            plan.queue.push_back(spec(UnitKind::Shared, listing.tests, threads));
+            continue;
+        }
+        for test in listing.tests {
+            if listing.ignored.contains(&test) {
+                plan.preset.push(TestResult {
+                    binary: binary.id.clone(),
+                    name: test,
+                    outcome: Outcome::Ignored,
+                    duration: Duration::ZERO,
+                    output: None,
+                    note: None,
+                });
+            } else {
+                plan.queue.push_back(spec(UnitKind::Isolated, vec![test], 1));
+            }
+        }
+    }
+    if doctests {
+        plan.queue.push_back(UnitSpec {
+            kind: UnitKind::Doctests,
+            binary_id: DOCTESTS_ID.into(),
+            binary: None,
+            tests: Vec::new(),
+            threads,
+            attempt: 0,
+        });
+    }
+    plan
+}
+
+/// Runs a plan to the end (or to an interrupt).
+pub(crate) struct Scheduler<'a> {
+    pub settings: &'a Settings,
+    pub ctx: CommandContext<'a>,
+    pub reporter: Reporter,
+    pub slots: usize,
+    pub fail_fast: bool,
+    pub events: (Sender<Event>, Receiver<Event>),
+}
+
+impl Scheduler<'_> {
+    pub(crate) fn run(mut self, plan: Plan, started: Instant) -> (RunSummary, Reporter) {
+        let mut summary = RunSummary { filtered_out: plan.filtered_out, ..Default::default() };
+        for result in plan.preset {
+            self.reporter.test_finished(&result);
+            summary.results.push(result);
+        }
+        let mut queue = plan.queue;
+        let mut running: HashMap<UnitId, RunningUnit> = HashMap::new();
+        let mut next_id: UnitId = 0;
+        let mut started_binaries: HashSet<String> = HashSet::new();
+        let mut tripped = false;
+        let mut signals_seen = 0;
+        loop {
+            let now = Instant::now();
+            let stopping = self.ctx.session.interrupted_by().is_some();
+            while !stopping && running.len() < self.slots {
+                let Some(spec) = queue.pop_front() else { break };
+                if tripped && !started_binaries.contains(&spec.binary_id) {
+                    continue; // fail-fast: no new binary after a failure, as cargo test
+                }
+                started_binaries.insert(spec.binary_id.clone());
+                let binary_id = spec.binary_id.clone();
+                match RunningUnit::start(next_id, spec, &self.ctx, &self.events.0) {
+                    Ok(unit) => {
+                        running.insert(next_id, unit);
+                    }
+                    Err(e) => summary.problems.push(UnitProblem {
+                        binary: binary_id,
+                        message: format!("could not start the test process: {e}"),
+                        output: String::new(),
+                    }),
+                }
+                next_id += 1;
+            }
+            if running.is_empty() && (queue.is_empty() || stopping) {
+                break;
+            }
+            let mut deadline = running.values().filter_map(|u| u.next_deadline(self.settings)).min();
+            deadline = Some(deadline.map_or(now + Duration::from_millis(250), |d| d.min(now + Duration::from_millis(250))));
+            let wait = deadline.map_or(Duration::from_millis(250), |d| d.saturating_duration_since(now));
+            match self.events.1.recv_timeout(wait) {
+                Ok(event) => self.handle(event, &mut running, &mut signals_seen),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while let Ok(event) = self.events.1.try_recv() {
+                self.handle(event, &mut running, &mut signals_seen);
+            }
+            let now = Instant::now();
+            let mut done = Vec::new();
+            for (id, unit) in running.iter_mut() {
+                unit.tick(now, self.settings);
+                if unit.is_done(now) {
+                    done.push(*id);
+                }
+            }
+            done.sort_unstable();
+            for id in done {
+                let unit = running.remove(&id).expect("done unit is running");
+                let label = match unit.spec.kind {
+                    UnitKind::Isolated => format!("{}::{}", unit.spec.binary_id, unit.spec.tests[0]),
+                    _ => unit.spec.binary_id.clone(),
+                };
+                self.ctx.session.remove_group(unit.pid);
+                let finished = unit.finish(Instant::now(), self.settings);
+                summary.filtered_out += finished.filtered_out;
+                for result in finished.results {
+                    self.reporter.test_finished(&result);
+                    summary.results.push(result);
+                }
+                if let Some(problem) = finished.problem {
+                    self.reporter.warn(&format!("{}: {}", problem.binary, problem.message));
+                    summary.problems.push(problem);
+                }
+                if !finished.leftovers.is_empty() {
+                    self.reporter.warn(&format!(
+                        "{label} left {} process(es) behind; killed them",
+                        finished.leftovers.len()
+                    ));
+                    summary.leftovers.push(Leftover { unit: label, processes: finished.leftovers });
+                }
+                if let Some(rerun) = finished.rerun {
+                    queue.push_front(rerun);
+                }
+                if self.fail_fast && summary.failed() {
+                    tripped = true;
+                }
+            }
+            let now = Instant::now();
+            let names: Vec<(String, Duration)> = running.values().flat_map(|u| u.running_tests(now)).collect();
+            self.reporter.running(&names);
+        }
+        summary.elapsed = started.elapsed();
+        summary.session = self.ctx.session.id().to_string();
+        summary.interrupted = self.ctx.session.interrupted_by().is_some();
+        (summary, self.reporter)
+    }
+
+    fn handle(&mut self, event: Event, running: &mut HashMap<UnitId, RunningUnit>, signals_seen: &mut usize) {
+        let now = Instant::now();
+        match event {
+            Event::Line(id, line) => {
+                if let Some(unit) = running.get_mut(&id) {
+                    let (_, is_output) = unit.on_line(line.clone(), now);
+                    if is_output {
+                        self.reporter.test_output(&line);
+                    }
+                }
+            }
+            Event::Eof(id) => {
+                if let Some(unit) = running.get_mut(&id) {
+                    unit.on_eof();
+                }
+            }
+            Event::Exited(id, exit) => {
+                if let Some(unit) = running.get_mut(&id) {
+                    unit.on_exit(exit, now);
+                }
+            }
+            Event::Signal(signal, count) => {
+                // Events are queued from the start of the run; apply each count once.
+                if count <= *signals_seen {
+                    return;
+                }
+                *signals_seen = count;
+                if count == 1 {
+                    self.reporter.warn(&format!(
+                        "{} received: stopping every test (SIGKILL in {}); send it again to kill at once",
+                        signal.as_str(),
+                        humantime::format_duration(self.settings.grace_period)
+                    ));
+                }
+                for unit in running.values_mut() {
+                    unit.interrupt(count, now, self.settings.grace_period);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The session: its id, the environment every process of the run carries, and everything that must be
+//! cleaned up when the run ends (today: the process groups it started; later issues add Docker).
+//!
+//! Cleanup lives here and only here. The signal thread and the scheduler both go through the session,
+//! under one lock, so a group registered while a signal arrives is never missed.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// Environment variable names of the contract.
+pub(crate) const ENV_MARKER: &str = "CLEANTEST";
+pub(crate) const ENV_SESSION: &str = "CLEANTEST_SESSION";
+pub(crate) const ENV_BINARY: &str = "CLEANTEST_BINARY";
+pub(crate) const ENV_TEST: &str = "CLEANTEST_TEST";
+
+const ID_LEN: usize = 24;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Process groups started by this run and not yet known to be empty.
+    groups: BTreeSet<i32>,
+    /// Processes started in the runner's own group (the cargo build), signalled by pid.
+    members: BTreeSet<i32>,
+    /// Signals received so far (the first one decides the exit code).
+    signals: Vec<Signal>,
+}
+
+/// One run of the runner.
+#[derive(Debug)]
+pub(crate) struct Session {
+    id: String,
+    state: Mutex<State>,
+}
+
+impl Session {
+    pub(crate) fn new() -> Arc<Session> {
+        Arc::new(Session { id: new_id(), state: Mutex::default() })
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// `CLEANTEST=1` and `CLEANTEST_SESSION=<id>`, for every process the run starts.
+    pub(crate) fn env(&self) -> [(&'static str, String); 2] {
+        [(ENV_MARKER, "1".into()), (ENV_SESSION, self.id.clone())]
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state usable: cleanup must still run.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a process group the run started. If the run is already being stopped, the group is
+    /// signalled at once, so a unit spawned during a signal does not escape it.
+    pub(crate) fn add_group(&self, pgid: i32) {
+        let mut state = self.lock();
+        state.groups.insert(pgid);
+        match state.signals.len() {
+            0 => {}
+            1 => signal_group(pgid, state.signals[0]),
+            _ => signal_group(pgid, Signal::SIGKILL),
+        }
+    }
+
+    /// Forgets a group whose members are all gone.
+    pub(crate) fn remove_group(&self, pgid: i32) {
+        self.lock().groups.remove(&pgid);
+    }
+
+    /// Records a process that runs in the runner's own group (signalled by pid, not by group).
+    pub(crate) fn add_group_member(&self, pid: i32) {
+        let mut state = self.lock();
+        state.members.insert(pid);
+        if let Some(&first) = state.signals.first() {
+            let _ = kill(Pid::from_raw(pid), first);
+        }
+    }
+
+    /// Forgets a process recorded with `add_group_member`, once it has been waited for.
+    pub(crate) fn remove_group_member(&self, pid: i32) {
+        self.lock().members.remove(&pid);
+    }
+
+    /// Records a signal and passes it on: the first is forwarded as is to every group, later ones
+    /// SIGKILL every group. Returns how many signals have arrived.
+    pub(crate) fn on_signal(&self, signal: Signal) -> usize {
+        let mut state = self.lock();
+        state.signals.push(signal);
+        let send = if state.signals.len() == 1 { signal } else { Signal::SIGKILL };
+        for &pgid in &state.groups {
+            signal_group(pgid, send);
+        }
+        for &pid in &state.members {
+            let _ = kill(Pid::from_raw(pid), send);
+        }
+        state.signals.len()
+    }
+
+    /// The first signal received, if any.
+    pub(crate) fn interrupted_by(&self) -> Option<Signal> {
+        self.lock().signals.first().copied()
+    }
+
+    /// Ends everything the session still owns. Safe to call more than once.
+    pub(crate) fn cleanup(&self) {
+        let (groups, members) = {
+            let mut state = self.lock();
+            (std::mem::take(&mut state.groups), std::mem::take(&mut state.members))
+        };
+        for pgid in groups {
+            signal_group(pgid, Signal::SIGKILL);
+        }
+        for pid in members {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Runs the session's cleanup when dropped: on normal return, on `?`, and on panic.
+pub(crate) struct CleanupGuard(pub Arc<Session>);
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        self.0.cleanup();
+    }
+}
+
+/// Sends a signal to a process group; a group that is already gone is not an error.
+pub(crate) fn signal_group(pgid: i32, signal: Signal) {
+    let _ = killpg(Pid::from_raw(pgid), signal);
+}
+
+/// 24 characters of `[a-z0-9]` from the kernel's random source: unguessable, and valid as a Docker label
+/// value and a compose project name.
+fn new_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; ID_LEN];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        // No /dev/urandom (a very odd sandbox): fall back to time and pid, still unique per run.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            ^ u128::from(std::process::id()) << 64;
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (seed >> ((i * 5) % 120)) as u8;
+        }
+    }
+    // 256 is not a multiple of 36; the slight bias is irrelevant for an id with 124 bits of entropy.
+    bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_long_lowercase_alphanumeric_and_distinct() {
+        let a = Session::new();
+        let b = Session::new();
+        assert_eq!(a.id().len(), ID_LEN);
+        assert!(a.id().bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert_ne!(a.id(), b.id());
+    }
+
+    #[test]
+    fn first_signal_decides_and_counts() {
+        let s = Session::new();
+        assert_eq!(s.interrupted_by(), None);
+        assert_eq!(s.on_signal(Signal::SIGTERM), 1);
+        assert_eq!(s.on_signal(Signal::SIGINT), 2);
+        assert_eq!(s.interrupted_by(), Some(Signal::SIGTERM));
+    }
+}

@@ -1,0 +1,386 @@
+//! Following a libtest process from its output: which tests finished with what result, which are running
+//! right now and since when, and the captured output libtest prints for failures.
+//!
+//! The model: libtest sorts the selected tests by name (that is also the `--list` order), starts them in
+//! that order, and keeps at most `--test-threads` running; a finished test frees its slot before the next
+//! starts. So after `k` result lines, tests `0 .. k + threads` have started and those without a result are
+//! running. (`tests/libtest_order.rs` checks this against real libtest.) Doctests are followed in "open"
+//! mode: names are learned from result lines and nothing is known about the running set.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// What libtest said of one test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Passed,
+    Failed,
+    Ignored,
+}
+
+/// How one output line was understood.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// A result line for the test at this index.
+    Result(usize, Verdict),
+    /// libtest's own framing (`running N tests`, section headers, the summary).
+    Framing,
+    /// Anything else: the tests' own output (with `--nocapture`) or a child's.
+    Output,
+}
+
+/// Counts from libtest's `test result:` lines (summed when a process prints several, as rustdoc does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+    pub ignored: usize,
+    pub measured: usize,
+    pub filtered_out: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+    /// Learn names from result lines instead of knowing them up front (doctests).
+    open: bool,
+    threads: usize,
+    started: usize,
+    started_at: Vec<Option<Instant>>,
+    verdicts: Vec<Option<Verdict>>,
+    finished_at: Vec<Option<Instant>>,
+    completed: usize,
+    /// A single-threaded libtest prints `test NAME ... ` before running NAME and the verdict after.
+    awaiting: Option<usize>,
+    /// Inside a `failures:`/`successes:` section: the test whose captured output follows.
+    section: Option<Option<usize>>,
+    outputs: HashMap<usize, String>,
+    summary: Option<Summary>,
+    /// Results that contradicted the model (a test finishing before it could have started).
+    pub anomalies: usize,
+}
+
+impl Tracker {
+    /// A tracker for a process that runs `names` (in libtest's order) on `threads` threads.
+    pub(crate) fn new(names: Vec<String>, threads: usize, now: Instant) -> Tracker {
+        let n = names.len();
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        let mut tracker = Tracker {
+            names,
+            index,
+            open: false,
+            threads: threads.max(1),
+            started: 0,
+            started_at: vec![None; n],
+            verdicts: vec![None; n],
+            finished_at: vec![None; n],
+            completed: 0,
+            awaiting: None,
+            section: None,
+            outputs: HashMap::new(),
+            summary: None,
+            anomalies: 0,
+        };
+        tracker.advance(now);
+        tracker
+    }
+
+    /// A tracker that learns test names as results arrive (for rustdoc's doctests).
+    pub(crate) fn open() -> Tracker {
+        let mut tracker = Tracker::new(Vec::new(), 1, Instant::now());
+        tracker.open = true;
+        tracker
+    }
+
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub(crate) fn verdict(&self, index: usize) -> Option<Verdict> {
+        self.verdicts[index]
+    }
+
+    /// How long the test ran, by the model's clock (from when its slot opened to its result line).
+    pub(crate) fn duration(&self, index: usize, now: Instant) -> std::time::Duration {
+        let start = self.started_at[index].unwrap_or(now);
+        self.finished_at[index].unwrap_or(now).saturating_duration_since(start)
+    }
+
+    pub(crate) fn output(&self, index: usize) -> Option<&str> {
+        self.outputs.get(&index).map(String::as_str)
+    }
+
+    pub(crate) fn summary(&self) -> Option<Summary> {
+        self.summary
+    }
+
+    /// Tests running now, with the instant each started.
+    pub(crate) fn running(&self) -> impl Iterator<Item = (usize, Instant)> + '_ {
+        (0..self.started).filter_map(|i| match (self.verdicts[i], self.started_at[i]) {
+            (None, Some(at)) => Some((i, at)),
+            _ => None,
+        })
+    }
+
+    fn advance(&mut self, now: Instant) {
+        let target = (self.completed + self.threads).min(self.names.len());
+        while self.started < target {
+            if self.verdicts[self.started].is_none() {
+                self.started_at[self.started] = Some(now);
+            }
+            self.started += 1;
+        }
+    }
+
+    /// Reads one line of the process's output.
+    pub(crate) fn on_line(&mut self, line: &str, now: Instant) -> Line {
+        if let Some(summary) = parse_summary(line) {
+            self.add_summary(summary);
+            self.section = None;
+            return Line::Framing;
+        }
+        if line == "failures:" || line == "successes:" {
+            self.section = Some(None);
+            return Line::Framing;
+        }
+        if let Some(current) = self.section {
+            return self.on_section_line(line, current);
+        }
+        if line.starts_with("running ") && (line.ends_with(" tests") || line.ends_with(" test")) {
+            return Line::Framing;
+        }
+        if let Some((index, verdict)) = self.parse_result(line) {
+            self.record(index, verdict, now);
+            return Line::Result(index, verdict);
+        }
+        if let Some(index) = self.awaiting.take() {
+            // The verdict of a single-threaded run, after output printed between name and verdict.
+            if let Some(verdict) = parse_verdict(line.trim()) {
+                self.record(index, verdict, now);
+                return Line::Result(index, verdict);
+            }
+            self.awaiting = Some(index);
+        }
+        Line::Output
+    }
+
+    fn on_section_line(&mut self, line: &str, current: Option<usize>) -> Line {
+        if let Some(name) = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----")) {
+            let index = self.lookup(name);
+            self.section = Some(index);
+            return Line::Framing;
+        }
+        if let Some(index) = current {
+            let out = self.outputs.entry(index).or_default();
+            out.push_str(line);
+            out.push('\n');
+        }
+        Line::Framing
+    }
+
+    fn record(&mut self, index: usize, verdict: Verdict, now: Instant) {
+        if self.verdicts[index].is_some() {
+            return;
+        }
+        if index >= self.started {
+            self.anomalies += 1;
+            self.started_at[index].get_or_insert(now);
+        }
+        self.verdicts[index] = Some(verdict);
+        self.finished_at[index] = Some(now);
+        self.completed += 1;
+        self.advance(now);
+    }
+
+    fn lookup(&mut self, name: &str) -> Option<usize> {
+        if let Some(&i) = self.index.get(name) {
+            return Some(i);
+        }
+        if !self.open {
+            return None;
+        }
+        let i = self.names.len();
+        self.names.push(name.to_string());
+        self.index.insert(name.to_string(), i);
+        self.started_at.push(None);
+        self.verdicts.push(None);
+        self.finished_at.push(None);
+        self.started = self.names.len();
+        Some(i)
+    }
+
+    /// `test NAME ... ok`, `test NAME - should panic ... ok`, `test NAME ... ignored, reason`.
+    /// Names may contain ` ... ` themselves (custom harnesses), so every split point is tried against
+    /// the known names; in open mode the last split point is used.
+    fn parse_result(&mut self, line: &str) -> Option<(usize, Verdict)> {
+        let rest = line.strip_prefix("test ")?;
+        let splits: Vec<usize> = rest.match_indices(" ... ").map(|(i, _)| i).collect();
+        for &at in &splits {
+            let name = &rest[..at];
+            let name = name.strip_suffix(" - should panic").unwrap_or(name);
+            let tail = &rest[at + 5..];
+            if !self.open && !self.index.contains_key(name) {
+                continue;
+            }
+            if self.open && Some(&at) != splits.last() {
+                continue;
+            }
+            let Some(index) = self.lookup(name) else { continue };
+            if tail.is_empty() {
+                self.awaiting = Some(index);
+                return None;
+            }
+            return parse_verdict(tail).map(|v| (index, v));
+        }
+        // `test NAME ... ` with nothing after it: the single-threaded start marker.
+        let name = rest.strip_suffix(" ...").or_else(|| rest.strip_suffix(" ... "))?;
+        let name = name.strip_suffix(" - should panic").unwrap_or(name);
+        self.awaiting = self.lookup(name);
+        None
+    }
+
+    fn add_summary(&mut self, s: Summary) {
+        let total = self.summary.get_or_insert_with(Summary::default);
+        total.passed += s.passed;
+        total.failed += s.failed;
+        total.ignored += s.ignored;
+        total.measured += s.measured;
+        total.filtered_out += s.filtered_out;
+    }
+}
+
+fn parse_verdict(tail: &str) -> Option<Verdict> {
+    let word = tail.split([',', ' ']).next().unwrap_or("");
+    match word {
+        "ok" => Some(Verdict::Passed),
+        "FAILED" => Some(Verdict::Failed),
+        "ignored" => Some(Verdict::Ignored),
+        "bench:" => Some(Verdict::Passed),
+        _ => None,
+    }
+}
+
+/// `test result: ok. 3 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.12s`
+pub(crate) fn parse_summary(line: &str) -> Option<Summary> {
+    let rest = line.strip_prefix("test result: ")?;
+    let (_, counts) = rest.split_once(". ")?;
+    let mut summary = Summary::default();
+    for part in counts.split("; ") {
+        let (number, what) = part.split_once(' ')?;
+        let Ok(n) = number.parse::<usize>() else { continue };
+        match what {
+            "passed" => summary.passed = n,
+            "failed" => summary.failed = n,
+            "ignored" => summary.ignored = n,
+            "measured" => summary.measured = n,
+            "filtered out" => summary.filtered_out = n,
+            _ => {}
+        }
+    }
+    Some(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn running(t: &Tracker) -> Vec<&str> {
+        t.running().map(|(i, _)| t.names()[i].as_str()).collect()
+    }
+
+    #[test]
+    fn running_set_follows_results_in_list_order() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(names(&["a", "b", "c", "d"]), 2, t0);
+        assert_eq!(running(&t), ["a", "b"]);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(t.on_line("test b ... ok", t1), Line::Result(1, Verdict::Passed));
+        assert_eq!(running(&t), ["a", "c"]);
+        let c_started = t.running().find(|(i, _)| *i == 2).unwrap().1;
+        assert_eq!(c_started, t1);
+        t.on_line("test a - should panic ... ok", t1);
+        t.on_line("test c ... ignored, slow", t1);
+        assert_eq!(running(&t), ["d"]);
+        t.on_line("test d ... FAILED", t1);
+        assert_eq!(t.verdict(3), Some(Verdict::Failed));
+        assert_eq!(t.verdict(2), Some(Verdict::Ignored));
+        assert!((0..4).all(|i| t.verdict(i).is_some()));
+        assert_eq!(t.anomalies, 0);
+    }
+
+    #[test]
+    fn names_with_spaces_dots_and_unicode() {
+        let now = Instant::now();
+        let mut t = Tracker::new(names(&["a ... b", "größe ✓ check"]), 1, now);
+        assert_eq!(t.on_line("test a ... b ... ok", now), Line::Result(0, Verdict::Passed));
+        assert_eq!(t.on_line("test größe ✓ check ... FAILED", now), Line::Result(1, Verdict::Failed));
+    }
+
+    #[test]
+    fn single_threaded_start_marker_and_split_verdict() {
+        let now = Instant::now();
+        let mut t = Tracker::new(names(&["x"]), 1, now);
+        assert_eq!(t.on_line("test x ... hello from x", now), Line::Output);
+        assert_eq!(t.on_line("ok", now), Line::Result(0, Verdict::Passed));
+    }
+
+    #[test]
+    fn failure_sections_give_each_test_its_output() {
+        let now = Instant::now();
+        let mut t = Tracker::new(names(&["m::f", "m::g"]), 2, now);
+        for line in [
+            "",
+            "running 2 tests",
+            "test m::g ... ok",
+            "test m::f ... FAILED",
+            "",
+            "failures:",
+            "",
+            "---- m::f stdout ----",
+            "printed by f",
+            "thread 'm::f' panicked at src/lib.rs:1:1:",
+            "",
+            "failures:",
+            "    m::f",
+            "",
+            "test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 2 filtered out; finished in 0.00s",
+        ] {
+            t.on_line(line, now);
+        }
+        assert!(t.output(0).unwrap().contains("printed by f"));
+        assert!(!t.output(0).unwrap().contains("m::f\n    m::f"));
+        assert_eq!(t.output(1), None);
+        assert_eq!(
+            t.summary(),
+            Some(Summary { passed: 1, failed: 1, ignored: 0, measured: 0, filtered_out: 2 })
+        );
+    }
+
+    #[test]
+    fn open_mode_learns_doctest_names_and_sums_summaries() {
+        let now = Instant::now();
+        let mut t = Tracker::open();
+        t.on_line("test src/lib.rs - add (line 3) ... ok", now);
+        t.on_line("test src/lib.rs - sub (line 9) ... FAILED", now);
+        t.on_line("test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.2s", now);
+        t.on_line("test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.1s", now);
+        assert_eq!(t.names(), ["src/lib.rs - add (line 3)", "src/lib.rs - sub (line 9)"]);
+        assert_eq!(t.summary().unwrap().passed, 3);
+        assert_eq!(t.summary().unwrap().ignored, 1);
+    }
+
+    #[test]
+    fn a_result_before_its_slot_is_an_anomaly_not_a_crash() {
+        let now = Instant::now();
+        let mut t = Tracker::new(names(&["a", "b", "c"]), 1, now);
+        t.on_line("test c ... ok", now);
+        assert_eq!(t.anomalies, 1);
+        assert_eq!(t.verdict(2), Some(Verdict::Passed));
+    }
+}
