@@ -62,33 +62,50 @@ impl Workspace {
     /// Reads the workspace with `cargo metadata --no-deps`.
     pub(crate) fn load(args: &RunArgs) -> Result<Workspace, Error> {
         let mut command = MetadataCommand::new();
-        command.cargo_path(cargo_program()).no_deps().other_options(args.manifest_flags());
+        command
+            .cargo_path(cargo_program())
+            .no_deps()
+            .other_options(args.manifest_flags());
         if let Some(path) = &args.manifest_path {
             command.manifest_path(path);
         }
-        let metadata = command.exec().map_err(|e| Error::Metadata(first_error_line(&e)))?;
+        let metadata = command
+            .exec()
+            .map_err(|e| Error::Metadata(first_error_line(&e)))?;
         let packages = metadata
             .packages
             .iter()
             .map(|p| (p.id.repr.clone(), Arc::new(package_info(p))))
             .collect();
-        Ok(Workspace { root: metadata.workspace_root.into_std_path_buf(), packages })
+        Ok(Workspace {
+            root: metadata.workspace_root.into_std_path_buf(),
+            packages,
+        })
     }
 
     /// Builds the selected test binaries the way `cargo test` would, and describes each.
-    pub(crate) fn build(&self, args: &RunArgs, session: &Session) -> Result<Vec<TestBinary>, Error> {
+    pub(crate) fn build(
+        &self,
+        args: &RunArgs,
+        session: &Session,
+    ) -> Result<Vec<TestBinary>, Error> {
         let mut command = Command::new(cargo_program());
         command
-            .args(["test", "--no-run", "--message-format=json-render-diagnostics"])
+            .args([
+                "test",
+                "--no-run",
+                "--message-format=json-render-diagnostics",
+            ])
             .args(args.cargo_common_flags())
             .args(args.cargo_target_flags())
             .envs(session.env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = command
-            .spawn()
-            .map_err(|source| Error::Spawn { program: "cargo test --no-run".into(), source })?;
+        let mut child = command.spawn().map_err(|source| Error::Spawn {
+            program: "cargo test --no-run".into(),
+            source,
+        })?;
         // The build stays in the runner's process group (the terminal's Ctrl-C reaches cargo directly), so
         // it is signalled by pid; its own children are cargo's to stop.
         session.add_group_member(child.id() as i32);
@@ -98,7 +115,9 @@ impl Workspace {
         for message in Message::parse_stream(BufReader::new(stdout)) {
             match message {
                 Ok(Message::CompilerArtifact(artifact)) => {
-                    let Some(exe) = artifact.executable.clone() else { continue };
+                    let Some(exe) = artifact.executable.clone() else {
+                        continue;
+                    };
                     if artifact.profile.test {
                         tests.push(artifact);
                     } else if artifact.target.kind.contains(&TargetKind::Bin) {
@@ -113,7 +132,10 @@ impl Workspace {
                 Err(e) => eprintln!("warning: unreadable message from cargo: {e}"),
             }
         }
-        let status = child.wait().map_err(|source| Error::Spawn { program: "cargo".into(), source })?;
+        let status = child.wait().map_err(|source| Error::Spawn {
+            program: "cargo".into(),
+            source,
+        })?;
         session.remove_group_member(child.id() as i32);
         if !status.success() {
             return Err(Error::Build(status.to_string()));
@@ -141,15 +163,27 @@ impl Workspace {
             "test" => format!("{}::{name}", package.name),
             other => format!("{}::{other}/{name}", package.name),
         };
-        let custom_harness = package.custom_harness.contains(&(kind.to_string(), name.clone()))
+        let custom_harness = package
+            .custom_harness
+            .contains(&(kind.to_string(), name.clone()))
             || (kind == "lib" && package.custom_harness.iter().any(|(k, _)| k == "lib"));
         // cargo gives integration tests and benches the paths of their package's binaries.
         let bins = match kind {
-            "test" | "bench" => bin_exes.get(&artifact.package_id.repr).cloned().unwrap_or_default(),
+            "test" | "bench" => bin_exes
+                .get(&artifact.package_id.repr)
+                .cloned()
+                .unwrap_or_default(),
             _ => Vec::new(),
         };
         let env = cargo_env::binary_env(&package, &executable, &bins);
-        Some(TestBinary { id, executable, package, custom_harness, is_lib: kind == "lib", env })
+        Some(TestBinary {
+            id,
+            executable,
+            package,
+            custom_harness,
+            is_lib: kind == "lib",
+            env,
+        })
     }
 }
 
@@ -169,7 +203,11 @@ fn kind_name(kinds: &[TargetKind]) -> &'static str {
 }
 
 fn package_info(package: &Package) -> PackageInfo {
-    let dir = package.manifest_path.parent().map(|p| p.as_std_path().to_path_buf()).unwrap_or_default();
+    let dir = package
+        .manifest_path
+        .parent()
+        .map(|p| p.as_std_path().to_path_buf())
+        .unwrap_or_default();
     PackageInfo {
         name: package.name.to_string(),
         env: cargo_env::package_env(package),
@@ -180,19 +218,42 @@ fn package_info(package: &Package) -> PackageInfo {
 
 /// Reads the manifest for targets with `harness = false` (cargo metadata does not report it).
 fn custom_harness_targets(manifest: &Path) -> HashSet<(String, String)> {
-    let Ok(text) = std::fs::read_to_string(manifest) else { return HashSet::new() };
-    let Ok(table) = text.parse::<toml::Table>() else { return HashSet::new() };
+    let Ok(text) = std::fs::read_to_string(manifest) else {
+        return HashSet::new();
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return HashSet::new();
+    };
     let no_harness = |t: &toml::Table| t.get("harness").and_then(|v| v.as_bool()) == Some(false);
-    let name = |t: &toml::Table| t.get("name").and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let name = |t: &toml::Table| {
+        t.get("name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
     let mut out = HashSet::new();
-    for (key, kind) in [("test", "test"), ("bench", "bench"), ("bin", "bin"), ("example", "example")] {
-        for target in table.get(key).and_then(|v| v.as_array()).into_iter().flatten() {
+    for (key, kind) in [
+        ("test", "test"),
+        ("bench", "bench"),
+        ("bin", "bin"),
+        ("example", "example"),
+    ] {
+        for target in table
+            .get(key)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
             if let Some(t) = target.as_table().filter(|t| no_harness(t)) {
                 out.insert((kind.to_string(), name(t)));
             }
         }
     }
-    if let Some(lib) = table.get("lib").and_then(|v| v.as_table()).filter(|t| no_harness(t)) {
+    if let Some(lib) = table
+        .get("lib")
+        .and_then(|v| v.as_table())
+        .filter(|t| no_harness(t))
+    {
         out.insert(("lib".to_string(), name(lib)));
     }
     out

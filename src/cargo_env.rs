@@ -10,12 +10,19 @@ use cargo_metadata::Package;
 
 /// `CARGO_MANIFEST_*` and `CARGO_PKG_*`, with the empty strings cargo uses for unset fields.
 pub(crate) fn package_env(package: &Package) -> Vec<(String, String)> {
-    let dir = package.manifest_path.parent().map(|p| p.to_string()).unwrap_or_default();
+    let dir = package
+        .manifest_path
+        .parent()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let version = &package.version;
     vec![
         ("CARGO_MANIFEST_DIR".into(), dir),
-        ("CARGO_MANIFEST_PATH".into(), package.manifest_path.to_string()),
+        (
+            "CARGO_MANIFEST_PATH".into(),
+            package.manifest_path.to_string(),
+        ),
         ("CARGO_PKG_NAME".into(), package.name.to_string()),
         ("CARGO_PKG_VERSION".into(), version.to_string()),
         ("CARGO_PKG_VERSION_MAJOR".into(), version.major.to_string()),
@@ -29,15 +36,27 @@ pub(crate) fn package_env(package: &Package) -> Vec<(String, String)> {
         ("CARGO_PKG_LICENSE".into(), opt(&package.license)),
         (
             "CARGO_PKG_LICENSE_FILE".into(),
-            package.license_file.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+            package
+                .license_file
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
         ),
         (
             "CARGO_PKG_RUST_VERSION".into(),
-            package.rust_version.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+            package
+                .rust_version
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
         ),
         (
             "CARGO_PKG_README".into(),
-            package.readme.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+            package
+                .readme
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
         ),
     ]
 }
@@ -48,8 +67,11 @@ pub(crate) fn binary_env(
     executable: &Path,
     bins: &[(String, PathBuf)],
 ) -> Vec<(String, OsString)> {
-    let mut env: Vec<(String, OsString)> =
-        package.env.iter().map(|(k, v)| (k.clone(), OsString::from(v))).collect();
+    let mut env: Vec<(String, OsString)> = package
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), OsString::from(v)))
+        .collect();
     env.push(("CARGO".into(), crate::cargo::cargo_program()));
     for (name, path) in bins {
         env.push((format!("CARGO_BIN_EXE_{name}"), path.into()));
@@ -117,25 +139,44 @@ fn cargo_home() -> Option<PathBuf> {
 }
 
 fn config_file_in(dir: &Path) -> Option<PathBuf> {
-    ["config.toml", "config"].iter().map(|name| dir.join(name)).find(|p| p.is_file())
+    ["config.toml", "config"]
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// The `[env]` table of one config file. A file cargo could not read either is ignored here: the build
 /// that ran before has already reported it.
 pub(crate) fn read_env_table(file: &Path) -> Vec<(String, ConfigEnvValue)> {
-    let Ok(text) = std::fs::read_to_string(file) else { return Vec::new() };
-    let Ok(table) = text.parse::<toml::Table>() else { return Vec::new() };
-    let Some(env) = table.get("env").and_then(|v| v.as_table()) else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return Vec::new();
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let Some(env) = table.get("env").and_then(|v| v.as_table()) else {
+        return Vec::new();
+    };
     // Relative values are relative to the directory holding `.cargo/`.
-    let base = file.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+    let base = file
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"));
     env.iter()
         .filter_map(|(key, value)| {
             let entry = match value {
-                toml::Value::String(s) => ConfigEnvValue { value: s.into(), force: false },
+                toml::Value::String(s) => ConfigEnvValue {
+                    value: s.into(),
+                    force: false,
+                },
                 toml::Value::Table(t) => {
                     let text = t.get("value")?.as_str()?;
                     let relative = t.get("relative").and_then(|v| v.as_bool()).unwrap_or(false);
-                    let value = if relative { base.join(text).into_os_string() } else { text.into() };
+                    let value = if relative {
+                        base.join(text).into_os_string()
+                    } else {
+                        text.into()
+                    };
                     let force = t.get("force").and_then(|v| v.as_bool()).unwrap_or(false);
                     ConfigEnvValue { value, force }
                 }
@@ -163,7 +204,16 @@ mod tests {
         let env = read_env_table(&file);
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(env.len(), 3);
-        assert_eq!(env[0], ("A".into(), ConfigEnvValue { value: "1".into(), force: false }));
+        assert_eq!(
+            env[0],
+            (
+                "A".into(),
+                ConfigEnvValue {
+                    value: "1".into(),
+                    force: false
+                }
+            )
+        );
         assert_eq!(env[1].1.value, dir.join("data").into_os_string());
         assert!(env[2].1.force);
     }

@@ -32,7 +32,12 @@ pub(crate) struct RunArgs {
 
     // ---- package and target selection (passed to cargo) ----
     /// Package to test (see `cargo help pkgid`)
-    #[arg(short = 'p', long = "package", value_name = "SPEC", help_heading = "Package Selection")]
+    #[arg(
+        short = 'p',
+        long = "package",
+        value_name = "SPEC",
+        help_heading = "Package Selection"
+    )]
     pub package: Vec<String>,
     /// Test all packages in the workspace
     #[arg(long, visible_alias = "all", help_heading = "Package Selection")]
@@ -59,7 +64,11 @@ pub(crate) struct RunArgs {
     #[arg(long, help_heading = "Target Selection")]
     pub examples: bool,
     /// Test only the specified example
-    #[arg(long = "example", value_name = "NAME", help_heading = "Target Selection")]
+    #[arg(
+        long = "example",
+        value_name = "NAME",
+        help_heading = "Target Selection"
+    )]
     pub example: Vec<String>,
     /// Test all targets that have `bench = true` set
     #[arg(long, help_heading = "Target Selection")]
@@ -76,7 +85,12 @@ pub(crate) struct RunArgs {
 
     // ---- features and compilation (passed to cargo) ----
     /// Space or comma separated list of features to activate
-    #[arg(short = 'F', long, value_name = "FEATURES", help_heading = "Feature Selection")]
+    #[arg(
+        short = 'F',
+        long,
+        value_name = "FEATURES",
+        help_heading = "Feature Selection"
+    )]
     pub features: Vec<String>,
     /// Activate all available features
     #[arg(long, help_heading = "Feature Selection")]
@@ -88,7 +102,11 @@ pub(crate) struct RunArgs {
     #[arg(short = 'r', long, help_heading = "Compilation Options")]
     pub release: bool,
     /// Build artifacts with the specified cargo profile
-    #[arg(long, value_name = "PROFILE-NAME", help_heading = "Compilation Options")]
+    #[arg(
+        long,
+        value_name = "PROFILE-NAME",
+        help_heading = "Compilation Options"
+    )]
     pub profile: Option<String>,
     /// Build for the target triple
     #[arg(long, value_name = "TRIPLE", help_heading = "Compilation Options")]
@@ -97,7 +115,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "DIRECTORY", help_heading = "Compilation Options")]
     pub target_dir: Option<PathBuf>,
     /// Number of parallel build jobs, and of test binaries run at once in shared mode
-    #[arg(short = 'j', long, value_name = "N", help_heading = "Compilation Options")]
+    #[arg(
+        short = 'j',
+        long,
+        value_name = "N",
+        help_heading = "Compilation Options"
+    )]
     pub jobs: Option<String>,
     /// Path to Cargo.toml
     #[arg(long, value_name = "PATH", help_heading = "Manifest Options")]
@@ -144,7 +167,13 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "PATH", help_heading = "Runner Options")]
     pub junit: Option<PathBuf>,
     /// Profile of .config/cleantest.toml to use [default: default]
-    #[arg(short = 'P', long = "config-profile", value_name = "NAME", env = "CLEANTEST_PROFILE", help_heading = "Runner Options")]
+    #[arg(
+        short = 'P',
+        long = "config-profile",
+        value_name = "NAME",
+        env = "CLEANTEST_PROFILE",
+        help_heading = "Runner Options"
+    )]
     pub config_profile: Option<String>,
 
     /// Whether `--isolate` came from the command line or the environment (so the profile may not override it).
@@ -197,8 +226,16 @@ impl RunArgs {
         push_flag(&mut out, "--release", self.release);
         push_opt(&mut out, "--profile", &self.profile);
         push_each(&mut out, "--target", &self.target);
-        push_opt(&mut out, "--target-dir", &self.target_dir.as_ref().map(path_string));
-        push_opt(&mut out, "--manifest-path", &self.manifest_path.as_ref().map(path_string));
+        push_opt(
+            &mut out,
+            "--target-dir",
+            &self.target_dir.as_ref().map(|p| path_string(p)),
+        );
+        push_opt(
+            &mut out,
+            "--manifest-path",
+            &self.manifest_path.as_ref().map(|p| path_string(p)),
+        );
         push_opt(&mut out, "--jobs", &self.jobs);
         out.extend(self.manifest_flags());
         push_flag(&mut out, "--quiet", self.quiet);
@@ -237,11 +274,15 @@ impl RunArgs {
 
     /// The number given to `-j`, when it is a positive number.
     pub(crate) fn jobs_count(&self) -> Option<usize> {
-        self.jobs.as_deref()?.parse::<usize>().ok().filter(|n| *n > 0)
+        self.jobs
+            .as_deref()?
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
     }
 }
 
-fn path_string(path: &PathBuf) -> String {
+fn path_string(path: &std::path::Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
@@ -276,7 +317,16 @@ mod tests {
 
     #[test]
     fn runner_flags_after_cargo_flags_are_the_runners() {
-        let args = parse(&["-p", "alpha", "--timeout", "5s", "--isolate", "name", "--", "--exact"]);
+        let args = parse(&[
+            "-p",
+            "alpha",
+            "--timeout",
+            "5s",
+            "--isolate",
+            "name",
+            "--",
+            "--exact",
+        ]);
         assert_eq!(args.package, vec!["alpha"]);
         assert_eq!(args.timeout, Some(Duration::from_secs(5)));
         assert!(args.isolate && args.isolate_given);

@@ -43,8 +43,12 @@ impl Error {
     /// What the user can do about it, when there is something to say.
     pub(crate) fn hint(&self) -> Option<&'static str> {
         match self {
-            Error::Config { .. } => Some("fix the file (see the README's Config section) or remove it"),
-            Error::Metadata(_) => Some("check --manifest-path, or run from inside a cargo workspace"),
+            Error::Config { .. } => {
+                Some("fix the file (see the README's Config section) or remove it")
+            }
+            Error::Metadata(_) => {
+                Some("check --manifest-path, or run from inside a cargo workspace")
+            }
             Error::List { .. } => Some(
                 "a custom test harness must answer `--list --format terse` like libtest (libtest-mimic does); \
                  leave the target out with --test/--lib/--bins, or set `test = false` on it",

@@ -9,7 +9,10 @@ use crate::errors::Error;
 use crate::report::{Outcome, RunSummary};
 
 pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
-    let fail = |message: String| Error::Junit { path: path.to_path_buf(), message };
+    let fail = |message: String| Error::Junit {
+        path: path.to_path_buf(),
+        message,
+    };
     let mut report = Report::new("cargo-cleantest");
     report.set_time(summary.elapsed);
     let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();
@@ -40,7 +43,9 @@ pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
         suite.add_test_case(case);
     }
     for p in &summary.problems {
-        let suite = suites.entry(p.binary.as_str()).or_insert_with(|| TestSuite::new(p.binary.clone()));
+        let suite = suites
+            .entry(p.binary.as_str())
+            .or_insert_with(|| TestSuite::new(p.binary.clone()));
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
         status.set_message(p.message.clone());
         let mut case = TestCase::new("(process)", status);

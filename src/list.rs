@@ -45,7 +45,9 @@ pub(crate) fn list_all(
                         *n += 1;
                         i
                     };
-                    let Some(binary) = binaries.get(i) else { return };
+                    let Some(binary) = binaries.get(i) else {
+                        return;
+                    };
                     let listing = list(binary, args, need_ignored(binary), session, timeout);
                     *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(listing);
                 }
@@ -54,7 +56,11 @@ pub(crate) fn list_all(
     });
     results
         .into_iter()
-        .map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or(Ok(Listing::default())))
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or(Ok(Listing::default()))
+        })
         .collect()
 }
 
@@ -70,16 +76,24 @@ pub(crate) fn list(
     let ignored = if need_ignored && args.ignored == RunIgnored::No {
         let mut only_ignored = args.clone();
         only_ignored.ignored = RunIgnored::Only;
-        run_list(binary, &only_ignored.selection(), session, timeout)?.into_iter().collect()
+        run_list(binary, &only_ignored.selection(), session, timeout)?
+            .into_iter()
+            .collect()
     } else {
         HashSet::new()
     };
     let filtered_out = if args.narrows() {
-        run_list(binary, &[], session, timeout)?.len().saturating_sub(tests.len())
+        run_list(binary, &[], session, timeout)?
+            .len()
+            .saturating_sub(tests.len())
     } else {
         0
     };
-    Ok(Listing { tests, ignored, filtered_out })
+    Ok(Listing {
+        tests,
+        ignored,
+        filtered_out,
+    })
 }
 
 fn run_list(
@@ -96,15 +110,30 @@ fn run_list(
         .envs(session.env())
         .env(ENV_BINARY, &binary.id)
         .current_dir(&binary.package.dir);
-    let fail = |reason: String| Error::List { binary: binary.id.clone(), reason };
+    let fail = |reason: String| Error::List {
+        binary: binary.id.clone(),
+        reason,
+    };
     let out = capture(&mut command, session, timeout)
         .map_err(|e| fail(format!("cannot start {}: {e}", binary.executable.display())))?;
     if out.timed_out {
-        return Err(fail(format!("`--list` did not finish within {}", humantime::format_duration(timeout))));
+        return Err(fail(format!(
+            "`--list` did not finish within {}",
+            humantime::format_duration(timeout)
+        )));
     }
     if !out.exit.success() {
-        let why = out.stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-        return Err(fail(format!("`--list --format terse` ended with {}: {why}", out.exit)));
+        let why = out
+            .stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        return Err(fail(format!(
+            "`--list --format terse` ended with {}: {why}",
+            out.exit
+        )));
     }
     parse_terse(&out.stdout).map_err(fail)
 }
@@ -113,12 +142,16 @@ fn run_list(
 pub(crate) fn parse_terse(text: &str) -> Result<Vec<String>, String> {
     let mut tests = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let name = line.strip_suffix(": test").or_else(|| line.strip_suffix(": benchmark"));
+        let name = line
+            .strip_suffix(": test")
+            .or_else(|| line.strip_suffix(": benchmark"));
         match name {
             Some(name) => tests.push(name.to_string()),
             None => {
                 let shown: String = line.chars().take(60).collect();
-                return Err(format!("its `--list --format terse` output is not libtest's (line `{shown}`)"));
+                return Err(format!(
+                    "its `--list --format terse` output is not libtest's (line `{shown}`)"
+                ));
             }
         }
     }

@@ -83,7 +83,9 @@ impl RunSummary {
     }
 
     pub(crate) fn failed(&self) -> bool {
-        self.interrupted || !self.problems.is_empty() || self.results.iter().any(|r| r.outcome.is_failure())
+        self.interrupted
+            || !self.problems.is_empty()
+            || self.results.iter().any(|r| r.outcome.is_failure())
     }
 
     /// `test result: ok. N passed; M failed; K ignored; 0 measured; F filtered out; finished in X.XXs`
@@ -112,17 +114,27 @@ pub(crate) struct Reporter {
 impl Reporter {
     /// A progress bar on a terminal unless `CI` is set; plain lines otherwise.
     pub(crate) fn new(quiet: bool, nocapture: bool, total: usize) -> Reporter {
-        let on_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+        let on_ci =
+            std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
         let bar = (std::io::stderr().is_terminal() && !on_ci && !nocapture).then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
             bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:25} {pos}/{len} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:25} {pos}/{len} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        Reporter { bar, quiet, nocapture, passed: 0, failed: 0 }
+        Reporter {
+            bar,
+            quiet,
+            nocapture,
+            passed: 0,
+            failed: 0,
+        }
     }
 
     fn line(&self, text: &str) {
@@ -147,12 +159,17 @@ impl Reporter {
         if self.quiet && !result.outcome.is_failure() {
             return;
         }
-        let time = if result.duration >= Duration::from_secs(1) || result.outcome == Outcome::TimedOut {
-            format!(" ({:.2}s)", result.duration.as_secs_f64())
-        } else {
-            String::new()
-        };
-        self.line(&format!("test {} ... {}{time}", result.full_name(), result.outcome.word()));
+        let time =
+            if result.duration >= Duration::from_secs(1) || result.outcome == Outcome::TimedOut {
+                format!(" ({:.2}s)", result.duration.as_secs_f64())
+            } else {
+                String::new()
+            };
+        self.line(&format!(
+            "test {} ... {}{time}",
+            result.full_name(),
+            result.outcome.word()
+        ));
     }
 
     /// A test's own output line, shown as it comes with `--nocapture`.
@@ -180,7 +197,12 @@ impl Reporter {
         if running.len() > 3 {
             names.push(format!("+{}", running.len() - 3));
         }
-        bar.set_message(format!("{} passed, {} failed | {}", self.passed, self.failed, names.join(", ")));
+        bar.set_message(format!(
+            "{} passed, {} failed | {}",
+            self.passed,
+            self.failed,
+            names.join(", ")
+        ));
     }
 
     /// Prints the end of the run; the total line comes last.
@@ -195,8 +217,16 @@ impl Reporter {
     }
 }
 
-fn write_summary(out: &mut impl Write, s: &RunSummary, interrupted: Option<&str>) -> std::io::Result<()> {
-    let failures: Vec<&TestResult> = s.results.iter().filter(|r| r.outcome.is_failure()).collect();
+fn write_summary(
+    out: &mut impl Write,
+    s: &RunSummary,
+    interrupted: Option<&str>,
+) -> std::io::Result<()> {
+    let failures: Vec<&TestResult> = s
+        .results
+        .iter()
+        .filter(|r| r.outcome.is_failure())
+        .collect();
     if !failures.is_empty() || !s.problems.is_empty() {
         writeln!(out, "\nfailures:")?;
         for r in &failures {
@@ -230,23 +260,40 @@ fn write_summary(out: &mut impl Write, s: &RunSummary, interrupted: Option<&str>
     if !s.leftovers.is_empty() {
         writeln!(out, "\nleftover processes killed:")?;
         for l in &s.leftovers {
-            writeln!(out, "    {}: left {} process(es)", l.unit, l.processes.len())?;
+            writeln!(
+                out,
+                "    {}: left {} process(es)",
+                l.unit,
+                l.processes.len()
+            )?;
             for p in l.processes.iter().take(5) {
                 writeln!(out, "        {p}")?;
             }
         }
     }
-    let mut slow: Vec<&TestResult> =
-        s.results.iter().filter(|r| r.duration >= Duration::from_millis(500)).collect();
-    slow.sort_by(|a, b| b.duration.cmp(&a.duration));
+    let mut slow: Vec<&TestResult> = s
+        .results
+        .iter()
+        .filter(|r| r.duration >= Duration::from_millis(500))
+        .collect();
+    slow.sort_by_key(|r| std::cmp::Reverse(r.duration));
     if !slow.is_empty() {
         writeln!(out, "\nslowest tests:")?;
         for r in slow.iter().take(5) {
-            writeln!(out, "    {:>8.2}s {}", r.duration.as_secs_f64(), r.full_name())?;
+            writeln!(
+                out,
+                "    {:>8.2}s {}",
+                r.duration.as_secs_f64(),
+                r.full_name()
+            )?;
         }
     }
     if let Some(why) = interrupted {
-        writeln!(out, "\ninterrupted by {why}: every test process was stopped; session {}", s.session)?;
+        writeln!(
+            out,
+            "\ninterrupted by {why}: every test process was stopped; session {}",
+            s.session
+        )?;
     }
     writeln!(out)?;
     writeln!(out, "{}", s.total_line())
@@ -275,7 +322,11 @@ mod tests {
     #[test]
     fn total_line_counts_timeouts_as_failures() {
         let s = RunSummary {
-            results: vec![result(Outcome::Passed), result(Outcome::TimedOut), result(Outcome::Ignored)],
+            results: vec![
+                result(Outcome::Passed),
+                result(Outcome::TimedOut),
+                result(Outcome::Ignored),
+            ],
             filtered_out: 4,
             elapsed: Duration::from_millis(1234),
             ..Default::default()
@@ -288,10 +339,19 @@ mod tests {
 
     #[test]
     fn summary_ends_with_the_total_line() {
-        let s = RunSummary { results: vec![result(Outcome::Failed)], ..Default::default() };
+        let s = RunSummary {
+            results: vec![result(Outcome::Failed)],
+            ..Default::default()
+        };
         let mut buf = Vec::new();
         write_summary(&mut buf, &s, Some("SIGINT")).unwrap();
         let text = String::from_utf8(buf).unwrap();
-        assert!(text.trim_end().lines().last().unwrap().starts_with("test result: FAILED. 0 passed; 1 failed"));
+        assert!(
+            text.trim_end()
+                .lines()
+                .last()
+                .unwrap()
+                .starts_with("test result: FAILED. 0 passed; 1 failed")
+        );
     }
 }

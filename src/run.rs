@@ -20,7 +20,8 @@ use crate::{junit, list, signals};
 /// Runs the tests and returns the process exit code.
 pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let started = Instant::now();
-    let test_args = TestArgs::parse(args.testname.as_deref(), &args.test_args).map_err(|e| Error::TestArgs(e.0))?;
+    let test_args = TestArgs::parse(args.testname.as_deref(), &args.test_args)
+        .map_err(|e| Error::TestArgs(e.0))?;
     let session = Session::new();
     let _cleanup = CleanupGuard(session.clone());
     let events = mpsc::channel();
@@ -28,7 +29,11 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
 
     let workspace = Workspace::load(&args)?;
     let settings = Settings::load(&workspace.root, &args)?;
-    let binaries = if args.doc { Vec::new() } else { workspace.build(&args, &session)? };
+    let binaries = if args.doc {
+        Vec::new()
+    } else {
+        workspace.build(&args, &session)?
+    };
     if let Some(signal) = session.interrupted_by() {
         return Ok(signals::exit_code(signal));
     }
@@ -36,23 +41,44 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         return Ok(EXIT_OK);
     }
     let binaries: Vec<Arc<TestBinary>> = binaries.into_iter().map(Arc::new).collect();
-    // Doctests run when cargo test would run them: default selection (for libraries), or `--doc`.
-    let doctests = args.doc || (!args.selects_targets() && binaries.iter().any(|b| b.is_lib));
+    // Doctests run when cargo test would run them: `--doc`, or the default selection of a workspace with
+    // a library and no positional TESTNAME (cargo skips doctests for `cargo test NAME`).
+    let doctests = args.doc
+        || (!args.selects_targets()
+            && args.testname.is_none()
+            && binaries.iter().any(|b| b.is_lib));
     let mut doc_cargo_args = args.cargo_common_flags();
     if args.no_fail_fast {
         doc_cargo_args.push("--no-fail-fast".into());
     }
     if test_args.list {
-        return list_mode(&binaries, &test_args, &session, &settings, doctests, &doc_cargo_args);
+        return list_mode(
+            &binaries,
+            &test_args,
+            &session,
+            &settings,
+            doctests,
+            &doc_cargo_args,
+        );
     }
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = test_args
         .test_threads
         .or(settings.test_threads)
-        .or_else(|| std::env::var("RUST_TEST_THREADS").ok()?.parse().ok().filter(|n| *n > 0))
+        .or_else(|| {
+            std::env::var("RUST_TEST_THREADS")
+                .ok()?
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+        })
         .unwrap_or(cpus);
-    let slots = if settings.isolate { threads } else { args.jobs_count().unwrap_or(cpus) };
+    let slots = if settings.isolate {
+        threads
+    } else {
+        args.jobs_count().unwrap_or(cpus)
+    };
     let listings = list::list_all(
         &binaries,
         &test_args,
@@ -62,10 +88,18 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         settings.timeout,
     )?;
     let plan = plan(binaries, listings, settings.isolate, threads, doctests);
-    let reporter = Reporter::new(args.quiet || test_args.quiet, test_args.nocapture, plan.total);
+    let reporter = Reporter::new(
+        args.quiet || test_args.quiet,
+        test_args.nocapture,
+        plan.total,
+    );
     let scheduler = Scheduler {
         settings: &settings,
-        ctx: CommandContext { args: &test_args, session: &session, doc_cargo_args: &doc_cargo_args },
+        ctx: CommandContext {
+            args: &test_args,
+            session: &session,
+            doc_cargo_args: &doc_cargo_args,
+        },
         reporter,
         slots: slots.max(1),
         fail_fast: !args.no_fail_fast,
@@ -73,7 +107,10 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     };
     let (summary, reporter) = scheduler.run(plan, started);
     session.cleanup();
-    let junit_result = args.junit.as_deref().map(|path| junit::write(path, &summary));
+    let junit_result = args
+        .junit
+        .as_deref()
+        .map(|path| junit::write(path, &summary));
     if let Some(Err(e)) = &junit_result {
         reporter.warn(&format!("failed to {e}"));
     }
@@ -99,7 +136,11 @@ fn list_mode(
     args.push("--list".into());
     args.extend(test_args.passthrough.iter().cloned());
     for binary in binaries {
-        eprintln!("     Running {} ({})", binary.id, binary.executable.display());
+        eprintln!(
+            "     Running {} ({})",
+            binary.id,
+            binary.executable.display()
+        );
         let mut command = std::process::Command::new(&binary.executable);
         command
             .args(&args)
@@ -107,8 +148,11 @@ fn list_mode(
             .envs(session.env())
             .env(ENV_BINARY, &binary.id)
             .current_dir(&binary.package.dir);
-        let out = capture(&mut command, session, settings.timeout)
-            .map_err(|source| Error::Spawn { program: binary.executable.display().to_string(), source })?;
+        let out =
+            capture(&mut command, session, settings.timeout).map_err(|source| Error::Spawn {
+                program: binary.executable.display().to_string(),
+                source,
+            })?;
         print!("{}", out.stdout);
         eprint!("{}", out.stderr);
         if !out.exit.success() {
@@ -117,9 +161,17 @@ fn list_mode(
     }
     if doctests {
         let mut command = std::process::Command::new(crate::cargo::cargo_program());
-        command.args(["test", "--doc"]).args(doc_cargo_args).arg("--").args(&args).envs(session.env());
-        let out = capture(&mut command, session, settings.timeout)
-            .map_err(|source| Error::Spawn { program: "cargo test --doc".into(), source })?;
+        command
+            .args(["test", "--doc"])
+            .args(doc_cargo_args)
+            .arg("--")
+            .args(&args)
+            .envs(session.env());
+        let out =
+            capture(&mut command, session, settings.timeout).map_err(|source| Error::Spawn {
+                program: "cargo test --doc".into(),
+                source,
+            })?;
         print!("{}", out.stdout);
         eprint!("{}", out.stderr);
         if !out.exit.success() {

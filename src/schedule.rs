@@ -50,7 +50,8 @@ pub(crate) fn plan(
             attempt: 0,
         };
         if !(isolate || binary.custom_harness) {
-            plan.queue.push_back(spec(UnitKind::Shared, listing.tests, threads));
+            plan.queue
+                .push_back(spec(UnitKind::Shared, listing.tests, threads));
             continue;
         }
         for test in listing.tests {
@@ -64,7 +65,8 @@ pub(crate) fn plan(
                     note: None,
                 });
             } else {
-                plan.queue.push_back(spec(UnitKind::Isolated, vec![test], 1));
+                plan.queue
+                    .push_back(spec(UnitKind::Isolated, vec![test], 1));
             }
         }
     }
@@ -93,7 +95,10 @@ pub(crate) struct Scheduler<'a> {
 
 impl Scheduler<'_> {
     pub(crate) fn run(mut self, plan: Plan, started: Instant) -> (RunSummary, Reporter) {
-        let mut summary = RunSummary { filtered_out: plan.filtered_out, ..Default::default() };
+        let mut summary = RunSummary {
+            filtered_out: plan.filtered_out,
+            ..Default::default()
+        };
         for result in plan.preset {
             self.reporter.test_finished(&result);
             summary.results.push(result);
@@ -129,9 +134,16 @@ impl Scheduler<'_> {
             if running.is_empty() && (queue.is_empty() || stopping) {
                 break;
             }
-            let mut deadline = running.values().filter_map(|u| u.next_deadline(self.settings)).min();
-            deadline = Some(deadline.map_or(now + Duration::from_millis(250), |d| d.min(now + Duration::from_millis(250))));
-            let wait = deadline.map_or(Duration::from_millis(250), |d| d.saturating_duration_since(now));
+            let mut deadline = running
+                .values()
+                .filter_map(|u| u.next_deadline(self.settings))
+                .min();
+            deadline = Some(deadline.map_or(now + Duration::from_millis(250), |d| {
+                d.min(now + Duration::from_millis(250))
+            }));
+            let wait = deadline.map_or(Duration::from_millis(250), |d| {
+                d.saturating_duration_since(now)
+            });
             match self.events.1.recv_timeout(wait) {
                 Ok(event) => self.handle(event, &mut running, &mut signals_seen),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -152,18 +164,22 @@ impl Scheduler<'_> {
             for id in done {
                 let unit = running.remove(&id).expect("done unit is running");
                 let label = match unit.spec.kind {
-                    UnitKind::Isolated => format!("{}::{}", unit.spec.binary_id, unit.spec.tests[0]),
+                    UnitKind::Isolated => {
+                        format!("{}::{}", unit.spec.binary_id, unit.spec.tests[0])
+                    }
                     _ => unit.spec.binary_id.clone(),
                 };
                 self.ctx.session.remove_group(unit.pid);
-                let finished = unit.finish(Instant::now(), self.settings);
+                let interrupted = self.ctx.session.interrupted_by().is_some();
+                let finished = unit.finish(Instant::now(), self.settings, interrupted);
                 summary.filtered_out += finished.filtered_out;
                 for result in finished.results {
                     self.reporter.test_finished(&result);
                     summary.results.push(result);
                 }
                 if let Some(problem) = finished.problem {
-                    self.reporter.warn(&format!("{}: {}", problem.binary, problem.message));
+                    self.reporter
+                        .warn(&format!("{}: {}", problem.binary, problem.message));
                     summary.problems.push(problem);
                 }
                 if !finished.leftovers.is_empty() {
@@ -171,7 +187,10 @@ impl Scheduler<'_> {
                         "{label} left {} process(es) behind; killed them",
                         finished.leftovers.len()
                     ));
-                    summary.leftovers.push(Leftover { unit: label, processes: finished.leftovers });
+                    summary.leftovers.push(Leftover {
+                        unit: label,
+                        processes: finished.leftovers,
+                    });
                 }
                 if let Some(rerun) = finished.rerun {
                     queue.push_front(rerun);
@@ -181,7 +200,10 @@ impl Scheduler<'_> {
                 }
             }
             let now = Instant::now();
-            let names: Vec<(String, Duration)> = running.values().flat_map(|u| u.running_tests(now)).collect();
+            let names: Vec<(String, Duration)> = running
+                .values()
+                .flat_map(|u| u.running_tests(now))
+                .collect();
             self.reporter.running(&names);
         }
         summary.elapsed = started.elapsed();
@@ -190,7 +212,12 @@ impl Scheduler<'_> {
         (summary, self.reporter)
     }
 
-    fn handle(&mut self, event: Event, running: &mut HashMap<UnitId, RunningUnit>, signals_seen: &mut usize) {
+    fn handle(
+        &mut self,
+        event: Event,
+        running: &mut HashMap<UnitId, RunningUnit>,
+        signals_seen: &mut usize,
+    ) {
         let now = Instant::now();
         match event {
             Event::Line(id, line) => {

@@ -38,7 +38,10 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn new() -> Arc<Session> {
-        Arc::new(Session { id: new_id(), state: Mutex::default() })
+        Arc::new(Session {
+            id: new_id(),
+            state: Mutex::default(),
+        })
     }
 
     pub(crate) fn id(&self) -> &str {
@@ -91,7 +94,11 @@ impl Session {
     pub(crate) fn on_signal(&self, signal: Signal) -> usize {
         let mut state = self.lock();
         state.signals.push(signal);
-        let send = if state.signals.len() == 1 { signal } else { Signal::SIGKILL };
+        let send = if state.signals.len() == 1 {
+            signal
+        } else {
+            Signal::SIGKILL
+        };
         for &pgid in &state.groups {
             signal_group(pgid, send);
         }
@@ -110,7 +117,10 @@ impl Session {
     pub(crate) fn cleanup(&self) {
         let (groups, members) = {
             let mut state = self.lock();
-            (std::mem::take(&mut state.groups), std::mem::take(&mut state.members))
+            (
+                std::mem::take(&mut state.groups),
+                std::mem::take(&mut state.members),
+            )
         };
         for pgid in groups {
             signal_group(pgid, Signal::SIGKILL);
@@ -153,7 +163,10 @@ fn new_id() -> String {
         }
     }
     // 256 is not a multiple of 36; the slight bias is irrelevant for an id with 124 bits of entropy.
-    bytes.iter().map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect()
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
 }
 
 #[cfg(test)]
@@ -165,7 +178,11 @@ mod tests {
         let a = Session::new();
         let b = Session::new();
         assert_eq!(a.id().len(), ID_LEN);
-        assert!(a.id().bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            a.id()
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
         assert_ne!(a.id(), b.id());
     }
 

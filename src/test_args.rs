@@ -166,7 +166,15 @@ mod tests {
         assert_eq!(args.passthrough, vec!["--force-run-in-process"]);
         assert_eq!(
             args.selection(),
-            vec!["foo", "--exact", "--skip", "bar", "--skip", "baz", "--include-ignored"]
+            vec![
+                "foo",
+                "--exact",
+                "--skip",
+                "bar",
+                "--skip",
+                "baz",
+                "--include-ignored"
+            ]
         );
     }
 

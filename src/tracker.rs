@@ -65,7 +65,11 @@ impl Tracker {
     /// A tracker for a process that runs `names` (in libtest's order) on `threads` threads.
     pub(crate) fn new(names: Vec<String>, threads: usize, now: Instant) -> Tracker {
         let n = names.len();
-        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
         let mut tracker = Tracker {
             names,
             index,
@@ -104,7 +108,9 @@ impl Tracker {
     /// How long the test ran, by the model's clock (from when its slot opened to its result line).
     pub(crate) fn duration(&self, index: usize, now: Instant) -> std::time::Duration {
         let start = self.started_at[index].unwrap_or(now);
-        self.finished_at[index].unwrap_or(now).saturating_duration_since(start)
+        self.finished_at[index]
+            .unwrap_or(now)
+            .saturating_duration_since(start)
     }
 
     pub(crate) fn output(&self, index: usize) -> Option<&str> {
@@ -166,7 +172,10 @@ impl Tracker {
     }
 
     fn on_section_line(&mut self, line: &str, current: Option<usize>) -> Line {
-        if let Some(name) = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----")) {
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|l| l.strip_suffix(" stdout ----"))
+        {
             let index = self.lookup(name);
             self.section = Some(index);
             return Line::Framing;
@@ -226,15 +235,20 @@ impl Tracker {
             if self.open && Some(&at) != splits.last() {
                 continue;
             }
-            let Some(index) = self.lookup(name) else { continue };
-            if tail.is_empty() {
+            let Some(index) = self.lookup(name) else {
+                continue;
+            };
+            let verdict = parse_verdict(tail);
+            if verdict.is_none() {
+                // The start marker, maybe followed by the test's own output (`--nocapture`).
                 self.awaiting = Some(index);
-                return None;
             }
-            return parse_verdict(tail).map(|v| (index, v));
+            return verdict.map(|v| (index, v));
         }
         // `test NAME ... ` with nothing after it: the single-threaded start marker.
-        let name = rest.strip_suffix(" ...").or_else(|| rest.strip_suffix(" ... "))?;
+        let name = rest
+            .strip_suffix(" ...")
+            .or_else(|| rest.strip_suffix(" ... "))?;
         let name = name.strip_suffix(" - should panic").unwrap_or(name);
         self.awaiting = self.lookup(name);
         None
@@ -268,7 +282,9 @@ pub(crate) fn parse_summary(line: &str) -> Option<Summary> {
     let mut summary = Summary::default();
     for part in counts.split("; ") {
         let (number, what) = part.split_once(' ')?;
-        let Ok(n) = number.parse::<usize>() else { continue };
+        let Ok(n) = number.parse::<usize>() else {
+            continue;
+        };
         match what {
             "passed" => summary.passed = n,
             "failed" => summary.failed = n,
@@ -300,7 +316,10 @@ mod tests {
         let mut t = Tracker::new(names(&["a", "b", "c", "d"]), 2, t0);
         assert_eq!(running(&t), ["a", "b"]);
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(t.on_line("test b ... ok", t1), Line::Result(1, Verdict::Passed));
+        assert_eq!(
+            t.on_line("test b ... ok", t1),
+            Line::Result(1, Verdict::Passed)
+        );
         assert_eq!(running(&t), ["a", "c"]);
         let c_started = t.running().find(|(i, _)| *i == 2).unwrap().1;
         assert_eq!(c_started, t1);
@@ -318,8 +337,14 @@ mod tests {
     fn names_with_spaces_dots_and_unicode() {
         let now = Instant::now();
         let mut t = Tracker::new(names(&["a ... b", "größe ✓ check"]), 1, now);
-        assert_eq!(t.on_line("test a ... b ... ok", now), Line::Result(0, Verdict::Passed));
-        assert_eq!(t.on_line("test größe ✓ check ... FAILED", now), Line::Result(1, Verdict::Failed));
+        assert_eq!(
+            t.on_line("test a ... b ... ok", now),
+            Line::Result(0, Verdict::Passed)
+        );
+        assert_eq!(
+            t.on_line("test größe ✓ check ... FAILED", now),
+            Line::Result(1, Verdict::Failed)
+        );
     }
 
     #[test]
@@ -358,7 +383,13 @@ mod tests {
         assert_eq!(t.output(1), None);
         assert_eq!(
             t.summary(),
-            Some(Summary { passed: 1, failed: 1, ignored: 0, measured: 0, filtered_out: 2 })
+            Some(Summary {
+                passed: 1,
+                failed: 1,
+                ignored: 0,
+                measured: 0,
+                filtered_out: 2
+            })
         );
     }
 
@@ -370,7 +401,10 @@ mod tests {
         t.on_line("test src/lib.rs - sub (line 9) ... FAILED", now);
         t.on_line("test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.2s", now);
         t.on_line("test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.1s", now);
-        assert_eq!(t.names(), ["src/lib.rs - add (line 3)", "src/lib.rs - sub (line 9)"]);
+        assert_eq!(
+            t.names(),
+            ["src/lib.rs - add (line 3)", "src/lib.rs - sub (line 9)"]
+        );
         assert_eq!(t.summary().unwrap().passed, 3);
         assert_eq!(t.summary().unwrap().ignored, 1);
     }

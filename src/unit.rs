@@ -60,14 +60,19 @@ pub(crate) struct CommandContext<'a> {
 impl UnitSpec {
     /// The same binary again, for the tests that had not finished.
     pub(crate) fn rerun(&self, tests: Vec<String>) -> UnitSpec {
-        UnitSpec { tests, attempt: self.attempt + 1, ..self.clone() }
+        UnitSpec {
+            tests,
+            attempt: self.attempt + 1,
+            ..self.clone()
+        }
     }
 
     pub(crate) fn command(&self, ctx: &CommandContext<'_>) -> Command {
         let mut command = match (&self.binary, self.kind) {
             (Some(binary), kind) if kind != UnitKind::Doctests => {
                 let mut c = Command::new(&binary.executable);
-                c.envs(binary.env.iter().map(|(k, v)| (k, v))).current_dir(&binary.package.dir);
+                c.envs(binary.env.iter().map(|(k, v)| (k, v)))
+                    .current_dir(&binary.package.dir);
                 c.args(self.test_args(ctx.args));
                 c
             }
@@ -78,7 +83,9 @@ impl UnitSpec {
                 c
             }
         };
-        command.envs(ctx.session.env()).env(ENV_BINARY, &self.binary_id);
+        command
+            .envs(ctx.session.env())
+            .env(ENV_BINARY, &self.binary_id);
         if self.kind == UnitKind::Isolated {
             command.env(ENV_TEST, &self.tests[0]);
         }
@@ -114,7 +121,9 @@ impl UnitSpec {
 pub(crate) enum Stop {
     Running,
     /// SIGTERM (or the user's signal) sent; SIGKILL at this instant.
-    Terminating { kill_at: Instant },
+    Terminating {
+        kill_at: Instant,
+    },
     Killed,
 }
 
@@ -188,7 +197,11 @@ impl RunningUnit {
 
     /// Feeds one output line; returns the verdicts it carried and whether the line is the tests' own
     /// output (worth echoing with `--nocapture`).
-    pub(crate) fn on_line(&mut self, line: String, now: Instant) -> (Option<(usize, Verdict)>, bool) {
+    pub(crate) fn on_line(
+        &mut self,
+        line: String,
+        now: Instant,
+    ) -> (Option<(usize, Verdict)>, bool) {
         let parsed = self.tracker.on_line(&line, now);
         // Only the tests' own output is kept: libtest's framing (result and total lines) inside a failure
         // report would confuse log parsers that add up `test result:` lines.
@@ -232,7 +245,9 @@ impl RunningUnit {
         if count > 1 {
             self.mark_killed(now);
         } else if self.stop == Stop::Running {
-            self.stop = Stop::Terminating { kill_at: now + grace };
+            self.stop = Stop::Terminating {
+                kill_at: now + grace,
+            };
         }
     }
 
@@ -273,7 +288,9 @@ impl RunningUnit {
                 if !newly.is_empty() {
                     self.reason = Some(StopReason::Timeout);
                     signal_group(self.pid, Signal::SIGTERM);
-                    self.stop = Stop::Terminating { kill_at: now + grace };
+                    self.stop = Stop::Terminating {
+                        kill_at: now + grace,
+                    };
                 }
             }
             Stop::Terminating { kill_at } if now >= kill_at => {
@@ -298,11 +315,18 @@ impl RunningUnit {
 
     /// The next instant at which `tick` has something to do.
     pub(crate) fn next_deadline(&self, settings: &Settings) -> Option<Instant> {
-        let eof_deadline = self.eof_wait_from.filter(|_| !self.eof).map(|t| t + EOF_WAIT);
+        let eof_deadline = self
+            .eof_wait_from
+            .filter(|_| !self.eof)
+            .map(|t| t + EOF_WAIT);
         let own = match self.stop {
             Stop::Running if self.exit.is_none() => match self.spec.kind {
                 UnitKind::Doctests => Some(self.last_progress + settings.timeout),
-                _ => self.tracker.running().map(|(i, since)| since + self.timeout_of(i, settings)).min(),
+                _ => self
+                    .tracker
+                    .running()
+                    .map(|(i, since)| since + self.timeout_of(i, settings))
+                    .min(),
             },
             Stop::Terminating { kill_at } => Some(kill_at),
             _ => None,
@@ -315,7 +339,10 @@ impl RunningUnit {
         if self.spec.kind == UnitKind::Doctests {
             return vec![(DOCTESTS_ID.to_string(), now - self.started)];
         }
-        self.tracker.running().map(|(i, since)| (self.tracker.names()[i].clone(), now - since)).collect()
+        self.tracker
+            .running()
+            .map(|(i, since)| (self.tracker.names()[i].clone(), now - since))
+            .collect()
     }
 
     pub(crate) fn is_done(&self, now: Instant) -> bool {
@@ -326,13 +353,25 @@ impl RunningUnit {
         self.eof || self.eof_wait_from.is_some_and(|t| now >= t + EOF_WAIT)
     }
 
-    /// Turns the ended unit into results.
-    pub(crate) fn finish(mut self, now: Instant, settings: &Settings) -> Finished {
+    /// Turns the ended unit into results. `interrupted` comes from the session: the unit may end from a
+    /// forwarded signal before the scheduler has read the signal's event.
+    pub(crate) fn finish(
+        mut self,
+        now: Instant,
+        settings: &Settings,
+        interrupted: bool,
+    ) -> Finished {
+        if interrupted {
+            self.reason.get_or_insert(StopReason::Interrupt);
+        }
         self.leftovers.extend(kill_leftovers(self.pid));
         let exit = self.exit.unwrap_or(ExitKind::Signal(9));
         let mut output = std::mem::take(&mut self.output);
         if self.dropped > 0 {
-            output.push_str(&format!("[cleantest: {} bytes of output dropped]\n", self.dropped));
+            output.push_str(&format!(
+                "[cleantest: {} bytes of output dropped]\n",
+                self.dropped
+            ));
         }
         if self.spec.kind == UnitKind::Doctests {
             return self.finish_doctests(exit, output, now);
@@ -345,11 +384,24 @@ impl RunningUnit {
         let running: Vec<usize> = self.tracker.running().map(|(i, _)| i).collect();
         let mut problem = None;
         for (i, name) in names.iter().enumerate() {
-            let verdict = self.tracker.verdict(i).or_else(|| isolated.then(|| single_verdict(summary)).flatten());
-            let duration = if isolated { now - self.started } else { self.tracker.duration(i, now) };
+            let verdict = self
+                .tracker
+                .verdict(i)
+                .or_else(|| isolated.then(|| single_verdict(summary)).flatten());
+            let duration = if isolated {
+                now - self.started
+            } else {
+                self.tracker.duration(i, now)
+            };
             let (outcome, note) = if self.timed_out.contains(&i) {
                 let limit = settings.timeout_for(&self.spec.binary_id, name);
-                (Outcome::TimedOut, Some(format!("timed out after {}", humantime::format_duration(limit))))
+                (
+                    Outcome::TimedOut,
+                    Some(format!(
+                        "timed out after {}",
+                        humantime::format_duration(limit)
+                    )),
+                )
             } else if let Some(v) = verdict {
                 (outcome_of(v), None)
             } else if self.reason == Some(StopReason::Interrupt) {
@@ -359,15 +411,27 @@ impl RunningUnit {
                 continue;
             } else if summary.is_some() && !isolated {
                 // libtest reported its totals, so this line was garbled by the test's own output.
-                (if exit.success() { Outcome::Passed } else { Outcome::Failed }, None)
+                (
+                    if exit.success() {
+                        Outcome::Passed
+                    } else {
+                        Outcome::Failed
+                    },
+                    None,
+                )
             } else if running.contains(&i) || isolated {
-                let note = format!("the test process ended with {exit} while this test was running");
+                let note =
+                    format!("the test process ended with {exit} while this test was running");
                 (Outcome::Failed, Some(note))
             } else {
                 rerun.push(name.clone());
                 continue;
             };
-            let own_output = if isolated { Some(output.clone()) } else { self.tracker.output(i).map(str::to_string) };
+            let own_output = if isolated {
+                Some(output.clone())
+            } else {
+                self.tracker.output(i).map(str::to_string)
+            };
             results.push(TestResult {
                 binary: self.spec.binary_id.clone(),
                 name: name.clone(),
@@ -379,12 +443,23 @@ impl RunningUnit {
         }
         if !rerun.is_empty() && running.is_empty() && self.reason.is_none() {
             // Ended before any test could start: rerunning would only end the same way.
-            problem = Some(self.problem(format!("the test binary ended with {exit} before running its tests"), &output));
+            problem = Some(self.problem(
+                format!("the test binary ended with {exit} before running its tests"),
+                &output,
+            ));
             rerun.clear();
         }
         let failed_any = results.iter().any(|r| r.outcome.is_failure());
-        if problem.is_none() && self.reason.is_none() && !exit.success() && !failed_any && rerun.is_empty() {
-            problem = Some(self.problem(format!("the test binary ended with {exit} although no test failed"), &output));
+        if problem.is_none()
+            && self.reason.is_none()
+            && !exit.success()
+            && !failed_any
+            && rerun.is_empty()
+        {
+            problem = Some(self.problem(
+                format!("the test binary ended with {exit} although no test failed"),
+                &output,
+            ));
         }
         Finished {
             results,
@@ -417,9 +492,14 @@ impl RunningUnit {
                 outcome: Outcome::TimedOut,
                 duration: now - self.started,
                 output: Some(output.clone()),
-                note: Some("no doctest finished within the timeout; the doctest run was stopped".into()),
+                note: Some(
+                    "no doctest finished within the timeout; the doctest run was stopped".into(),
+                ),
             });
-        } else if !exit.success() && self.reason.is_none() && !results.iter().any(|r| r.outcome.is_failure()) {
+        } else if !exit.success()
+            && self.reason.is_none()
+            && !results.iter().any(|r| r.outcome.is_failure())
+        {
             problem = Some(self.problem(format!("`cargo test --doc` ended with {exit}"), &output));
         }
         Finished {
@@ -432,7 +512,11 @@ impl RunningUnit {
     }
 
     fn problem(&self, message: String, output: &str) -> UnitProblem {
-        UnitProblem { binary: self.spec.binary_id.clone(), message, output: output.to_string() }
+        UnitProblem {
+            binary: self.spec.binary_id.clone(),
+            message,
+            output: output.to_string(),
+        }
     }
 }
 

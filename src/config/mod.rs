@@ -57,7 +57,11 @@ impl Settings {
                     path,
                     message: format!(
                         "config profile `{name}` is not defined; add [profile.{name}] or choose one of: {}",
-                        if known.is_empty() { "default".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "default".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 });
             }
@@ -67,7 +71,10 @@ impl Settings {
             .iter()
             .map(Override::compile)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|message| Error::Config { path: path.clone(), message })?;
+            .map_err(|message| Error::Config {
+                path: path.clone(),
+                message,
+            })?;
         if profile.test_threads == Some(0) {
             return Err(Error::Config {
                 path,
@@ -75,12 +82,19 @@ impl Settings {
             });
         }
         Ok(Settings {
-            timeout: args.timeout.or(profile.timeout.map(|d| d.0)).unwrap_or(DEFAULT_TIMEOUT),
+            timeout: args
+                .timeout
+                .or(profile.timeout.map(|d| d.0))
+                .unwrap_or(DEFAULT_TIMEOUT),
             grace_period: args
                 .grace_period
                 .or(profile.grace_period.map(|d| d.0))
                 .unwrap_or(DEFAULT_GRACE),
-            isolate: if args.isolate_given { args.isolate } else { profile.isolate.unwrap_or(false) },
+            isolate: if args.isolate_given {
+                args.isolate
+            } else {
+                profile.isolate.unwrap_or(false)
+            },
             test_threads: profile.test_threads,
             overrides,
         })
@@ -110,7 +124,10 @@ fn read_config(path: &Path) -> Result<ConfigFile, Error> {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ConfigFile::default()),
         Err(e) => {
-            return Err(Error::Config { path: path.into(), message: format!("cannot read it: {e}") });
+            return Err(Error::Config {
+                path: path.into(),
+                message: format!("cannot read it: {e}"),
+            });
         }
     };
     toml::from_str(&text).map_err(|e| Error::Config {
@@ -163,7 +180,10 @@ isolate = true
 filter = "db::*"
 timeout = "1m"
 "#;
-        let args = RunArgs { config_profile: Some("ci".into()), ..Default::default() };
+        let args = RunArgs {
+            config_profile: Some("ci".into()),
+            ..Default::default()
+        };
         let s = load(text, &args).unwrap();
         assert_eq!(s.timeout, Duration::from_secs(20));
         assert_eq!(s.grace_period, Duration::from_secs(2));
@@ -193,9 +213,16 @@ timeout = "1m"
 
     #[test]
     fn bad_duration_and_unknown_profile_are_errors() {
-        let err = load("[profile.default]\ntimeout = \"soon\"\n", &RunArgs::default()).unwrap_err();
+        let err = load(
+            "[profile.default]\ntimeout = \"soon\"\n",
+            &RunArgs::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
-        let args = RunArgs { config_profile: Some("nightly".into()), ..Default::default() };
+        let args = RunArgs {
+            config_profile: Some("nightly".into()),
+            ..Default::default()
+        };
         let err = load("[profile.default]\n", &args).unwrap_err();
         assert!(err.to_string().contains("nightly"), "{err}");
     }

@@ -27,8 +27,12 @@ pub(crate) struct Override {
 
 impl Override {
     pub(crate) fn compile(config: &OverrideConfig) -> Result<Override, String> {
-        let glob = Glob::new(&config.filter)
-            .map_err(|e| format!("override filter `{}` is not a valid glob: {e}", config.filter))?;
+        let glob = Glob::new(&config.filter).map_err(|e| {
+            format!(
+                "override filter `{}` is not a valid glob: {e}",
+                config.filter
+            )
+        })?;
         Ok(Override {
             matcher: glob.compile_matcher(),
             timeout: config.timeout.map(|d| d.0),

@@ -25,7 +25,12 @@ impl ProfileConfig {
             grace_period: self.grace_period.or(base.grace_period),
             isolate: self.isolate.or(base.isolate),
             test_threads: self.test_threads.or(base.test_threads),
-            overrides: self.overrides.iter().chain(&base.overrides).cloned().collect(),
+            overrides: self
+                .overrides
+                .iter()
+                .chain(&base.overrides)
+                .cloned()
+                .collect(),
         }
     }
 }

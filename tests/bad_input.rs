@@ -1,0 +1,73 @@
+//! Bad input gets a short error that says what is wrong and what to do: exit 2 for usage and config
+//! errors, 101 for what cargo test would also fail on; never a panic.
+
+mod common;
+
+use common::*;
+
+fn assert_clean_error(out: &std::process::Output, code: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !stdout(out).contains("test result:"),
+        "nothing ran: {}",
+        stdout(out)
+    );
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let out = run(cleantest("mixed", "bad-flag").arg("--frobnicate"));
+    assert_clean_error(&out, 2, "--frobnicate");
+}
+
+#[test]
+fn unknown_test_binary_output_flag_is_refused() {
+    let out = run(cleantest("mixed", "bad-format").args(["--", "--format", "json"]));
+    assert_clean_error(&out, 2, "--format");
+}
+
+#[test]
+fn missing_manifest_names_the_path() {
+    let out =
+        run(cleantest("mixed", "no-manifest").args(["--manifest-path", "/nonexistent/Cargo.toml"]));
+    assert_clean_error(&out, 101, "/nonexistent/Cargo.toml");
+}
+
+#[test]
+fn malformed_config_names_file_line_and_key() {
+    let dir = temp_dir("bad-config");
+    std::fs::create_dir_all(dir.join(".config")).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"ct-badcfg\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), "").unwrap();
+    std::fs::write(
+        dir.join(".config/cleantest.toml"),
+        "[profile.default]\ntimeout = \"5s\"\ntimeuot = \"1s\"\n",
+    )
+    .unwrap();
+    let out = run(cleantest("mixed", "bad-config").current_dir(&dir));
+    assert_clean_error(&out, 2, "cleantest.toml");
+    let err = stderr(&out);
+    assert!(err.contains("line 3") && err.contains("timeuot"), "{err}");
+}
+
+#[test]
+fn binary_whose_list_output_is_not_libtest_is_named() {
+    let out = run(&mut cleantest("badlist", "bad-list"));
+    assert_clean_error(&out, 101, "ct-badlist::odd");
+    assert!(stderr(&out).contains("not libtest"), "{}", stderr(&out));
+}
+
+#[test]
+fn build_failure_exits_101_and_runs_nothing() {
+    let out = run(cleantest("mixed", "bad-build").args(["--features", "no-such-feature"]));
+    assert_eq!(out.status.code(), Some(101), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("test result:"));
+}

@@ -1,0 +1,197 @@
+//! Shared helpers for the integration tests: running the real `cargo-cleantest` binary against the
+//! fixture workspaces, reading its total line, and checking the process table for survivors.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The counts of a cargo-test-style `test result:` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    pub passed: usize,
+    pub failed: usize,
+    pub ignored: usize,
+    pub filtered_out: usize,
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("fixtures").join(name)
+}
+
+/// One target directory for every fixture, so their dependencies are built once.
+pub fn fixture_target_dir() -> PathBuf {
+    root().join("target").join("fixtures")
+}
+
+/// A marker unique to one test in this process; every process of a run inherits it.
+pub fn unique_mark(label: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{label}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// `cargo-cleantest` in a fixture workspace, tagged with `mark`.
+pub fn cleantest(fixture_name: &str, mark: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"));
+    command
+        .current_dir(fixture(fixture_name))
+        .env("CARGO_TARGET_DIR", fixture_target_dir())
+        .env("CT_IT_MARK", mark)
+        .env("CI", "true")
+        .env_remove("CLEANTEST_PROFILE")
+        .env_remove("CLEANTEST_TIMEOUT")
+        .env_remove("CLEANTEST_GRACE_PERIOD")
+        .env_remove("CLEANTEST_ISOLATE")
+        .env_remove("RUST_TEST_THREADS");
+    command
+}
+
+/// `cargo test` in a fixture workspace, with the same target directory.
+pub fn cargo_test(fixture_name: &str) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command
+        .arg("test")
+        .current_dir(fixture(fixture_name))
+        .env("CARGO_TARGET_DIR", fixture_target_dir())
+        .env_remove("RUST_TEST_THREADS");
+    command
+}
+
+pub fn run(command: &mut Command) -> Output {
+    command.output().expect("the command starts")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn parse_totals(line: &str) -> Option<Totals> {
+    let rest = line.strip_prefix("test result: ")?;
+    let (_, counts) = rest.split_once(". ")?;
+    let mut t = Totals::default();
+    for part in counts.split("; ") {
+        let Some((n, what)) = part.split_once(' ') else {
+            continue;
+        };
+        let Ok(n) = n.parse() else { continue };
+        match what {
+            "passed" => t.passed = n,
+            "failed" => t.failed = n,
+            "ignored" => t.ignored = n,
+            "filtered out" => t.filtered_out = n,
+            _ => {}
+        }
+    }
+    Some(t)
+}
+
+/// The runner's total: its last stdout line, which must be a `test result:` line.
+pub fn last_totals(output: &Output) -> Totals {
+    let text = stdout(output);
+    let last = text.trim_end().lines().last().unwrap_or("");
+    parse_totals(last).unwrap_or_else(|| {
+        panic!(
+            "last line is not a total: {last:?}\nstdout:\n{text}\nstderr:\n{}",
+            stderr(output)
+        )
+    })
+}
+
+/// cargo test's totals: the sum of every `test result:` line it printed.
+pub fn sum_totals(output: &Output) -> Totals {
+    let mut sum = Totals::default();
+    for t in stdout(output).lines().filter_map(parse_totals) {
+        sum.passed += t.passed;
+        sum.failed += t.failed;
+        sum.ignored += t.ignored;
+        sum.filtered_out += t.filtered_out;
+    }
+    sum
+}
+
+/// Pids of live processes whose environment holds `CT_IT_MARK=<mark>`.
+pub fn processes_with_mark(mark: &str) -> Vec<u32> {
+    let needle = format!("CT_IT_MARK={mark}");
+    let mut out = Vec::new();
+    let me = std::process::id();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Asserts that no process of the run survives. SIGKILLed processes need a moment to be torn down
+/// by the kernel, so this waits for that (bounded), then fails naming the survivors.
+pub fn assert_no_survivors(mark: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = processes_with_mark(mark);
+        if left.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            let described: Vec<String> = left
+                .iter()
+                .map(|pid| {
+                    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    format!("{pid} {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+                })
+                .collect();
+            panic!("processes of the run survived it: {described:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `path` exists (a fixture test announcing it is running); fails after `limit`.
+pub fn wait_for_file(path: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within {limit:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A fresh empty directory under the target directory.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let dir = root()
+        .join("target")
+        .join("it-tmp")
+        .join(unique_mark(label));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,124 @@
+//! Per-test timeouts and leftovers: hung tests are stopped (SIGTERM, grace, SIGKILL of the whole group),
+//! reported TIMEOUT, the rest of their binary still runs, and nothing of the run survives it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn junit_case<'a>(xml: &'a str, name: &str) -> &'a str {
+    let start = xml
+        .find(&format!("name=\"{name}\""))
+        .unwrap_or_else(|| panic!("{name} not in {xml}"));
+    // A case ends where the next case or the suite begins (passing cases are self-closing).
+    let rest = &xml[start..];
+    let end = ["<testcase", "</testsuite>"]
+        .iter()
+        .filter_map(|t| rest.find(t))
+        .min()
+        .map_or(xml.len(), |e| start + e);
+    &xml[start..end]
+}
+
+#[test]
+fn hung_tests_time_out_and_the_rest_of_their_binary_runs_in_both_modes() {
+    for mode in [None, Some("--isolate")] {
+        let dir = temp_dir("hang");
+        let junit = dir.join("junit.xml");
+        let mark = unique_mark("hang");
+        let started = Instant::now();
+        let out = run(cleantest("hang", &mark)
+            .args(mode)
+            .args([
+                "--no-fail-fast",
+                "--timeout",
+                "3s",
+                "--grace-period",
+                "1s",
+                "--test",
+                "hang",
+                "--test",
+                "hang_child",
+            ])
+            .arg("--junit")
+            .arg(&junit));
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(101), "{}", stdout(&out));
+        let totals = last_totals(&out);
+        // fast_a, fast_b, zz_after, child_neighbour pass; the two hung tests time out.
+        assert_eq!(
+            (totals.passed, totals.failed),
+            (4, 2),
+            "{mode:?}\n{}",
+            stdout(&out)
+        );
+        let xml = std::fs::read_to_string(&junit).unwrap();
+        for hung in ["hangs_forever", "child_ignores_term"] {
+            assert!(
+                junit_case(&xml, hung).contains("type=\"timeout\""),
+                "{hung} under {mode:?}: {xml}"
+            );
+        }
+        assert!(!junit_case(&xml, "zz_after").contains("<failure"), "{xml}");
+        // Both hang at once (two binaries in parallel, or two isolated tests): timeout + grace + overhead.
+        assert!(
+            took < Duration::from_secs(3 + 1 + 6),
+            "{mode:?} took {took:?}"
+        );
+        assert_no_survivors(&mark);
+    }
+}
+
+#[test]
+fn a_background_process_left_by_a_test_is_killed_when_it_ends() {
+    for mode in [None, Some("--isolate")] {
+        let dir = temp_dir("leak");
+        let mark = unique_mark("leak");
+        let out = run(cleantest("hang", &mark)
+            .args(mode)
+            .args(["--test", "leak"])
+            .env("CT_FIXTURE_MARK_DIR", &dir));
+        assert!(out.status.success(), "{}", stdout(&out));
+        let pid: i32 = std::fs::read_to_string(dir.join("leaked.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The sleep was re-parented away from us, so "gone" means no live process with that pid
+        // carrying the run's mark.
+        assert_no_survivors(&mark);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "the leaked sleep {pid} is alive: {stat}"
+        );
+        assert!(
+            stdout(&out).contains("leftover processes killed"),
+            "{}",
+            stdout(&out)
+        );
+    }
+}
+
+#[test]
+fn a_per_test_override_from_the_config_profile_applies() {
+    // The `quick` profile of the hang fixture gives `*hangs_forever` a 1s timeout and everything else 60s.
+    let mark = unique_mark("override");
+    let started = Instant::now();
+    let out = run(cleantest("hang", &mark).args([
+        "--config-profile",
+        "quick",
+        "--grace-period",
+        "1s",
+        "--test",
+        "hang",
+    ]));
+    assert_eq!(out.status.code(), Some(101), "{}", stdout(&out));
+    assert_eq!(last_totals(&out).failed, 1, "{}", stdout(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the 1s override was not used"
+    );
+    assert_no_survivors(&mark);
+}

@@ -1,0 +1,78 @@
+//! `cargo xtask`: project chores that are not part of the product.
+//!
+//! - `cargo xtask ci`: what CI checks, in CI's order (formatting, clippy, the test suite), so a
+//!   developer runs exactly what `.ci/run` runs.
+//! - `cargo xtask demo`: `cargo cleantest` on the demo fixture workspace.
+
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("demo") => demo(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci|demo [ARGS...]>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: failed to {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn step(what: &str, command: &mut Command) -> Result<(), String> {
+    eprintln!("xtask: {what}");
+    let status = command.status().map_err(|e| format!("{what}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} ({status})"))
+    }
+}
+
+fn ci() -> Result<(), String> {
+    step(
+        "check formatting",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    step(
+        "run clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step("run the test suite", cargo().args(["test", "--workspace"]))
+}
+
+fn demo(extra: &[String]) -> Result<(), String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = root.join("fixtures/demo/Cargo.toml");
+    step(
+        "run cargo cleantest on fixtures/demo",
+        cargo()
+            .args([
+                "run",
+                "--quiet",
+                "--package",
+                "cargo-cleantest",
+                "--",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .args(extra),
+    )
+}
