@@ -41,6 +41,8 @@ pub(crate) struct TestResult {
     /// What the test printed, when known.
     pub output: Option<String>,
     pub note: Option<String>,
+    /// Already printed live, when libtest reported it (or when it timed out).
+    pub announced: bool,
 }
 
 impl TestResult {
@@ -107,13 +109,14 @@ pub(crate) struct Reporter {
     bar: Option<ProgressBar>,
     quiet: bool,
     nocapture: bool,
+    show_output: bool,
     passed: usize,
     failed: usize,
 }
 
 impl Reporter {
     /// A progress bar on a terminal unless `CI` is set; plain lines otherwise.
-    pub(crate) fn new(quiet: bool, nocapture: bool, total: usize) -> Reporter {
+    pub(crate) fn new(quiet: bool, nocapture: bool, show_output: bool, total: usize) -> Reporter {
         let on_ci =
             std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
         let bar = (std::io::stderr().is_terminal() && !on_ci && !nocapture).then(|| {
@@ -132,6 +135,7 @@ impl Reporter {
             bar,
             quiet,
             nocapture,
+            show_output,
             passed: 0,
             failed: 0,
         }
@@ -147,8 +151,20 @@ impl Reporter {
         }
     }
 
-    pub(crate) fn test_finished(&mut self, result: &TestResult) {
-        match result.outcome {
+    /// Whether passing tests' output is kept for the end (`--show-output`, as cargo test).
+    pub(crate) fn keeps_passing_output(&self) -> bool {
+        self.show_output
+    }
+
+    /// Prints a test's result line as soon as it is known.
+    pub(crate) fn announce(
+        &mut self,
+        binary: &str,
+        name: &str,
+        outcome: Outcome,
+        duration: Duration,
+    ) {
+        match outcome {
             Outcome::Passed => self.passed += 1,
             Outcome::Failed | Outcome::TimedOut => self.failed += 1,
             Outcome::Ignored => {}
@@ -156,20 +172,30 @@ impl Reporter {
         if let Some(bar) = &self.bar {
             bar.inc(1);
         }
-        if self.quiet && !result.outcome.is_failure() {
+        if self.quiet && !outcome.is_failure() {
             return;
         }
-        let time =
-            if result.duration >= Duration::from_secs(1) || result.outcome == Outcome::TimedOut {
-                format!(" ({:.2}s)", result.duration.as_secs_f64())
-            } else {
-                String::new()
-            };
+        let time = if duration >= Duration::from_secs(1) || outcome == Outcome::TimedOut {
+            format!(" ({:.2}s)", duration.as_secs_f64())
+        } else {
+            String::new()
+        };
         self.line(&format!(
-            "test {} ... {}{time}",
-            result.full_name(),
-            result.outcome.word()
+            "test {binary}::{name} ... {}{time}",
+            outcome.word()
         ));
+    }
+
+    /// A result at the end of its unit: printed unless it was announced live.
+    pub(crate) fn test_finished(&mut self, result: &TestResult) {
+        if !result.announced {
+            self.announce(
+                &result.binary,
+                &result.name,
+                result.outcome,
+                result.duration,
+            );
+        }
     }
 
     /// A test's own output line, shown as it comes with `--nocapture`.
@@ -222,6 +248,21 @@ fn write_summary(
     s: &RunSummary,
     interrupted: Option<&str>,
 ) -> std::io::Result<()> {
+    let successes: Vec<&TestResult> = s
+        .results
+        .iter()
+        .filter(|r| {
+            r.outcome == Outcome::Passed
+                && r.output.as_deref().is_some_and(|o| !o.trim().is_empty())
+        })
+        .collect();
+    if !successes.is_empty() {
+        writeln!(out, "\nsuccesses:")?;
+        for r in successes {
+            writeln!(out, "\n---- {} ----", r.full_name())?;
+            writeln!(out, "{}", r.output.as_deref().unwrap_or("").trim_end())?;
+        }
+    }
     let failures: Vec<&TestResult> = s
         .results
         .iter()
@@ -316,6 +357,7 @@ mod tests {
             duration: Duration::ZERO,
             output: None,
             note: None,
+            announced: false,
         }
     }
 

@@ -29,14 +29,16 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
 
     let workspace = Workspace::load(&args)?;
     let settings = Settings::load(&workspace.root, &args)?;
-    let binaries = if args.doc {
-        Vec::new()
+    let built = if args.doc {
+        Ok(Vec::new())
     } else {
-        workspace.build(&args, &session)?
+        workspace.build(&args, &session)
     };
+    // A signal during the build ends cargo too: the signal decides the exit code, not the failed build.
     if let Some(signal) = session.interrupted_by() {
         return Ok(signals::exit_code(signal));
     }
+    let binaries = built?;
     if args.no_run {
         return Ok(EXIT_OK);
     }
@@ -91,6 +93,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let reporter = Reporter::new(
         args.quiet || test_args.quiet,
         test_args.nocapture,
+        test_args.show_output,
         plan.total,
     );
     let scheduler = Scheduler {

@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::list::Listing;
 use crate::process::{Event, UnitId};
 use crate::report::{Leftover, Outcome, Reporter, RunSummary, TestResult, UnitProblem};
-use crate::unit::{CommandContext, DOCTESTS_ID, RunningUnit, UnitKind, UnitSpec};
+use crate::unit::{CommandContext, DOCTESTS_ID, RunningUnit, UnitKind, UnitSpec, outcome_of};
 
 /// The work of a run, before it starts.
 #[derive(Debug, Default)]
@@ -63,6 +63,7 @@ pub(crate) fn plan(
                     duration: Duration::ZERO,
                     output: None,
                     note: None,
+                    announced: false,
                 });
             } else {
                 plan.queue
@@ -155,7 +156,11 @@ impl Scheduler<'_> {
             let now = Instant::now();
             let mut done = Vec::new();
             for (id, unit) in running.iter_mut() {
-                unit.tick(now, self.settings);
+                for name in unit.tick(now, self.settings) {
+                    let limit = self.settings.timeout_for(&unit.spec.binary_id, &name);
+                    self.reporter
+                        .announce(&unit.spec.binary_id, &name, Outcome::TimedOut, limit);
+                }
                 if unit.is_done(now) {
                     done.push(*id);
                 }
@@ -173,7 +178,14 @@ impl Scheduler<'_> {
                 let interrupted = self.ctx.session.interrupted_by().is_some();
                 let finished = unit.finish(Instant::now(), self.settings, interrupted);
                 summary.filtered_out += finished.filtered_out;
-                for result in finished.results {
+                for mut result in finished.results {
+                    // Only failures' output is shown (and passes' with --show-output): drop the rest.
+                    let keep = result.outcome.is_failure()
+                        || (result.outcome == Outcome::Passed
+                            && self.reporter.keeps_passing_output());
+                    if !keep {
+                        result.output = None;
+                    }
                     self.reporter.test_finished(&result);
                     summary.results.push(result);
                 }
@@ -222,9 +234,19 @@ impl Scheduler<'_> {
         match event {
             Event::Line(id, line) => {
                 if let Some(unit) = running.get_mut(&id) {
-                    let (_, is_output) = unit.on_line(line.clone(), now);
+                    let (result, is_output) = unit.on_line(line.clone(), now);
                     if is_output {
                         self.reporter.test_output(&line);
+                    }
+                    if let Some((index, verdict)) = result {
+                        let name = &unit.tracker.names()[index];
+                        let duration = unit.tracker.duration(index, now);
+                        self.reporter.announce(
+                            &unit.spec.binary_id,
+                            name,
+                            outcome_of(verdict),
+                            duration,
+                        );
                     }
                 }
             }

@@ -356,6 +356,17 @@ mod tests {
     }
 
     #[test]
+    fn libtests_slow_test_warning_is_output_not_a_result() {
+        let now = Instant::now();
+        let mut t = Tracker::new(names(&["slow"]), 2, now);
+        assert_eq!(
+            t.on_line("test slow has been running for over 60 seconds", now),
+            Line::Output
+        );
+        assert_eq!(running(&t), ["slow"]);
+    }
+
+    #[test]
     fn failure_sections_give_each_test_its_output() {
         let now = Instant::now();
         let mut t = Tracker::new(names(&["m::f", "m::g"]), 2, now);

@@ -439,6 +439,8 @@ impl RunningUnit {
                 duration,
                 output: own_output,
                 note,
+                // Result lines and timeouts were printed when they happened.
+                announced: self.tracker.verdict(i).is_some() || self.timed_out.contains(&i),
             });
         }
         if !rerun.is_empty() && running.is_empty() && self.reason.is_none() {
@@ -481,6 +483,7 @@ impl RunningUnit {
                     duration: self.tracker.duration(i, now),
                     output: self.tracker.output(i).map(str::to_string),
                     note: None,
+                    announced: true,
                 })
             })
             .collect();
@@ -495,6 +498,7 @@ impl RunningUnit {
                 note: Some(
                     "no doctest finished within the timeout; the doctest run was stopped".into(),
                 ),
+                announced: true,
             });
         } else if !exit.success()
             && self.reason.is_none()
@@ -520,7 +524,7 @@ impl RunningUnit {
     }
 }
 
-fn outcome_of(verdict: Verdict) -> Outcome {
+pub(crate) fn outcome_of(verdict: Verdict) -> Outcome {
     match verdict {
         Verdict::Passed => Outcome::Passed,
         Verdict::Failed => Outcome::Failed,

@@ -181,3 +181,31 @@ fn list_prints_each_binarys_tests() {
         "doctests are listed too: {text}"
     );
 }
+
+#[test]
+fn show_output_shows_passing_tests_output_in_both_modes() {
+    for mode in [None, Some("--isolate")] {
+        let mark = unique_mark("show-output");
+        let out = run(cleantest("mixed", &mark)
+            .args(mode)
+            .args(["-p", "ct-beta", "--lib"]));
+        assert!(
+            !stdout(&out).contains("said by a passing test"),
+            "hidden by default: {}",
+            stdout(&out)
+        );
+        let out = run(cleantest("mixed", &mark).args(mode).args([
+            "-p",
+            "ct-beta",
+            "--lib",
+            "--",
+            "--show-output",
+        ]));
+        assert!(out.status.success());
+        assert!(
+            stdout(&out).contains("said by a passing test"),
+            "{mode:?}: {}",
+            stdout(&out)
+        );
+    }
+}

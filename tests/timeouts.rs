@@ -122,3 +122,35 @@ fn a_per_test_override_from_the_config_profile_applies() {
     );
     assert_no_survivors(&mark);
 }
+
+#[test]
+fn results_are_reported_while_their_binary_still_runs() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    // hangs_forever keeps the `hang` binary alive; fast_a's result must arrive before that ends.
+    let mark = unique_mark("live");
+    let mut child = cleantest("hang", &mark)
+        .args(["--timeout", "5m", "--grace-period", "1s", "--test", "hang"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut seen = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.starts_with("test ct-hang::hang::fast_a ... ok") {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "fast_a's result never arrived");
+    // The hung test is still running: nothing can have ended the binary within a 5 minute timeout.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_no_survivors(&mark);
+}
