@@ -11,6 +11,10 @@ pub(crate) const EXIT_OK: i32 = 0;
 pub(crate) const EXIT_TEST_FAILED: i32 = 101;
 /// Exit code: the command line or the config file is wrong.
 pub(crate) const EXIT_USAGE: i32 = 2;
+/// Exit code: the session's Docker resources could not all be removed (even if every test passed).
+pub(crate) const EXIT_LEFTOVERS: i32 = 3;
+/// Exit code: the environment lock was not free within `--lock-timeout`.
+pub(crate) const EXIT_LOCK_TIMEOUT: i32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
@@ -30,12 +34,26 @@ pub(crate) enum Error {
     Signals(io::Error),
     #[error("write the JUnit report to {path}: {message}")]
     Junit { path: PathBuf, message: String },
+    #[error("use the state directory: {0}")]
+    State(io::Error),
+    #[error("take the environment lock `{name}`: {message}")]
+    Lock { name: String, message: String },
+    #[error("take the environment lock `{name}` within {}", humantime::format_duration(*waited))]
+    LockTimeout {
+        name: String,
+        waited: std::time::Duration,
+    },
+    #[error("reach the Docker engine at {endpoint}: {reason}")]
+    DockerDown { endpoint: String, reason: String },
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl Error {
     pub(crate) fn exit_code(&self) -> i32 {
         match self {
-            Error::TestArgs(_) | Error::Config { .. } => EXIT_USAGE,
+            Error::TestArgs(_) | Error::Config { .. } | Error::Usage(_) => EXIT_USAGE,
+            Error::LockTimeout { .. } => EXIT_LOCK_TIMEOUT,
             _ => EXIT_TEST_FAILED,
         }
     }
@@ -54,6 +72,11 @@ impl Error {
                  leave the target out with --test/--lib/--bins, or set `test = false` on it",
             ),
             Error::Build(_) => Some("fix the errors cargo printed above"),
+            Error::LockTimeout { .. } => Some(
+                "wait for the other run, raise --lock-timeout, or use --no-lock if the runs cannot collide",
+            ),
+            Error::State(_) => Some("set CLEANTEST_STATE_DIR to a writable directory"),
+            Error::DockerDown { .. } => Some("start the Docker daemon or point DOCKER_HOST at it"),
             _ => None,
         }
     }

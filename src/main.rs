@@ -7,15 +7,21 @@ mod cargo;
 mod cargo_env;
 mod cli;
 mod config;
+mod docker;
 mod errors;
+mod exec;
 mod junit;
 mod list;
+mod lock;
 mod process;
 mod report;
 mod run;
 mod schedule;
 mod session;
+mod session_start;
 mod signals;
+mod state;
+mod sweep_cmd;
 mod test_args;
 mod tracker;
 mod unit;
@@ -28,6 +34,13 @@ fn main() {
     if args.first().map(String::as_str) == Some("cleantest") {
         args.remove(0);
     }
+    match args.first().map(String::as_str) {
+        Some("sweep") => {
+            exit_with(parse_sub::<sweep_cmd::SweepArgs>(&args).and_then(sweep_cmd::run))
+        }
+        Some("exec") => exit_with(parse_sub::<exec::ExecArgs>(&args).and_then(exec::run)),
+        _ => {}
+    }
     let parsed = match cli::RunArgs::parse_from_args(&args) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -36,7 +49,22 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let code = match run::run(parsed) {
+    exit_with(run::run(parsed));
+}
+
+/// Parses a subcommand's arguments (`args[0]` is its name); clap prints help and usage errors itself.
+fn parse_sub<T: clap::Parser>(args: &[String]) -> Result<T, errors::Error> {
+    let argv =
+        std::iter::once(format!("cargo-cleantest {}", args[0])).chain(args[1..].iter().cloned());
+    T::try_parse_from(argv).map_err(|e| {
+        let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+        let _ = e.print();
+        std::process::exit(code);
+    })
+}
+
+fn exit_with(result: Result<i32, errors::Error>) -> ! {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: failed to {e}");

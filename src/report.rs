@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::docker::Kind;
+use crate::session::DockerEnd;
+
 /// The result of one test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -77,6 +80,8 @@ pub(crate) struct RunSummary {
     pub session: String,
     /// The run was stopped by a signal before every test could finish.
     pub interrupted: bool,
+    /// What the session's end did with Docker resources, printed just before the total.
+    pub docker_lines: Vec<String>,
 }
 
 impl RunSummary {
@@ -329,6 +334,9 @@ fn write_summary(
             )?;
         }
     }
+    for line in &s.docker_lines {
+        writeln!(out, "{line}")?;
+    }
     if let Some(why) = interrupted {
         writeln!(
             out,
@@ -338,6 +346,81 @@ fn write_summary(
     }
     writeln!(out)?;
     writeln!(out, "{}", s.total_line())
+}
+
+/// The Docker part of the summary: the sweep line and what could not be removed, or the kept table with
+/// ready-to-paste commands, or why nothing was swept.
+pub(crate) fn docker_lines(end: &DockerEnd, session: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    match end {
+        DockerEnd::Swept(r) => {
+            if r.containers + r.networks + r.volumes > 0 || !r.failures.is_empty() {
+                out.push(format!("\n{}", r.line()));
+            }
+            for f in &r.failures {
+                out.push(format!(
+                    "    could not remove {} {}: {}",
+                    f.resource.kind.word(),
+                    f.resource.name,
+                    f.error
+                ));
+                out.push(format!(
+                    "        retry: {}",
+                    crate::docker::sweep::retry_command(f)
+                ));
+            }
+            if !r.failures.is_empty() {
+                out.push(format!(
+                    "    or later: cargo cleantest sweep --session {session}"
+                ));
+            }
+        }
+        DockerEnd::Kept(found) if !found.is_empty() => {
+            out.push(format!("\nkept for inspection (session {session}):"));
+            out.push(format!(
+                "    {:<28} {:<28} {:<10} PORTS",
+                "CONTAINER", "IMAGE", "STATE"
+            ));
+            let containers: Vec<_> = found.iter().filter(|r| r.kind == Kind::Container).collect();
+            for c in &containers {
+                out.push(format!(
+                    "    {:<28} {:<28} {:<10} {}",
+                    c.name, c.image, c.state, c.ports
+                ));
+            }
+            for r in found.iter().filter(|r| r.kind != Kind::Container) {
+                out.push(format!("    {} {}", r.kind.word(), r.name));
+            }
+            if let Some(c) = containers.first() {
+                out.push(format!(
+                    "  inspect:  docker logs {}    docker exec -it {} sh",
+                    c.name, c.name
+                ));
+            }
+            out.push(format!(
+                "  list:     docker ps -a --filter label={}={session}",
+                crate::docker::SESSION_LABEL
+            ));
+            out.push(format!(
+                "  clean up: cargo cleantest sweep --session {session}"
+            ));
+        }
+        DockerEnd::Kept(_) => {}
+        DockerEnd::NotSwept { endpoint, reason } => {
+            out.push(format!(
+                "\nno Docker engine answers at {endpoint} ({reason}): nothing was swept"
+            ));
+        }
+        DockerEnd::Failed(e) => {
+            out.push(format!(
+                "\nfailed to sweep the session's Docker resources: {e}"
+            ));
+            out.push(format!(
+                "    retry: cargo cleantest sweep --session {session}"
+            ));
+        }
+    }
+    out
 }
 
 fn tail(text: &str, lines: usize) -> Vec<&str> {

@@ -8,14 +8,14 @@ use std::time::Instant;
 use crate::cargo::{TestBinary, Workspace};
 use crate::cli::RunArgs;
 use crate::config::Settings;
-use crate::errors::{EXIT_OK, EXIT_TEST_FAILED, Error};
+use crate::errors::{EXIT_LEFTOVERS, EXIT_OK, EXIT_TEST_FAILED, Error};
 use crate::process::capture;
-use crate::report::Reporter;
+use crate::report::{Reporter, docker_lines};
 use crate::schedule::{Scheduler, plan};
 use crate::session::{CleanupGuard, ENV_BINARY, Session};
 use crate::test_args::TestArgs;
 use crate::unit::CommandContext;
-use crate::{junit, list, signals};
+use crate::{junit, list, session_start, signals};
 
 /// Runs the tests and returns the process exit code.
 pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
@@ -64,6 +64,12 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         );
     }
 
+    let _env_lock = session_start::start(
+        &session,
+        &args.session,
+        settings.lock.as_deref(),
+        &workspace.root,
+    )?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = test_args
         .test_threads
@@ -108,8 +114,15 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         fail_fast: !args.no_fail_fast,
         events,
     };
-    let (summary, reporter) = scheduler.run(plan, started);
-    session.cleanup();
+    let (mut summary, reporter) = scheduler.run(plan, started);
+    let tests_failed =
+        !summary.problems.is_empty() || summary.results.iter().any(|r| r.outcome.is_failure());
+    let keep = args.session.keep_on_failure && tests_failed;
+    let docker_end = session.finish(keep);
+    let left_something = docker_end.as_ref().is_some_and(|e| e.left_something());
+    summary.docker_lines = docker_end
+        .map(|e| docker_lines(&e, session.id()))
+        .unwrap_or_default();
     let junit_result = args
         .junit
         .as_deref()
@@ -121,6 +134,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     reporter.finish(&summary, interrupted.map(|s| s.as_str()));
     Ok(match interrupted {
         Some(signal) => signals::exit_code(signal),
+        None if left_something => EXIT_LEFTOVERS,
         None if summary.failed() => EXIT_TEST_FAILED,
         None => EXIT_OK,
     })

@@ -1,12 +1,17 @@
 //! The session: its id, the environment every process of the run carries, and everything that must be
-//! cleaned up when the run ends (today: the process groups it started; later issues add Docker).
+//! cleaned up when the run ends: the process groups it started, the Docker resources labelled with its
+//! id, and its record in the state directory.
 //!
 //! Cleanup lives here and only here. The signal thread and the scheduler both go through the session,
 //! under one lock, so a group registered while a signal arrives is never missed.
 
 use std::collections::BTreeSet;
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::docker::{self, Engine, Removal, Resource};
+use crate::state::record::{OwnRecord, Status};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -29,11 +34,53 @@ struct State {
     signals: Vec<Signal>,
 }
 
-/// One run of the runner.
+/// The Docker engine as the session found it.
+#[derive(Clone, Default)]
+pub(crate) enum DockerState {
+    #[default]
+    Unused,
+    Up(Engine),
+    /// No engine answered; `expected` when one was configured or its socket exists.
+    Down {
+        endpoint: String,
+        reason: String,
+        expected: bool,
+    },
+}
+
+/// What ending the session did with its Docker resources.
 #[derive(Debug)]
+pub(crate) enum DockerEnd {
+    /// No engine was used or reachable.
+    NotSwept {
+        endpoint: String,
+        reason: String,
+    },
+    Swept(Removal),
+    /// `--keep-on-failure`: these were kept for inspection.
+    Kept(Vec<Resource>),
+    /// The engine stopped answering while the session ended.
+    Failed(String),
+}
+
+impl DockerEnd {
+    /// True when resources of the session may still exist against the user's wishes.
+    pub(crate) fn left_something(&self) -> bool {
+        match self {
+            DockerEnd::Swept(r) => !r.failures.is_empty(),
+            DockerEnd::Failed(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// One run of the runner.
 pub(crate) struct Session {
     id: String,
     state: Mutex<State>,
+    docker: Mutex<DockerState>,
+    record: Mutex<Option<OwnRecord>>,
+    finished: AtomicBool,
 }
 
 impl Session {
@@ -41,6 +88,9 @@ impl Session {
         Arc::new(Session {
             id: new_id(),
             state: Mutex::default(),
+            docker: Mutex::default(),
+            record: Mutex::default(),
+            finished: AtomicBool::new(false),
         })
     }
 
@@ -113,6 +163,75 @@ impl Session {
         self.lock().signals.first().copied()
     }
 
+    /// Connects the session to the engine it will sweep at the end.
+    pub(crate) fn set_docker(&self, docker: DockerState) {
+        *self.docker.lock().unwrap_or_else(|e| e.into_inner()) = docker;
+    }
+
+    pub(crate) fn docker(&self) -> DockerState {
+        self.docker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Hands the session its record (whose lock it then holds for its whole life).
+    pub(crate) fn set_record(&self, record: OwnRecord) {
+        *self.record.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
+    }
+
+    /// Ends the session: kills its processes, then sweeps its Docker resources, or keeps them when `keep`
+    /// (`--keep-on-failure` after a failure), and settles its record. Runs once; later calls return None.
+    pub(crate) fn finish(&self, keep: bool) -> Option<DockerEnd> {
+        if self.finished.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        self.cleanup();
+        let end = match self.docker() {
+            DockerState::Unused => None,
+            // An engine that was never configured is not worth a word (projects without Docker).
+            DockerState::Down {
+                expected: false, ..
+            } => None,
+            DockerState::Down {
+                endpoint, reason, ..
+            } => Some(DockerEnd::NotSwept { endpoint, reason }),
+            DockerState::Up(engine) if keep => match docker::list_session(&engine, &self.id) {
+                Ok(found) => Some(DockerEnd::Kept(found)),
+                Err(e) => Some(DockerEnd::Failed(e)),
+            },
+            DockerState::Up(engine) => match docker::sweep_session(&engine, &self.id) {
+                Ok(removal) => Some(DockerEnd::Swept(removal)),
+                Err(e) => Some(DockerEnd::Failed(e)),
+            },
+        };
+        self.settle_record(end.as_ref());
+        end
+    }
+
+    /// Kept sessions stay on record as kept; fully swept ones are forgotten; anything else stays
+    /// "finished" so the next run's stale sweep retries it.
+    fn settle_record(&self, end: Option<&DockerEnd>) {
+        let Some(mut record) = self.record.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let result = match end {
+            Some(DockerEnd::Kept(found)) if !found.is_empty() => {
+                record.set_status(Status::Kept).map(|_| drop(record))
+            }
+            Some(DockerEnd::Swept(r)) if !r.failures.is_empty() => {
+                record.set_status(Status::Finished).map(|_| drop(record))
+            }
+            Some(DockerEnd::Failed(_)) | Some(DockerEnd::NotSwept { .. }) => {
+                record.set_status(Status::Finished).map(|_| drop(record))
+            }
+            _ => record.remove(),
+        };
+        if let Err(e) = result {
+            eprintln!("warning: failed to update the session record: {e}");
+        }
+    }
+
     /// Ends everything the session still owns. Safe to call more than once.
     pub(crate) fn cleanup(&self) {
         let (groups, members) = {
@@ -131,12 +250,16 @@ impl Session {
     }
 }
 
-/// Runs the session's cleanup when dropped: on normal return, on `?`, and on panic.
+/// Ends the session when dropped, if the run did not: on `?` and on panic.
 pub(crate) struct CleanupGuard(pub Arc<Session>);
 
 impl Drop for CleanupGuard {
     fn drop(&mut self) {
-        self.0.cleanup();
+        if let Some(DockerEnd::Swept(r)) = self.0.finish(false)
+            && (r.containers + r.networks + r.volumes > 0 || !r.failures.is_empty())
+        {
+            eprintln!("{}", r.line());
+        }
     }
 }
 

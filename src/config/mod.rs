@@ -38,6 +38,8 @@ pub(crate) struct Settings {
     pub isolate: bool,
     /// Tests run at once inside one binary (shared) or tests run at once (isolated), when configured.
     pub test_threads: Option<usize>,
+    /// Environment lock name from the profile (`--lock` wins).
+    pub lock: Option<String>,
     overrides: Vec<Override>,
 }
 
@@ -96,6 +98,7 @@ impl Settings {
                 profile.isolate.unwrap_or(false)
             },
             test_threads: profile.test_threads,
+            lock: profile.lock.clone(),
             overrides,
         })
     }

@@ -13,6 +13,8 @@ pub(crate) struct ProfileConfig {
     pub grace_period: Option<ConfigDuration>,
     pub isolate: Option<bool>,
     pub test_threads: Option<usize>,
+    /// Name of the environment lock (`--lock`).
+    pub lock: Option<String>,
     #[serde(default)]
     pub overrides: Vec<OverrideConfig>,
 }
@@ -25,6 +27,7 @@ impl ProfileConfig {
             grace_period: self.grace_period.or(base.grace_period),
             isolate: self.isolate.or(base.isolate),
             test_threads: self.test_threads.or(base.test_threads),
+            lock: self.lock.clone().or_else(|| base.lock.clone()),
             overrides: self
                 .overrides
                 .iter()

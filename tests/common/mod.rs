@@ -47,6 +47,13 @@ pub fn cleantest(fixture_name: &str, mark: &str) -> Command {
         .current_dir(fixture(fixture_name))
         .env("CARGO_TARGET_DIR", fixture_target_dir())
         .env("CT_IT_MARK", mark)
+        // Each run its own environment lock (tests of the lock pass --lock, which wins) and a state
+        // directory of the test suite's, not the user's.
+        .env("CLEANTEST_LOCK", mark)
+        .env(
+            "CLEANTEST_STATE_DIR",
+            root().join("target").join("it-state"),
+        )
         .env("CI", "true")
         .env_remove("CLEANTEST_PROFILE")
         .env_remove("CLEANTEST_TIMEOUT")

@@ -3,6 +3,9 @@
 //! - `cargo xtask ci`: what CI checks, in CI's order (formatting, clippy, the test suite), so a
 //!   developer runs exactly what `.ci/run` runs.
 //! - `cargo xtask demo`: `cargo cleantest` on the demo fixture workspace.
+//! - `cargo xtask image [--rebuild]`: the local `cleantest-fixture:latest` image the Docker tests use.
+
+mod image;
 
 use std::process::{Command, ExitCode};
 
@@ -11,8 +14,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("demo") => demo(&args[1..]),
+        Some("image") => build_image(args.iter().any(|a| a == "--rebuild")),
         _ => {
-            eprintln!("usage: cargo xtask <ci|demo [ARGS...]>");
+            eprintln!("usage: cargo xtask <ci|demo [ARGS...]|image [--rebuild]>");
             return ExitCode::from(2);
         }
     };
@@ -75,4 +79,21 @@ fn demo(extra: &[String]) -> Result<(), String> {
             .arg(&manifest)
             .args(extra),
     )
+}
+
+fn build_image(rebuild: bool) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let docker = bollard::Docker::connect_with_defaults()
+            .map_err(|e| format!("connect to the Docker engine: {e}"))?
+            .negotiate_version()
+            .await
+            .map_err(|e| format!("reach the Docker engine: {e}"))?;
+        image::ensure(&docker, rebuild).await
+    })?;
+    eprintln!("xtask: {} is ready", image::IMAGE);
+    Ok(())
 }

@@ -1,0 +1,83 @@
+//! The Docker engine connection: `DOCKER_HOST` (unix or tcp) or the default socket, API version
+//! negotiated before anything else (Debian's 20.10 speaks API 1.41; bollard targets newer), and whether
+//! the engine is podman (whose force-remove waits for SIGTERM, so containers are killed first).
+
+use std::future::Future;
+use std::time::Duration;
+
+use bollard::Docker;
+
+/// How long a ping may take before the engine counts as unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// Per-request timeout: a removal that hangs must not hang the sweep.
+const REQUEST_TIMEOUT: u64 = 30;
+const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// A reachable engine.
+#[derive(Clone)]
+pub(crate) struct Engine {
+    pub docker: Docker,
+    pub podman: bool,
+}
+
+/// What connecting found.
+pub(crate) enum Connection {
+    Up(Engine),
+    /// No engine answered. `expected` is true when one was configured (`DOCKER_HOST`) or a socket exists.
+    Down {
+        endpoint: String,
+        expected: bool,
+        reason: String,
+    },
+}
+
+/// Where the engine is expected: `DOCKER_HOST`, else the default socket.
+pub(crate) fn endpoint() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("unix://{DEFAULT_SOCKET}"))
+}
+
+/// Runs a future on a small runtime of its own: the runner is thread-based and needs async only here.
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime builds")
+        .block_on(future)
+}
+
+/// Connects, pings and negotiates the API version.
+pub(crate) async fn connect() -> Connection {
+    let endpoint = endpoint();
+    let expected = std::env::var_os("DOCKER_HOST").is_some_and(|h| !h.is_empty())
+        || std::path::Path::new(DEFAULT_SOCKET).exists();
+    let down = |reason: String| Connection::Down {
+        endpoint: endpoint.clone(),
+        expected,
+        reason,
+    };
+    let docker = match Docker::connect_with_defaults() {
+        Ok(d) => d.with_timeout(Duration::from_secs(REQUEST_TIMEOUT)),
+        Err(e) => return down(e.to_string()),
+    };
+    match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return down(e.to_string()),
+        Err(_) => return down(format!("no answer within {}s", PING_TIMEOUT.as_secs())),
+    }
+    let docker = match docker.negotiate_version().await {
+        Ok(d) => d,
+        Err(e) => return down(format!("version negotiation: {e}")),
+    };
+    let podman = match docker.version().await {
+        Ok(v) => v
+            .components
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.name.contains("Podman")),
+        Err(_) => false,
+    };
+    Connection::Up(Engine { docker, podman })
+}

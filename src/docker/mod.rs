@@ -1,0 +1,70 @@
+//! Docker: the engine connection and the label-filtered sweep. Everything here removes only resources
+//! carrying `cleantest.session` (with this session's id unless the caller asks for more).
+
+pub(crate) mod engine;
+pub(crate) mod sweep;
+
+use std::time::{Duration, Instant};
+
+pub(crate) use engine::{Connection, Engine, block_on};
+pub(crate) use sweep::{Kind, Removal, Resource};
+
+/// The label every resource of a session carries: `cleantest.session=<id>`.
+pub(crate) const SESSION_LABEL: &str = "cleantest.session";
+/// Upper bound on one sweep; a daemon that does not come back within it leaves the session stale.
+pub(crate) const SWEEP_BOUND: Duration = Duration::from_secs(60);
+
+/// The label filter selecting one session's resources.
+pub(crate) fn session_filter(id: &str) -> Vec<String> {
+    vec![format!("{SESSION_LABEL}={id}")]
+}
+
+/// Finds and removes one session's resources. Listing is retried within the bound too, so a daemon that
+/// restarts during the run is waited for.
+pub(crate) fn sweep_session(engine: &Engine, id: &str) -> Result<Removal, String> {
+    let deadline = Instant::now() + SWEEP_BOUND;
+    block_on(async {
+        let found = find_until(engine, &session_filter(id), deadline).await?;
+        Ok(sweep::remove(engine, &found, deadline).await)
+    })
+}
+
+/// Lists one session's resources (for `--keep-on-failure` and `--dry-run`).
+pub(crate) fn list_session(engine: &Engine, id: &str) -> Result<Vec<Resource>, String> {
+    list(engine, &session_filter(id))
+}
+
+/// Lists resources matching a label filter.
+pub(crate) fn list(engine: &Engine, filter: &[String]) -> Result<Vec<Resource>, String> {
+    let deadline = Instant::now() + SWEEP_BOUND;
+    block_on(find_until(engine, filter, deadline))
+}
+
+/// Removes a given set of resources.
+pub(crate) fn remove(engine: &Engine, resources: &[Resource]) -> Removal {
+    let deadline = Instant::now() + SWEEP_BOUND;
+    block_on(sweep::remove(engine, resources, deadline))
+}
+
+async fn find_until(
+    engine: &Engine,
+    filter: &[String],
+    deadline: Instant,
+) -> Result<Vec<Resource>, String> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match sweep::find(engine, filter).await {
+            Ok(found) => return Ok(found),
+            Err(e) if Instant::now() + delay > deadline => return Err(e.to_string()),
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Connects to the engine (blocking).
+pub(crate) fn connect() -> Connection {
+    block_on(engine::connect())
+}

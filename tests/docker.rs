@@ -1,0 +1,410 @@
+//! Session cleanup against the real Docker engine. A libtest-mimic harness, so that without an engine
+//! the tests are reported ignored with the reason (and fail when `CLEANTEST_REQUIRE_DOCKER=1`).
+//!
+//! Every test uses a state directory of its own (sweeps of stale or kept sessions must not reach other
+//! tests' sessions) and finds what its run created by the `ct-it.mark` label the fixture adds.
+
+mod common;
+#[path = "../xtask/src/image.rs"]
+mod image;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use libtest_mimic::{Arguments, Failed, Trial};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+type Test = fn() -> Result<(), Failed>;
+
+fn main() {
+    let args = Arguments::from_args();
+    let tests: Vec<(&str, Test)> = vec![
+        (
+            "session_resources_are_removed_in_both_modes",
+            session_resources_are_removed_in_both_modes,
+        ),
+        (
+            "keep_on_failure_keeps_then_sweep_removes",
+            keep_on_failure_keeps_then_sweep_removes,
+        ),
+        (
+            "killed_runner_is_swept_later_and_live_sessions_are_untouched",
+            killed_runner_is_swept_later,
+        ),
+        ("exec_leaves_nothing_behind", exec_leaves_nothing_behind),
+        (
+            "sweep_removes_many_containers_networks_and_volumes",
+            sweep_removes_many,
+        ),
+        (
+            "passing_run_sweeps_and_exits_zero",
+            passing_run_sweeps_and_exits_zero,
+        ),
+    ];
+    let engine = engine_problem();
+    let required = std::env::var("CLEANTEST_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    if let Some(reason) = &engine {
+        if required {
+            eprintln!(
+                "docker tests: no usable engine ({reason}) and CLEANTEST_REQUIRE_DOCKER=1: failing them"
+            );
+        } else {
+            eprintln!("docker tests: ignored, no usable engine: {reason}");
+        }
+    }
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| {
+            let problem = engine.clone();
+            let trial = Trial::test(name, move || match problem {
+                Some(reason) if required => {
+                    Err(format!("no usable Docker engine: {reason}").into())
+                }
+                _ => f(),
+            });
+            trial.with_ignored_flag(engine.is_some() && !required)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// Why Docker tests cannot run here, if they cannot: no engine, or the fixture image cannot be built.
+fn engine_problem() -> Option<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        let docker = match bollard::Docker::connect_with_defaults() {
+            Ok(d) => d,
+            Err(e) => return Some(e.to_string()),
+        };
+        match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Some(e.to_string()),
+            Err(_) => return Some("the engine did not answer within 5s".into()),
+        }
+        let docker = match docker.negotiate_version().await {
+            Ok(d) => d,
+            Err(e) => return Some(e.to_string()),
+        };
+        image::ensure(&docker, false).await.err()
+    })
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Ids of containers, networks and volumes carrying `ct-it.mark=<mark>`.
+fn marked(mark: &str) -> Vec<String> {
+    let filter = format!("label=ct-it.mark={mark}");
+    let mut ids = Vec::new();
+    for args in [
+        vec!["ps", "-aq", "--filter", &filter],
+        vec!["network", "ls", "-q", "--filter", &filter],
+        vec!["volume", "ls", "-q", "--filter", &filter],
+    ] {
+        ids.extend(docker(&args).lines().map(str::to_string));
+    }
+    ids
+}
+
+fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), Failed> {
+    if condition {
+        Ok(())
+    } else {
+        Err(message().into())
+    }
+}
+
+/// A container that belongs to nobody's session, which every sweep must leave alone.
+struct Foreign(String);
+
+impl Foreign {
+    fn start(mark: &str) -> Foreign {
+        let label = format!("ct-it.foreign={mark}");
+        Foreign(docker(&[
+            "run",
+            "-d",
+            "--label",
+            &label,
+            image::IMAGE,
+            "sleep",
+            "1000",
+        ]))
+    }
+
+    fn running(&self) -> bool {
+        docker(&["inspect", "-f", "{{.State.Running}}", &self.0]) == "true"
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn docker_run(mark: &str, state: &Path) -> Command {
+    let mut command = cleantest("docker", mark);
+    command.env("CLEANTEST_STATE_DIR", state).arg("--no-lock");
+    command
+}
+
+fn session_resources_are_removed_in_both_modes() -> Result<(), Failed> {
+    for mode in [None, Some("--isolate")] {
+        let mark = unique_mark("docker-both");
+        let state = temp_dir("state");
+        let foreign = Foreign::start(&mark);
+        let out = run(docker_run(&mark, &state).args(mode).args([
+            "--no-fail-fast",
+            "--timeout",
+            "4s",
+            "--grace-period",
+            "1s",
+        ]));
+        check(out.status.code() == Some(101), || {
+            format!("{mode:?}: {:?}\n{}", out.status, stdout(&out))
+        })?;
+        let totals = last_totals(&out);
+        check(totals.passed == 1 && totals.failed == 3, || {
+            format!("{mode:?}: {totals:?}\n{}", stdout(&out))
+        })?;
+        let left = marked(&mark);
+        check(left.is_empty(), || {
+            format!("{mode:?}: left behind: {left:?}\n{}", stdout(&out))
+        })?;
+        check(foreign.running(), || {
+            format!("{mode:?}: the foreign container was touched")
+        })?;
+        assert_no_survivors(&mark);
+    }
+    Ok(())
+}
+
+/// The session id the run printed in its `cargo cleantest sweep --session ID` hint.
+fn kept_session(text: &str) -> Option<String> {
+    let at = text.find("cargo cleantest sweep --session ")?;
+    text[at..].split_whitespace().nth(4).map(str::to_string)
+}
+
+fn keep_on_failure_keeps_then_sweep_removes() -> Result<(), Failed> {
+    let state = temp_dir("state");
+    for how in ["--session", "--kept"] {
+        let mark = unique_mark("docker-keep");
+        let out = run(docker_run(&mark, &state).args([
+            "--keep-on-failure",
+            "--no-fail-fast",
+            "--timeout",
+            "4s",
+            "--grace-period",
+            "1s",
+        ]));
+        check(out.status.code() == Some(101), || {
+            format!("{:?}\n{}", out.status, stdout(&out))
+        })?;
+        let kept = marked(&mark);
+        check(kept.len() >= 5, || {
+            format!("expected the session's resources kept, found {kept:?}")
+        })?;
+        assert_no_survivors(&mark);
+        let text = stdout(&out);
+        let session =
+            kept_session(&text).ok_or_else(|| format!("no sweep command printed:\n{text}"))?;
+        check(text.contains("docker logs "), || {
+            format!("no inspect command printed:\n{text}")
+        })?;
+        let mut sweep = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"));
+        sweep.env("CLEANTEST_STATE_DIR", &state).arg("sweep");
+        if how == "--session" {
+            sweep.args(["--session", &session]);
+        } else {
+            sweep.arg("--kept");
+        }
+        let out = run(&mut sweep);
+        check(out.status.success(), || {
+            format!("sweep {how}: {}{}", stdout(&out), stderr(&out))
+        })?;
+        let left = marked(&mark);
+        check(left.is_empty(), || format!("sweep {how} left {left:?}"))?;
+    }
+    Ok(())
+}
+
+/// Starts a run of the hanging container test and waits until its container exists.
+fn start_hanging(mark: &str, state: &Path) -> std::process::Child {
+    let dir = temp_dir("marks");
+    let child = docker_run(mark, state)
+        .args(["--timeout", "5m", "--", "--exact", "container_then_hang"])
+        .env("CT_FIXTURE_MARK_DIR", &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(
+        &dir.join("container_then_hang.started"),
+        Duration::from_secs(120),
+    );
+    child
+}
+
+/// SIGKILLs the runner, then the test processes it can no longer stop (issue 4's reaper will).
+fn kill_runner(mut child: std::process::Child, mark: &str) {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    for pid in processes_with_mark(mark) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    assert_no_survivors(mark);
+}
+
+fn killed_runner_is_swept_later() -> Result<(), Failed> {
+    let state = temp_dir("state");
+    // The next run's start-of-run stale sweep, and `sweep --stale`, each clean a dead session; a live one
+    // on the same engine and state directory keeps its container.
+    for how in ["next-run", "sweep-stale"] {
+        let dead = unique_mark("docker-dead");
+        let runner = start_hanging(&dead, &state);
+        kill_runner(runner, &dead);
+        check(!marked(&dead).is_empty(), || {
+            "the killed run's container should still exist".into()
+        })?;
+
+        let live = unique_mark("docker-live");
+        let mut live_runner = Interrupting(Some(start_hanging(&live, &state)));
+        let out = if how == "next-run" {
+            let quiet = unique_mark("docker-next");
+            run(docker_run(&quiet, &state).args(["--", "--exact", "network_and_container_pass"]))
+        } else {
+            run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+                .env("CLEANTEST_STATE_DIR", &state)
+                .args(["sweep", "--stale"]))
+        };
+        check(out.status.success(), || {
+            format!("{how}: {}{}", stdout(&out), stderr(&out))
+        })?;
+        let left = marked(&dead);
+        check(left.is_empty(), || {
+            format!("{how}: the dead session's resources remain: {left:?}")
+        })?;
+        check(!marked(&live).is_empty(), || {
+            format!("{how}: the live session's container was removed")
+        })?;
+
+        let status = live_runner.interrupt();
+        check(status.code() == Some(130), || {
+            format!("live run ended with {status:?}")
+        })?;
+        let left = marked(&live);
+        check(left.is_empty(), || {
+            format!("the interrupted live run left {left:?}")
+        })?;
+        assert_no_survivors(&live);
+    }
+    Ok(())
+}
+
+/// A run that is interrupted (and so cleans up) however the test ends.
+struct Interrupting(Option<std::process::Child>);
+
+impl Interrupting {
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("interrupted once");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Interrupting {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            self.interrupt();
+        }
+    }
+}
+
+fn exec_leaves_nothing_behind() -> Result<(), Failed> {
+    let mark = unique_mark("docker-exec");
+    let state = temp_dir("state");
+    let script = format!(
+        "docker run -d --label cleantest.session=$CLEANTEST_SESSION --label ct-it.mark=$CT_IT_MARK {} sleep 1000",
+        image::IMAGE
+    );
+    let out = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CT_IT_MARK", &mark)
+        .args(["exec", "--no-lock", "--", "sh", "-c", &script]));
+    check(out.status.success(), || {
+        format!("{:?}: {}", out.status, stderr(&out))
+    })?;
+    let left = marked(&mark);
+    check(left.is_empty(), || format!("exec left {left:?}"))?;
+    Ok(())
+}
+
+fn sweep_removes_many() -> Result<(), Failed> {
+    let mark = unique_mark("docker-many");
+    let state = temp_dir("state");
+    // 20 containers, 4 on each of 3 networks, 3 with named volumes, 2 of them only created.
+    let labels = "--label cleantest.session=$CLEANTEST_SESSION --label ct-it.mark=$CT_IT_MARK";
+    let image = image::IMAGE;
+    let script = format!(
+        "set -e; p=ct-$(echo $CLEANTEST_SESSION | cut -c1-10)
+         for n in 1 2 3; do docker network create {labels} $p-net$n >/dev/null; docker volume create {labels} $p-vol$n >/dev/null; done
+         for i in $(seq 1 15); do n=$(( i % 3 + 1 )); docker run -d {labels} --network $p-net$n {image} sleep 1000 >/dev/null; done
+         for n in 1 2 3; do docker run -d {labels} -v $p-vol$n:/data {image} sleep 1000 >/dev/null; done
+         docker create {labels} {image} sleep 1 >/dev/null; docker create {labels} {image} sleep 1 >/dev/null"
+    );
+    let started = Instant::now();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CT_IT_MARK", &mark)
+        .args(["exec", "--no-lock", "--", "sh", "-c", &script]));
+    check(out.status.success(), || {
+        format!("{:?}: {}", out.status, stderr(&out))
+    })?;
+    let left = marked(&mark);
+    check(left.is_empty(), || {
+        format!("left {left:?}\n{}", stderr(&out))
+    })?;
+    check(
+        stderr(&out).contains("swept 20 containers, 3 networks, 3 volumes"),
+        || stderr(&out),
+    )?;
+    eprintln!("created and swept 26 resources in {:?}", started.elapsed());
+    Ok(())
+}
+
+fn passing_run_sweeps_and_exits_zero() -> Result<(), Failed> {
+    let mark = unique_mark("docker-pass");
+    let state = temp_dir("state");
+    let out = run(docker_run(&mark, &state).args(["--", "--exact", "network_and_container_pass"]));
+    check(out.status.success(), || {
+        format!("{:?}\n{}{}", out.status, stdout(&out), stderr(&out))
+    })?;
+    let left = marked(&mark);
+    check(left.is_empty(), || format!("left {left:?}"))?;
+    // A session that ended clean leaves no record behind.
+    let records = std::fs::read_dir(state.join("sessions"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    check(records == 0, || {
+        format!("{records} session record(s) left in the state directory")
+    })
+}
