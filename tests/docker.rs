@@ -10,7 +10,7 @@ mod image;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -230,6 +230,16 @@ fn keep_on_failure_keeps_then_sweep_removes() -> Result<(), Failed> {
         check(text.contains("docker logs "), || {
             format!("no inspect command printed:\n{text}")
         })?;
+        let dry = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+            .env("CLEANTEST_STATE_DIR", &state)
+            .args(["sweep", "--dry-run", "--session", &session]));
+        check(dry.status.success(), || stderr(&dry))?;
+        check(stdout(&dry).lines().count() == kept.len(), || {
+            format!("dry run listed:\n{}", stdout(&dry))
+        })?;
+        check(marked(&mark).len() == kept.len(), || {
+            "--dry-run removed something".into()
+        })?;
         let mut sweep = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"));
         sweep.env("CLEANTEST_STATE_DIR", &state).arg("sweep");
         if how == "--session" {
@@ -361,17 +371,16 @@ fn exec_leaves_nothing_behind() -> Result<(), Failed> {
 fn sweep_removes_many() -> Result<(), Failed> {
     let mark = unique_mark("docker-many");
     let state = temp_dir("state");
-    // 20 containers, 4 on each of 3 networks, 3 with named volumes, 2 of them only created.
+    // 100 containers: 10 with a named volume each, 90 spread over 10 networks, 5 of them only created.
     let labels = "--label cleantest.session=$CLEANTEST_SESSION --label ct-it.mark=$CT_IT_MARK";
     let image = image::IMAGE;
     let script = format!(
-        "set -e; p=ct-$(echo $CLEANTEST_SESSION | cut -c1-10)
-         for n in 1 2 3; do docker network create {labels} $p-net$n >/dev/null; docker volume create {labels} $p-vol$n >/dev/null; done
-         for i in $(seq 1 15); do n=$(( i % 3 + 1 )); docker run -d {labels} --network $p-net$n {image} sleep 1000 >/dev/null; done
-         for n in 1 2 3; do docker run -d {labels} -v $p-vol$n:/data {image} sleep 1000 >/dev/null; done
-         docker create {labels} {image} sleep 1 >/dev/null; docker create {labels} {image} sleep 1 >/dev/null"
+        "set -e; export p=ct-$(echo $CLEANTEST_SESSION | cut -c1-10)
+         for n in $(seq 1 10); do docker network create {labels} $p-net$n >/dev/null; docker volume create {labels} $p-vol$n >/dev/null; done
+         seq 1 10 | xargs -P 4 -I N sh -c \"docker run -d {labels} -v $p-volN:/data {image} sleep 1000 >/dev/null\"
+         seq 11 95 | xargs -P 4 -I N sh -c \"docker run -d {labels} --network $p-net\\$((N % 10 + 1)) {image} sleep 1000 >/dev/null\"
+         seq 96 100 | xargs -P 4 -I N sh -c \"docker create {labels} {image} sleep 1 >/dev/null\""
     );
-    let started = Instant::now();
     let out = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
         .env("CLEANTEST_STATE_DIR", &state)
         .env("CT_IT_MARK", &mark)
@@ -383,11 +392,15 @@ fn sweep_removes_many() -> Result<(), Failed> {
     check(left.is_empty(), || {
         format!("left {left:?}\n{}", stderr(&out))
     })?;
+    let err = stderr(&out);
     check(
-        stderr(&out).contains("swept 20 containers, 3 networks, 3 volumes"),
-        || stderr(&out),
+        err.contains("swept 100 containers, 10 networks, 10 volumes"),
+        || err.clone(),
     )?;
-    eprintln!("created and swept 26 resources in {:?}", started.elapsed());
+    eprintln!(
+        "{}",
+        err.lines().find(|l| l.starts_with("swept")).unwrap_or("")
+    );
     Ok(())
 }
 
