@@ -43,6 +43,7 @@ fn main() {
             "passing_run_sweeps_and_exits_zero",
             passing_run_sweeps_and_exits_zero,
         ),
+        ("podman_socket_is_swept_too", podman_socket_is_swept_too),
     ];
     let engine = engine_problem();
     let required = std::env::var("CLEANTEST_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
@@ -419,5 +420,132 @@ fn passing_run_sweeps_and_exits_zero() -> Result<(), Failed> {
         .unwrap_or(0);
     check(records == 0, || {
         format!("{records} session record(s) left in the state directory")
+    })
+}
+
+/// A podman API service of the test's own, on a socket in a temporary directory; stopped (by the pid
+/// the test started) when dropped.
+struct PodmanService {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    conf: std::path::PathBuf,
+}
+
+impl PodmanService {
+    fn start() -> Result<PodmanService, Failed> {
+        let dir = temp_dir("podman");
+        // Podman's default rlimits exceed what this kind of sandbox allows.
+        let conf = dir.join("containers.conf");
+        std::fs::write(
+            &conf,
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
+        )?;
+        let socket = dir.join("podman.sock");
+        let child = Command::new("podman")
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .env("CONTAINERS_CONF", &conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let service = PodmanService {
+            child,
+            socket,
+            conf,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !service.socket.exists() {
+            check(std::time::Instant::now() < deadline, || {
+                "the podman service did not start".into()
+            })?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(service)
+    }
+
+    fn podman(&self, args: &[&str]) -> std::process::Output {
+        Command::new("podman")
+            .args(args)
+            .env("CONTAINERS_CONF", &self.conf)
+            .output()
+            .expect("podman")
+    }
+}
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn podman_socket_is_swept_too() -> Result<(), Failed> {
+    if Command::new("podman").arg("--version").output().is_err() {
+        let required = std::env::var("CLEANTEST_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+        check(!required, || {
+            "podman is not installed (CI installs Debian's podman)".into()
+        })?;
+        eprintln!("podman_socket_is_swept_too: podman is not installed; nothing checked");
+        return Ok(());
+    }
+    let service = PodmanService::start()?;
+    // Podman keeps its own image store: copy the fixture image into it.
+    if !service
+        .podman(&["image", "exists", "localhost/cleantest-fixture:latest"])
+        .status
+        .success()
+    {
+        let save = Command::new("sh")
+            .arg("-c")
+            .arg(format!("docker save {} | podman load", image::IMAGE))
+            .env("CONTAINERS_CONF", &service.conf)
+            .output()?;
+        check(save.status.success(), || {
+            String::from_utf8_lossy(&save.stderr).into_owned()
+        })?;
+    }
+    let mark = unique_mark("podman");
+    let state = temp_dir("state");
+    let script = "L=\"--label cleantest.session=$CLEANTEST_SESSION --label ct-it.mark=$CT_IT_MARK\"
+        p=ct-pod-$(echo $CLEANTEST_SESSION | cut -c1-10)
+        docker network create $L $p-net >/dev/null && docker volume create $L $p-vol >/dev/null &&
+        docker run -d $L --network $p-net localhost/cleantest-fixture:latest sleep 1000 >/dev/null &&
+        docker run -d $L -v $p-vol:/data localhost/cleantest-fixture:latest sleep 1000 >/dev/null";
+    let started = std::time::Instant::now();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CT_IT_MARK", &mark)
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", service.socket.display()),
+        )
+        .env("CONTAINERS_CONF", &service.conf)
+        .args(["exec", "--no-lock", "--", "sh", "-c", script]));
+    check(out.status.success(), || {
+        format!("{:?}: {}", out.status, stderr(&out))
+    })?;
+    check(
+        stderr(&out).contains("swept 2 containers, 1 network, 1 volume"),
+        || stderr(&out),
+    )?;
+    let filter = format!("label=ct-it.mark={mark}");
+    for what in [
+        &["ps", "-aq"][..],
+        &["network", "ls", "-q"],
+        &["volume", "ls", "-q"],
+    ] {
+        let mut args = what.to_vec();
+        args.extend(["--filter", &filter]);
+        let left = service.podman(&args);
+        check(left.stdout.is_empty(), || {
+            format!(
+                "podman {what:?} still lists {}",
+                String::from_utf8_lossy(&left.stdout)
+            )
+        })?;
+    }
+    // Killing before removing keeps podman from waiting out its 10 s stop timeout per container.
+    check(started.elapsed() < Duration::from_secs(20), || {
+        format!("took {:?}", started.elapsed())
     })
 }
