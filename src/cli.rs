@@ -166,6 +166,9 @@ pub(crate) struct RunArgs {
     /// Write a JUnit XML report to this path
     #[arg(long, value_name = "PATH", help_heading = "Runner Options")]
     pub junit: Option<PathBuf>,
+    /// What a test that leaves processes behind is: `report`ed (default) or a `fail`ure
+    #[arg(long, value_name = "POLICY", env = "CLEANTEST_LEAK", value_parser = ["report", "fail"], help_heading = "Runner Options")]
+    pub leak: Option<String>,
     /// Profile of .config/cleantest.toml to use [default: default]
     #[arg(
         short = 'P',

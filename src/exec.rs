@@ -123,9 +123,18 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     }
     session.remove_group(pid);
     let failed = timed_out || !exit.success();
-    let end = session.finish(args.session.keep_on_failure && failed);
-    let left_something = end.as_ref().is_some_and(|e| e.left_something());
+    let end = session
+        .finish(args.session.keep_on_failure && failed)
+        .unwrap_or_default();
+    if !end.escaped.is_empty() {
+        eprintln!(
+            "cargo-cleantest: killed {} process(es) that escaped the command's group",
+            end.escaped.len()
+        );
+    }
+    let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());
     for line in end
+        .docker
         .map(|e| docker_lines(&e, session.id()))
         .unwrap_or_default()
     {

@@ -13,7 +13,9 @@ mod exec;
 mod junit;
 mod list;
 mod lock;
+mod orphans;
 mod process;
+mod reaper;
 mod report;
 mod run;
 mod schedule;
@@ -39,6 +41,7 @@ fn main() {
             exit_with(parse_sub::<sweep_cmd::SweepArgs>(&args).and_then(sweep_cmd::run))
         }
         Some("exec") => exit_with(parse_sub::<exec::ExecArgs>(&args).and_then(exec::run)),
+        Some(reaper::SUBCOMMAND) if args.len() == 2 => std::process::exit(reaper::run(&args[1])),
         _ => {}
     }
     let parsed = match cli::RunArgs::parse_from_args(&args) {

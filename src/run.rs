@@ -10,7 +10,7 @@ use crate::cli::RunArgs;
 use crate::config::Settings;
 use crate::errors::{EXIT_LEFTOVERS, EXIT_OK, EXIT_TEST_FAILED, Error};
 use crate::process::capture;
-use crate::report::{Reporter, docker_lines};
+use crate::report::{Leftover, Reporter, docker_lines};
 use crate::schedule::{Scheduler, plan};
 use crate::session::{CleanupGuard, ENV_BINARY, Session};
 use crate::test_args::TestArgs;
@@ -118,9 +118,16 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let tests_failed =
         !summary.problems.is_empty() || summary.results.iter().any(|r| r.outcome.is_failure());
     let keep = args.session.keep_on_failure && tests_failed;
-    let docker_end = session.finish(keep);
-    let left_something = docker_end.as_ref().is_some_and(|e| e.left_something());
-    summary.docker_lines = docker_end
+    let end = session.finish(keep).unwrap_or_default();
+    let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());
+    if !end.escaped.is_empty() {
+        summary.leftovers.push(Leftover {
+            unit: "the run (escaped their process groups)".into(),
+            processes: end.escaped.iter().map(|e| e.description.clone()).collect(),
+        });
+    }
+    summary.docker_lines = end
+        .docker
         .map(|e| docker_lines(&e, session.id()))
         .unwrap_or_default();
     let junit_result = args

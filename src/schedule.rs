@@ -175,9 +175,25 @@ impl Scheduler<'_> {
                     _ => unit.spec.binary_id.clone(),
                 };
                 self.ctx.session.remove_group(unit.pid);
+                let unit_kind = unit.spec.kind;
                 let interrupted = self.ctx.session.interrupted_by().is_some();
                 let finished = unit.finish(Instant::now(), self.settings, interrupted);
                 summary.filtered_out += finished.filtered_out;
+                let mut finished = finished;
+                let leaked = !finished.leftovers.is_empty();
+                if self.settings.leak_fails && leaked && unit_kind == UnitKind::Isolated {
+                    // Isolated, the test itself fails; shared, the binary does (in `leftovers`).
+                    if let [only] = finished.results.as_mut_slice()
+                        && only.outcome == Outcome::Passed
+                    {
+                        only.outcome = Outcome::Failed;
+                        only.note = Some(format!(
+                            "left {} process(es) behind",
+                            finished.leftovers.len()
+                        ));
+                        only.announced = false;
+                    }
+                }
                 for mut result in finished.results {
                     // Only failures' output is shown (and passes' with --show-output): drop the rest.
                     let keep = result.outcome.is_failure()
@@ -195,14 +211,7 @@ impl Scheduler<'_> {
                     summary.problems.push(problem);
                 }
                 if !finished.leftovers.is_empty() {
-                    self.reporter.warn(&format!(
-                        "{label} left {} process(es) behind; killed them",
-                        finished.leftovers.len()
-                    ));
-                    summary.leftovers.push(Leftover {
-                        unit: label,
-                        processes: finished.leftovers,
-                    });
+                    self.leftovers(&mut summary, label, finished.leftovers);
                 }
                 if let Some(rerun) = finished.rerun {
                     queue.push_front(rerun);
@@ -212,6 +221,7 @@ impl Scheduler<'_> {
                 }
             }
             let now = Instant::now();
+            self.reap_escaped(&running, &mut summary);
             let names: Vec<(String, Duration)> = running
                 .values()
                 .flat_map(|u| u.running_tests(now))
@@ -222,6 +232,52 @@ impl Scheduler<'_> {
         summary.session = self.ctx.session.id().to_string();
         summary.interrupted = self.ctx.session.interrupted_by().is_some();
         (summary, self.reporter)
+    }
+
+    /// Processes that left their unit's group and were adopted by the runner: killed once the unit they
+    /// belong to (by their environment) is over; ones that cannot be attributed wait for the run's end.
+    fn reap_escaped(&mut self, running: &HashMap<UnitId, RunningUnit>, summary: &mut RunSummary) {
+        let escaped = self.ctx.session.reap_adopted(|e| match &e.binary {
+            None => true,
+            Some(binary) => running.values().any(|u| {
+                &u.spec.binary_id == binary
+                    && (u.spec.kind != UnitKind::Isolated
+                        || e.test.as_deref() == u.spec.tests.first().map(String::as_str))
+            }),
+        });
+        for e in escaped {
+            let label = match (&e.binary, &e.test) {
+                (Some(b), Some(t)) => format!("{b}::{t}"),
+                (Some(b), None) => b.clone(),
+                _ => "an unknown unit".into(),
+            };
+            self.leftovers(
+                summary,
+                format!("{label} (escaped its process group)"),
+                vec![e.description],
+            );
+        }
+    }
+
+    /// Reports processes a unit left behind (already killed). With `--leak=fail` a shared-mode binary or
+    /// an escaped process fails the run here; an isolated test was already failed itself.
+    fn leftovers(&mut self, summary: &mut RunSummary, unit: String, processes: Vec<String>) {
+        self.reporter.warn(&format!(
+            "{unit} left {} process(es) behind; killed them",
+            processes.len()
+        ));
+        let failed_as_test = summary
+            .results
+            .iter()
+            .any(|r| r.full_name() == unit && r.note.is_some());
+        if self.settings.leak_fails && !failed_as_test {
+            summary.problems.push(UnitProblem {
+                binary: unit.clone(),
+                message: format!("left {} process(es) behind (--leak=fail)", processes.len()),
+                output: processes.join("\n"),
+            });
+        }
+        summary.leftovers.push(Leftover { unit, processes });
     }
 
     fn handle(

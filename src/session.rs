@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::docker::{self, Engine, Removal, Resource};
+use crate::orphans::{self, Escaped};
+use crate::reaper::ReaperHandle;
 use crate::state::record::{OwnRecord, Status};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -23,6 +25,8 @@ pub(crate) const ENV_BINARY: &str = "CLEANTEST_BINARY";
 pub(crate) const ENV_TEST: &str = "CLEANTEST_TEST";
 
 const ID_LEN: usize = 24;
+/// How long the end of a session waits for an engine that was down at its start.
+const END_RECONNECT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 struct State {
@@ -80,7 +84,17 @@ pub(crate) struct Session {
     state: Mutex<State>,
     docker: Mutex<DockerState>,
     record: Mutex<Option<OwnRecord>>,
+    reaper: Mutex<Option<ReaperHandle>>,
     finished: AtomicBool,
+}
+
+/// What ending the session did.
+#[derive(Debug, Default)]
+pub(crate) struct SessionEnd {
+    /// Docker resources swept or kept; None when Docker played no part.
+    pub docker: Option<DockerEnd>,
+    /// Processes of the session still alive at the end (escaped their group), killed.
+    pub escaped: Vec<Escaped>,
 }
 
 impl Session {
@@ -90,6 +104,7 @@ impl Session {
             state: Mutex::default(),
             docker: Mutex::default(),
             record: Mutex::default(),
+            reaper: Mutex::default(),
             finished: AtomicBool::new(false),
         })
     }
@@ -180,14 +195,48 @@ impl Session {
         *self.record.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
     }
 
-    /// Ends the session: kills its processes, then sweeps its Docker resources, or keeps them when `keep`
-    /// (`--keep-on-failure` after a failure), and settles its record. Runs once; later calls return None.
-    pub(crate) fn finish(&self, keep: bool) -> Option<DockerEnd> {
+    /// Hands the session the reaper that will clean up if the runner dies.
+    pub(crate) fn set_reaper(&self, reaper: ReaperHandle) {
+        *self.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
+    }
+
+    /// Whether `pid` is a process the runner started itself (a unit, the build, the reaper).
+    pub(crate) fn is_known(&self, pid: i32) -> bool {
+        let state = self.lock();
+        state.groups.contains(&pid)
+            || state.members.contains(&pid)
+            || self
+                .reaper
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|r| r.pid == pid)
+    }
+
+    /// Kills (and reaps, by pid) the processes adopted from finished units: those that left their
+    /// group and whose parent is gone. `still_running` says whether the unit an escaped process belongs
+    /// to is still running, in which case it is left alone for now. Exited ones are reaped either way.
+    pub(crate) fn reap_adopted(&self, still_running: impl Fn(&Escaped) -> bool) -> Vec<Escaped> {
+        let mut killed = Vec::new();
+        for escaped in orphans::adopted(|pid| self.is_known(pid)) {
+            if orphans::reap_if_exited(escaped.pid) || still_running(&escaped) {
+                continue;
+            }
+            orphans::kill_and_reap(escaped.pid);
+            killed.push(escaped);
+        }
+        killed
+    }
+
+    /// Ends the session: kills its processes (groups, adopted escapees, anything carrying its id), then
+    /// sweeps its Docker resources, or keeps them when `keep` (`--keep-on-failure` after a failure),
+    /// settles its record and dismisses the reaper. Runs once; later calls return None.
+    pub(crate) fn finish(&self, keep: bool) -> Option<SessionEnd> {
         if self.finished.swap(true, Ordering::SeqCst) {
             return None;
         }
-        self.cleanup();
-        let end = match self.docker() {
+        let escaped = self.cleanup();
+        let docker = match self.docker() {
             DockerState::Unused => None,
             // An engine that was never configured is not worth a word (projects without Docker).
             DockerState::Down {
@@ -195,18 +244,27 @@ impl Session {
             } => None,
             DockerState::Down {
                 endpoint, reason, ..
-            } => Some(DockerEnd::NotSwept { endpoint, reason }),
-            DockerState::Up(engine) if keep => match docker::list_session(&engine, &self.id) {
-                Ok(found) => Some(DockerEnd::Kept(found)),
-                Err(e) => Some(DockerEnd::Failed(e)),
+            } => match docker::connect_within(END_RECONNECT) {
+                // It was down at the start; it may be back now.
+                docker::Connection::Up(engine) => Some(self.sweep_or_keep(&engine, keep)),
+                docker::Connection::Down { .. } => Some(DockerEnd::NotSwept { endpoint, reason }),
             },
-            DockerState::Up(engine) => match docker::sweep_session(&engine, &self.id) {
-                Ok(removal) => Some(DockerEnd::Swept(removal)),
-                Err(e) => Some(DockerEnd::Failed(e)),
-            },
+            DockerState::Up(engine) => Some(self.sweep_or_keep(&engine, keep)),
         };
-        self.settle_record(end.as_ref());
-        end
+        self.settle_record(docker.as_ref());
+        if let Some(reaper) = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            reaper.dismiss();
+        }
+        Some(SessionEnd { docker, escaped })
+    }
+
+    fn sweep_or_keep(&self, engine: &Engine, keep: bool) -> DockerEnd {
+        let result = if keep {
+            docker::list_session(engine, &self.id).map(DockerEnd::Kept)
+        } else {
+            docker::sweep_session(engine, &self.id).map(DockerEnd::Swept)
+        };
+        result.unwrap_or_else(DockerEnd::Failed)
     }
 
     /// Kept sessions stay on record as kept; fully swept ones are forgotten; anything else stays
@@ -232,8 +290,10 @@ impl Session {
         }
     }
 
-    /// Ends everything the session still owns. Safe to call more than once.
-    pub(crate) fn cleanup(&self) {
+    /// Kills everything of the session that may still run: its groups, the processes it started in its
+    /// own group, adopted escapees, and any process carrying the session's id. Safe to call more than
+    /// once; returns the escaped processes it found.
+    pub(crate) fn cleanup(&self) -> Vec<Escaped> {
         let (groups, members) = {
             let mut state = self.lock();
             (
@@ -247,6 +307,15 @@ impl Session {
         for pid in members {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        let mut escaped = self.reap_adopted(|_| false);
+        // Also what escaped the subreaper too (re-parented elsewhere) but still carries the session.
+        for found in orphans::session_processes(&self.id) {
+            let _ = kill(Pid::from_raw(found.pid), Signal::SIGKILL);
+            if !escaped.iter().any(|e| e.pid == found.pid) {
+                escaped.push(found);
+            }
+        }
+        escaped
     }
 }
 
@@ -255,7 +324,10 @@ pub(crate) struct CleanupGuard(pub Arc<Session>);
 
 impl Drop for CleanupGuard {
     fn drop(&mut self) {
-        if let Some(DockerEnd::Swept(r)) = self.0.finish(false)
+        if let Some(SessionEnd {
+            docker: Some(DockerEnd::Swept(r)),
+            ..
+        }) = self.0.finish(false)
             && (r.containers + r.networks + r.volumes > 0 || !r.failures.is_empty())
         {
             eprintln!("{}", r.line());

@@ -1,5 +1,5 @@
-//! Starting a session, for test runs and `exec` alike: its record in the state directory, the Docker
-//! engine, the sweep of this host's dead sessions, and the environment lock.
+//! Starting a session, for test runs and `exec` alike: its record in the state directory, the reaper,
+//! the Docker engine, the sweep of this host's dead sessions, and the environment lock.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,6 +8,8 @@ use crate::cli::SessionOpts;
 use crate::docker::{self, Connection};
 use crate::errors::Error;
 use crate::lock::{self, EnvLock};
+use crate::orphans;
+use crate::reaper::ReaperHandle;
 use crate::session::{DockerState, Session};
 use crate::state::{self, record::OwnRecord};
 use crate::sweep_cmd;
@@ -24,6 +26,19 @@ pub(crate) fn start(
     let record =
         OwnRecord::create(&state, session.id(), workspace, &endpoint).map_err(Error::State)?;
     session.set_record(record);
+    // Orphaned descendants (setsid, double fork) are re-parented to us, where they can be found.
+    if !orphans::become_subreaper() {
+        eprintln!(
+            "warning: cannot become a child subreaper; processes that leave their group may survive"
+        );
+    }
+    let log = state.join("sessions").join(session.id()).join("reaper.log");
+    match ReaperHandle::spawn(session.id(), &log) {
+        Ok(reaper) => session.set_reaper(reaper),
+        Err(e) => eprintln!(
+            "warning: failed to start the reaper ({e}); a killed runner will leave a stale session"
+        ),
+    }
     let docker = match docker::connect() {
         Connection::Up(engine) => DockerState::Up(engine),
         Connection::Down {
@@ -31,10 +46,12 @@ pub(crate) fn start(
             expected,
             reason,
         } => {
-            // No noise for projects that never touch Docker: only a configured engine is worth a word.
-            if std::env::var_os("DOCKER_HOST").is_some_and(|h| !h.is_empty()) {
+            // No noise for projects that never touch Docker: only a configured engine (DOCKER_HOST, or a
+            // socket that exists) is worth a word. Its sweep is tried again at the end.
+            if expected {
                 eprintln!(
-                    "warning: no Docker engine answers at {endpoint} ({reason}); containers will not be swept"
+                    "warning: no Docker engine answers at {endpoint} ({reason}); \
+                     the sweep will try again when the run ends"
                 );
             }
             DockerState::Down {

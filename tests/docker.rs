@@ -5,166 +5,49 @@
 //! tests' sessions) and finds what its run created by the `ct-it.mark` label the fixture adds.
 
 mod common;
-#[path = "../xtask/src/image.rs"]
-mod image;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::docker::*;
 use common::*;
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Failed;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-type Test = fn() -> Result<(), Failed>;
-
 fn main() {
-    let args = Arguments::from_args();
-    let tests: Vec<(&str, Test)> = vec![
-        (
+    run_trials(vec![
+        trial(
             "session_resources_are_removed_in_both_modes",
             session_resources_are_removed_in_both_modes,
         ),
-        (
+        trial(
             "keep_on_failure_keeps_then_sweep_removes",
             keep_on_failure_keeps_then_sweep_removes,
         ),
-        (
-            "killed_runner_is_swept_later_and_live_sessions_are_untouched",
+        trial(
+            "killed_runner_and_reaper_leave_a_stale_session_swept_later",
             killed_runner_is_swept_later,
         ),
-        ("exec_leaves_nothing_behind", exec_leaves_nothing_behind),
-        (
+        trial("exec_leaves_nothing_behind", exec_leaves_nothing_behind),
+        trial(
             "sweep_removes_many_containers_networks_and_volumes",
             sweep_removes_many,
         ),
-        (
+        trial(
             "passing_run_sweeps_and_exits_zero",
             passing_run_sweeps_and_exits_zero,
         ),
-        ("podman_socket_is_swept_too", podman_socket_is_swept_too),
-    ];
-    let engine = engine_problem();
-    let required = std::env::var("CLEANTEST_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
-    if let Some(reason) = &engine {
-        if required {
-            eprintln!(
-                "docker tests: no usable engine ({reason}) and CLEANTEST_REQUIRE_DOCKER=1: failing them"
-            );
-        } else {
-            eprintln!("docker tests: ignored, no usable engine: {reason}");
-        }
-    }
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| {
-            let problem = engine.clone();
-            let trial = Trial::test(name, move || match problem {
-                Some(reason) if required => {
-                    Err(format!("no usable Docker engine: {reason}").into())
-                }
-                _ => f(),
-            });
-            trial.with_ignored_flag(engine.is_some() && !required)
-        })
-        .collect();
-    libtest_mimic::run(&args, trials).exit();
-}
-
-/// Why Docker tests cannot run here, if they cannot: no engine, or the fixture image cannot be built.
-fn engine_problem() -> Option<String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    runtime.block_on(async {
-        let docker = match bollard::Docker::connect_with_defaults() {
-            Ok(d) => d,
-            Err(e) => return Some(e.to_string()),
-        };
-        match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Some(e.to_string()),
-            Err(_) => return Some("the engine did not answer within 5s".into()),
-        }
-        let docker = match docker.negotiate_version().await {
-            Ok(d) => d,
-            Err(e) => return Some(e.to_string()),
-        };
-        image::ensure(&docker, false).await.err()
-    })
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Ids of containers, networks and volumes carrying `ct-it.mark=<mark>`.
-fn marked(mark: &str) -> Vec<String> {
-    let filter = format!("label=ct-it.mark={mark}");
-    let mut ids = Vec::new();
-    for args in [
-        vec!["ps", "-aq", "--filter", &filter],
-        vec!["network", "ls", "-q", "--filter", &filter],
-        vec!["volume", "ls", "-q", "--filter", &filter],
-    ] {
-        ids.extend(docker(&args).lines().map(str::to_string));
-    }
-    ids
-}
-
-fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), Failed> {
-    if condition {
-        Ok(())
-    } else {
-        Err(message().into())
-    }
-}
-
-/// A container that belongs to nobody's session, which every sweep must leave alone.
-struct Foreign(String);
-
-impl Foreign {
-    fn start(mark: &str) -> Foreign {
-        let label = format!("ct-it.foreign={mark}");
-        Foreign(docker(&[
-            "run",
-            "-d",
-            "--label",
-            &label,
-            image::IMAGE,
-            "sleep",
-            "1000",
-        ]))
-    }
-
-    fn running(&self) -> bool {
-        docker(&["inspect", "-f", "{{.State.Running}}", &self.0]) == "true"
-    }
-}
-
-impl Drop for Foreign {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &self.0])
-            .stdout(Stdio::null())
-            .status();
-    }
+        trial("podman_socket_is_swept_too", podman_socket_is_swept_too),
+    ]);
 }
 
 fn docker_run(mark: &str, state: &Path) -> Command {
     let mut command = cleantest("docker", mark);
-    command.env("CLEANTEST_STATE_DIR", state).arg("--no-lock");
+    command
+        .env("CLEANTEST_STATE_DIR", state)
+        .args(["--no-lock", "--test", "containers"]);
     command
 }
 
@@ -275,8 +158,11 @@ fn start_hanging(mark: &str, state: &Path) -> std::process::Child {
     child
 }
 
-/// SIGKILLs the runner, then the test processes it can no longer stop (issue 4's reaper will).
+/// SIGKILLs the reaper and then the runner (as when the whole machine's processes die), then the test
+/// processes nobody can stop now: the session is left stale.
 fn kill_runner(mut child: std::process::Child, mark: &str) {
+    let reaper = reaper_of(child.id()).expect("the runner started a reaper");
+    kill(Pid::from_raw(reaper as i32), Signal::SIGKILL).unwrap();
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     let _ = child.wait();
     for pid in processes_with_mark(mark) {
@@ -329,25 +215,6 @@ fn killed_runner_is_swept_later() -> Result<(), Failed> {
         assert_no_survivors(&live);
     }
     Ok(())
-}
-
-/// A run that is interrupted (and so cleans up) however the test ends.
-struct Interrupting(Option<std::process::Child>);
-
-impl Interrupting {
-    fn interrupt(&mut self) -> std::process::ExitStatus {
-        let mut child = self.0.take().expect("interrupted once");
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-        child.wait().unwrap()
-    }
-}
-
-impl Drop for Interrupting {
-    fn drop(&mut self) {
-        if self.0.is_some() {
-            self.interrupt();
-        }
-    }
 }
 
 fn exec_leaves_nothing_behind() -> Result<(), Failed> {

@@ -154,3 +154,33 @@ fn results_are_reported_while_their_binary_still_runs() {
     assert_eq!(child.wait().unwrap().code(), Some(130));
     assert_no_survivors(&mark);
 }
+
+#[test]
+fn leak_fail_turns_a_leftover_process_into_a_failure() {
+    for mode in [None, Some("--isolate")] {
+        let dir = temp_dir("leak-fail");
+        let junit = dir.join("junit.xml");
+        let mark = unique_mark("leak-fail");
+        let out = run(cleantest("hang", &mark)
+            .args(mode)
+            .args(["--test", "leak", "--leak", "fail", "--junit"])
+            .arg(&junit));
+        assert_eq!(out.status.code(), Some(101), "{mode:?}: {}", stdout(&out));
+        let xml = std::fs::read_to_string(&junit).unwrap();
+        if mode.is_some() {
+            // Isolated: the leaking test itself fails; its neighbour still passes.
+            assert!(
+                junit_case(&xml, "leaves_a_sleep_behind").contains("<failure"),
+                "{xml}"
+            );
+            assert!(
+                !junit_case(&xml, "leak_neighbour_passes").contains("<failure"),
+                "{xml}"
+            );
+        } else {
+            // Shared: the binary fails.
+            assert!(xml.contains("left 1 process(es) behind"), "{xml}");
+        }
+        assert_no_survivors(&mark);
+    }
+}

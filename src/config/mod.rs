@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::cli::RunArgs;
 use crate::errors::Error;
 use overrides::Override;
-use profile::ProfileConfig;
+use profile::{LeakPolicy, ProfileConfig};
 
 /// Where the config lives, relative to the workspace root.
 pub(crate) const CONFIG_PATH: &str = ".config/cleantest.toml";
@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     pub test_threads: Option<usize>,
     /// Environment lock name from the profile (`--lock` wins).
     pub lock: Option<String>,
+    /// Whether leaving processes behind fails the test (isolated) or the binary (shared).
+    pub leak_fails: bool,
     overrides: Vec<Override>,
 }
 
@@ -99,6 +101,10 @@ impl Settings {
             },
             test_threads: profile.test_threads,
             lock: profile.lock.clone(),
+            leak_fails: match args.leak.as_deref() {
+                Some(policy) => policy == "fail",
+                None => profile.leak == Some(LeakPolicy::Fail),
+            },
             overrides,
         })
     }

@@ -5,6 +5,15 @@ use serde::Deserialize;
 use super::duration::ConfigDuration;
 use super::overrides::OverrideConfig;
 
+/// What leaving processes behind is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LeakPolicy {
+    #[default]
+    Report,
+    Fail,
+}
+
 /// A profile as written in `.config/cleantest.toml`; every key is optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -15,6 +24,8 @@ pub(crate) struct ProfileConfig {
     pub test_threads: Option<usize>,
     /// Name of the environment lock (`--lock`).
     pub lock: Option<String>,
+    /// `report` or `fail`: what leaving processes behind is (`--leak`).
+    pub leak: Option<LeakPolicy>,
     #[serde(default)]
     pub overrides: Vec<OverrideConfig>,
 }
@@ -28,6 +39,7 @@ impl ProfileConfig {
             isolate: self.isolate.or(base.isolate),
             test_threads: self.test_threads.or(base.test_threads),
             lock: self.lock.clone().or_else(|| base.lock.clone()),
+            leak: self.leak.or(base.leak),
             overrides: self
                 .overrides
                 .iter()

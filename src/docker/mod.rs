@@ -68,3 +68,18 @@ async fn find_until(
 pub(crate) fn connect() -> Connection {
     block_on(engine::connect())
 }
+
+/// Connects, retrying with backoff for up to `bound` while an expected engine does not answer.
+pub(crate) fn connect_within(bound: Duration) -> Connection {
+    let deadline = Instant::now() + bound;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match connect() {
+            Connection::Down { expected: true, .. } if Instant::now() + delay < deadline => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}

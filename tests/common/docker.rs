@@ -1,0 +1,330 @@
+//! Helpers for the Docker test harnesses (libtest-mimic, so a missing engine reports the tests as
+//! ignored with the reason, or fails them under `CLEANTEST_REQUIRE_DOCKER=1`).
+
+#[path = "../../xtask/src/image.rs"]
+pub mod image;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub type Test = Box<dyn FnOnce() -> Result<(), Failed> + Send + 'static>;
+
+/// A named trial, and why it cannot run here (beyond the engine), if it cannot.
+pub struct Cell {
+    pub name: String,
+    pub test: Test,
+    pub unavailable: Option<String>,
+}
+
+/// A named trial.
+pub fn trial(
+    name: impl Into<String>,
+    f: impl FnOnce() -> Result<(), Failed> + Send + 'static,
+) -> Cell {
+    Cell {
+        name: name.into(),
+        test: Box::new(f),
+        unavailable: None,
+    }
+}
+
+/// Runs the trials. Without a usable engine (or what a trial needs besides) a trial is reported ignored
+/// with the reason, or failed when `CLEANTEST_REQUIRE_DOCKER=1`.
+pub fn run_trials(cells: Vec<Cell>) {
+    let args = Arguments::from_args();
+    let engine = engine_problem();
+    let required = std::env::var("CLEANTEST_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    if let Some(reason) = &engine {
+        eprintln!("docker tests: no usable engine: {reason}");
+    }
+    let trials = cells
+        .into_iter()
+        .map(|cell| {
+            let problem = engine.clone().or(cell.unavailable);
+            if let (Some(reason), false) = (&problem, required) {
+                eprintln!("{}: ignored: {reason}", cell.name);
+            }
+            let ignored = problem.is_some() && !required;
+            let test = cell.test;
+            Trial::test(cell.name, move || match problem {
+                Some(reason) if required => Err(format!("cannot run here: {reason}").into()),
+                _ => test(),
+            })
+            .with_ignored_flag(ignored)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// Why Docker tests cannot run here, if they cannot: no engine, or the fixture image cannot be built.
+pub fn engine_problem() -> Option<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    runtime.block_on(async {
+        let docker = match bollard::Docker::connect_with_defaults() {
+            Ok(d) => d,
+            Err(e) => return Some(e.to_string()),
+        };
+        match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Some(e.to_string()),
+            Err(_) => return Some("the engine did not answer within 5s".into()),
+        }
+        let docker = match docker.negotiate_version().await {
+            Ok(d) => d,
+            Err(e) => return Some(e.to_string()),
+        };
+        image::ensure(&docker, false).await.err()
+    })
+}
+
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Ids of containers, networks and volumes carrying `ct-it.mark=<mark>`.
+pub fn marked(mark: &str) -> Vec<String> {
+    marked_at(None, mark)
+}
+
+/// `marked` on the engine at `host` (a `unix://` URL), or the default one.
+pub fn marked_at(host: Option<&str>, mark: &str) -> Vec<String> {
+    let filter = format!("label=ct-it.mark={mark}");
+    let mut ids = Vec::new();
+    for what in [
+        &["ps", "-aq"][..],
+        &["network", "ls", "-q"],
+        &["volume", "ls", "-q"],
+    ] {
+        let mut args: Vec<&str> = host.map(|h| vec!["-H", h]).unwrap_or_default();
+        args.extend(what);
+        args.extend(["--filter", &filter]);
+        ids.extend(docker(&args).lines().map(str::to_string));
+    }
+    ids
+}
+
+pub fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), Failed> {
+    if condition {
+        Ok(())
+    } else {
+        Err(message().into())
+    }
+}
+
+/// A container that belongs to nobody's session, which every sweep must leave alone.
+pub struct Foreign(pub String);
+
+impl Foreign {
+    pub fn start(mark: &str) -> Foreign {
+        let label = format!("ct-it.foreign={mark}");
+        Foreign(docker(&[
+            "run",
+            "-d",
+            "--label",
+            &label,
+            image::IMAGE,
+            "sleep",
+            "1000",
+        ]))
+    }
+
+    pub fn running(&self) -> bool {
+        docker(&["inspect", "-f", "{{.State.Running}}", &self.0]) == "true"
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// A run that is interrupted (and so cleans up) however the test ends.
+pub struct Interrupting(pub Option<std::process::Child>);
+
+impl Interrupting {
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("interrupted once");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Interrupting {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            self.interrupt();
+        }
+    }
+}
+
+/// The reaper the runner `runner` started (its child running `__reaper`), if any.
+pub fn reaper_of(runner: u32) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{runner}/task")).ok()?;
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmdline.split(|b| *b == 0).any(|arg| arg == b"__reaper") {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// A Docker engine of the test's own (own socket, data root, exec root, pidfile, config and network
+/// namespace, `--bridge=none`), so a cell can stop and restart an engine without touching the shared one.
+pub struct PrivateEngine {
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+    /// Whether the host had the shared engine's `docker0` when this engine started.
+    host_bridge: bool,
+}
+
+fn host_bridge_exists() -> bool {
+    Path::new("/sys/class/net/docker0").exists()
+}
+
+/// Why a private engine cannot be started here, if it cannot.
+pub fn private_engine_problem() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("a private dockerd needs root".into());
+    }
+    if Command::new("dockerd").arg("--version").output().is_err() {
+        return Some("no dockerd binary".into());
+    }
+    if Command::new("unshare").arg("--version").output().is_err() {
+        return Some("no unshare binary (util-linux) to give it a network namespace".into());
+    }
+    None
+}
+
+impl PrivateEngine {
+    /// Starts it in a short directory under /tmp (unix socket paths are limited to 108 bytes).
+    pub fn start() -> Result<PrivateEngine, Failed> {
+        let dir = std::path::PathBuf::from(format!("/tmp/ct-{}", crate::common::unique_mark("e")));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("daemon.json"), "{}")?;
+        let mut engine = PrivateEngine {
+            dir,
+            child: None,
+            host_bridge: host_bridge_exists(),
+        };
+        engine.up()?;
+        let load = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker save {} | docker -H {} load",
+                image::IMAGE,
+                engine.host()
+            ))
+            .output()?;
+        check(load.status.success(), || {
+            String::from_utf8_lossy(&load.stderr).into_owned()
+        })?;
+        Ok(engine)
+    }
+
+    /// Fails if the host's `docker0` disappeared while this engine ran (the shared engine needs it).
+    pub fn check_host_untouched(&self) -> Result<(), Failed> {
+        check(!self.host_bridge || host_bridge_exists(), || {
+            "the host's docker0 interface disappeared: the private engine touched the shared one"
+                .into()
+        })
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("d.sock").display())
+    }
+
+    /// Starts the daemon and waits until it answers.
+    pub fn up(&mut self) -> Result<(), Failed> {
+        let d = &self.dir;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("log"))?;
+        // A network namespace of its own: a dockerd started with `--bridge=none` deletes the default
+        // `docker0` interface it finds at start, which in the host's namespace belongs to the shared engine.
+        let child = Command::new("unshare")
+            .args(["--net", "dockerd"])
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .args(["--host", &self.host()])
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("x"))
+            .arg("--pidfile")
+            .arg(d.join("d.pid"))
+            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = Command::new("docker")
+                .args(["-H", &self.host(), "info"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return Ok(());
+            }
+            check(std::time::Instant::now() < deadline, || {
+                "the private dockerd did not start".into()
+            })?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the daemon (SIGTERM to the pid this test started) and waits for it to exit.
+    pub fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // Remove what is left on it, then stop it and delete its directory.
+            let host = self.host();
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "docker -H {host} ps -aq | xargs -r docker -H {host} rm -f"
+                ))
+                .output();
+            self.down();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
