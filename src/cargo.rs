@@ -98,10 +98,10 @@ impl Workspace {
             ])
             .args(args.cargo_common_flags())
             .args(args.cargo_target_flags())
-            .envs(session.env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        session.configure(&mut command);
         let mut child = command.spawn().map_err(|source| Error::Spawn {
             program: "cargo test --no-run".into(),
             source,

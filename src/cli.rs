@@ -210,6 +210,9 @@ pub(crate) struct SessionOpts {
     /// Do not sweep the resources of dead sessions of this host at start
     #[arg(long, help_heading = "Session Options")]
     pub no_stale_sweep: bool,
+    /// Do not route the session's Docker traffic through the labelling proxy
+    #[arg(long, help_heading = "Session Options")]
+    pub no_proxy: bool,
 }
 
 /// Parses `--timeout 30s`, `--grace-period 1m30s`, `500ms`: humantime's syntax.

@@ -47,12 +47,15 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     let (tx, rx) = mpsc::channel();
     signals::install(session.clone(), tx.clone())?;
     let workspace = workspace_root();
-    let _lock = session_start::start(&session, &args.session, None, &workspace)?;
+    let profile = session_start::Profile {
+        lock: None,
+        proxy: true,
+    };
+    let _lock = session_start::start(&session, &args.session, profile, &workspace)?;
 
     let mut command = Command::new(&args.command[0]);
     command
         .args(&args.command[1..])
-        .envs(session.env())
         .env(ENV_BINARY, "exec")
         // In a process group of its own the command is not in the terminal's foreground: reading the
         // terminal would stop it, so it gets no stdin from a terminal.
@@ -62,6 +65,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
             Stdio::inherit()
         })
         .process_group(0);
+    session.configure(&mut command);
     let child = command.spawn().map_err(|source| Error::Spawn {
         program: args.command[0].clone(),
         source,

@@ -107,9 +107,9 @@ fn run_list(
         .args(["--list", "--format", "terse"])
         .args(selection)
         .envs(binary.env.iter().map(|(k, v)| (k, v)))
-        .envs(session.env())
         .env(ENV_BINARY, &binary.id)
         .current_dir(&binary.package.dir);
+    session.configure(&mut command);
     let fail = |reason: String| Error::List {
         binary: binary.id.clone(),
         reason,

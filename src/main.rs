@@ -15,6 +15,7 @@ mod list;
 mod lock;
 mod orphans;
 mod process;
+mod proxy;
 mod reaper;
 mod report;
 mod run;

@@ -66,6 +66,8 @@ pub(crate) struct UnitProblem {
 #[derive(Debug, Clone)]
 pub(crate) struct Leftover {
     pub unit: String,
+    /// `process(es)` killed, or `container(s)` left running (swept with the session).
+    pub kind: &'static str,
     pub processes: Vec<String>,
 }
 
@@ -304,14 +306,12 @@ fn write_summary(
         }
     }
     if !s.leftovers.is_empty() {
-        writeln!(out, "\nleftover processes killed:")?;
+        writeln!(
+            out,
+            "\nleft behind (processes killed, containers swept with the session):"
+        )?;
         for l in &s.leftovers {
-            writeln!(
-                out,
-                "    {}: left {} process(es)",
-                l.unit,
-                l.processes.len()
-            )?;
+            writeln!(out, "    {}: left {} {}", l.unit, l.processes.len(), l.kind)?;
             for p in l.processes.iter().take(5) {
                 writeln!(out, "        {p}")?;
             }

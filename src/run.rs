@@ -67,7 +67,10 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let _env_lock = session_start::start(
         &session,
         &args.session,
-        settings.lock.as_deref(),
+        session_start::Profile {
+            lock: settings.lock.as_deref(),
+            proxy: settings.proxy,
+        },
         &workspace.root,
     )?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -123,6 +126,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     if !end.escaped.is_empty() {
         summary.leftovers.push(Leftover {
             unit: "the run (escaped their process groups)".into(),
+            kind: "process(es)",
             processes: end.escaped.iter().map(|e| e.description.clone()).collect(),
         });
     }
@@ -169,9 +173,9 @@ fn list_mode(
         command
             .args(&args)
             .envs(binary.env.iter().map(|(k, v)| (k, v)))
-            .envs(session.env())
             .env(ENV_BINARY, &binary.id)
             .current_dir(&binary.package.dir);
+        session.configure(&mut command);
         let out =
             capture(&mut command, session, settings.timeout).map_err(|source| Error::Spawn {
                 program: binary.executable.display().to_string(),
@@ -189,8 +193,8 @@ fn list_mode(
             .args(["test", "--doc"])
             .args(doc_cargo_args)
             .arg("--")
-            .args(&args)
-            .envs(session.env());
+            .args(&args);
+        session.configure(&mut command);
         let out =
             capture(&mut command, session, settings.timeout).map_err(|source| Error::Spawn {
                 program: "cargo test --doc".into(),

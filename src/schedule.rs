@@ -176,6 +176,9 @@ impl Scheduler<'_> {
                 };
                 self.ctx.session.remove_group(unit.pid);
                 let unit_kind = unit.spec.kind;
+                let unit_test =
+                    (unit_kind == UnitKind::Isolated).then(|| unit.spec.tests[0].clone());
+                let unit_binary = unit.spec.binary_id.clone();
                 let interrupted = self.ctx.session.interrupted_by().is_some();
                 let finished = unit.finish(Instant::now(), self.settings, interrupted);
                 summary.filtered_out += finished.filtered_out;
@@ -211,7 +214,17 @@ impl Scheduler<'_> {
                     summary.problems.push(problem);
                 }
                 if !finished.leftovers.is_empty() {
-                    self.leftovers(&mut summary, label, finished.leftovers);
+                    self.leftovers(&mut summary, label.clone(), finished.leftovers);
+                }
+                // Containers the unit started through the proxy and left running (swept with the session).
+                let containers = self
+                    .ctx
+                    .session
+                    .leaked_containers(&unit_binary, unit_test.as_deref());
+                // A shared binary that is started again for unfinished tests is judged when it is done.
+                let judged_later = unit_kind == UnitKind::Shared && finished.rerun.is_some();
+                if !containers.is_empty() && !judged_later {
+                    self.leaked_containers(&mut summary, label, containers);
                 }
                 if let Some(rerun) = finished.rerun {
                     queue.push_front(rerun);
@@ -277,7 +290,36 @@ impl Scheduler<'_> {
                 output: processes.join("\n"),
             });
         }
-        summary.leftovers.push(Leftover { unit, processes });
+        summary.leftovers.push(Leftover {
+            unit,
+            kind: "process(es)",
+            processes,
+        });
+    }
+
+    /// Reports containers a unit left running; with `--leak=fail`, a failure of that test or binary.
+    fn leaked_containers(&mut self, summary: &mut RunSummary, unit: String, names: Vec<String>) {
+        self.reporter.warn(&format!(
+            "{unit} left {} container(s) running: {}",
+            names.len(),
+            names.join(", ")
+        ));
+        if self.settings.leak_fails {
+            summary.problems.push(UnitProblem {
+                binary: unit.clone(),
+                message: format!(
+                    "left {} container(s) running (--leak=fail): {}",
+                    names.len(),
+                    names.join(", ")
+                ),
+                output: String::new(),
+            });
+        }
+        summary.leftovers.push(Leftover {
+            unit,
+            kind: "container(s)",
+            processes: names,
+        });
     }
 
     fn handle(

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::docker::{self, Engine, Removal, Resource};
 use crate::orphans::{self, Escaped};
+use crate::proxy::Proxy;
 use crate::reaper::ReaperHandle;
 use crate::state::record::{OwnRecord, Status};
 
@@ -85,6 +86,7 @@ pub(crate) struct Session {
     docker: Mutex<DockerState>,
     record: Mutex<Option<OwnRecord>>,
     reaper: Mutex<Option<ReaperHandle>>,
+    proxy: Mutex<Option<Proxy>>,
     finished: AtomicBool,
 }
 
@@ -105,6 +107,7 @@ impl Session {
             docker: Mutex::default(),
             record: Mutex::default(),
             reaper: Mutex::default(),
+            proxy: Mutex::default(),
             finished: AtomicBool::new(false),
         })
     }
@@ -113,9 +116,68 @@ impl Session {
         &self.id
     }
 
-    /// `CLEANTEST=1` and `CLEANTEST_SESSION=<id>`, for every process the run starts.
-    pub(crate) fn env(&self) -> [(&'static str, String); 2] {
-        [(ENV_MARKER, "1".into()), (ENV_SESSION, self.id.clone())]
+    /// The environment of every process the session starts: `CLEANTEST=1`, `CLEANTEST_SESSION=<id>`,
+    /// and with the proxy running, `DOCKER_HOST` pointing at it.
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            (ENV_MARKER, "1".to_string()),
+            (ENV_SESSION, self.id.clone()),
+        ];
+        if let Some(proxy) = self
+            .proxy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            env.push(("DOCKER_HOST", proxy.docker_host()));
+        }
+        env
+    }
+
+    /// Sets the session's environment on a command. `DOCKER_CONTEXT` is removed while the proxy runs:
+    /// the docker CLI prefers a context over `DOCKER_HOST` only when the context is set.
+    pub(crate) fn configure<'c>(
+        &self,
+        command: &'c mut std::process::Command,
+    ) -> &'c mut std::process::Command {
+        let env = self.env();
+        if env.iter().any(|(k, _)| *k == "DOCKER_HOST") {
+            command.env_remove("DOCKER_CONTEXT");
+        }
+        command.envs(env)
+    }
+
+    /// Starts routing the session's Docker traffic through `proxy`.
+    pub(crate) fn set_proxy(&self, proxy: Proxy) {
+        *self.proxy.lock().unwrap_or_else(|e| e.into_inner()) = Some(proxy);
+    }
+
+    /// Running containers that the unit (`binary`, and `test` in isolated mode) created through the
+    /// proxy, by name: what it left behind.
+    pub(crate) fn leaked_containers(&self, binary: &str, test: Option<&str>) -> Vec<String> {
+        let created = self
+            .proxy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|p| p.created_by(binary, test));
+        let DockerState::Up(engine) = self.docker() else {
+            return Vec::new();
+        };
+        if !created {
+            return Vec::new();
+        }
+        let mut filter = docker::session_filter(&self.id);
+        filter.push(format!("cleantest.binary={binary}"));
+        if let Some(test) = test {
+            filter.push(format!("cleantest.test={test}"));
+        }
+        docker::list(&engine, &filter)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.kind == docker::Kind::Container && r.state == "running")
+            .map(|r| r.name)
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -236,6 +298,8 @@ impl Session {
             return None;
         }
         let escaped = self.cleanup();
+        // Nobody is left to talk through the proxy; the sweep talks to the engine directly.
+        drop(self.proxy.lock().unwrap_or_else(|e| e.into_inner()).take());
         let docker = match self.docker() {
             DockerState::Unused => None,
             // An engine that was never configured is not worth a word (projects without Docker).

@@ -9,16 +9,24 @@ use crate::docker::{self, Connection};
 use crate::errors::Error;
 use crate::lock::{self, EnvLock};
 use crate::orphans;
+use crate::proxy::Proxy;
 use crate::reaper::ReaperHandle;
 use crate::session::{DockerState, Session};
 use crate::state::{self, record::OwnRecord};
 use crate::sweep_cmd;
 
+/// What the config profile says about the session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Profile<'a> {
+    pub lock: Option<&'a str>,
+    pub proxy: bool,
+}
+
 /// Prepares `session` for running things in `workspace`. The returned lock is held until dropped.
 pub(crate) fn start(
     session: &Arc<Session>,
     opts: &SessionOpts,
-    profile_lock: Option<&str>,
+    profile: Profile<'_>,
     workspace: &Path,
 ) -> Result<Option<EnvLock>, Error> {
     let state = state::state_dir().map_err(Error::State)?;
@@ -67,10 +75,28 @@ pub(crate) fn start(
             eprintln!("stale sweep: {line}");
         }
     }
+    // The proxy labels what unmodified code creates; it is pointless where no engine is configured.
+    let engine_max = match &docker {
+        DockerState::Up(engine) => Some(engine.api_version.clone()),
+        DockerState::Down { expected: true, .. } => Some(None),
+        _ => None,
+    };
+    if let (Some(engine_max), false, true) = (engine_max, opts.no_proxy, profile.proxy) {
+        let socket = state
+            .join("sessions")
+            .join(session.id())
+            .join("docker.sock");
+        match Proxy::start(&socket, session.id(), engine_max) {
+            Ok(proxy) => session.set_proxy(proxy),
+            Err(e) => eprintln!(
+                "warning: failed to start the Docker proxy ({e}); only labelled resources will be swept"
+            ),
+        }
+    }
     session.set_docker(docker);
     if opts.no_lock {
         return Ok(None);
     }
-    let name = lock::lock_name(opts.lock.as_deref().or(profile_lock), workspace);
+    let name = lock::lock_name(opts.lock.as_deref().or(profile.lock), workspace);
     lock::acquire(&state, &name, session.id(), opts.lock_timeout).map(Some)
 }

@@ -83,9 +83,8 @@ impl UnitSpec {
                 c
             }
         };
-        command
-            .envs(ctx.session.env())
-            .env(ENV_BINARY, &self.binary_id);
+        command.env(ENV_BINARY, &self.binary_id);
+        ctx.session.configure(&mut command);
         if self.kind == UnitKind::Isolated {
             command.env(ENV_TEST, &self.tests[0]);
         }

@@ -42,6 +42,8 @@ pub(crate) struct Settings {
     pub lock: Option<String>,
     /// Whether leaving processes behind fails the test (isolated) or the binary (shared).
     pub leak_fails: bool,
+    /// Whether the profile leaves the labelling proxy on (`proxy = false` turns it off).
+    pub proxy: bool,
     overrides: Vec<Override>,
 }
 
@@ -101,6 +103,7 @@ impl Settings {
             },
             test_threads: profile.test_threads,
             lock: profile.lock.clone(),
+            proxy: profile.proxy.unwrap_or(true),
             leak_fails: match args.leak.as_deref() {
                 Some(policy) => policy == "fail",
                 None => profile.leak == Some(LeakPolicy::Fail),

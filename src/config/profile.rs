@@ -26,6 +26,8 @@ pub(crate) struct ProfileConfig {
     pub lock: Option<String>,
     /// `report` or `fail`: what leaving processes behind is (`--leak`).
     pub leak: Option<LeakPolicy>,
+    /// Route Docker traffic through the labelling proxy (`--no-proxy` sets false).
+    pub proxy: Option<bool>,
     #[serde(default)]
     pub overrides: Vec<OverrideConfig>,
 }
@@ -40,6 +42,7 @@ impl ProfileConfig {
             test_threads: self.test_threads.or(base.test_threads),
             lock: self.lock.clone().or_else(|| base.lock.clone()),
             leak: self.leak.or(base.leak),
+            proxy: self.proxy.or(base.proxy),
             overrides: self
                 .overrides
                 .iter()

@@ -18,6 +18,8 @@ const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 pub(crate) struct Engine {
     pub docker: Docker,
     pub podman: bool,
+    /// The highest API version the engine speaks (`1.41` for Debian's 20.10).
+    pub api_version: Option<String>,
 }
 
 /// What connecting found.
@@ -71,13 +73,19 @@ pub(crate) async fn connect() -> Connection {
         Ok(d) => d,
         Err(e) => return down(format!("version negotiation: {e}")),
     };
-    let podman = match docker.version().await {
-        Ok(v) => v
-            .components
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.name.contains("Podman")),
-        Err(_) => false,
+    let (podman, api_version) = match docker.version().await {
+        Ok(v) => (
+            v.components
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.name.contains("Podman")),
+            v.api_version,
+        ),
+        Err(_) => (false, None),
     };
-    Connection::Up(Engine { docker, podman })
+    Connection::Up(Engine {
+        docker,
+        podman,
+        api_version,
+    })
 }

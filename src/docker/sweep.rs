@@ -143,7 +143,7 @@ pub(crate) async fn find(engine: &Engine, filter: &[String]) -> Result<Vec<Resou
             id: n.id.unwrap_or_default(),
             name: n.name.unwrap_or_default(),
             labels: n.labels.unwrap_or_default(),
-            created: n.created.as_deref().and_then(parse_time),
+            created: n.created.map(|t| t.unix_timestamp()),
             image: String::new(),
             state: String::new(),
             ports: String::new(),
@@ -162,20 +162,13 @@ pub(crate) async fn find(engine: &Engine, filter: &[String]) -> Result<Vec<Resou
             id: v.name.clone(),
             name: v.name,
             labels: v.labels,
-            created: v.created_at.as_deref().and_then(parse_time),
+            created: v.created_at.map(|t| t.unix_timestamp()),
             image: String::new(),
             state: String::new(),
             ports: String::new(),
         });
     }
     Ok(out)
-}
-
-fn parse_time(text: &str) -> Option<i64> {
-    let t = humantime::parse_rfc3339_weak(text.get(..19)?).ok()?;
-    t.duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_secs() as i64)
 }
 
 /// Removes `resources` (containers first, then networks, then volumes), giving up at `deadline`.

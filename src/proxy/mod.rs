@@ -1,0 +1,108 @@
+//! The session's Docker API proxy: a unix socket in the session's state directory (0600, in a 0700
+//! directory; no TCP listener) that every unit gets as `DOCKER_HOST`. It forwards to the real engine and
+//! merges `cleantest.session` (and `cleantest.binary`/`cleantest.test` of the calling unit, found from
+//! the caller's pid) into the labels of every container, network and volume created through it, so
+//! unmodified code — the docker CLI, bollard, testcontainers-rs, docker-compose — is swept with the
+//! session.
+
+mod forward;
+pub(crate) mod rewrite;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use forward::{Shared, Upstream};
+
+/// A running proxy; stopped when dropped.
+pub(crate) struct Proxy {
+    socket: PathBuf,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Listens on `socket` and forwards to the engine `DOCKER_HOST` names (or the default socket).
+    /// `engine_max` is the engine's maximum API version, when known.
+    pub(crate) fn start(
+        socket: &Path,
+        session: &str,
+        engine_max: Option<String>,
+    ) -> Result<Proxy, String> {
+        let upstream = Upstream::from_env()?;
+        let _ = std::fs::remove_file(socket);
+        let listener = std::os::unix::net::UnixListener::bind(socket)
+            .map_err(|e| format!("listen on {}: {e}", socket.display()))?;
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let shared = Arc::new(Shared {
+            upstream,
+            engine_max,
+            session: session.to_string(),
+            created: Mutex::default(),
+        });
+        let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
+        let for_thread = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("docker-proxy".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
+                        return;
+                    };
+                    loop {
+                        tokio::select! {
+                            accepted = listener.accept() => {
+                                if let Ok((stream, _)) = accepted {
+                                    tokio::spawn(forward::serve(stream, for_thread.clone()));
+                                }
+                            }
+                            _ = &mut stop => break,
+                        }
+                    }
+                });
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Proxy {
+            socket: socket.to_path_buf(),
+            shared,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
+    }
+
+    /// `unix://<socket>`, the `DOCKER_HOST` units get.
+    pub(crate) fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// Whether the unit created a container through the proxy (only those are checked for leaks).
+    pub(crate) fn created_by(&self, binary: &str, test: Option<&str>) -> bool {
+        let created = self
+            .shared
+            .created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        created
+            .iter()
+            .any(|(b, t)| b == binary && (test.is_none() || t.as_deref() == test))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
