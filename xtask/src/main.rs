@@ -4,7 +4,9 @@
 //!   developer runs exactly what `.ci/run` runs.
 //! - `cargo xtask demo`: `cargo cleantest` on the demo fixture workspace.
 //! - `cargo xtask image [--rebuild]`: the local `cleantest-fixture:latest` image the Docker tests use.
+//! - `cargo xtask bench [--smoke] [--runs N]`: the benchmarks behind `BENCHMARKS.md`.
 
+mod bench;
 mod image;
 
 use std::process::{Command, ExitCode};
@@ -15,8 +17,11 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("demo") => demo(&args[1..]),
         Some("image") => build_image(args.iter().any(|a| a == "--rebuild")),
+        Some("bench") => bench::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|demo [ARGS...]|image [--rebuild]>");
+            eprintln!(
+                "usage: cargo xtask <ci|demo [ARGS...]|image [--rebuild]|bench [--smoke] [--runs N]>"
+            );
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,535 @@
+//! `cargo xtask bench [--smoke] [--runs N]`: cargo-cleantest measured against cargo test, cargo-nextest
+//! and the docker CLI, side by side, alternating runs, medians with min–max. Writes `BENCHMARKS.md`
+//! (`--smoke`: tiny sizes, one run, nothing asserted, written under target/bench/ instead).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Opts {
+    smoke: bool,
+    runs: usize,
+    root: PathBuf,
+}
+
+/// Samples of one side.
+#[derive(Default, Clone)]
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v[v.len() / 2]
+        }
+    }
+    fn show(&self, unit: &str) -> String {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{:.3}{unit} ({:.3}–{:.3})", self.median(), min, max)
+    }
+}
+
+/// One comparison row of the report.
+struct Row {
+    what: String,
+    ours: String,
+    theirs: String,
+    ratio: f64,
+    target: String,
+    met: Option<bool>,
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(if smoke { 1 } else { 5 });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .map_err(|e| e.to_string())?;
+    let opts = Opts { smoke, runs, root };
+    let bin = build_release(&opts)?;
+    let mut rows = Vec::new();
+    let (tests, binaries) = if smoke { (20, 2) } else { (1000, 10) };
+    let ws = generate_workspace(&opts, "trivial", binaries, tests / binaries, "")?;
+    rows.extend(per_test_overhead(&opts, &bin, &ws)?);
+    let empty = generate_workspace(&opts, "empty", 0, 0, "")?;
+    rows.push(startup(&opts, &bin, &empty)?);
+    if docker_available() {
+        rows.push(sweep(&opts, &bin)?);
+        rows.push(proxy(&opts, &bin)?);
+        rows.push(interrupt_or_crash(&opts, &bin, false)?);
+        rows.push(interrupt_or_crash(&opts, &bin, true)?);
+    } else {
+        eprintln!(
+            "bench: no Docker engine answers: sweep, proxy, interrupt and crash are not measured"
+        );
+    }
+    let report = render(&opts, &rows);
+    let out = if smoke {
+        opts.root.join("target/bench/SMOKE.md")
+    } else {
+        opts.root.join("BENCHMARKS.md")
+    };
+    std::fs::create_dir_all(out.parent().unwrap()).map_err(|e| e.to_string())?;
+    std::fs::write(&out, &report).map_err(|e| e.to_string())?;
+    println!("{report}");
+    eprintln!("bench: wrote {}", out.display());
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn build_release(opts: &Opts) -> Result<PathBuf, String> {
+    let status = cargo()
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            "cargo-cleantest",
+        ])
+        .current_dir(&opts.root)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("build cargo-cleantest in release mode".into());
+    }
+    Ok(opts.root.join("target/release"))
+}
+
+/// A workspace of `binaries` integration-test binaries with `per_binary` tests each; `body` is each
+/// test's body. Built once, before anything is timed.
+fn generate_workspace(
+    opts: &Opts,
+    name: &str,
+    binaries: usize,
+    per_binary: usize,
+    body: &str,
+) -> Result<PathBuf, String> {
+    let dir = opts.root.join("target/bench").join(name);
+    let _ = std::fs::remove_dir_all(dir.join("tests"));
+    std::fs::create_dir_all(dir.join("tests")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir.join("src")).map_err(|e| e.to_string())?;
+    let manifest = format!(
+        "[package]\nname = \"bench-{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n"
+    );
+    std::fs::write(dir.join("Cargo.toml"), manifest).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("src/lib.rs"), "").map_err(|e| e.to_string())?;
+    for b in 0..binaries {
+        let mut text = String::new();
+        for t in 0..per_binary {
+            let _ = writeln!(text, "#[test]\nfn t{t:03}() {{ {body} }}");
+        }
+        std::fs::write(dir.join(format!("tests/b{b:02}.rs")), text).map_err(|e| e.to_string())?;
+    }
+    let status = cargo()
+        .args(["test", "--no-run", "--quiet"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("build the {name} bench workspace"));
+    }
+    Ok(dir)
+}
+
+/// `cargo ARGS` in `ws` with our release binary first on PATH, as `cargo cleantest` runs for users.
+fn in_ws(bin: &Path, ws: &Path, args: &[&str]) -> Command {
+    let mut c = cargo();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    c.args(args)
+        .current_dir(ws)
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", ws.join("target"))
+        .env("CLEANTEST_STATE_DIR", ws.join("state"))
+        .env("CI", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// Runs the command, returning wall seconds and the peak RSS (KiB) of the process it started (the
+/// runner: cargo execs the subcommand in place), sampled from /proc while it runs.
+fn timed(command: &mut Command) -> Result<(f64, u64), String> {
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| e.to_string())?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            if let Some(kb) = text.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                peak = peak.max(kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
+            }
+        }
+        if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok((started.elapsed().as_secs_f64(), peak))
+}
+
+fn row(
+    what: &str,
+    ours: &Samples,
+    theirs: &Samples,
+    unit: &str,
+    target: f64,
+    lower_is_better: bool,
+) -> Row {
+    let ratio = ours.median() / theirs.median();
+    Row {
+        what: what.into(),
+        ours: ours.show(unit),
+        theirs: theirs.show(unit),
+        ratio,
+        target: format!("≤ {target}x"),
+        met: Some(if lower_is_better {
+            ratio <= target
+        } else {
+            ratio >= target
+        }),
+    }
+}
+
+fn per_test_overhead(opts: &Opts, bin: &Path, ws: &Path) -> Result<Vec<Row>, String> {
+    let (mut ours, mut cargo_test, mut iso, mut nextest) = Default::default();
+    let (mut iso_rss, mut nextest_rss) = (Samples::default(), Samples::default());
+    for _ in 0..opts.runs {
+        push(
+            &mut cargo_test,
+            timed(&mut in_ws(bin, ws, &["test", "--quiet"]))?.0,
+        );
+        push(
+            &mut ours,
+            timed(&mut in_ws(bin, ws, &["cleantest", "--quiet", "--no-lock"]))?.0,
+        );
+        let (t, rss) = timed(&mut in_ws(bin, ws, &["nextest", "run", "--no-fail-fast"]))?;
+        push(&mut nextest, t);
+        nextest_rss.0.push(rss as f64 / 1024.0);
+        let (t, rss) = timed(&mut in_ws(
+            bin,
+            ws,
+            &["cleantest", "--quiet", "--no-lock", "--isolate", "--tests"],
+        ))?;
+        push(&mut iso, t);
+        iso_rss.0.push(rss as f64 / 1024.0);
+    }
+    Ok(vec![
+        row(
+            "shared mode vs `cargo test` (wall)",
+            &ours,
+            &cargo_test,
+            "s",
+            1.5,
+            true,
+        ),
+        row(
+            "`--isolate` vs `cargo nextest run` (wall)",
+            &iso,
+            &nextest,
+            "s",
+            0.6,
+            true,
+        ),
+        row(
+            "peak RSS of the runner: `--isolate` vs nextest",
+            &iso_rss,
+            &nextest_rss,
+            " MiB",
+            1.0,
+            true,
+        ),
+    ])
+}
+
+fn push(samples: &mut Samples, value: f64) {
+    samples.0.push(value);
+}
+
+fn startup(opts: &Opts, bin: &Path, ws: &Path) -> Result<Row, String> {
+    let (mut ours, mut theirs) = (Samples::default(), Samples::default());
+    for _ in 0..opts.runs {
+        push(
+            &mut theirs,
+            timed(&mut in_ws(bin, ws, &["test", "--quiet"]))?.0,
+        );
+        push(
+            &mut ours,
+            timed(&mut in_ws(bin, ws, &["cleantest", "--quiet", "--no-lock"]))?.0,
+        );
+    }
+    let mut r = row(
+        "start-up on a workspace with zero tests vs `cargo test`",
+        &ours,
+        &theirs,
+        "s",
+        0.0,
+        true,
+    );
+    r.target = "(no target; measured)".into();
+    r.met = None;
+    Ok(r)
+}
+
+fn docker_available() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn sh(script: &str) -> Result<String, String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{script}`: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// 100 containers (10 with a named volume each, the rest over 10 networks), labelled for one session.
+fn create_session_resources(session: &str, containers: usize, groups: usize) -> Result<(), String> {
+    let l = format!("--label cleantest.session={session}");
+    sh(&format!(
+        "set -e; for n in $(seq 1 {groups}); do docker network create {l} {session}-n$n >/dev/null; docker volume create {l} {session}-v$n >/dev/null; done
+         seq 1 {groups} | xargs -P 8 -I N docker run -d {l} -v {session}-vN:/data cleantest-fixture:latest sleep 1000 >/dev/null
+         seq {} {containers} | xargs -P 8 -I N sh -c 'docker run -d {l} --network {session}-n$((N % {groups} + 1)) cleantest-fixture:latest sleep 1000 >/dev/null'",
+        groups + 1
+    ))
+    .map(|_| ())
+}
+
+fn sweep(opts: &Opts, bin: &Path) -> Result<Row, String> {
+    let (containers, groups) = if opts.smoke { (6, 2) } else { (100, 10) };
+    let (mut ours, mut cli) = (Samples::default(), Samples::default());
+    for run in 0..opts.runs {
+        let session = format!("benchsweep{}x{run}", std::process::id());
+        create_session_resources(&session, containers, groups)?;
+        let started = Instant::now();
+        let status = Command::new(bin.join("cargo-cleantest"))
+            .args(["sweep", "--session", &session])
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        push(&mut ours, started.elapsed().as_secs_f64());
+        if !status.success() {
+            return Err("cargo cleantest sweep failed".into());
+        }
+        let session = format!("benchcli{}x{run}", std::process::id());
+        create_session_resources(&session, containers, groups)?;
+        let f = format!("--filter label=cleantest.session={session}");
+        let ids = sh(&format!(
+            "docker ps -aq {f} | tr '\\n' ' '; echo; docker network ls -q {f} | tr '\\n' ' '; echo; docker volume ls -q {f} | tr '\\n' ' '"
+        ))?;
+        let mut parts = ids.lines();
+        let (c, n, v) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        let started = Instant::now();
+        sh(&format!(
+            "docker rm -f -v {c} >/dev/null && docker network rm {n} >/dev/null && docker volume rm {v} >/dev/null"
+        ))?;
+        push(&mut cli, started.elapsed().as_secs_f64());
+    }
+    let what = format!(
+        "sweep of {containers} containers, {groups} networks, {groups} volumes vs the docker CLI"
+    );
+    Ok(row(&what, &ours, &cli, "s", 0.8, true))
+}
+
+fn proxy(opts: &Opts, bin: &Path) -> Result<Row, String> {
+    let n = if opts.smoke { 5 } else { 50 };
+    let script = format!(
+        "s=$(date +%s%N); for i in $(seq 1 {n}); do docker create --label ct-bench.proxy=1 cleantest-fixture:latest true >/dev/null; done; e=$(date +%s%N); echo $(( (e - s) / 1000 ))"
+    );
+    let (mut through, mut direct) = (Samples::default(), Samples::default());
+    for _ in 0..opts.runs {
+        for (samples, extra) in [(&mut direct, Some("--no-proxy")), (&mut through, None)] {
+            let out = Command::new(bin.join("cargo-cleantest"))
+                .args(["exec", "--no-lock"])
+                .args(extra)
+                .args(["--", "sh", "-c", &script])
+                .env("CLEANTEST_STATE_DIR", opts.root.join("target/bench/state"))
+                .stderr(Stdio::null())
+                .output()
+                .map_err(|e| e.to_string())?;
+            let micros: f64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .map_err(|_| "proxy bench output")?;
+            samples.0.push(micros / 1e6);
+        }
+        // The --no-proxy side's containers carry only the bench's own label: remove them by it.
+        sh("docker ps -aq --filter label=ct-bench.proxy=1 | xargs -r docker rm -f >/dev/null")?;
+    }
+    Ok(row(
+        &format!("{n} container creates through the session proxy vs directly"),
+        &through,
+        &direct,
+        "s",
+        1.05,
+        true,
+    ))
+}
+
+/// 20 hanging isolated tests with containers (interrupt: 50 containers; crash: 20 containers and an
+/// escaped process each); SIGINT (or SIGKILL) to the runner, timed until nothing of the session is left.
+fn interrupt_or_crash(opts: &Opts, bin: &Path, crash: bool) -> Result<Row, String> {
+    let tests = if opts.smoke { 2 } else { 20 };
+    let body = if crash {
+        r#"std::process::Command::new("docker").args(["run","-d","cleantest-fixture:latest","sleep","1000"]).output().unwrap(); std::process::Command::new("setsid").args(["sleep","1000"]).spawn().unwrap(); std::fs::write(format!("{}/{}", std::env::var("BENCH_MARKS").unwrap(), std::process::id()), "").unwrap(); loop { std::thread::sleep(std::time::Duration::from_millis(100)); }"#
+    } else {
+        r#"for _ in 0..(2 + std::process::id() % 2) { std::process::Command::new("docker").args(["run","-d","cleantest-fixture:latest","sleep","1000"]).output().unwrap(); } std::fs::write(format!("{}/{}", std::env::var("BENCH_MARKS").unwrap(), std::process::id()), "").unwrap(); loop { std::thread::sleep(std::time::Duration::from_millis(100)); }"#
+    };
+    let name = if crash { "crash" } else { "interrupt" };
+    let ws = generate_workspace(opts, name, 1, tests, body)?;
+    let mut samples = Samples::default();
+    for _ in 0..opts.runs {
+        let marks = ws.join("marks");
+        let _ = std::fs::remove_dir_all(&marks);
+        std::fs::create_dir_all(&marks).map_err(|e| e.to_string())?;
+        let threads = tests.to_string();
+        let mut command = in_ws(
+            bin,
+            ws.as_path(),
+            &[
+                "cleantest",
+                "--no-lock",
+                "--isolate",
+                "--tests",
+                "--",
+                "--test-threads",
+                &threads,
+            ],
+        );
+        let mark = format!("bench-{name}-{}", std::process::id());
+        command
+            .env("BENCH_MARKS", &marks)
+            .env("CT_BENCH_MARK", &mark);
+        let mut child = command.spawn().map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::fs::read_dir(&marks).map(|d| d.count()).unwrap_or(0) < tests {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(format!("{name}: the tests did not all start"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let signal = if crash { "KILL" } else { "INT" };
+        let started = Instant::now();
+        sh(&format!("kill -{signal} {}", child.id()))?;
+        let _ = child.wait();
+        // Done when no process carries the mark and no container of the session exists.
+        loop {
+            let procs = sh(&format!(
+                "grep -l 'CT_BENCH_MARK={mark}' /proc/[0-9]*/environ 2>/dev/null | wc -l"
+            ))
+            .unwrap_or_default();
+            let containers = sh(
+                "docker ps -aq --filter label=cleantest.session --filter ancestor=cleantest-fixture:latest | wc -l",
+            )?;
+            if procs.trim() == "0" && containers.trim() == "0" {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(format!("{name}: the session was not cleaned within 60 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        push(&mut samples, started.elapsed().as_secs_f64());
+    }
+    let (what, target) = if crash {
+        (
+            format!(
+                "runner SIGKILLed with {tests} containers and {tests} escaped processes → all gone"
+            ),
+            5.0,
+        )
+    } else {
+        (
+            format!(
+                "SIGINT with {tests} hanging tests and their containers → runner exited, nothing left"
+            ),
+            5.0 + 2.0,
+        )
+    };
+    let met = samples.median() <= target;
+    Ok(Row {
+        what,
+        ours: samples.show("s"),
+        theirs: "—".into(),
+        ratio: f64::NAN,
+        target: format!("≤ {target} s"),
+        met: Some(met),
+    })
+}
+
+fn render(opts: &Opts, rows: &[Row]) -> String {
+    let machine =
+        sh("echo \"$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r)\"")
+            .unwrap_or_default();
+    let engine = sh("docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})'")
+        .unwrap_or_else(|_| "none".into());
+    let date = sh("date -u +%Y-%m-%d").unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "Rerun with `cargo xtask bench` (`--runs N`, default 5). Date: {date}. Machine: {machine}; Docker engine {engine}."
+    );
+    let _ = writeln!(
+        out,
+        "Method: the release build of cargo-cleantest, run as `cargo cleantest` (first on PATH), each side {} time(s), sides alternating; medians with min–max in parentheses; wall time of the whole command unless said otherwise. Peak RSS is the VmHWM of the runner process (cargo execs the subcommand in place), sampled every 2 ms.\n",
+        opts.runs
+    );
+    let _ = writeln!(
+        out,
+        "| measurement | cargo-cleantest | the other side | ratio | target | met |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+    for r in rows {
+        let ratio = if r.ratio.is_nan() {
+            "—".into()
+        } else {
+            format!("{:.2}x", r.ratio)
+        };
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "—",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.what, r.ours, r.theirs, ratio, r.target, met
+        );
+    }
+    out
+}
