@@ -43,6 +43,14 @@ pub(crate) struct Workspace {
     packages: HashMap<String, Arc<PackageInfo>>,
 }
 
+/// What `cargo test --no-run` reported: the test executables and the package binaries.
+#[derive(Debug, Default)]
+pub(crate) struct Built {
+    tests: Vec<cargo_metadata::Artifact>,
+    /// Package id → its binaries (`CARGO_BIN_EXE_<name>`).
+    bin_exes: HashMap<String, Vec<(String, PathBuf)>>,
+}
+
 /// One test executable cargo built.
 #[derive(Debug)]
 pub(crate) struct TestBinary {
@@ -83,70 +91,16 @@ impl Workspace {
         })
     }
 
-    /// Builds the selected test binaries the way `cargo test` would, and describes each.
-    pub(crate) fn build(
-        &self,
-        args: &RunArgs,
-        session: &Session,
-    ) -> Result<Vec<TestBinary>, Error> {
-        let mut command = Command::new(cargo_program());
-        command
-            .args([
-                "test",
-                "--no-run",
-                "--message-format=json-render-diagnostics",
-            ])
-            .args(args.cargo_common_flags())
-            .args(args.cargo_target_flags())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        session.configure(&mut command);
-        let mut child = command.spawn().map_err(|source| Error::Spawn {
-            program: "cargo test --no-run".into(),
-            source,
-        })?;
-        // The build stays in the runner's process group (the terminal's Ctrl-C reaches cargo directly), so
-        // it is signalled by pid; its own children are cargo's to stop.
-        session.add_group_member(child.id() as i32);
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut tests = Vec::new();
-        let mut bin_exes: HashMap<String, Vec<(String, PathBuf)>> = HashMap::new();
-        for message in Message::parse_stream(BufReader::new(stdout)) {
-            match message {
-                Ok(Message::CompilerArtifact(artifact)) => {
-                    let Some(exe) = artifact.executable.clone() else {
-                        continue;
-                    };
-                    if artifact.profile.test {
-                        tests.push(artifact);
-                    } else if artifact.target.kind.contains(&TargetKind::Bin) {
-                        bin_exes
-                            .entry(artifact.package_id.repr.clone())
-                            .or_default()
-                            .push((artifact.target.name.clone(), exe.into_std_path_buf()));
-                    }
-                }
-                Ok(Message::TextLine(line)) => eprintln!("{line}"),
-                Ok(_) => {}
-                Err(e) => eprintln!("warning: unreadable message from cargo: {e}"),
-            }
-        }
-        let status = child.wait().map_err(|source| Error::Spawn {
-            program: "cargo".into(),
-            source,
-        })?;
-        session.remove_group_member(child.id() as i32);
-        if !status.success() {
-            return Err(Error::Build(status.to_string()));
-        }
-        let mut binaries: Vec<TestBinary> = tests
+    /// Describes the test binaries of a build.
+    pub(crate) fn test_binaries(&self, built: Built) -> Vec<TestBinary> {
+        let mut binaries: Vec<TestBinary> = built
+            .tests
             .into_iter()
-            .filter_map(|artifact| self.describe(artifact, &bin_exes))
+            .filter_map(|artifact| self.describe(artifact, &built.bin_exes))
             .collect();
         binaries.sort_by(|a, b| a.id.cmp(&b.id));
         binaries.dedup_by(|a, b| a.executable == b.executable);
-        Ok(binaries)
+        binaries
     }
 
     fn describe(
@@ -185,6 +139,63 @@ impl Workspace {
             env,
         })
     }
+}
+
+/// Builds the selected test binaries the way `cargo test` would (no `cargo metadata` needed, so it can
+/// run while the workspace is read).
+pub(crate) fn build(args: &RunArgs, session: &Session) -> Result<Built, Error> {
+    let mut command = Command::new(cargo_program());
+    command
+        .args([
+            "test",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .args(args.cargo_common_flags())
+        .args(args.cargo_target_flags())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    session.configure(&mut command);
+    let mut child = command.spawn().map_err(|source| Error::Spawn {
+        program: "cargo test --no-run".into(),
+        source,
+    })?;
+    // The build stays in the runner's process group (the terminal's Ctrl-C reaches cargo directly), so
+    // it is signalled by pid; its own children are cargo's to stop.
+    session.add_group_member(child.id() as i32);
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut tests = Vec::new();
+    let mut bin_exes: HashMap<String, Vec<(String, PathBuf)>> = HashMap::new();
+    for message in Message::parse_stream(BufReader::new(stdout)) {
+        match message {
+            Ok(Message::CompilerArtifact(artifact)) => {
+                let Some(exe) = artifact.executable.clone() else {
+                    continue;
+                };
+                if artifact.profile.test {
+                    tests.push(artifact);
+                } else if artifact.target.kind.contains(&TargetKind::Bin) {
+                    bin_exes
+                        .entry(artifact.package_id.repr.clone())
+                        .or_default()
+                        .push((artifact.target.name.clone(), exe.into_std_path_buf()));
+                }
+            }
+            Ok(Message::TextLine(line)) => eprintln!("{line}"),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: unreadable message from cargo: {e}"),
+        }
+    }
+    let status = child.wait().map_err(|source| Error::Spawn {
+        program: "cargo".into(),
+        source,
+    })?;
+    session.remove_group_member(child.id() as i32);
+    if !status.success() {
+        return Err(Error::Build(status.to_string()));
+    }
+    Ok(Built { tests, bin_exes })
 }
 
 fn kind_name(kinds: &[TargetKind]) -> &'static str {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use crate::cargo::{TestBinary, Workspace};
+use crate::cargo::{Built, TestBinary, Workspace};
 use crate::cli::RunArgs;
 use crate::config::Settings;
 use crate::errors::{EXIT_LEFTOVERS, EXIT_OK, EXIT_TEST_FAILED, Error};
@@ -27,18 +27,42 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let events = mpsc::channel();
     signals::install(session.clone(), events.0.clone())?;
 
-    let workspace = Workspace::load(&args)?;
-    let settings = Settings::load(&workspace.root, &args)?;
-    let built = if args.doc {
-        Ok(Vec::new())
-    } else {
-        workspace.build(&args, &session)
-    };
+    // Reading the workspace, loading the config and starting the session (record, reaper, engine, stale
+    // sweep, proxy, lock) need no build: they happen while cargo builds, off start-up's critical path.
+    let runs_tests = !args.no_run && !test_args.list;
+    let (prepared, built) = std::thread::scope(|scope| {
+        let prepare = scope.spawn(|| -> Result<_, Error> {
+            let workspace = Workspace::load(&args)?;
+            let settings = Settings::load(&workspace.root, &args)?;
+            let lock = if runs_tests {
+                let profile = session_start::Profile {
+                    lock: settings.lock.as_deref(),
+                    proxy: settings.proxy,
+                };
+                session_start::start(&session, &args.session, profile, &workspace.root)?
+            } else {
+                None
+            };
+            Ok((workspace, settings, lock))
+        });
+        let built = if args.doc {
+            Ok(Built::default())
+        } else {
+            crate::cargo::build(&args, &session)
+        };
+        (
+            prepare
+                .join()
+                .expect("the preparation thread does not panic"),
+            built,
+        )
+    });
     // A signal during the build ends cargo too: the signal decides the exit code, not the failed build.
     if let Some(signal) = session.interrupted_by() {
         return Ok(signals::exit_code(signal));
     }
-    let binaries = built?;
+    let (workspace, settings, _env_lock) = prepared?;
+    let binaries = workspace.test_binaries(built?);
     if args.no_run {
         return Ok(EXIT_OK);
     }
@@ -64,15 +88,6 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         );
     }
 
-    let _env_lock = session_start::start(
-        &session,
-        &args.session,
-        session_start::Profile {
-            lock: settings.lock.as_deref(),
-            proxy: settings.proxy,
-        },
-        &workspace.root,
-    )?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = test_args
         .test_threads

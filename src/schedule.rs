@@ -25,8 +25,8 @@ pub(crate) struct Plan {
     pub total: usize,
 }
 
-/// Builds the queue: one unit per binary in shared mode, one per test in isolated mode or for custom
-/// harnesses (whose running tests cannot be followed), and the doctests last.
+/// Builds the queue: the doctests first, then one unit per binary in shared mode, one per test in
+/// isolated mode or for custom harnesses (whose running tests cannot be followed).
 pub(crate) fn plan(
     binaries: Vec<Arc<TestBinary>>,
     listings: Vec<Listing>,
@@ -72,7 +72,9 @@ pub(crate) fn plan(
         }
     }
     if doctests {
-        plan.queue.push_back(UnitSpec {
+        // First, not last: `cargo test --doc` spends most of its time starting cargo and compiling the
+        // doctests, which overlaps well with the test binaries.
+        plan.queue.push_front(UnitSpec {
             kind: UnitKind::Doctests,
             binary_id: DOCTESTS_ID.into(),
             binary: None,

@@ -12,6 +12,8 @@ use bollard::query_parameters::{
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
     ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
 };
+use std::collections::HashSet;
+
 use futures_util::stream::{self, StreamExt};
 
 use super::engine::Engine;
@@ -182,11 +184,12 @@ pub(crate) async fn remove(engine: &Engine, resources: &[Resource], deadline: In
         .collect()
         .await;
     tally(&mut removal, results);
+    let swept: HashSet<&str> = of(Kind::Container).map(|c| c.id.as_str()).collect();
     let mut network_results = Vec::new();
     for network in of(Kind::Network) {
         network_results.push((
             network.clone(),
-            remove_network(engine, &network.id, deadline).await,
+            remove_network(engine, &network.id, &swept, deadline).await,
         ));
     }
     tally(&mut removal, network_results);
@@ -269,10 +272,21 @@ async fn remove_container(engine: &Engine, id: &str, deadline: Instant) -> Resul
     .await
 }
 
-async fn remove_network(engine: &Engine, id: &str, deadline: Instant) -> Result<(), String> {
+async fn remove_network(
+    engine: &Engine,
+    id: &str,
+    swept: &HashSet<&str>,
+    deadline: Instant,
+) -> Result<(), String> {
     // Endpoints left on the network belong to containers outside the sweep: disconnect, never remove them.
+    // Containers of the sweep are not disconnected: their removal releases their endpoints, and forcing
+    // a disconnect while the engine is still releasing one has left dockerd 20.10 with a stale endpoint
+    // that only a daemon restart clears.
     if let Ok(inspect) = engine.docker.inspect_network(id, None).await {
         for container in inspect.containers.unwrap_or_default().into_keys() {
+            if swept.contains(container.as_str()) {
+                continue;
+            }
             let request = NetworkDisconnectRequest {
                 container,
                 force: Some(true),
