@@ -224,10 +224,7 @@ fn exec_leaves_nothing_behind() -> Result<(), Failed> {
         "docker run -d --label cleantest.session=$CLEANTEST_SESSION --label ct-it.mark=$CT_IT_MARK {} sleep 1000",
         image::IMAGE
     );
-    let out = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-        .env("CLEANTEST_STATE_DIR", &state)
-        .env("CT_IT_MARK", &mark)
-        .args(["exec", "--no-lock", "--", "sh", "-c", &script]));
+    let out = run(exec_in_session(&mark, &state).args(["--", "sh", "-c", &script]));
     check(out.status.success(), || {
         format!("{:?}: {}", out.status, stderr(&out))
     })?;
@@ -249,10 +246,7 @@ fn sweep_removes_many() -> Result<(), Failed> {
          seq 11 95 | xargs -P 4 -I N sh -c \"docker run -d {labels} --network $p-net\\$((N % 10 + 1)) {image} sleep 1000 >/dev/null\"
          seq 96 100 | xargs -P 4 -I N sh -c \"docker create {labels} {image} sleep 1 >/dev/null\""
     );
-    let out = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-        .env("CLEANTEST_STATE_DIR", &state)
-        .env("CT_IT_MARK", &mark)
-        .args(["exec", "--no-lock", "--", "sh", "-c", &script]));
+    let out = run(exec_in_session(&mark, &state).args(["--", "sh", "-c", &script]));
     check(out.status.success(), || {
         format!("{:?}: {}", out.status, stderr(&out))
     })?;
@@ -379,15 +373,13 @@ fn podman_socket_is_swept_too() -> Result<(), Failed> {
         docker run -d $L --network $p-net localhost/cleantest-fixture:latest sleep 1000 >/dev/null &&
         docker run -d $L -v $p-vol:/data localhost/cleantest-fixture:latest sleep 1000 >/dev/null";
     let started = std::time::Instant::now();
-    let out = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-        .env("CLEANTEST_STATE_DIR", &state)
-        .env("CT_IT_MARK", &mark)
+    let out = run(exec_in_session(&mark, &state)
         .env(
             "DOCKER_HOST",
             format!("unix://{}", service.socket.display()),
         )
         .env("CONTAINERS_CONF", &service.conf)
-        .args(["exec", "--no-lock", "--", "sh", "-c", script]));
+        .args(["--", "sh", "-c", script]));
     check(out.status.success(), || {
         format!("{:?}: {}", out.status, stderr(&out))
     })?;

@@ -55,13 +55,32 @@ fn main() {
 }
 
 fn exec(mark: &str, extra: &[&str], script: &str) -> std::process::Output {
-    run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-        .env("CLEANTEST_STATE_DIR", temp_dir("proxy-state"))
-        .env("CT_IT_MARK", mark)
-        .arg("exec")
-        .arg("--no-lock")
+    run(exec_in_session(mark, &temp_dir("proxy-state"))
         .args(extra)
         .args(["--", "sh", "-c", script]))
+}
+
+/// Runs this harness again, under `cargo cleantest exec`, as the client `role` (see `main`).
+fn as_client(role: &str, mark: &str) -> Result<std::process::Output, Failed> {
+    Ok(run(exec_in_session(mark, &temp_dir("proxy-state"))
+        .env("CT_PROXY_ROLE", role)
+        .arg("--")
+        .arg(std::env::current_exe()?)))
+}
+
+/// A client role's body on a runtime of its own; its error, if any, on stderr and as exit code 1.
+fn client(role: &str, body: impl std::future::Future<Output = Result<(), String>>) -> i32 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match runtime.block_on(body) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{role} client: {e}");
+            1
+        }
+    }
 }
 
 /// Containers, networks and volumes whose name starts with `prefix`.
@@ -134,11 +153,7 @@ fn bollard_client() -> i32 {
     use bollard::query_parameters::CreateContainerOptionsBuilder;
     let prefix = std::env::var("CT_IT_MARK").unwrap_or_default();
     let session = std::env::var("CLEANTEST_SESSION").unwrap_or_default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let result: Result<(), String> = runtime.block_on(async {
+    client("bollard", async {
         let docker = bollard::Docker::connect_with_defaults().map_err(|e| e.to_string())?;
         let docker = docker
             .negotiate_version()
@@ -188,24 +203,12 @@ fn bollard_client() -> i32 {
             }
         }
         Ok(())
-    });
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("bollard client: {e}");
-            1
-        }
-    }
+    })
 }
 
 fn bollard_creates_are_labelled() -> Result<(), Failed> {
     let mark = unique_mark("pxbollard");
-    let out = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-        .env("CLEANTEST_STATE_DIR", temp_dir("proxy-state"))
-        .env("CT_IT_MARK", &mark)
-        .env("CT_PROXY_ROLE", "bollard")
-        .args(["exec", "--no-lock", "--"])
-        .arg(std::env::current_exe()?));
+    let out = as_client("bollard", &mark)?;
     check(out.status.success(), || {
         format!("{:?}: {}", out.status, stderr(&out))
     })?;
@@ -224,11 +227,7 @@ fn testcontainers_client() -> i32 {
     use testcontainers::{GenericImage, ImageExt};
     let session = std::env::var("CLEANTEST_SESSION").unwrap_or_default();
     let prefix = std::env::var("CT_IT_MARK").unwrap_or_default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let result: Result<(), String> = runtime.block_on(async {
+    client("testcontainers", async {
         let (name, tag) = image::IMAGE.split_once(':').unwrap();
         let container = GenericImage::new(name, tag)
             .with_cmd(["sleep", "1000"])
@@ -254,24 +253,12 @@ fn testcontainers_client() -> i32 {
         // Never dropped, as in a `static`: testcontainers would leave it running.
         std::mem::forget(container);
         Ok(())
-    });
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("testcontainers client: {e}");
-            1
-        }
-    }
+    })
 }
 
 fn testcontainers_through_the_proxy() -> Result<(), Failed> {
     let mark = unique_mark("pxtc");
-    let out = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-        .env("CLEANTEST_STATE_DIR", temp_dir("proxy-state"))
-        .env("CT_IT_MARK", &mark)
-        .env("CT_PROXY_ROLE", "testcontainers")
-        .args(["exec", "--no-lock", "--"])
-        .arg(std::env::current_exe()?));
+    let out = as_client("testcontainers", &mark)?;
     check(out.status.success(), || {
         format!("{:?}: {}", out.status, stderr(&out))
     })?;

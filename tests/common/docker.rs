@@ -328,3 +328,14 @@ impl Drop for PrivateEngine {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `cargo-cleantest exec --no-lock` with the test's state directory and mark; the caller adds
+/// `-- CMD ARGS...` (and any other option).
+pub fn exec_in_session(mark: &str, state: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"));
+    command
+        .env("CLEANTEST_STATE_DIR", state)
+        .env("CT_IT_MARK", mark)
+        .args(["exec", "--no-lock"]);
+    command
+}
