@@ -115,9 +115,15 @@ fn docker_cli_through_the_proxy() -> Result<(), Failed> {
         docker exec $c echo out-exec
         echo out-copied > /tmp/$p.in; docker cp /tmp/$p.in $c:/tmp/in; docker cp $c:/tmp/in /tmp/$p.out; cat /tmp/$p.out
         rm -f /tmp/$p.in /tmp/$p.out
-        l=$(docker run -d --name $p-logs $I sh -c 'for i in 1 2 3; do echo out-log$i; sleep 0.2; done')
+        # A live event stream (with --since, so nothing between its start and its subscription is
+        # lost), started before the container it watches; dockerd's replay buffer alone holds only
+        # the last 256 events, which parallel tests overrun.
+        docker events --since "$(date +%s)" --filter "label=ct-it.ev=$p" --format 'out-event-{{{{.Status}}}}' > /tmp/$p.ev &
+        ev=$!
+        l=$(docker run -d --label ct-it.ev=$p --name $p-logs $I sh -c 'for i in 1 2 3; do echo out-log$i; sleep 0.2; done')
         docker logs -f $l
-        docker events --since 60s --until 0s --filter container=$l --format 'out-event-{{{{.Status}}}}' | head -1
+        kill $ev; wait $ev 2>/dev/null || true
+        head -1 /tmp/$p.ev; rm -f /tmp/$p.ev
         DOCKER_API_VERSION=1.99 docker version --format 'out-api-translated'"#,
         image = image::IMAGE
     );
