@@ -168,6 +168,7 @@ impl Scheduler<'_> {
                 }
             }
             done.sort_unstable();
+            let any_done = !done.is_empty();
             for id in done {
                 let unit = running.remove(&id).expect("done unit is running");
                 let label = match unit.spec.kind {
@@ -235,8 +236,12 @@ impl Scheduler<'_> {
                     tripped = true;
                 }
             }
+            // Escapees are adopted when their parent dies and are only killed once their unit is over:
+            // look for them when a unit ended, not on every event.
+            if any_done {
+                self.reap_escaped(&running, &mut summary);
+            }
             let now = Instant::now();
-            self.reap_escaped(&running, &mut summary);
             let names: Vec<(String, Duration)> = running
                 .values()
                 .flat_map(|u| u.running_tests(now))

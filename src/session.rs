@@ -161,12 +161,12 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .is_some_and(|p| p.created_by(binary, test));
-        let DockerState::Up(engine) = self.docker() else {
-            return Vec::new();
-        };
         if !created {
             return Vec::new();
         }
+        let DockerState::Up(engine) = self.docker() else {
+            return Vec::new();
+        };
         let mut filter = docker::session_filter(&self.id);
         filter.push(format!("cleantest.binary={binary}"));
         if let Some(test) = test {

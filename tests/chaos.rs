@@ -121,27 +121,21 @@ fn start_hanging(
     test: &str,
     grace: &str,
 ) -> (Child, std::path::PathBuf) {
-    let dir = temp_dir("chaos-marks");
-    let child = chaos_run(mark, mode)
-        .args([
-            "--timeout",
-            "5m",
-            "--grace-period",
-            grace,
-            "--",
-            "--exact",
-            test,
-        ])
-        .env("CT_FIXTURE_MARK_DIR", &dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_file(
-        &dir.join(format!("{test}.started")),
-        Duration::from_secs(120),
-    );
-    (child, dir)
+    spawn_until_started(
+        chaos_run(mark, mode)
+            .args([
+                "--timeout",
+                "5m",
+                "--grace-period",
+                grace,
+                "--",
+                "--exact",
+                test,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        &[test],
+    )
 }
 
 fn first_signal(sig: Signal, code: i32, mode: Option<&str>) -> Result<(), Failed> {
@@ -254,25 +248,22 @@ fn start_on_private(
     mark: &str,
     timeout: &str,
 ) -> (Child, std::path::PathBuf) {
-    let dir = temp_dir("chaos-marks");
-    let child = chaos_run(mark, None)
-        .env("DOCKER_HOST", engine.host())
-        .args([
-            "--timeout",
-            timeout,
-            "--grace-period",
-            "1s",
-            "--",
-            "--exact",
-            "timeout",
-        ])
-        .env("CT_FIXTURE_MARK_DIR", &dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_file(&dir.join("timeout.started"), Duration::from_secs(120));
-    (child, dir)
+    spawn_until_started(
+        chaos_run(mark, None)
+            .env("DOCKER_HOST", engine.host())
+            .args([
+                "--timeout",
+                timeout,
+                "--grace-period",
+                "1s",
+                "--",
+                "--exact",
+                "timeout",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+        &["timeout"],
+    )
 }
 
 fn engine_restarted_during_the_run() -> Result<(), Failed> {

@@ -143,19 +143,14 @@ fn keep_on_failure_keeps_then_sweep_removes() -> Result<(), Failed> {
 
 /// Starts a run of the hanging container test and waits until its container exists.
 fn start_hanging(mark: &str, state: &Path) -> std::process::Child {
-    let dir = temp_dir("marks");
-    let child = docker_run(mark, state)
-        .args(["--timeout", "5m", "--", "--exact", "container_then_hang"])
-        .env("CT_FIXTURE_MARK_DIR", &dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_file(
-        &dir.join("container_then_hang.started"),
-        Duration::from_secs(120),
-    );
-    child
+    spawn_until_started(
+        docker_run(mark, state)
+            .args(["--timeout", "5m", "--", "--exact", "container_then_hang"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        &["container_then_hang"],
+    )
+    .0
 }
 
 /// SIGKILLs the reaper and then the runner (as when the whole machine's processes die), then the test

@@ -11,39 +11,23 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// Starts the runner on the hanging tests and waits until both hung tests are running.
-fn start_hanging_run(mark: &str, grace: &str, mode: Option<&str>) -> Child {
-    start_hanging_run_in(&temp_dir("signals"), mark, grace, mode)
-}
-
-fn start_hanging_run_in(
-    dir: &std::path::Path,
-    mark: &str,
-    grace: &str,
-    mode: Option<&str>,
-) -> Child {
-    let child = cleantest("hang", mark)
-        .args(mode)
-        .args([
-            "--no-fail-fast",
-            "--grace-period",
-            grace,
-            "--test",
-            "hang",
-            "--test",
-            "hang_child",
-        ])
-        .env("CT_FIXTURE_MARK_DIR", dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    for name in ["hangs_forever", "child_ignores_term"] {
-        wait_for_file(
-            &dir.join(format!("{name}.started")),
-            Duration::from_secs(120),
-        );
-    }
-    child
+fn start_hanging_run(mark: &str, grace: &str, mode: Option<&str>) -> (Child, std::path::PathBuf) {
+    spawn_until_started(
+        cleantest("hang", mark)
+            .args(mode)
+            .args([
+                "--no-fail-fast",
+                "--grace-period",
+                grace,
+                "--test",
+                "hang",
+                "--test",
+                "hang_child",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        &["hangs_forever", "child_ignores_term"],
+    )
 }
 
 fn signal(child: &Child, sig: Signal) {
@@ -58,7 +42,7 @@ fn first_signal_stops_everything_within_the_grace_period_with_its_exit_code() {
         (Signal::SIGHUP, 129, None),
     ] {
         let mark = unique_mark("first-signal");
-        let child = start_hanging_run(&mark, "2s", mode);
+        let (child, _) = start_hanging_run(&mark, "2s", mode);
         let sent = Instant::now();
         signal(&child, sig);
         let out = child.wait_with_output().unwrap();
@@ -78,8 +62,7 @@ fn first_signal_stops_everything_within_the_grace_period_with_its_exit_code() {
 #[test]
 fn second_sigint_kills_at_once() {
     let mark = unique_mark("second-signal");
-    let dir = temp_dir("second-signal");
-    let child = start_hanging_run_in(&dir, &mark, "60s", None);
+    let (child, dir) = start_hanging_run(&mark, "60s", None);
     signal(&child, Signal::SIGINT);
     // Two signals sent back to back are merged into one by the kernel: wait until the first has acted
     // (the hung test's process, which has no SIGINT handler, is gone).

@@ -204,3 +204,23 @@ pub fn temp_dir(label: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Spawns a fixture run and returns once each of `tests` has announced it is running (the fixtures
+/// write `$CT_FIXTURE_MARK_DIR/<test>.started`, holding their pid). Returns the run and the marker dir.
+pub fn spawn_until_started(
+    command: &mut Command,
+    tests: &[&str],
+) -> (std::process::Child, PathBuf) {
+    let dir = temp_dir("marks");
+    let child = command
+        .env("CT_FIXTURE_MARK_DIR", &dir)
+        .spawn()
+        .expect("the run starts");
+    for test in tests {
+        wait_for_file(
+            &dir.join(format!("{test}.started")),
+            Duration::from_secs(120),
+        );
+    }
+    (child, dir)
+}
