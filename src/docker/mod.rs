@@ -2,6 +2,9 @@
 //! carrying `cleantest.session` (with this session's id unless the caller asks for more).
 
 pub(crate) mod engine;
+#[cfg(test)]
+mod fake;
+mod plan;
 pub(crate) mod sweep;
 
 use std::time::{Duration, Instant};

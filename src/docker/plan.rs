@@ -1,0 +1,328 @@
+//! The order of a sweep: which container to remove next, and when each network or volume may go.
+//!
+//! dockerd removes networks one at a time (about 0.2 s each on the machines measured, mostly spent
+//! waiting, so parallel requests gain nothing). Removed after every container, 10 networks add 2 s to
+//! a sweep. Removed as soon as the last container of the sweep that uses them is gone, they overlap
+//! with the container removals still running and cost almost nothing. So containers are taken network
+//! by network, the smallest networks first, and containers on no network of the sweep last, which
+//! leaves the network removals time to catch up.
+//!
+//! Two rules keep dockerd's bookkeeping intact:
+//! - At most `PER_NETWORK` removals are in flight on one network. dockerd 20.10 keeps a per-network
+//!   endpoint count that concurrent endpoint deletions on the same network can leave too high, and
+//!   the network can then never be removed until the daemon restarts (moby/moby#43286). Measured on
+//!   sweeps of 100 containers over 10 networks: with all 8 removals on one network, 2 of 33 sweeps
+//!   left such a network; with about one per network, none of 31; with at most 2, none of 40.
+//! - A network or volume is released only after the removal of every container of the sweep that uses
+//!   it has returned: dockerd answers a container's removal only after releasing its endpoints. The
+//!   sweep's own containers are never force-disconnected instead.
+
+use std::collections::HashMap;
+
+use super::sweep::{Kind, Resource};
+
+/// Removals in flight on one network at most (see the module comment).
+const PER_NETWORK: usize = 2;
+
+/// A network or volume whose users are gone (or that had none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Released<'a> {
+    pub resource: &'a Resource,
+    /// False when a container using it could not be removed: the engine will refuse to remove it, so
+    /// one attempt is enough.
+    pub users_removed: bool,
+}
+
+/// A network or volume with containers of the sweep still using it.
+struct Waiting<'a> {
+    resource: &'a Resource,
+    users: usize,
+    users_removed: bool,
+    /// Removals of its users now in flight.
+    in_flight: usize,
+}
+
+/// The removal order of one sweep's resources.
+pub(crate) struct Plan<'a> {
+    /// Containers not handed out yet, in removal order.
+    pending: Vec<&'a Resource>,
+    ready: Vec<Released<'a>>,
+    waiting: Vec<Waiting<'a>>,
+    /// Container id → indexes into `waiting` of the networks and volumes it uses.
+    uses: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> Plan<'a> {
+    pub(crate) fn new(resources: &'a [Resource]) -> Plan<'a> {
+        let mut pending: Vec<&Resource> = of(resources, Kind::Container).collect();
+        let mut others: Vec<&Resource> = of(resources, Kind::Network)
+            .chain(of(resources, Kind::Volume))
+            .collect();
+        let users_of = |r: &Resource| pending.iter().filter(|c| uses(c, r)).count();
+        // Networks with the fewest users first: they are released soonest.
+        others.sort_by_key(|r| (r.kind, users_of(r)));
+        let mut uses_map: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut waiting = Vec::new();
+        let mut ready = Vec::new();
+        for resource in others {
+            let users = pending.iter().filter(|c| uses(c, resource));
+            let count = users.clone().count();
+            if count == 0 {
+                ready.push(Released {
+                    resource,
+                    users_removed: true,
+                });
+                continue;
+            }
+            for user in users {
+                uses_map.entry(&user.id).or_default().push(waiting.len());
+            }
+            waiting.push(Waiting {
+                resource,
+                users: count,
+                users_removed: true,
+                in_flight: 0,
+            });
+        }
+        // Grouped by the first network they use, in the order of `waiting`; containers on no network
+        // of the sweep last. The sort is stable, so the engine's listing order holds within a group.
+        pending.sort_by_key(|c| {
+            uses_map
+                .get(c.id.as_str())
+                .and_then(|w| {
+                    w.iter()
+                        .copied()
+                        .find(|&i| waiting[i].resource.kind == Kind::Network)
+                })
+                .unwrap_or(usize::MAX)
+        });
+        Plan {
+            pending,
+            ready,
+            waiting,
+            uses: uses_map,
+        }
+    }
+
+    /// The networks and volumes no container of the sweep uses: free to remove at once.
+    pub(crate) fn take_ready(&mut self) -> Vec<Released<'a>> {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// The next container to remove: the first in order none of whose networks already has
+    /// `PER_NETWORK` removals in flight. `None` when every container has been handed out, or when
+    /// the rest must wait for removals in flight to return.
+    pub(crate) fn next_container(&mut self) -> Option<&'a Resource> {
+        let at = self.pending.iter().position(|c| {
+            self.uses_of(&c.id).all(|i| {
+                let w = &self.waiting[i];
+                w.resource.kind != Kind::Network || w.in_flight < PER_NETWORK
+            })
+        })?;
+        let container = self.pending.remove(at);
+        for i in self.uses.get(container.id.as_str()).into_iter().flatten() {
+            self.waiting[*i].in_flight += 1;
+        }
+        Some(container)
+    }
+
+    /// Records that a container's removal returned; gives the networks and volumes it was the last
+    /// user of.
+    pub(crate) fn container_done(&mut self, id: &str, removed: bool) -> Vec<Released<'a>> {
+        let mut released = Vec::new();
+        for i in self.uses.remove(id).unwrap_or_default() {
+            let w = &mut self.waiting[i];
+            w.users -= 1;
+            w.in_flight = w.in_flight.saturating_sub(1);
+            w.users_removed &= removed;
+            if w.users == 0 {
+                released.push(Released {
+                    resource: w.resource,
+                    users_removed: w.users_removed,
+                });
+            }
+        }
+        released
+    }
+
+    fn uses_of(&self, id: &str) -> impl Iterator<Item = usize> + '_ {
+        self.uses.get(id).into_iter().flatten().copied()
+    }
+}
+
+fn of(resources: &[Resource], kind: Kind) -> impl Iterator<Item = &Resource> {
+    resources.iter().filter(move |r| r.kind == kind)
+}
+
+/// Whether `container` is attached to the network or mounts the volume `other`. A container that was
+/// only created names its networks without their ids.
+fn uses(container: &Resource, other: &Resource) -> bool {
+    match other.kind {
+        Kind::Network => container
+            .networks
+            .iter()
+            .any(|n| *n == other.id || *n == other.name),
+        Kind::Volume => container.volumes.contains(&other.name),
+        Kind::Container => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(kind: Kind, id: &str, networks: &[&str], volumes: &[&str]) -> Resource {
+        Resource {
+            kind,
+            id: id.into(),
+            name: format!("{id}-name"),
+            networks: networks.iter().map(|s| s.to_string()).collect(),
+            volumes: volumes.iter().map(|s| s.to_string()).collect(),
+            ..Resource::default()
+        }
+    }
+
+    /// Hands out every container, each returning (removed) before the next is asked for.
+    fn order(plan: &mut Plan) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(c) = plan.next_container() {
+            out.push(c.id.clone());
+            plan.container_done(&c.id, true);
+        }
+        out
+    }
+
+    fn released(rs: &[Released]) -> Vec<(String, bool)> {
+        rs.iter()
+            .map(|r| (r.resource.id.clone(), r.users_removed))
+            .collect()
+    }
+
+    #[test]
+    fn containers_are_grouped_by_network_smallest_first_loose_ones_last() {
+        let resources = vec![
+            resource(Kind::Container, "loose", &[], &["vol-name"]),
+            resource(Kind::Container, "big1", &["big"], &[]),
+            resource(Kind::Container, "small1", &["small"], &[]),
+            resource(Kind::Container, "big2", &["big"], &[]),
+            resource(Kind::Network, "big", &[], &[]),
+            resource(Kind::Network, "small", &[], &[]),
+            resource(Kind::Volume, "vol", &[], &[]),
+        ];
+        let mut plan = Plan::new(&resources);
+        assert_eq!(order(&mut plan), ["small1", "big1", "big2", "loose"]);
+    }
+
+    fn next(plan: &mut Plan) -> Option<String> {
+        plan.next_container().map(|c| c.id.clone())
+    }
+
+    #[test]
+    fn no_more_than_two_removals_are_in_flight_on_one_network() {
+        let resources = vec![
+            resource(Kind::Container, "a1", &["a"], &[]),
+            resource(Kind::Container, "a2", &["a"], &[]),
+            resource(Kind::Container, "a3", &["a"], &[]),
+            resource(Kind::Container, "b1", &["b"], &[]),
+            resource(Kind::Container, "loose", &[], &[]),
+            resource(Kind::Network, "a", &[], &[]),
+            resource(Kind::Network, "b", &[], &[]),
+        ];
+        let mut plan = Plan::new(&resources);
+        assert_eq!(next(&mut plan).as_deref(), Some("b1"));
+        assert_eq!(next(&mut plan).as_deref(), Some("a1"));
+        assert_eq!(next(&mut plan).as_deref(), Some("a2"));
+        // a3 waits for a removal on a to return; the loose one goes meanwhile.
+        assert_eq!(next(&mut plan).as_deref(), Some("loose"));
+        assert_eq!(next(&mut plan), None);
+        plan.container_done("a1", true);
+        assert_eq!(next(&mut plan).as_deref(), Some("a3"));
+        assert_eq!(next(&mut plan), None);
+    }
+
+    #[test]
+    fn a_container_on_two_networks_takes_a_place_on_both() {
+        let resources = vec![
+            resource(Kind::Container, "a1", &["a"], &[]),
+            resource(Kind::Container, "a2", &["a"], &[]),
+            resource(Kind::Container, "ab", &["a", "b"], &[]),
+            resource(Kind::Container, "b1", &["b"], &[]),
+            resource(Kind::Network, "a", &[], &[]),
+            resource(Kind::Network, "b", &[], &[]),
+        ];
+        let mut plan = Plan::new(&resources);
+        assert_eq!(next(&mut plan).as_deref(), Some("ab"));
+        assert_eq!(next(&mut plan).as_deref(), Some("b1"));
+        assert_eq!(next(&mut plan).as_deref(), Some("a1"));
+        assert_eq!(next(&mut plan), None, "a holds ab and a1");
+        plan.container_done("ab", true);
+        assert_eq!(next(&mut plan).as_deref(), Some("a2"));
+    }
+
+    #[test]
+    fn a_network_is_released_when_its_last_container_is_done() {
+        let resources = vec![
+            resource(Kind::Container, "a", &["net"], &[]),
+            resource(Kind::Container, "b", &["net"], &["vol-name"]),
+            resource(Kind::Network, "net", &[], &[]),
+            resource(Kind::Network, "empty", &[], &[]),
+            resource(Kind::Volume, "vol", &[], &[]),
+        ];
+        let mut plan = Plan::new(&resources);
+        assert_eq!(released(&plan.take_ready()), [("empty".to_string(), true)]);
+        assert!(plan.take_ready().is_empty(), "ready is handed out once");
+        assert!(plan.container_done("a", true).is_empty());
+        assert_eq!(
+            released(&plan.container_done("b", true)),
+            [("net".to_string(), true), ("vol".to_string(), true)]
+        );
+    }
+
+    #[test]
+    fn a_container_that_failed_marks_what_it_uses() {
+        let resources = vec![
+            resource(Kind::Container, "a", &["net"], &[]),
+            resource(Kind::Container, "b", &["net"], &[]),
+            resource(Kind::Network, "net", &[], &[]),
+        ];
+        let mut plan = Plan::new(&resources);
+        assert!(plan.container_done("b", false).is_empty());
+        assert_eq!(
+            released(&plan.container_done("a", true)),
+            [("net".to_string(), false)]
+        );
+    }
+
+    #[test]
+    fn networks_match_by_id_or_by_name_for_created_containers() {
+        let resources = vec![
+            resource(Kind::Container, "running", &["net"], &[]),
+            resource(Kind::Container, "created", &["net-name"], &[]),
+            resource(Kind::Network, "net", &[], &[]),
+        ];
+        let mut plan = Plan::new(&resources);
+        assert!(plan.take_ready().is_empty());
+        assert!(plan.container_done("created", true).is_empty());
+        assert_eq!(plan.container_done("running", true).len(), 1);
+    }
+
+    #[test]
+    fn a_container_on_two_networks_is_counted_on_both() {
+        let resources = vec![
+            resource(Kind::Container, "both", &["n1", "n2"], &[]),
+            resource(Kind::Container, "only2", &["n2"], &[]),
+            resource(Kind::Network, "n1", &[], &[]),
+            resource(Kind::Network, "n2", &[], &[]),
+        ];
+        let mut plan = Plan::new(&resources);
+        assert_eq!(
+            released(&plan.container_done("both", true)),
+            [("n1".to_string(), true)]
+        );
+        assert_eq!(
+            released(&plan.container_done("only2", true)),
+            [("n2".to_string(), true)]
+        );
+        assert!(plan.container_done("unknown", true).is_empty());
+    }
+}
