@@ -1,7 +1,7 @@
 //! `cargo xtask`: project chores that are not part of the product.
 //!
-//! - `cargo xtask ci`: what CI checks, in CI's order (formatting, clippy, the test suite), so a
-//!   developer runs exactly what `.ci/run` runs.
+//! - `cargo xtask ci`: what CI checks, in CI's order (formatting, clippy, the test suite, the
+//!   benchmark harness at smoke size), so a developer runs exactly what `.ci/run` runs.
 //! - `cargo xtask demo`: `cargo cleantest` on the demo fixture workspace.
 //! - `cargo xtask image [--rebuild]`: the local `cleantest-fixture:latest` image the Docker tests use.
 //! - `cargo xtask bench [--smoke] [--runs N]`: the benchmarks behind `BENCHMARKS.md`.
@@ -64,7 +64,10 @@ fn ci() -> Result<(), String> {
             "warnings",
         ]),
     )?;
-    step("run the test suite", cargo().args(["test", "--workspace"]))
+    step("run the test suite", cargo().args(["test", "--workspace"]))?;
+    // The benchmark harness at tiny sizes, so that it does not rot between real runs.
+    eprintln!("xtask: run the benchmark harness at smoke size");
+    bench::run(&["--smoke".to_string()])
 }
 
 fn demo(extra: &[String]) -> Result<(), String> {
@@ -86,7 +89,7 @@ fn demo(extra: &[String]) -> Result<(), String> {
     )
 }
 
-fn build_image(rebuild: bool) -> Result<(), String> {
+pub(crate) fn build_image(rebuild: bool) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
