@@ -55,31 +55,30 @@ pub(crate) struct Plan<'a> {
 impl<'a> Plan<'a> {
     pub(crate) fn new(resources: &'a [Resource]) -> Plan<'a> {
         let mut pending: Vec<&Resource> = of(resources, Kind::Container).collect();
-        let mut others: Vec<&Resource> = of(resources, Kind::Network)
+        // Each network and volume with the containers of the sweep that use it.
+        let mut others: Vec<(&Resource, Vec<&Resource>)> = of(resources, Kind::Network)
             .chain(of(resources, Kind::Volume))
+            .map(|r| (r, pending.iter().copied().filter(|c| uses(c, r)).collect()))
             .collect();
-        let users_of = |r: &Resource| pending.iter().filter(|c| uses(c, r)).count();
         // Networks with the fewest users first: they are released soonest.
-        others.sort_by_key(|r| (r.kind, users_of(r)));
+        others.sort_by_key(|(r, users)| (r.kind, users.len()));
         let mut uses_map: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut waiting = Vec::new();
         let mut ready = Vec::new();
-        for resource in others {
-            let users = pending.iter().filter(|c| uses(c, resource));
-            let count = users.clone().count();
-            if count == 0 {
+        for (resource, users) in others {
+            if users.is_empty() {
                 ready.push(Released {
                     resource,
                     users_removed: true,
                 });
                 continue;
             }
-            for user in users {
+            for user in &users {
                 uses_map.entry(&user.id).or_default().push(waiting.len());
             }
             waiting.push(Waiting {
                 resource,
-                users: count,
+                users: users.len(),
                 users_removed: true,
                 in_flight: 0,
             });
