@@ -1,20 +1,12 @@
 //! The runner's error space and the exit code each error maps to.
 //!
 //! Messages are lowercase fragments that read after "failed to"; `hint` says what to do about it.
+//! Every layer returns this one enum, so it sits at the bottom of the graph beside `contract`.
 
 use std::io;
 use std::path::PathBuf;
 
-/// Exit code: every test passed.
-pub(crate) const EXIT_OK: i32 = 0;
-/// Exit code: a test failed or timed out, the build failed, or tests could not be run (as cargo test).
-pub(crate) const EXIT_TEST_FAILED: i32 = 101;
-/// Exit code: the command line or the config file is wrong.
-pub(crate) const EXIT_USAGE: i32 = 2;
-/// Exit code: the session's Docker resources could not all be removed (even if every test passed).
-pub(crate) const EXIT_LEFTOVERS: i32 = 3;
-/// Exit code: the environment lock was not free within `--lock-timeout`.
-pub(crate) const EXIT_LOCK_TIMEOUT: i32 = 4;
+use crate::contract::{EXIT_LOCK_TIMEOUT, EXIT_TEST_FAILED, EXIT_USAGE};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {

@@ -1,35 +1,22 @@
 //! `cargo-cleantest`: `cargo test` that leaves nothing behind.
 //!
-//! Entry point: strips the `cleantest` word cargo adds, parses the command line, runs, and maps the
-//! outcome to an exit code (see the README's "Exit codes").
+//! Entry point: strips the `cleantest` word cargo adds, picks one command (the test run, `exec`, `sweep`,
+//! or the hidden reaper), parses its command line, runs it, and maps the outcome to an exit code (see
+//! the README's "Exit codes"). The layers, lowest first: `contract` and `errors`; `cli`; `config`;
+//! `docker`; `session`; `run`; `commands`. A layer imports only the layers below it (ARCHITECTURE.md).
 
-mod cargo;
-mod cargo_env;
 mod cli;
+mod commands;
 mod config;
+mod contract;
 mod docker;
 mod errors;
-mod exec;
-mod junit;
-mod list;
-mod lock;
-mod orphans;
-mod process;
-mod proxy;
-mod reaper;
-mod report;
 mod run;
-mod schedule;
 mod session;
-mod session_start;
-mod signals;
-mod state;
-mod sweep_cmd;
-mod test_args;
-mod tracker;
-mod unit;
 
-use errors::EXIT_USAGE;
+use commands::{exec, sweep};
+use contract::EXIT_USAGE;
+use session::reaper;
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,9 +25,7 @@ fn main() {
         args.remove(0);
     }
     match args.first().map(String::as_str) {
-        Some("sweep") => {
-            exit_with(parse_sub::<sweep_cmd::SweepArgs>(&args).and_then(sweep_cmd::run))
-        }
+        Some("sweep") => exit_with(parse_sub::<sweep::SweepArgs>(&args).and_then(sweep::run)),
         Some("exec") => exit_with(parse_sub::<exec::ExecArgs>(&args).and_then(exec::run)),
         Some(reaper::SUBCOMMAND) if args.len() == 2 => std::process::exit(reaper::run(&args[1])),
         _ => {}

@@ -94,15 +94,9 @@ fn assert_clean(mark: &str, foreign: &Foreign, what: &str) -> Result<(), Failed>
 fn outcome(test: &str, code: i32, mode: Option<&str>) -> Result<(), Failed> {
     let mark = unique_mark(test);
     let foreign = Foreign::start(&mark);
-    let out = run(chaos_run(&mark, mode).args([
-        "--timeout",
-        "3s",
-        "--grace-period",
-        "1s",
-        "--",
-        "--exact",
-        test,
-    ]));
+    let out = run(chaos_run(&mark, mode)
+        .args(limits("3s", "1s"))
+        .args(["--", "--exact", test]));
     check(out.status.code() == Some(code), || {
         format!(
             "{test} {mode:?}: {:?}\n{}{}",
@@ -123,15 +117,8 @@ fn start_hanging(
 ) -> (Child, std::path::PathBuf) {
     spawn_until_started(
         chaos_run(mark, mode)
-            .args([
-                "--timeout",
-                "5m",
-                "--grace-period",
-                grace,
-                "--",
-                "--exact",
-                test,
-            ])
+            .args(limits("5m", grace))
+            .args(["--", "--exact", test])
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
         &[test],
@@ -251,15 +238,8 @@ fn start_on_private(
     spawn_until_started(
         chaos_run(mark, None)
             .env("DOCKER_HOST", engine.host())
-            .args([
-                "--timeout",
-                timeout,
-                "--grace-period",
-                "1s",
-                "--",
-                "--exact",
-                "timeout",
-            ])
+            .args(limits(timeout, "1s"))
+            .args(["--", "--exact", "timeout"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null()),
         &["timeout"],

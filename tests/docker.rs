@@ -56,13 +56,10 @@ fn session_resources_are_removed_in_both_modes() -> Result<(), Failed> {
         let mark = unique_mark("docker-both");
         let state = temp_dir("state");
         let foreign = Foreign::start(&mark);
-        let out = run(docker_run(&mark, &state).args(mode).args([
-            "--no-fail-fast",
-            "--timeout",
-            "4s",
-            "--grace-period",
-            "1s",
-        ]));
+        let out = run(docker_run(&mark, &state)
+            .args(mode)
+            .args(limits("4s", "1s"))
+            .args(["--no-fail-fast"]));
         check(out.status.code() == Some(101), || {
             format!("{mode:?}: {:?}\n{}", out.status, stdout(&out))
         })?;
@@ -92,14 +89,9 @@ fn keep_on_failure_keeps_then_sweep_removes() -> Result<(), Failed> {
     let state = temp_dir("state");
     for how in ["--session", "--kept"] {
         let mark = unique_mark("docker-keep");
-        let out = run(docker_run(&mark, &state).args([
-            "--keep-on-failure",
-            "--no-fail-fast",
-            "--timeout",
-            "4s",
-            "--grace-period",
-            "1s",
-        ]));
+        let out = run(docker_run(&mark, &state)
+            .args(limits("4s", "1s"))
+            .args(["--keep-on-failure", "--no-fail-fast"]));
         check(out.status.code() == Some(101), || {
             format!("{:?}\n{}", out.status, stdout(&out))
         })?;
@@ -220,9 +212,7 @@ fn exec_leaves_nothing_behind() -> Result<(), Failed> {
         image::IMAGE
     );
     let out = run(exec_in_session(&mark, &state).args(["--", "sh", "-c", &script]));
-    check(out.status.success(), || {
-        format!("{:?}: {}", out.status, stderr(&out))
-    })?;
+    check_success(&out)?;
     let left = marked(&mark);
     check(left.is_empty(), || format!("exec left {left:?}"))?;
     Ok(())
@@ -247,9 +237,7 @@ fn sweep_removes_many() -> Result<(), Failed> {
         foreign = foreign.0
     );
     let out = run(exec_in_session(&mark, &state).args(["--", "sh", "-c", &script]));
-    check(out.status.success(), || {
-        format!("{:?}: {}", out.status, stderr(&out))
-    })?;
+    check_success(&out)?;
     let left = marked(&mark);
     check(left.is_empty(), || {
         format!("left {left:?}\n{}", stderr(&out))
@@ -383,9 +371,7 @@ fn podman_socket_is_swept_too() -> Result<(), Failed> {
         )
         .env("CONTAINERS_CONF", &service.conf)
         .args(["--", "sh", "-c", script]));
-    check(out.status.success(), || {
-        format!("{:?}: {}", out.status, stderr(&out))
-    })?;
+    check_success(&out)?;
     check(
         stderr(&out).contains("swept 2 containers, 1 network, 1 volume"),
         || stderr(&out),

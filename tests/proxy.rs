@@ -83,20 +83,15 @@ fn client(role: &str, body: impl std::future::Future<Output = Result<(), String>
     }
 }
 
+/// Fails naming what is left of the resources named after `mark`.
+fn nothing_named(mark: &str) -> Result<(), Failed> {
+    let left = named(mark);
+    check(left.is_empty(), || format!("left {left:?}"))
+}
+
 /// Containers, networks and volumes whose name starts with `prefix`.
 fn named(prefix: &str) -> Vec<String> {
-    let filter = format!("name={prefix}");
-    let mut out = Vec::new();
-    for what in [
-        &["ps", "-aq"][..],
-        &["network", "ls", "-q"],
-        &["volume", "ls", "-q"],
-    ] {
-        let mut args = what.to_vec();
-        args.extend(["--filter", &filter]);
-        out.extend(docker(&args).lines().map(str::to_string));
-    }
-    out
+    matching(None, &format!("name={prefix}"))
 }
 
 fn docker_cli_through_the_proxy() -> Result<(), Failed> {
@@ -148,8 +143,7 @@ fn docker_cli_through_the_proxy() -> Result<(), Failed> {
     check(lines == expected, || {
         format!("output through the proxy: {lines:?}")
     })?;
-    let left = named(&mark);
-    check(left.is_empty(), || format!("left {left:?}"))
+    nothing_named(&mark)
 }
 
 /// The client side of `bollard_creates_are_labelled`: creates a container, a network and a volume with
@@ -215,15 +209,12 @@ fn bollard_client() -> i32 {
 fn bollard_creates_are_labelled() -> Result<(), Failed> {
     let mark = unique_mark("pxbollard");
     let out = as_client("bollard", &mark)?;
-    check(out.status.success(), || {
-        format!("{:?}: {}", out.status, stderr(&out))
-    })?;
+    check_success(&out)?;
     check(
         stderr(&out).contains("swept 1 container, 1 network, 1 volume"),
         || stderr(&out),
     )?;
-    let left = named(&mark);
-    check(left.is_empty(), || format!("left {left:?}"))
+    nothing_named(&mark)
 }
 
 /// The client side of `testcontainers_through_the_proxy`: starts a `GenericImage` of the local fixture
@@ -265,12 +256,9 @@ fn testcontainers_client() -> i32 {
 fn testcontainers_through_the_proxy() -> Result<(), Failed> {
     let mark = unique_mark("pxtc");
     let out = as_client("testcontainers", &mark)?;
-    check(out.status.success(), || {
-        format!("{:?}: {}", out.status, stderr(&out))
-    })?;
+    check_success(&out)?;
     check(stderr(&out).contains("swept 1 container"), || stderr(&out))?;
-    let left = named(&mark);
-    check(left.is_empty(), || format!("left {left:?}"))
+    nothing_named(&mark)
 }
 
 fn compose_through_the_proxy() -> Result<(), Failed> {
@@ -285,20 +273,8 @@ fn compose_through_the_proxy() -> Result<(), Failed> {
     )?;
     let script = format!("cd {} && docker-compose -p {mark} up -d", dir.display());
     let out = exec(&mark, &[], &script);
-    check(out.status.success(), || {
-        format!("{:?}: {}", out.status, stderr(&out))
-    })?;
-    let filter = format!("label=com.docker.compose.project={mark}");
-    let mut left = Vec::new();
-    for what in [
-        &["ps", "-aq"][..],
-        &["network", "ls", "-q"],
-        &["volume", "ls", "-q"],
-    ] {
-        let mut args = what.to_vec();
-        args.extend(["--filter", &filter]);
-        left.extend(docker(&args).lines().map(str::to_string));
-    }
+    check_success(&out)?;
+    let left = matching(None, &format!("label=com.docker.compose.project={mark}"));
     check(left.is_empty(), || {
         format!("the compose project left {left:?}\n{}", stderr(&out))
     })?;
@@ -374,9 +350,7 @@ fn raw_stream_attach() -> Result<(), Failed> {
     );
     let out = exec(&mark, &[], &script);
     let text = stdout(&out);
-    check(out.status.success(), || {
-        format!("{:?}: {}", out.status, stderr(&out))
-    })?;
+    check_success(&out)?;
     check(
         text.contains(" 200 OK") && text.contains("raw-stream"),
         || text.clone(),
@@ -384,6 +358,5 @@ fn raw_stream_attach() -> Result<(), Failed> {
     check(text.contains("raw-a") && text.contains("raw-b"), || {
         format!("output did not come through:\n{text}")
     })?;
-    let left = named(&mark);
-    check(left.is_empty(), || format!("left {left:?}"))
+    nothing_named(&mark)
 }

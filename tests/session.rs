@@ -17,16 +17,8 @@ fn runs_with_the_same_lock_serialize_and_the_waiter_says_on_whom() {
     let first = cleantest("hang", &first_mark)
         .env("CLEANTEST_STATE_DIR", &state)
         .env("CT_FIXTURE_MARK_DIR", &marks)
-        .args([
-            "--lock",
-            &lock,
-            "--timeout",
-            "3s",
-            "--grace-period",
-            "1s",
-            "--test",
-            "hang",
-        ])
+        .args(limits("3s", "1s"))
+        .args(["--lock", &lock, "--test", "hang"])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -82,16 +74,8 @@ fn a_second_run_waits_until_the_first_is_done() {
     let lock = unique_mark("lock-order");
     let first = cleantest("hang", &unique_mark("lock-order-1"))
         .env("CLEANTEST_STATE_DIR", &state)
-        .args([
-            "--lock",
-            &lock,
-            "--timeout",
-            "2s",
-            "--grace-period",
-            "1s",
-            "--test",
-            "hang",
-        ])
+        .args(limits("2s", "1s"))
+        .args(["--lock", &lock, "--test", "hang"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -30,17 +30,8 @@ fn hung_tests_time_out_and_the_rest_of_their_binary_runs_in_both_modes() {
         let started = Instant::now();
         let out = run(cleantest("hang", &mark)
             .args(mode)
-            .args([
-                "--no-fail-fast",
-                "--timeout",
-                "3s",
-                "--grace-period",
-                "1s",
-                "--test",
-                "hang",
-                "--test",
-                "hang_child",
-            ])
+            .args(limits("3s", "1s"))
+            .args(["--no-fail-fast", "--test", "hang", "--test", "hang_child"])
             .arg("--junit")
             .arg(&junit));
         let took = started.elapsed();
@@ -127,7 +118,8 @@ fn results_are_reported_while_their_binary_still_runs() {
     // hangs_forever keeps the `hang` binary alive; fast_a's result must arrive before that ends.
     let mark = unique_mark("live");
     let mut child = cleantest("hang", &mark)
-        .args(["--timeout", "5m", "--grace-period", "1s", "--test", "hang"])
+        .args(limits("5m", "1s"))
+        .args(["--test", "hang"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::RunArgs;
+use crate::cli::RunnerOpts;
+use crate::contract::CONFIG_PATH;
 use crate::errors::Error;
 use overrides::Override;
 use profile::{LeakPolicy, ProfileConfig};
 
-/// Where the config lives, relative to the workspace root.
-pub(crate) const CONFIG_PATH: &str = ".config/cleantest.toml";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
@@ -49,7 +48,7 @@ pub(crate) struct Settings {
 
 impl Settings {
     /// Resolves the settings for a workspace whose root is `root`.
-    pub(crate) fn load(root: &Path, args: &RunArgs) -> Result<Settings, Error> {
+    pub(crate) fn load(root: &Path, args: &RunnerOpts) -> Result<Settings, Error> {
         let path = root.join(CONFIG_PATH);
         let file = read_config(&path)?;
         let name = args.config_profile.as_deref().unwrap_or("default");
@@ -114,20 +113,27 @@ impl Settings {
 
     /// The timeout of one test: the first matching override, else the run's timeout.
     pub(crate) fn timeout_for(&self, binary_id: &str, test: &str) -> Duration {
-        self.overrides
-            .iter()
-            .filter(|o| o.matches(binary_id, test))
-            .find_map(|o| o.timeout)
+        self.first_override(binary_id, test, |o| o.timeout)
             .unwrap_or(self.timeout)
     }
 
     /// The grace period of one test: the first matching override, else the run's grace period.
     pub(crate) fn grace_for(&self, binary_id: &str, test: &str) -> Duration {
+        self.first_override(binary_id, test, |o| o.grace_period)
+            .unwrap_or(self.grace_period)
+    }
+
+    /// What the first override that matches the test and sets `key` says.
+    fn first_override<T>(
+        &self,
+        binary_id: &str,
+        test: &str,
+        key: impl Fn(&Override) -> Option<T>,
+    ) -> Option<T> {
         self.overrides
             .iter()
             .filter(|o| o.matches(binary_id, test))
-            .find_map(|o| o.grace_period)
-            .unwrap_or(self.grace_period)
+            .find_map(key)
     }
 }
 
@@ -166,7 +172,7 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
 mod tests {
     use super::*;
 
-    fn load(text: &str, args: &RunArgs) -> Result<Settings, Error> {
+    fn load(text: &str, args: &RunnerOpts) -> Result<Settings, Error> {
         let dir = std::env::temp_dir().join(format!(
             "cleantest-config-{}-{:?}",
             std::process::id(),
@@ -192,7 +198,7 @@ isolate = true
 filter = "db::*"
 timeout = "1m"
 "#;
-        let args = RunArgs {
+        let args = RunnerOpts {
             config_profile: Some("ci".into()),
             ..Default::default()
         };
@@ -203,7 +209,7 @@ timeout = "1m"
         assert_eq!(s.timeout_for("pkg", "db::query"), Duration::from_secs(60));
         assert_eq!(s.timeout_for("pkg", "api::get"), Duration::from_secs(20));
 
-        let args = RunArgs {
+        let args = RunnerOpts {
             config_profile: Some("ci".into()),
             timeout: Some(Duration::from_secs(3)),
             isolate_given: true,
@@ -217,7 +223,7 @@ timeout = "1m"
     #[test]
     fn unknown_key_names_line_and_key() {
         let text = "[profile.default]\ntimeout = \"1s\"\ntimeuot = \"2s\"\n";
-        let err = load(text, &RunArgs::default()).unwrap_err().to_string();
+        let err = load(text, &RunnerOpts::default()).unwrap_err().to_string();
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("timeuot"), "{err}");
         assert!(!err.contains('\n'), "{err}");
@@ -227,11 +233,11 @@ timeout = "1m"
     fn bad_duration_and_unknown_profile_are_errors() {
         let err = load(
             "[profile.default]\ntimeout = \"soon\"\n",
-            &RunArgs::default(),
+            &RunnerOpts::default(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
-        let args = RunArgs {
+        let args = RunnerOpts {
             config_profile: Some("nightly".into()),
             ..Default::default()
         };
@@ -242,7 +248,7 @@ timeout = "1m"
     #[test]
     fn no_file_means_builtin_defaults() {
         let dir = std::env::temp_dir().join("cleantest-config-none-here");
-        let s = Settings::load(&dir, &RunArgs::default()).unwrap();
+        let s = Settings::load(&dir, &RunnerOpts::default()).unwrap();
         assert_eq!(s.timeout, DEFAULT_TIMEOUT);
         assert_eq!(s.grace_period, DEFAULT_GRACE);
         assert!(!s.isolate);

@@ -1,19 +1,25 @@
-//! Docker: the engine connection and the label-filtered sweep. Everything here removes only resources
-//! carrying `cleantest.session` (with this session's id unless the caller asks for more).
+//! Docker: the engine connection, the label-filtered sweep and its plan, and the session's labelling
+//! proxy. Everything here removes only resources carrying `cleantest.session` (with this session's id
+//! unless the caller asks for more).
+//!
+//! This layer knows the engine and the contract's labels, nothing of sessions, records or runs: it
+//! never imports `session` or `run`. Callers say which label filter to act on.
 
 pub(crate) mod engine;
 #[cfg(test)]
 mod fake;
 mod plan;
+pub(crate) mod proxy;
+mod resource;
 pub(crate) mod sweep;
 
 use std::time::{Duration, Instant};
 
 pub(crate) use engine::{Connection, Engine, block_on};
-pub(crate) use sweep::{Kind, Removal, Resource};
+pub(crate) use resource::{Kind, Resource};
+pub(crate) use sweep::Removal;
 
-/// The label every resource of a session carries: `cleantest.session=<id>`.
-pub(crate) const SESSION_LABEL: &str = "cleantest.session";
+use crate::contract::SESSION_LABEL;
 /// Upper bound on one sweep; a daemon that does not come back within it leaves the session stale.
 pub(crate) const SWEEP_BOUND: Duration = Duration::from_secs(60);
 

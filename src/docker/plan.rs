@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 
-use super::sweep::{Kind, Resource};
+use super::resource::{Kind, Resource};
 
 /// Removals in flight on one network at most (see the module comment).
 const PER_NETWORK: usize = 2;
@@ -181,6 +181,25 @@ mod tests {
         }
     }
 
+    /// A sweep's resources from a compact spec: `CONTAINERS | NETWORKS | VOLUMES`, space-separated;
+    /// a container is `id`, `id@net1,net2` and/or `id+volume-name`.
+    fn sweep(spec: &str) -> Vec<Resource> {
+        let mut parts = spec.split('|').map(str::split_whitespace);
+        let mut out = Vec::new();
+        for c in parts.next().into_iter().flatten() {
+            let (c, volume) = c.split_once('+').map_or((c, None), |(c, v)| (c, Some(v)));
+            let (id, nets) = c.split_once('@').unwrap_or((c, ""));
+            let nets: Vec<&str> = nets.split(',').filter(|n| !n.is_empty()).collect();
+            out.push(resource(Kind::Container, id, &nets, volume.as_slice()));
+        }
+        for kind in [Kind::Network, Kind::Volume] {
+            for id in parts.next().into_iter().flatten() {
+                out.push(resource(kind, id, &[], &[]));
+            }
+        }
+        out
+    }
+
     /// Hands out every container, each returning (removed) before the next is asked for.
     fn order(plan: &mut Plan) -> Vec<String> {
         let mut out = Vec::new();
@@ -199,74 +218,47 @@ mod tests {
 
     #[test]
     fn containers_are_grouped_by_network_smallest_first_loose_ones_last() {
-        let resources = vec![
-            resource(Kind::Container, "loose", &[], &["vol-name"]),
-            resource(Kind::Container, "big1", &["big"], &[]),
-            resource(Kind::Container, "small1", &["small"], &[]),
-            resource(Kind::Container, "big2", &["big"], &[]),
-            resource(Kind::Network, "big", &[], &[]),
-            resource(Kind::Network, "small", &[], &[]),
-            resource(Kind::Volume, "vol", &[], &[]),
-        ];
+        let resources = sweep("loose+vol-name big1@big small1@small big2@big | big small | vol");
         let mut plan = Plan::new(&resources);
         assert_eq!(order(&mut plan), ["small1", "big1", "big2", "loose"]);
     }
 
-    fn next(plan: &mut Plan) -> Option<String> {
-        plan.next_container().map(|c| c.id.clone())
+    /// The containers handed out until the plan says wait (none returns meanwhile).
+    fn handed_out(plan: &mut Plan) -> Vec<String> {
+        std::iter::from_fn(|| plan.next_container().map(|c| c.id.clone())).collect()
     }
 
     #[test]
     fn no_more_than_two_removals_are_in_flight_on_one_network() {
-        let resources = vec![
-            resource(Kind::Container, "a1", &["a"], &[]),
-            resource(Kind::Container, "a2", &["a"], &[]),
-            resource(Kind::Container, "a3", &["a"], &[]),
-            resource(Kind::Container, "b1", &["b"], &[]),
-            resource(Kind::Container, "loose", &[], &[]),
-            resource(Kind::Network, "a", &[], &[]),
-            resource(Kind::Network, "b", &[], &[]),
+        // (sweep, handed out at first, the container that returns, handed out then)
+        let cases = [
+            // a3 waits for a removal on a to return; the loose one goes meanwhile.
+            (
+                "a1@a a2@a a3@a b1@b loose | a b",
+                &["b1", "a1", "a2", "loose"][..],
+                "a1",
+                "a3",
+            ),
+            // A container on two networks takes a place on both: then a holds ab and a1.
+            (
+                "a1@a a2@a ab@a,b b1@b | a b",
+                &["ab", "b1", "a1"][..],
+                "ab",
+                "a2",
+            ),
         ];
-        let mut plan = Plan::new(&resources);
-        assert_eq!(next(&mut plan).as_deref(), Some("b1"));
-        assert_eq!(next(&mut plan).as_deref(), Some("a1"));
-        assert_eq!(next(&mut plan).as_deref(), Some("a2"));
-        // a3 waits for a removal on a to return; the loose one goes meanwhile.
-        assert_eq!(next(&mut plan).as_deref(), Some("loose"));
-        assert_eq!(next(&mut plan), None);
-        plan.container_done("a1", true);
-        assert_eq!(next(&mut plan).as_deref(), Some("a3"));
-        assert_eq!(next(&mut plan), None);
-    }
-
-    #[test]
-    fn a_container_on_two_networks_takes_a_place_on_both() {
-        let resources = vec![
-            resource(Kind::Container, "a1", &["a"], &[]),
-            resource(Kind::Container, "a2", &["a"], &[]),
-            resource(Kind::Container, "ab", &["a", "b"], &[]),
-            resource(Kind::Container, "b1", &["b"], &[]),
-            resource(Kind::Network, "a", &[], &[]),
-            resource(Kind::Network, "b", &[], &[]),
-        ];
-        let mut plan = Plan::new(&resources);
-        assert_eq!(next(&mut plan).as_deref(), Some("ab"));
-        assert_eq!(next(&mut plan).as_deref(), Some("b1"));
-        assert_eq!(next(&mut plan).as_deref(), Some("a1"));
-        assert_eq!(next(&mut plan), None, "a holds ab and a1");
-        plan.container_done("ab", true);
-        assert_eq!(next(&mut plan).as_deref(), Some("a2"));
+        for (spec, first, returns, then) in cases {
+            let resources = sweep(spec);
+            let mut plan = Plan::new(&resources);
+            assert_eq!(handed_out(&mut plan), first, "{spec}");
+            plan.container_done(returns, true);
+            assert_eq!(handed_out(&mut plan), [then], "{spec}");
+        }
     }
 
     #[test]
     fn a_network_is_released_when_its_last_container_is_done() {
-        let resources = vec![
-            resource(Kind::Container, "a", &["net"], &[]),
-            resource(Kind::Container, "b", &["net"], &["vol-name"]),
-            resource(Kind::Network, "net", &[], &[]),
-            resource(Kind::Network, "empty", &[], &[]),
-            resource(Kind::Volume, "vol", &[], &[]),
-        ];
+        let resources = sweep("a@net b@net+vol-name | net empty | vol");
         let mut plan = Plan::new(&resources);
         assert_eq!(released(&plan.take_ready()), [("empty".to_string(), true)]);
         assert!(plan.take_ready().is_empty(), "ready is handed out once");
@@ -279,11 +271,7 @@ mod tests {
 
     #[test]
     fn a_container_that_failed_marks_what_it_uses() {
-        let resources = vec![
-            resource(Kind::Container, "a", &["net"], &[]),
-            resource(Kind::Container, "b", &["net"], &[]),
-            resource(Kind::Network, "net", &[], &[]),
-        ];
+        let resources = sweep("a@net b@net | net");
         let mut plan = Plan::new(&resources);
         assert!(plan.container_done("b", false).is_empty());
         assert_eq!(
@@ -294,11 +282,7 @@ mod tests {
 
     #[test]
     fn networks_match_by_id_or_by_name_for_created_containers() {
-        let resources = vec![
-            resource(Kind::Container, "running", &["net"], &[]),
-            resource(Kind::Container, "created", &["net-name"], &[]),
-            resource(Kind::Network, "net", &[], &[]),
-        ];
+        let resources = sweep("running@net created@net-name | net");
         let mut plan = Plan::new(&resources);
         assert!(plan.take_ready().is_empty());
         assert!(plan.container_done("created", true).is_empty());
@@ -307,12 +291,7 @@ mod tests {
 
     #[test]
     fn a_container_on_two_networks_is_counted_on_both() {
-        let resources = vec![
-            resource(Kind::Container, "both", &["n1", "n2"], &[]),
-            resource(Kind::Container, "only2", &["n2"], &[]),
-            resource(Kind::Network, "n1", &[], &[]),
-            resource(Kind::Network, "n2", &[], &[]),
-        ];
+        let resources = sweep("both@n1,n2 only2@n2 | n1 n2");
         let mut plan = Plan::new(&resources);
         assert_eq!(
             released(&plan.container_done("both", true)),

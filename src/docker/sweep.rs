@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::engine::Engine;
 use super::plan::{Plan, Released};
+use super::resource::{Kind, Resource};
 
 /// Concurrent container removals. The engine, not the client, is the limit: on a 2-core machine the
 /// sweep of 100 containers over 10 networks took 6.1–6.7 s at 4, 5.2–5.6 s at 8, 5.1–5.4 s at 12,
@@ -30,43 +31,6 @@ const RETRY_DELAYS_MS: [u64; 6] = [50, 100, 200, 400, 800, 1600];
 /// calls its endpoint count stale. Once the removals of its containers have returned, dockerd has
 /// released their endpoints, so a refusal that outlasts this is not going to clear.
 const STALE_COUNT_AFTER: Duration = Duration::from_secs(2);
-
-/// One resource found by a sweep.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Resource {
-    pub kind: Kind,
-    pub id: String,
-    pub name: String,
-    pub labels: HashMap<String, String>,
-    /// Seconds since the epoch, when the engine says.
-    pub created: Option<i64>,
-    /// Containers: image, state and published ports, for the kept table.
-    pub image: String,
-    pub state: String,
-    pub ports: String,
-    /// Containers: the networks they are attached to (ids; names while only created) and the named
-    /// volumes they mount, so those wait for them.
-    pub networks: Vec<String>,
-    pub volumes: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum Kind {
-    #[default]
-    Container,
-    Network,
-    Volume,
-}
-
-impl Kind {
-    pub(crate) fn word(self) -> &'static str {
-        match self {
-            Kind::Container => "container",
-            Kind::Network => "network",
-            Kind::Volume => "volume",
-        }
-    }
-}
 
 /// What a removal could not do.
 #[derive(Debug, Clone)]

@@ -105,7 +105,11 @@ pub fn marked(mark: &str) -> Vec<String> {
 
 /// `marked` on the engine at `host` (a `unix://` URL), or the default one.
 pub fn marked_at(host: Option<&str>, mark: &str) -> Vec<String> {
-    let filter = format!("label=ct-it.mark={mark}");
+    matching(host, &format!("label=ct-it.mark={mark}"))
+}
+
+/// Ids of containers (in every state), networks and volumes matching a docker CLI `--filter`.
+pub fn matching(host: Option<&str>, filter: &str) -> Vec<String> {
     let mut ids = Vec::new();
     for what in [
         &["ps", "-aq"][..],
@@ -114,7 +118,7 @@ pub fn marked_at(host: Option<&str>, mark: &str) -> Vec<String> {
     ] {
         let mut args: Vec<&str> = host.map(|h| vec!["-H", h]).unwrap_or_default();
         args.extend(what);
-        args.extend(["--filter", &filter]);
+        args.extend(["--filter", filter]);
         ids.extend(docker(&args).lines().map(str::to_string));
     }
     ids
@@ -126,6 +130,13 @@ pub fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), Fa
     } else {
         Err(message().into())
     }
+}
+
+/// Fails with the run's status and stderr unless it exited 0.
+pub fn check_success(out: &std::process::Output) -> Result<(), Failed> {
+    check(out.status.success(), || {
+        format!("{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr))
+    })
 }
 
 /// A container that belongs to nobody's session, which every sweep must leave alone.

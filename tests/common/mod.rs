@@ -42,6 +42,16 @@ pub fn unique_mark(label: &str) -> String {
     )
 }
 
+/// `--timeout T --grace-period G`: the limits of a run whose tests hang on purpose.
+pub fn limits(timeout: &str, grace: &str) -> [String; 4] {
+    [
+        "--timeout".into(),
+        timeout.into(),
+        "--grace-period".into(),
+        grace.into(),
+    ]
+}
+
 /// `cargo-cleantest` in a fixture workspace, tagged with `mark`.
 pub fn cleantest(fixture_name: &str, mark: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"));

@@ -1,0 +1,34 @@
+//! The session options shared by test runs and `exec`: the environment lock, keeping evidence, the
+//! stale sweep and the proxy.
+
+use std::time::Duration;
+
+use super::parse_duration;
+
+/// Session options shared by test runs and `exec`: the environment lock, keeping evidence, stale sweep.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub(crate) struct SessionOpts {
+    /// On failure keep the session's containers, networks and volumes (processes are still killed)
+    #[arg(long, help_heading = "Session Options")]
+    pub keep_on_failure: bool,
+    /// Name of the environment lock to hold (shared by checkouts that use the same ports or databases)
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "CLEANTEST_LOCK",
+        help_heading = "Session Options"
+    )]
+    pub lock: Option<String>,
+    /// Do not take the environment lock (wins over --lock)
+    #[arg(long, help_heading = "Session Options")]
+    pub no_lock: bool,
+    /// Give up when the environment lock is not free within this time [default: wait]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Session Options")]
+    pub lock_timeout: Option<Duration>,
+    /// Do not sweep the resources of dead sessions of this host at start
+    #[arg(long, help_heading = "Session Options")]
+    pub no_stale_sweep: bool,
+    /// Do not route the session's Docker traffic through the labelling proxy
+    #[arg(long, help_heading = "Session Options")]
+    pub no_proxy: bool,
+}

@@ -1,0 +1,175 @@
+//! `cargo cleantest exec -- CMD ARGS...`: any command inside a session (its environment, its own process
+//! group, the lock, a timeout for the whole command, signal handling, the sweep, `--keep-on-failure`),
+//! so `cargo nextest run`, shell scripts or `docker-compose` get the same cleanup.
+
+use std::io::IsTerminal;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use nix::sys::signal::Signal;
+
+use crate::cli::{SessionOpts, parse_duration};
+use crate::contract::{ENV_BINARY, EXEC_ID, EXIT_LEFTOVERS, EXIT_TIMEOUT};
+use crate::errors::Error;
+use crate::run::cargo_program;
+use crate::session::process::{Event, ExitKind, kill_leftovers};
+use crate::session::{CleanupGuard, Session, docker_lines, signal_group, signals, start};
+
+/// `cargo cleantest exec [OPTIONS] -- CMD ARGS...`
+#[derive(Parser, Debug)]
+#[command(name = "cargo-cleantest exec", bin_name = "cargo cleantest exec")]
+#[command(
+    about = "Run any command inside a session: own process group, lock, timeout, cleanup on every exit"
+)]
+pub(crate) struct ExecArgs {
+    /// Stop the command after this long (SIGTERM to its group, SIGKILL after the grace period)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    pub grace_period: Duration,
+    #[command(flatten)]
+    pub session: SessionOpts,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
+    let session = Session::new();
+    let _cleanup = CleanupGuard(session.clone());
+    let (tx, rx) = mpsc::channel();
+    signals::install(session.clone(), tx.clone())?;
+    let workspace = workspace_root();
+    let profile = start::Profile {
+        lock: None,
+        proxy: true,
+    };
+    let _lock = start::start(&session, &args.session, profile, &workspace)?;
+
+    let mut command = Command::new(&args.command[0]);
+    command
+        .args(&args.command[1..])
+        .env(ENV_BINARY, EXEC_ID)
+        // In a process group of its own the command is not in the terminal's foreground: reading the
+        // terminal would stop it, so it gets no stdin from a terminal.
+        .stdin(if std::io::stdin().is_terminal() {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        })
+        .process_group(0);
+    session.configure(&mut command);
+    let child = command.spawn().map_err(|source| Error::Spawn {
+        program: args.command[0].clone(),
+        source,
+    })?;
+    let pid = child.id() as i32;
+    session.add_group(pid);
+    let waiter = tx.clone();
+    let mut child = child;
+    std::thread::spawn(move || {
+        let exit = match child.wait() {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => ExitKind::Code(code),
+                (None, Some(sig)) => ExitKind::Signal(sig),
+                _ => ExitKind::Code(-1),
+            },
+            Err(_) => ExitKind::Code(-1),
+        };
+        let _ = waiter.send(Event::Exited(0, exit));
+    });
+
+    let deadline = args.timeout.map(|t| Instant::now() + t);
+    let mut kill_at: Option<Instant> = None;
+    let mut timed_out = false;
+    let exit = loop {
+        let next = [deadline.filter(|_| !timed_out), kill_at]
+            .into_iter()
+            .flatten()
+            .min();
+        let wait = next.map_or(Duration::from_secs(3600), |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        match rx.recv_timeout(wait) {
+            Ok(Event::Exited(_, exit)) => break exit,
+            Ok(Event::Signal(_, 1)) => {
+                kill_at.get_or_insert(Instant::now() + args.grace_period);
+            }
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                if kill_at.is_some_and(|t| now >= t) {
+                    signal_group(pid, Signal::SIGKILL);
+                    kill_at = None;
+                } else if deadline.is_some_and(|t| now >= t) && !timed_out {
+                    timed_out = true;
+                    eprintln!("cargo-cleantest: the command ran past its timeout; stopping it");
+                    signal_group(pid, Signal::SIGTERM);
+                    kill_at = Some(now + args.grace_period);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break ExitKind::Code(-1),
+        }
+    };
+    let leftovers = kill_leftovers(pid);
+    if !leftovers.is_empty() {
+        eprintln!(
+            "cargo-cleantest: the command left {} process(es) behind; killed them",
+            leftovers.len()
+        );
+    }
+    session.remove_group(pid);
+    let failed = timed_out || !exit.success();
+    let end = session
+        .finish(args.session.keep_on_failure && failed)
+        .unwrap_or_default();
+    if !end.escaped.is_empty() {
+        eprintln!(
+            "cargo-cleantest: killed {} process(es) that escaped the command's group",
+            end.escaped.len()
+        );
+    }
+    let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());
+    for line in end
+        .docker
+        .map(|e| docker_lines(&e, session.id()))
+        .unwrap_or_default()
+    {
+        eprintln!("{}", line.trim_start_matches('\n'));
+    }
+    Ok(if let Some(signal) = session.interrupted_by() {
+        signals::exit_code(signal)
+    } else if timed_out {
+        EXIT_TIMEOUT
+    } else if left_something {
+        EXIT_LEFTOVERS
+    } else {
+        match exit {
+            ExitKind::Code(code) => code,
+            ExitKind::Signal(sig) => 128 + sig,
+        }
+    })
+}
+
+/// The cargo workspace around the current directory (so `exec` shares the test runs' default lock),
+/// else the current directory.
+fn workspace_root() -> std::path::PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let out = Command::new(cargo_program())
+        .args(["locate-project", "--workspace", "--message-format", "plain"])
+        .stderr(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let manifest = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            std::path::Path::new(&manifest)
+                .parent()
+                .map_or(cwd, |p| p.to_path_buf())
+        }
+        _ => cwd,
+    }
+}

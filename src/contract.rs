@@ -1,0 +1,82 @@
+//! The public contract in one place: what tests, scripts, CI and other tools may rely on. Environment
+//! variable names, Docker label keys, exit codes and the layout of the state directory are named here
+//! and nowhere else, so that every layer (the proxy, the reaper, the environment scan, the run) agrees on
+//! them, and a change to the contract is a change to this file.
+//!
+//! This module imports nothing of the crate: it is the bottom of the dependency graph.
+
+// ---- environment every process of a session gets ----
+
+/// `CLEANTEST=1`: "running under cargo cleantest".
+pub(crate) const ENV_MARKER: &str = "CLEANTEST";
+/// The session id (24 characters of `[a-z0-9]`).
+pub(crate) const ENV_SESSION: &str = "CLEANTEST_SESSION";
+/// The binary id of the unit (`pkg`, `pkg::it`, `pkg::bin/tool`, `doctests`, `exec`).
+pub(crate) const ENV_BINARY: &str = "CLEANTEST_BINARY";
+/// The test name of an isolated unit.
+pub(crate) const ENV_TEST: &str = "CLEANTEST_TEST";
+/// Points Docker clients at the session's proxy.
+pub(crate) const ENV_DOCKER_HOST: &str = "DOCKER_HOST";
+/// Removed while the proxy runs: a selected context would win over `DOCKER_HOST`.
+pub(crate) const ENV_DOCKER_CONTEXT: &str = "DOCKER_CONTEXT";
+
+// ---- environment the runner reads ----
+
+/// Where session records and locks live.
+pub(crate) const ENV_STATE_DIR: &str = "CLEANTEST_STATE_DIR";
+
+// ---- binary ids with a fixed meaning ----
+
+/// `CLEANTEST_BINARY` of the doctest unit.
+pub(crate) const DOCTESTS_ID: &str = "doctests";
+/// `CLEANTEST_BINARY` of the command `cargo cleantest exec` runs.
+pub(crate) const EXEC_ID: &str = "exec";
+
+// ---- Docker labels ----
+
+/// Every resource of a session carries `cleantest.session=<id>`; the sweep selects by it alone.
+pub(crate) const SESSION_LABEL: &str = "cleantest.session";
+/// The unit that created a resource through the proxy.
+pub(crate) const BINARY_LABEL: &str = "cleantest.binary";
+/// The isolated test that created a resource through the proxy.
+pub(crate) const TEST_LABEL: &str = "cleantest.test";
+
+// ---- exit codes (the README's table) ----
+
+/// Every test passed.
+pub(crate) const EXIT_OK: i32 = 0;
+/// A test failed or timed out, the build failed, or tests could not be run (as cargo test).
+pub(crate) const EXIT_TEST_FAILED: i32 = 101;
+/// The command line or the config file is wrong.
+pub(crate) const EXIT_USAGE: i32 = 2;
+/// The session's Docker resources could not all be removed (even if every test passed).
+pub(crate) const EXIT_LEFTOVERS: i32 = 3;
+/// The environment lock was not free within `--lock-timeout`.
+pub(crate) const EXIT_LOCK_TIMEOUT: i32 = 4;
+/// `exec` only: the command ran past `--timeout` (as coreutils' `timeout`).
+pub(crate) const EXIT_TIMEOUT: i32 = 124;
+
+/// The exit code of a run stopped by a signal: 130 SIGINT, 143 SIGTERM, 129 SIGHUP.
+pub(crate) fn exit_for_signal(signal: i32) -> i32 {
+    128 + signal
+}
+
+// ---- the state directory ----
+
+/// `sessions/<id>/` holds one session's record, lock, proxy socket and reaper log.
+pub(crate) const SESSIONS_DIR: &str = "sessions";
+/// `locks/<name>.lock` and `locks/<name>.holder`: the environment locks.
+pub(crate) const LOCKS_DIR: &str = "locks";
+/// In a session's directory: who ran, where, which engine, status.
+pub(crate) const RECORD_FILE: &str = "record.json";
+/// In a session's directory: held with `flock` by the runner for its whole life.
+pub(crate) const RECORD_LOCK_FILE: &str = "lock";
+/// In a session's directory: the Docker API proxy's socket.
+pub(crate) const PROXY_SOCKET_FILE: &str = "docker.sock";
+/// In a session's directory: what the reaper did.
+pub(crate) const REAPER_LOG_FILE: &str = "reaper.log";
+
+// ---- the config file ----
+
+/// Where the config lives, relative to the workspace root.
+pub(crate) const CONFIG_PATH: &str = ".config/cleantest.toml";

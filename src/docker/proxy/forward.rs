@@ -1,0 +1,305 @@
+//! One client connection of the proxy: an HTTP/1 server (hyper) for the client, one upstream connection
+//! to the real engine for the same lifetime (so keep-alive stays 1:1), requests and responses streamed
+//! through unbuffered except the create calls whose labels are rewritten, and hijacked connections
+//! (attach, exec; both the `101 Upgrade` form and the `200 raw-stream` form) turned into a raw tunnel
+//! that passes half-closes on in each direction.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING, UPGRADE,
+};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UnixStream};
+
+use super::rewrite::{Create, create_kind, merge_labels, split_version, translate_version};
+use crate::contract::{BINARY_LABEL, ENV_BINARY, ENV_TEST, SESSION_LABEL, TEST_LABEL};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Where the real engine is.
+#[derive(Debug, Clone)]
+pub(crate) enum Upstream {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl Upstream {
+    /// From `DOCKER_HOST` (`unix://PATH`, `tcp://HOST:PORT`, `http://HOST:PORT`), else the default socket.
+    pub(crate) fn from_env() -> Result<Upstream, String> {
+        let host = crate::docker::engine::endpoint();
+        if let Some(path) = host.strip_prefix("unix://") {
+            Ok(Upstream::Unix(PathBuf::from(path)))
+        } else if let Some(addr) = host
+            .strip_prefix("tcp://")
+            .or_else(|| host.strip_prefix("http://"))
+        {
+            Ok(Upstream::Tcp(addr.trim_end_matches('/').to_string()))
+        } else {
+            Err(format!(
+                "DOCKER_HOST={host} is not a unix:// or tcp:// address the proxy can forward to"
+            ))
+        }
+    }
+}
+
+/// What all connections of one proxy share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub upstream: Upstream,
+    /// The engine's maximum API version, for translating newer version prefixes down.
+    pub engine_max: Option<String>,
+    pub session: String,
+    /// Units (binary, test) that created a container through the proxy.
+    pub created: Mutex<HashSet<(String, Option<String>)>>,
+}
+
+/// The unit a client process belongs to: `CLEANTEST_BINARY`/`CLEANTEST_TEST` from its environment or
+/// that of its nearest ancestor that has them (the process tree the runner started).
+#[derive(Debug, Clone, Default)]
+struct Unit {
+    binary: Option<String>,
+    test: Option<String>,
+}
+
+fn attribute(mut pid: i32) -> Unit {
+    for _ in 0..32 {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let mut unit = Unit::default();
+        for kv in env.split(|b| *b == 0) {
+            let Ok(text) = std::str::from_utf8(kv) else {
+                continue;
+            };
+            match text.split_once('=') {
+                Some((k, v)) if k == ENV_BINARY => unit.binary = Some(v.to_string()),
+                Some((k, v)) if k == ENV_TEST => unit.test = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        if unit.binary.is_some() {
+            return unit;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse().ok());
+        match ppid {
+            Some(p) if p > 1 => pid = p,
+            _ => break,
+        }
+    }
+    Unit::default()
+}
+
+/// Serves one client connection to its end; a hijacked one (attach, exec) ends as a raw tunnel.
+pub(crate) async fn serve(stream: UnixStream, shared: Arc<Shared>) {
+    let unit = stream
+        .peer_cred()
+        .ok()
+        .and_then(|c| c.pid())
+        .map(attribute)
+        .unwrap_or_default();
+    let upstream: Arc<tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>> = Arc::default();
+    let hijacked: Arc<Mutex<Option<OnUpgrade>>> = Arc::default();
+    let slot = hijacked.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let (shared, unit, upstream, slot) =
+            (shared.clone(), unit.clone(), upstream.clone(), slot.clone());
+        Box::pin(
+            async move { Ok::<_, Infallible>(handle(req, &shared, &unit, &upstream, &slot).await) },
+        )
+    });
+    // Without shutdown: when hyper is done with the connection (after a 101, or a response that ends
+    // it), the raw connection and any bytes already read come back for the tunnel.
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let Ok(parts) = connection.without_shutdown().await else {
+        return;
+    };
+    let pending = hijacked.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some(pending) = pending else { return };
+    let Ok(up) = pending.await else { return };
+    let mut up = TokioIo::new(up);
+    let mut down = parts.io.into_inner();
+    if !parts.read_buf.is_empty() && up.write_all(&parts.read_buf).await.is_err() {
+        return;
+    }
+    // Copies both ways; when one side half-closes, the other side's write half is shut down and the
+    // opposite direction keeps flowing until it ends too (the CLI closes stdin and still reads output).
+    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+}
+
+/// `POST /containers/{id}/attach` and `POST /exec/{id}/start`: the engine hijacks these connections.
+fn is_hijack(method: &str, path: &str) -> bool {
+    let path = split_version(path).1;
+    method == "POST"
+        && ((path.starts_with("/containers/") && path.ends_with("/attach"))
+            || (path.starts_with("/exec/") && path.ends_with("/start")))
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    shared: &Shared,
+    unit: &Unit,
+    upstream: &tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
+    hijacked: &Mutex<Option<OnUpgrade>>,
+) -> Response<ProxyBody> {
+    let kind = create_kind(req.method().as_str(), req.uri().path());
+    let hijack = is_hijack(req.method().as_str(), req.uri().path());
+    let (mut parts, body) = req.into_parts();
+    let translated = parts
+        .uri
+        .path_and_query()
+        .and_then(|pq| translate_version(pq.as_str(), shared.engine_max.as_deref()));
+    if let Some(Ok(uri)) = translated.map(|p| p.parse()) {
+        parts.uri = uri;
+    }
+    // The engine also hijacks without an Upgrade header (answering 200 raw-stream), but a proxy can only
+    // take the upstream connection back from a 101: always ask the engine to upgrade.
+    let client_upgrade = parts.headers.contains_key(UPGRADE);
+    if hijack && !client_upgrade {
+        parts
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        parts
+            .headers
+            .insert(UPGRADE, HeaderValue::from_static("tcp"));
+    }
+    let body: ProxyBody = match kind {
+        Some(_) => {
+            let bytes = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        &format!("reading the request body: {e}"),
+                    );
+                }
+            };
+            let labels = labels_for(shared, unit);
+            let new = merge_labels(&bytes, &labels)
+                .map(Bytes::from)
+                .unwrap_or(bytes);
+            parts.headers.remove(TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(new.len()));
+            Full::new(new).map_err(|never| match never {}).boxed()
+        }
+        None => body.map_err(BoxError::from).boxed(),
+    };
+    let mut response =
+        match send(upstream, &shared.upstream, Request::from_parts(parts, body)).await {
+            Ok(r) => r,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("cleantest proxy: engine unreachable: {e}"),
+                );
+            }
+        };
+    if let (Some(Create::Container), true, Some(binary)) =
+        (kind, response.status().is_success(), &unit.binary)
+    {
+        shared
+            .created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((binary.clone(), unit.test.clone()));
+    }
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        *hijacked.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(hyper::upgrade::on(&mut response));
+        if !client_upgrade {
+            // What the engine itself answers such a client: 200 and the raw stream on this connection.
+            // Close-delimited, as the engine's own: no Content-Length (which makes clients stop reading)
+            // and no chunking, which HTTP/1.0 framing with a body of unknown length gives.
+            let empty =
+                futures_util::stream::empty::<Result<hyper::body::Frame<Bytes>, BoxError>>();
+            let mut raw = Response::new(http_body_util::StreamBody::new(empty).boxed());
+            *raw.version_mut() = hyper::Version::HTTP_10;
+            let content_type = response.headers().get(CONTENT_TYPE).cloned();
+            raw.headers_mut().insert(
+                CONTENT_TYPE,
+                content_type.unwrap_or(HeaderValue::from_static(
+                    "application/vnd.docker.raw-stream",
+                )),
+            );
+            // Ends hyper's part of the connection, so the tunnel can take it over.
+            raw.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return raw;
+        }
+    }
+    response.map(|b| b.map_err(BoxError::from).boxed())
+}
+
+fn labels_for(shared: &Shared, unit: &Unit) -> Vec<(String, String)> {
+    let mut labels = vec![(SESSION_LABEL.to_string(), shared.session.clone())];
+    if let Some(binary) = &unit.binary {
+        labels.push((BINARY_LABEL.into(), binary.clone()));
+    }
+    if let Some(test) = &unit.test {
+        labels.push((TEST_LABEL.into(), test.clone()));
+    }
+    labels
+}
+
+/// Sends a request on this client connection's upstream connection, opening it on first use (or again
+/// after the engine closed it).
+async fn send(
+    slot: &tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
+    upstream: &Upstream,
+    req: Request<ProxyBody>,
+) -> Result<Response<Incoming>, BoxError> {
+    let mut guard = slot.lock().await;
+    if guard.as_ref().is_none_or(|s| s.is_closed()) {
+        *guard = Some(connect(upstream).await?);
+    }
+    let sender = guard.as_mut().expect("connected above");
+    sender.ready().await?;
+    Ok(sender.send_request(req).await?)
+}
+
+async fn connect(upstream: &Upstream) -> Result<SendRequest<ProxyBody>, BoxError> {
+    macro_rules! handshake {
+        ($io:expr) => {{
+            let (sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new($io)).await?;
+            tokio::spawn(async move {
+                let _ = connection.with_upgrades().await;
+            });
+            sender
+        }};
+    }
+    Ok(match upstream {
+        Upstream::Unix(path) => handshake!(UnixStream::connect(path).await?),
+        Upstream::Tcp(addr) => handshake!(TcpStream::connect(addr).await?),
+    })
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}

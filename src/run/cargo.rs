@@ -1,0 +1,280 @@
+//! Cargo build & discovery: the workspace's packages (`cargo metadata`) and its test binaries
+//! (`cargo test --no-run --message-format=json-render-diagnostics`).
+//!
+//! The build goes through cargo itself, so every selection flag means exactly what it means to cargo and
+//! compiler diagnostics reach the user as cargo renders them. escargot is not used: its
+//! `CargoBuild::tests()` runs `cargo build --tests`, which selects a different set of binaries than
+//! `cargo test` for flags such as `--lib`, and it hides the compiler's errors.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use cargo_metadata::{Message, MetadataCommand, Package, TargetKind};
+
+use super::cargo_env::{self, cargo_program};
+use crate::cli::RunArgs;
+use crate::errors::Error;
+use crate::session::Session;
+
+/// What the runner needs to know of one workspace package.
+#[derive(Debug)]
+pub(crate) struct PackageInfo {
+    pub name: String,
+    pub dir: PathBuf,
+    /// Variables cargo sets for this package's tests (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...).
+    pub env: Vec<(String, String)>,
+    /// `(kind, target name)` of targets declared with `harness = false`.
+    custom_harness: HashSet<(String, String)>,
+}
+
+/// The workspace as `cargo metadata` describes it.
+#[derive(Debug)]
+pub(crate) struct Workspace {
+    pub root: PathBuf,
+    packages: HashMap<String, Arc<PackageInfo>>,
+}
+
+/// What `cargo test --no-run` reported: the test executables and the package binaries.
+#[derive(Debug, Default)]
+pub(crate) struct Built {
+    tests: Vec<cargo_metadata::Artifact>,
+    /// Package id → its binaries (`CARGO_BIN_EXE_<name>`).
+    bin_exes: HashMap<String, Vec<(String, PathBuf)>>,
+}
+
+/// One test executable cargo built.
+#[derive(Debug)]
+pub(crate) struct TestBinary {
+    /// `pkg`, `pkg::it`, `pkg::bin/tool`, ...: stable, readable, also the value of `CLEANTEST_BINARY`.
+    pub id: String,
+    pub executable: PathBuf,
+    pub package: Arc<PackageInfo>,
+    /// Declared with `harness = false`: its running tests cannot be followed from its output.
+    pub custom_harness: bool,
+    /// The library's unit-test binary (its package has doctests to run).
+    pub is_lib: bool,
+    /// The complete environment cargo test would add for this binary.
+    pub env: Vec<(String, OsString)>,
+}
+
+impl Workspace {
+    /// Reads the workspace with `cargo metadata --no-deps`.
+    pub(crate) fn load(args: &RunArgs) -> Result<Workspace, Error> {
+        let mut command = MetadataCommand::new();
+        command
+            .cargo_path(cargo_program())
+            .no_deps()
+            .other_options(args.manifest_flags());
+        if let Some(path) = &args.manifest.manifest_path {
+            command.manifest_path(path);
+        }
+        let metadata = command
+            .exec()
+            .map_err(|e| Error::Metadata(first_error_line(&e)))?;
+        let packages = metadata
+            .packages
+            .iter()
+            .map(|p| (p.id.repr.clone(), Arc::new(package_info(p))))
+            .collect();
+        Ok(Workspace {
+            root: metadata.workspace_root.into_std_path_buf(),
+            packages,
+        })
+    }
+
+    /// Describes the test binaries of a build.
+    pub(crate) fn test_binaries(&self, built: Built) -> Vec<TestBinary> {
+        let mut binaries: Vec<TestBinary> = built
+            .tests
+            .into_iter()
+            .filter_map(|artifact| self.describe(artifact, &built.bin_exes))
+            .collect();
+        binaries.sort_by(|a, b| a.id.cmp(&b.id));
+        binaries.dedup_by(|a, b| a.executable == b.executable);
+        binaries
+    }
+
+    fn describe(
+        &self,
+        artifact: cargo_metadata::Artifact,
+        bin_exes: &HashMap<String, Vec<(String, PathBuf)>>,
+    ) -> Option<TestBinary> {
+        let package = self.packages.get(&artifact.package_id.repr)?.clone();
+        let executable = artifact.executable?.into_std_path_buf();
+        let kind = kind_name(&artifact.target.kind);
+        let name = artifact.target.name;
+        let id = match kind {
+            "lib" => package.name.clone(),
+            "test" => format!("{}::{name}", package.name),
+            other => format!("{}::{other}/{name}", package.name),
+        };
+        let custom_harness = package
+            .custom_harness
+            .contains(&(kind.to_string(), name.clone()))
+            || (kind == "lib" && package.custom_harness.iter().any(|(k, _)| k == "lib"));
+        // cargo gives integration tests and benches the paths of their package's binaries.
+        let bins = match kind {
+            "test" | "bench" => bin_exes
+                .get(&artifact.package_id.repr)
+                .cloned()
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let env = cargo_env::binary_env(&package.env, &executable, &bins);
+        Some(TestBinary {
+            id,
+            executable,
+            package,
+            custom_harness,
+            is_lib: kind == "lib",
+            env,
+        })
+    }
+}
+
+/// Builds the selected test binaries the way `cargo test` would (no `cargo metadata` needed, so it can
+/// run while the workspace is read).
+pub(crate) fn build(args: &RunArgs, session: &Session) -> Result<Built, Error> {
+    let mut command = Command::new(cargo_program());
+    command
+        .args([
+            "test",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .args(args.cargo_common_flags())
+        .args(args.targets.flags())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    session.configure(&mut command);
+    let mut child = command.spawn().map_err(|source| Error::Spawn {
+        program: "cargo test --no-run".into(),
+        source,
+    })?;
+    // The build stays in the runner's process group (the terminal's Ctrl-C reaches cargo directly), so
+    // it is signalled by pid; its own children are cargo's to stop.
+    session.add_group_member(child.id() as i32);
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut tests = Vec::new();
+    let mut bin_exes: HashMap<String, Vec<(String, PathBuf)>> = HashMap::new();
+    for message in Message::parse_stream(BufReader::new(stdout)) {
+        match message {
+            Ok(Message::CompilerArtifact(artifact)) => {
+                let Some(exe) = artifact.executable.clone() else {
+                    continue;
+                };
+                if artifact.profile.test {
+                    tests.push(artifact);
+                } else if artifact.target.kind.contains(&TargetKind::Bin) {
+                    bin_exes
+                        .entry(artifact.package_id.repr.clone())
+                        .or_default()
+                        .push((artifact.target.name.clone(), exe.into_std_path_buf()));
+                }
+            }
+            Ok(Message::TextLine(line)) => eprintln!("{line}"),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: unreadable message from cargo: {e}"),
+        }
+    }
+    let status = child.wait().map_err(|source| Error::Spawn {
+        program: "cargo".into(),
+        source,
+    })?;
+    session.remove_group_member(child.id() as i32);
+    if !status.success() {
+        return Err(Error::Build(status.to_string()));
+    }
+    Ok(Built { tests, bin_exes })
+}
+
+fn kind_name(kinds: &[TargetKind]) -> &'static str {
+    let has = |k: TargetKind| kinds.contains(&k);
+    if has(TargetKind::Test) {
+        "test"
+    } else if has(TargetKind::Bin) {
+        "bin"
+    } else if has(TargetKind::Example) {
+        "example"
+    } else if has(TargetKind::Bench) {
+        "bench"
+    } else {
+        "lib"
+    }
+}
+
+fn package_info(package: &Package) -> PackageInfo {
+    let dir = package
+        .manifest_path
+        .parent()
+        .map(|p| p.as_std_path().to_path_buf())
+        .unwrap_or_default();
+    PackageInfo {
+        name: package.name.to_string(),
+        env: cargo_env::package_env(package),
+        custom_harness: custom_harness_targets(package.manifest_path.as_std_path()),
+        dir,
+    }
+}
+
+/// Reads the manifest for targets with `harness = false` (cargo metadata does not report it).
+fn custom_harness_targets(manifest: &Path) -> HashSet<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(manifest) else {
+        return HashSet::new();
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return HashSet::new();
+    };
+    let no_harness = |t: &toml::Table| t.get("harness").and_then(|v| v.as_bool()) == Some(false);
+    let name = |t: &toml::Table| {
+        t.get("name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut out = HashSet::new();
+    for (key, kind) in [
+        ("test", "test"),
+        ("bench", "bench"),
+        ("bin", "bin"),
+        ("example", "example"),
+    ] {
+        for target in table
+            .get(key)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(t) = target.as_table().filter(|t| no_harness(t)) {
+                out.insert((kind.to_string(), name(t)));
+            }
+        }
+    }
+    if let Some(lib) = table
+        .get("lib")
+        .and_then(|v| v.as_table())
+        .filter(|t| no_harness(t))
+    {
+        out.insert(("lib".to_string(), name(lib)));
+    }
+    out
+}
+
+/// cargo's own one-line reason (`error: manifest path ... does not exist`), without its noise.
+fn first_error_line(error: &cargo_metadata::Error) -> String {
+    let text = match error {
+        cargo_metadata::Error::CargoMetadata { stderr } => stderr.clone(),
+        other => other.to_string(),
+    };
+    text.lines()
+        .find(|l| l.starts_with("error"))
+        .or_else(|| text.lines().find(|l| !l.trim().is_empty()))
+        .unwrap_or("cargo metadata failed")
+        .trim_start_matches("error: ")
+        .to_string()
+}

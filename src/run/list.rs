@@ -1,0 +1,177 @@
+//! Listing: asking each test binary which tests it will run (`--list --format terse`), in libtest's
+//! order, which of them are ignored, and how many the filters leave out.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::cargo::TestBinary;
+use crate::cli::{RunIgnored, TestArgs};
+use crate::contract::ENV_BINARY;
+use crate::errors::Error;
+use crate::session::Session;
+use crate::session::process::capture;
+
+/// One binary's tests.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// Selected tests, in the order libtest runs them.
+    pub tests: Vec<String>,
+    /// Those of `tests` that libtest will report as ignored (only computed when needed).
+    pub ignored: HashSet<String>,
+    /// Tests the filters (or `--ignored`) leave out.
+    pub filtered_out: usize,
+}
+
+/// Lists every binary, `jobs` at a time; the results are in the order of `binaries`.
+pub(crate) fn list_all(
+    binaries: &[Arc<TestBinary>],
+    args: &TestArgs,
+    need_ignored: impl Fn(&TestBinary) -> bool + Sync,
+    session: &Session,
+    jobs: usize,
+    timeout: Duration,
+) -> Result<Vec<Listing>, Error> {
+    let next = Mutex::new(0usize);
+    let results: Vec<Mutex<Option<Result<Listing, Error>>>> =
+        binaries.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, binaries.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = {
+                        let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
+                        let i = *n;
+                        *n += 1;
+                        i
+                    };
+                    let Some(binary) = binaries.get(i) else {
+                        return;
+                    };
+                    let listing = list(binary, args, need_ignored(binary), session, timeout);
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(listing);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or(Ok(Listing::default()))
+        })
+        .collect()
+}
+
+/// Lists one binary with the user's selection; with `need_ignored`, also which tests are ignored.
+pub(crate) fn list(
+    binary: &TestBinary,
+    args: &TestArgs,
+    need_ignored: bool,
+    session: &Session,
+    timeout: Duration,
+) -> Result<Listing, Error> {
+    let tests = run_list(binary, &args.selection(), session, timeout)?;
+    let ignored = if need_ignored && args.ignored == RunIgnored::No {
+        let mut only_ignored = args.clone();
+        only_ignored.ignored = RunIgnored::Only;
+        run_list(binary, &only_ignored.selection(), session, timeout)?
+            .into_iter()
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let filtered_out = if args.narrows() {
+        run_list(binary, &[], session, timeout)?
+            .len()
+            .saturating_sub(tests.len())
+    } else {
+        0
+    };
+    Ok(Listing {
+        tests,
+        ignored,
+        filtered_out,
+    })
+}
+
+fn run_list(
+    binary: &TestBinary,
+    selection: &[String],
+    session: &Session,
+    timeout: Duration,
+) -> Result<Vec<String>, Error> {
+    let mut command = Command::new(&binary.executable);
+    command
+        .args(["--list", "--format", "terse"])
+        .args(selection)
+        .envs(binary.env.iter().map(|(k, v)| (k, v)))
+        .env(ENV_BINARY, &binary.id)
+        .current_dir(&binary.package.dir);
+    session.configure(&mut command);
+    let fail = |reason: String| Error::List {
+        binary: binary.id.clone(),
+        reason,
+    };
+    let out = capture(&mut command, session, timeout)
+        .map_err(|e| fail(format!("cannot start {}: {e}", binary.executable.display())))?;
+    if out.timed_out {
+        return Err(fail(format!(
+            "`--list` did not finish within {}",
+            humantime::format_duration(timeout)
+        )));
+    }
+    if !out.exit.success() {
+        let why = out
+            .stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        return Err(fail(format!(
+            "`--list --format terse` ended with {}: {why}",
+            out.exit
+        )));
+    }
+    parse_terse(&out.stdout).map_err(fail)
+}
+
+/// `name: test` / `name: benchmark` lines; anything else means the binary is not libtest-compatible.
+pub(crate) fn parse_terse(text: &str) -> Result<Vec<String>, String> {
+    let mut tests = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let name = line
+            .strip_suffix(": test")
+            .or_else(|| line.strip_suffix(": benchmark"));
+        match name {
+            Some(name) => tests.push(name.to_string()),
+            None => {
+                let shown: String = line.chars().take(60).collect();
+                return Err(format!(
+                    "its `--list --format terse` output is not libtest's (line `{shown}`)"
+                ));
+            }
+        }
+    }
+    Ok(tests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terse_lines_give_names_in_order() {
+        let names = parse_terse("b::x: test\na y ✓: test\nbench_it: benchmark\n\n").unwrap();
+        assert_eq!(names, ["b::x", "a y ✓", "bench_it"]);
+    }
+
+    #[test]
+    fn anything_else_is_an_error_quoting_the_line() {
+        let err = parse_terse("running 3 tests\n").unwrap_err();
+        assert!(err.contains("running 3 tests"), "{err}");
+    }
+}

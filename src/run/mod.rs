@@ -1,0 +1,238 @@
+//! The test run, start to end: build → list → plan → schedule units → report. Data flows one way
+//! through these modules, each handing the next its output:
+//!
+//! - `cargo` builds with cargo and describes the test binaries; `cargo_env` rebuilds the environment
+//!   cargo test gives them;
+//! - `list` asks each binary for its tests; `plan` turns listings into a queue of units;
+//! - `schedule` runs the queue; `unit` follows one process from spawn to results, with `tracker`
+//!   reading libtest's output;
+//! - `report` shows results live and at the end, and writes JUnit.
+//!
+//! The session's cleanup guard is taken first, so every way out of here (return, error, panic) ends the
+//! session's processes. Nothing below `run` imports it.
+
+mod cargo;
+mod cargo_env;
+mod list;
+mod plan;
+mod report;
+mod schedule;
+mod tracker;
+mod unit;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+pub(crate) use cargo_env::cargo_program;
+
+use crate::cli::{RunArgs, TestArgs};
+use crate::config::Settings;
+use crate::contract::{ENV_BINARY, EXIT_LEFTOVERS, EXIT_OK, EXIT_TEST_FAILED};
+use crate::errors::Error;
+use crate::session::process::capture;
+use crate::session::{CleanupGuard, Session, docker_lines, signals, start};
+use cargo::{Built, TestBinary, Workspace};
+use report::{Leftover, Reporter};
+use schedule::Scheduler;
+use unit::CommandContext;
+
+/// Runs the tests and returns the process exit code.
+pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
+    let started = Instant::now();
+    let test_args = TestArgs::parse(args.testname.as_deref(), &args.test_args)
+        .map_err(|e| Error::TestArgs(e.0))?;
+    let session = Session::new();
+    let _cleanup = CleanupGuard(session.clone());
+    let events = mpsc::channel();
+    signals::install(session.clone(), events.0.clone())?;
+
+    // Reading the workspace, loading the config and starting the session (record, reaper, engine, stale
+    // sweep, proxy, lock) need no build: they happen while cargo builds, off start-up's critical path.
+    let runs_tests = !args.no_run && !test_args.list;
+    let (prepared, built) = std::thread::scope(|scope| {
+        let prepare = scope.spawn(|| -> Result<_, Error> {
+            let workspace = Workspace::load(&args)?;
+            let settings = Settings::load(&workspace.root, &args.runner)?;
+            let lock = if runs_tests {
+                let profile = start::Profile {
+                    lock: settings.lock.as_deref(),
+                    proxy: settings.proxy,
+                };
+                start::start(&session, &args.session, profile, &workspace.root)?
+            } else {
+                None
+            };
+            Ok((workspace, settings, lock))
+        });
+        let built = if args.targets.doc {
+            Ok(Built::default())
+        } else {
+            cargo::build(&args, &session)
+        };
+        (
+            prepare
+                .join()
+                .expect("the preparation thread does not panic"),
+            built,
+        )
+    });
+    // A signal during the build ends cargo too: the signal decides the exit code, not the failed build.
+    if let Some(signal) = session.interrupted_by() {
+        return Ok(signals::exit_code(signal));
+    }
+    let (workspace, settings, _env_lock) = prepared?;
+    let binaries = workspace.test_binaries(built?);
+    if args.no_run {
+        return Ok(EXIT_OK);
+    }
+    let binaries: Vec<Arc<TestBinary>> = binaries.into_iter().map(Arc::new).collect();
+    // Doctests run when cargo test would run them: `--doc`, or the default selection of a workspace with
+    // a library and no positional TESTNAME (cargo skips doctests for `cargo test NAME`).
+    let doctests = args.targets.doc
+        || (!args.targets.selects_targets()
+            && args.testname.is_none()
+            && binaries.iter().any(|b| b.is_lib));
+    let mut doc_cargo_args = args.cargo_common_flags();
+    if args.no_fail_fast {
+        doc_cargo_args.push("--no-fail-fast".into());
+    }
+    if test_args.list {
+        return list_mode(
+            &binaries,
+            &test_args,
+            &session,
+            &settings,
+            doctests,
+            &doc_cargo_args,
+        );
+    }
+
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = test_args
+        .test_threads
+        .or(settings.test_threads)
+        .or_else(|| {
+            std::env::var("RUST_TEST_THREADS")
+                .ok()?
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+        })
+        .unwrap_or(cpus);
+    let slots = if settings.isolate {
+        threads
+    } else {
+        args.compilation.jobs_count().unwrap_or(cpus)
+    };
+    let listings = list::list_all(
+        &binaries,
+        &test_args,
+        |b| settings.isolate || b.custom_harness,
+        &session,
+        cpus,
+        settings.timeout,
+    )?;
+    let plan = plan::plan(binaries, listings, settings.isolate, threads, doctests);
+    let reporter = Reporter::new(
+        args.quiet || test_args.quiet,
+        test_args.nocapture,
+        test_args.show_output,
+        plan.total,
+    );
+    let scheduler = Scheduler {
+        settings: &settings,
+        ctx: CommandContext {
+            args: &test_args,
+            session: &session,
+            doc_cargo_args: &doc_cargo_args,
+        },
+        reporter,
+        slots: slots.max(1),
+        fail_fast: !args.no_fail_fast,
+        events,
+    };
+    let (mut summary, reporter) = scheduler.run(plan, started);
+    let tests_failed =
+        !summary.problems.is_empty() || summary.results.iter().any(|r| r.outcome.is_failure());
+    let keep = args.session.keep_on_failure && tests_failed;
+    let end = session.finish(keep).unwrap_or_default();
+    let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());
+    if !end.escaped.is_empty() {
+        summary.leftovers.push(Leftover {
+            unit: "the run (escaped their process groups)".into(),
+            kind: "process(es)",
+            processes: end.escaped.iter().map(|e| e.description.clone()).collect(),
+        });
+    }
+    summary.docker_lines = end
+        .docker
+        .map(|e| docker_lines(&e, session.id()))
+        .unwrap_or_default();
+    let junit_result = args
+        .runner
+        .junit
+        .as_deref()
+        .map(|path| report::write_junit(path, &summary));
+    if let Some(Err(e)) = &junit_result {
+        reporter.warn(&format!("failed to {e}"));
+    }
+    let interrupted = session.interrupted_by();
+    reporter.finish(&summary, interrupted.map(|s| s.as_str()));
+    Ok(match interrupted {
+        Some(signal) => signals::exit_code(signal),
+        None if left_something => EXIT_LEFTOVERS,
+        None if summary.failed() => EXIT_TEST_FAILED,
+        None => EXIT_OK,
+    })
+}
+
+/// `-- --list`: each binary's own listing, as cargo test prints it.
+fn list_mode(
+    binaries: &[Arc<TestBinary>],
+    test_args: &TestArgs,
+    session: &Arc<Session>,
+    settings: &Settings,
+    doctests: bool,
+    doc_cargo_args: &[String],
+) -> Result<i32, Error> {
+    let mut args = test_args.selection();
+    args.push("--list".into());
+    args.extend(test_args.passthrough.iter().cloned());
+    let mut commands = Vec::new();
+    for binary in binaries {
+        eprintln!(
+            "     Running {} ({})",
+            binary.id,
+            binary.executable.display()
+        );
+        let mut command = Command::new(&binary.executable);
+        command
+            .args(&args)
+            .envs(binary.env.iter().map(|(k, v)| (k, v)))
+            .env(ENV_BINARY, &binary.id)
+            .current_dir(&binary.package.dir);
+        commands.push((binary.executable.display().to_string(), command));
+    }
+    if doctests {
+        let mut command = Command::new(cargo_program());
+        command
+            .args(["test", "--doc"])
+            .args(doc_cargo_args)
+            .arg("--")
+            .args(&args);
+        commands.push(("cargo test --doc".into(), command));
+    }
+    for (program, mut command) in commands {
+        session.configure(&mut command);
+        let out = capture(&mut command, session, settings.timeout)
+            .map_err(|source| Error::Spawn { program, source })?;
+        print!("{}", out.stdout);
+        eprint!("{}", out.stderr);
+        if !out.exit.success() {
+            return Ok(EXIT_TEST_FAILED);
+        }
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,61 @@
+//! JUnit XML (`--junit PATH`): one test suite per binary (and one for doctests), one case per test.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+use super::{Outcome, RunSummary};
+use crate::errors::Error;
+
+pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
+    let fail = |message: String| Error::Junit {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut report = Report::new("cargo-cleantest");
+    report.set_time(summary.elapsed);
+    let mut suites: BTreeMap<&str, TestSuite> = BTreeMap::new();
+    for r in &summary.results {
+        let suite = suites.entry(r.binary.as_str()).or_insert_with(|| {
+            let mut s = TestSuite::new(r.binary.clone());
+            s.add_property(("cleantest.session", summary.session.as_str()));
+            s
+        });
+        let mut status = match r.outcome {
+            Outcome::Passed => TestCaseStatus::success(),
+            Outcome::Ignored => TestCaseStatus::skipped(),
+            Outcome::Failed => TestCaseStatus::non_success(NonSuccessKind::Failure),
+            Outcome::TimedOut => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_type("timeout");
+                s
+            }
+        };
+        if let Some(note) = &r.note {
+            status.set_message(note.clone());
+        }
+        let mut case = TestCase::new(r.name.clone(), status);
+        case.set_classname(r.binary.clone()).set_time(r.duration);
+        if let Some(out) = r.output.as_deref().filter(|_| r.outcome.is_failure()) {
+            case.set_system_out_lossy(out);
+        }
+        suite.add_test_case(case);
+    }
+    for p in &summary.problems {
+        let suite = suites
+            .entry(p.binary.as_str())
+            .or_insert_with(|| TestSuite::new(p.binary.clone()));
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+        status.set_message(p.message.clone());
+        let mut case = TestCase::new("(process)", status);
+        case.set_system_out_lossy(&p.output);
+        suite.add_test_case(case);
+    }
+    report.add_test_suites(suites.into_values());
+    let xml = report.to_string().map_err(|e| fail(e.to_string()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    }
+    std::fs::write(path, xml).map_err(|e| fail(e.to_string()))
+}

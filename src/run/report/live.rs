@@ -1,0 +1,149 @@
+//! The live part of the report: a result line per test as soon as it is known, warnings, and on a
+//! terminal (unless `CI` is set) a progress bar with the counts and the running tests.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::summary::write_summary;
+use super::{Outcome, RunSummary, TestResult};
+
+/// Live output of a run.
+pub(crate) struct Reporter {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+    nocapture: bool,
+    show_output: bool,
+    passed: usize,
+    failed: usize,
+}
+
+impl Reporter {
+    /// A progress bar on a terminal unless `CI` is set; plain lines otherwise.
+    pub(crate) fn new(quiet: bool, nocapture: bool, show_output: bool, total: usize) -> Reporter {
+        let on_ci =
+            std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+        let bar = (std::io::stderr().is_terminal() && !on_ci && !nocapture).then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:25} {pos}/{len} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Reporter {
+            bar,
+            quiet,
+            nocapture,
+            show_output,
+            passed: 0,
+            failed: 0,
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+            }
+        }
+    }
+
+    /// Whether passing tests' output is kept for the end (`--show-output`, as cargo test).
+    pub(crate) fn keeps_passing_output(&self) -> bool {
+        self.show_output
+    }
+
+    /// Prints a test's result line as soon as it is known.
+    pub(crate) fn announce(
+        &mut self,
+        binary: &str,
+        name: &str,
+        outcome: Outcome,
+        duration: Duration,
+    ) {
+        match outcome {
+            Outcome::Passed => self.passed += 1,
+            Outcome::Failed | Outcome::TimedOut => self.failed += 1,
+            Outcome::Ignored => {}
+        }
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+        if self.quiet && !outcome.is_failure() {
+            return;
+        }
+        let time = if duration >= Duration::from_secs(1) || outcome == Outcome::TimedOut {
+            format!(" ({:.2}s)", duration.as_secs_f64())
+        } else {
+            String::new()
+        };
+        self.line(&format!(
+            "test {binary}::{name} ... {}{time}",
+            outcome.word()
+        ));
+    }
+
+    /// A result at the end of its unit: printed unless it was announced live.
+    pub(crate) fn test_finished(&mut self, result: &TestResult) {
+        if !result.announced {
+            self.announce(
+                &result.binary,
+                &result.name,
+                result.outcome,
+                result.duration,
+            );
+        }
+    }
+
+    /// A test's own output line, shown as it comes with `--nocapture`.
+    pub(crate) fn test_output(&self, line: &str) {
+        if self.nocapture {
+            self.line(line);
+        }
+    }
+
+    pub(crate) fn warn(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("warning: {text}")),
+            None => eprintln!("warning: {text}"),
+        }
+    }
+
+    /// Refreshes the progress message with the running tests.
+    pub(crate) fn running(&self, running: &[(String, Duration)]) {
+        let Some(bar) = &self.bar else { return };
+        let mut names: Vec<String> = running
+            .iter()
+            .take(3)
+            .map(|(name, t)| format!("{name} ({}s)", t.as_secs()))
+            .collect();
+        if running.len() > 3 {
+            names.push(format!("+{}", running.len() - 3));
+        }
+        bar.set_message(format!(
+            "{} passed, {} failed | {}",
+            self.passed,
+            self.failed,
+            names.join(", ")
+        ));
+    }
+
+    /// Prints the end of the run; the total line comes last.
+    pub(crate) fn finish(self, summary: &RunSummary, interrupted: Option<&str>) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        let _ = std::io::stderr().flush();
+        let mut out = std::io::stdout().lock();
+        let _ = write_summary(&mut out, summary, interrupted);
+        let _ = out.flush();
+    }
+}

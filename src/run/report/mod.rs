@@ -1,0 +1,149 @@
+//! Reporting: what a run produced (results, problems, leftovers, the total line) and how it is shown:
+//! `live` prints while the run goes (an indicatif progress bar on a terminal, plain cargo-test-like
+//! lines otherwise or when `CI` is set), `summary` prints the end of the run, whose last line is always
+//! the single cargo-style total, and `junit` writes `--junit PATH`.
+
+mod junit;
+mod live;
+mod summary;
+
+use std::time::Duration;
+
+pub(crate) use junit::write as write_junit;
+pub(crate) use live::Reporter;
+
+/// The result of one test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Passed,
+    Failed,
+    Ignored,
+    TimedOut,
+}
+
+impl Outcome {
+    pub(crate) fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::TimedOut)
+    }
+
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Outcome::Passed => "ok",
+            Outcome::Failed => "FAILED",
+            Outcome::Ignored => "ignored",
+            Outcome::TimedOut => "TIMEOUT",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TestResult {
+    pub binary: String,
+    pub name: String,
+    pub outcome: Outcome,
+    pub duration: Duration,
+    /// What the test printed, when known.
+    pub output: Option<String>,
+    pub note: Option<String>,
+    /// Already printed live, when libtest reported it (or when it timed out).
+    pub announced: bool,
+}
+
+impl TestResult {
+    pub(crate) fn full_name(&self) -> String {
+        format!("{}::{}", self.binary, self.name)
+    }
+}
+
+/// A failure of a whole process that no single test accounts for.
+#[derive(Debug, Clone)]
+pub(crate) struct UnitProblem {
+    pub binary: String,
+    pub message: String,
+    pub output: String,
+}
+
+/// Processes a unit left in its group, killed by the runner.
+#[derive(Debug, Clone)]
+pub(crate) struct Leftover {
+    pub unit: String,
+    /// `process(es)` killed, or `container(s)` left running (swept with the session).
+    pub kind: &'static str,
+    pub processes: Vec<String>,
+}
+
+/// Everything the run produced.
+#[derive(Debug, Default)]
+pub(crate) struct RunSummary {
+    pub results: Vec<TestResult>,
+    pub problems: Vec<UnitProblem>,
+    pub leftovers: Vec<Leftover>,
+    pub filtered_out: usize,
+    pub elapsed: Duration,
+    pub session: String,
+    /// The run was stopped by a signal before every test could finish.
+    pub interrupted: bool,
+    /// What the session's end did with Docker resources, printed just before the total.
+    pub docker_lines: Vec<String>,
+}
+
+impl RunSummary {
+    pub(crate) fn count(&self, outcome: Outcome) -> usize {
+        self.results.iter().filter(|r| r.outcome == outcome).count()
+    }
+
+    pub(crate) fn failed(&self) -> bool {
+        self.interrupted
+            || !self.problems.is_empty()
+            || self.results.iter().any(|r| r.outcome.is_failure())
+    }
+
+    /// `test result: ok. N passed; M failed; K ignored; 0 measured; F filtered out; finished in X.XXs`
+    pub(crate) fn total_line(&self) -> String {
+        format!(
+            "test result: {}. {} passed; {} failed; {} ignored; 0 measured; {} filtered out; finished in {:.2}s",
+            if self.failed() { "FAILED" } else { "ok" },
+            self.count(Outcome::Passed),
+            self.count(Outcome::Failed) + self.count(Outcome::TimedOut),
+            self.count(Outcome::Ignored),
+            self.filtered_out,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A result of `pkg::t` (shared with the other report tests).
+    pub(super) fn result(outcome: Outcome) -> TestResult {
+        TestResult {
+            binary: "pkg".into(),
+            name: "t".into(),
+            outcome,
+            duration: Duration::ZERO,
+            output: None,
+            note: None,
+            announced: false,
+        }
+    }
+
+    #[test]
+    fn total_line_counts_timeouts_as_failures() {
+        let s = RunSummary {
+            results: vec![
+                result(Outcome::Passed),
+                result(Outcome::TimedOut),
+                result(Outcome::Ignored),
+            ],
+            filtered_out: 4,
+            elapsed: Duration::from_millis(1234),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.total_line(),
+            "test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 4 filtered out; finished in 1.23s"
+        );
+    }
+}

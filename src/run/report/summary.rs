@@ -1,0 +1,134 @@
+//! The end of the run: failures with their output, problems, leftovers, the slowest tests, what the
+//! session's end did with Docker, and the cargo-style total line, always last.
+
+use std::io::Write;
+use std::time::Duration;
+
+use super::{Outcome, RunSummary, TestResult};
+
+pub(super) fn write_summary(
+    out: &mut impl Write,
+    s: &RunSummary,
+    interrupted: Option<&str>,
+) -> std::io::Result<()> {
+    let successes: Vec<&TestResult> = s
+        .results
+        .iter()
+        .filter(|r| {
+            r.outcome == Outcome::Passed
+                && r.output.as_deref().is_some_and(|o| !o.trim().is_empty())
+        })
+        .collect();
+    if !successes.is_empty() {
+        writeln!(out, "\nsuccesses:")?;
+        for r in successes {
+            writeln!(out, "\n---- {} ----", r.full_name())?;
+            writeln!(out, "{}", r.output.as_deref().unwrap_or("").trim_end())?;
+        }
+    }
+    let failures: Vec<&TestResult> = s
+        .results
+        .iter()
+        .filter(|r| r.outcome.is_failure())
+        .collect();
+    if !failures.is_empty() || !s.problems.is_empty() {
+        writeln!(out, "\nfailures:")?;
+        for r in &failures {
+            writeln!(out, "\n---- {} {} ----", r.full_name(), r.outcome.word())?;
+            if let Some(note) = &r.note {
+                writeln!(out, "{note}")?;
+            }
+            match r.output.as_deref().map(str::trim_end) {
+                Some(text) if !text.is_empty() => writeln!(out, "{text}")?,
+                _ if r.outcome == Outcome::TimedOut => writeln!(
+                    out,
+                    "(no output: libtest keeps a test's output until it ends; run with --isolate to see it)"
+                )?,
+                _ => {}
+            }
+        }
+        for p in &s.problems {
+            writeln!(out, "\n---- {} ----\n{}", p.binary, p.message)?;
+            for line in tail(&p.output, 40) {
+                writeln!(out, "{line}")?;
+            }
+        }
+        writeln!(out, "\nfailures:")?;
+        for r in &failures {
+            writeln!(out, "    {} ({})", r.full_name(), r.outcome.word())?;
+        }
+        for p in &s.problems {
+            writeln!(out, "    {} (process failed)", p.binary)?;
+        }
+    }
+    if !s.leftovers.is_empty() {
+        writeln!(
+            out,
+            "\nleft behind (processes killed, containers swept with the session):"
+        )?;
+        for l in &s.leftovers {
+            writeln!(out, "    {}: left {} {}", l.unit, l.processes.len(), l.kind)?;
+            for p in l.processes.iter().take(5) {
+                writeln!(out, "        {p}")?;
+            }
+        }
+    }
+    let mut slow: Vec<&TestResult> = s
+        .results
+        .iter()
+        .filter(|r| r.duration >= Duration::from_millis(500))
+        .collect();
+    slow.sort_by_key(|r| std::cmp::Reverse(r.duration));
+    if !slow.is_empty() {
+        writeln!(out, "\nslowest tests:")?;
+        for r in slow.iter().take(5) {
+            writeln!(
+                out,
+                "    {:>8.2}s {}",
+                r.duration.as_secs_f64(),
+                r.full_name()
+            )?;
+        }
+    }
+    for line in &s.docker_lines {
+        writeln!(out, "{line}")?;
+    }
+    if let Some(why) = interrupted {
+        writeln!(
+            out,
+            "\ninterrupted by {why}: every test process was stopped; session {}",
+            s.session
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "{}", s.total_line())
+}
+
+fn tail(text: &str, lines: usize) -> Vec<&str> {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    all[all.len().saturating_sub(lines)..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::report::tests::result;
+
+    #[test]
+    fn summary_ends_with_the_total_line() {
+        let s = RunSummary {
+            results: vec![result(Outcome::Failed)],
+            ..Default::default()
+        };
+        let mut buf = Vec::new();
+        write_summary(&mut buf, &s, Some("SIGINT")).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(
+            text.trim_end()
+                .lines()
+                .last()
+                .unwrap()
+                .starts_with("test result: FAILED. 0 passed; 1 failed")
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Scheduling: the loop that runs a `Plan`'s units, at most `slots` at a time, applying fail-fast,
+//! timeouts, reruns and signals. The loop owns all unit state; threads only send it events.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use super::plan::Plan;
+use super::report::{Leftover, Outcome, Reporter, RunSummary, UnitProblem};
+use super::unit::{CommandContext, RunningUnit, UnitKind, outcome_of};
+use crate::config::Settings;
+use crate::session::process::{Event, UnitId};
+
+/// Runs a plan to the end (or to an interrupt).
+pub(crate) struct Scheduler<'a> {
+    pub settings: &'a Settings,
+    pub ctx: CommandContext<'a>,
+    pub reporter: Reporter,
+    pub slots: usize,
+    pub fail_fast: bool,
+    pub events: (Sender<Event>, Receiver<Event>),
+}
+
+impl Scheduler<'_> {
+    pub(crate) fn run(mut self, plan: Plan, started: Instant) -> (RunSummary, Reporter) {
+        let mut summary = RunSummary {
+            filtered_out: plan.filtered_out,
+            ..Default::default()
+        };
+        for result in plan.preset {
+            self.reporter.test_finished(&result);
+            summary.results.push(result);
+        }
+        let mut queue = plan.queue;
+        let mut running: HashMap<UnitId, RunningUnit> = HashMap::new();
+        let mut next_id: UnitId = 0;
+        let mut started_binaries: HashSet<String> = HashSet::new();
+        let mut tripped = false;
+        let mut signals_seen = 0;
+        loop {
+            let now = Instant::now();
+            let stopping = self.ctx.session.interrupted_by().is_some();
+            while !stopping && running.len() < self.slots {
+                let Some(spec) = queue.pop_front() else { break };
+                if tripped && !started_binaries.contains(&spec.binary_id) {
+                    continue; // fail-fast: no new binary after a failure, as cargo test
+                }
+                started_binaries.insert(spec.binary_id.clone());
+                let binary_id = spec.binary_id.clone();
+                match RunningUnit::start(next_id, spec, &self.ctx, &self.events.0) {
+                    Ok(unit) => {
+                        running.insert(next_id, unit);
+                    }
+                    Err(e) => summary.problems.push(UnitProblem {
+                        binary: binary_id,
+                        message: format!("could not start the test process: {e}"),
+                        output: String::new(),
+                    }),
+                }
+                next_id += 1;
+            }
+            if running.is_empty() && (queue.is_empty() || stopping) {
+                break;
+            }
+            let mut deadline = running
+                .values()
+                .filter_map(|u| u.next_deadline(self.settings))
+                .min();
+            deadline = Some(deadline.map_or(now + Duration::from_millis(250), |d| {
+                d.min(now + Duration::from_millis(250))
+            }));
+            let wait = deadline.map_or(Duration::from_millis(250), |d| {
+                d.saturating_duration_since(now)
+            });
+            match self.events.1.recv_timeout(wait) {
+                Ok(event) => self.handle(event, &mut running, &mut signals_seen),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while let Ok(event) = self.events.1.try_recv() {
+                self.handle(event, &mut running, &mut signals_seen);
+            }
+            let now = Instant::now();
+            let mut done = Vec::new();
+            for (id, unit) in running.iter_mut() {
+                for name in unit.tick(now, self.settings) {
+                    let limit = self.settings.timeout_for(&unit.spec.binary_id, &name);
+                    self.reporter
+                        .announce(&unit.spec.binary_id, &name, Outcome::TimedOut, limit);
+                }
+                if unit.is_done(now) {
+                    done.push(*id);
+                }
+            }
+            done.sort_unstable();
+            let any_done = !done.is_empty();
+            for id in done {
+                let unit = running.remove(&id).expect("done unit is running");
+                let label = match unit.spec.kind {
+                    UnitKind::Isolated => {
+                        format!("{}::{}", unit.spec.binary_id, unit.spec.tests[0])
+                    }
+                    _ => unit.spec.binary_id.clone(),
+                };
+                self.ctx.session.remove_group(unit.pid);
+                let unit_kind = unit.spec.kind;
+                let unit_test =
+                    (unit_kind == UnitKind::Isolated).then(|| unit.spec.tests[0].clone());
+                let unit_binary = unit.spec.binary_id.clone();
+                let interrupted = self.ctx.session.interrupted_by().is_some();
+                let finished = unit.finish(Instant::now(), self.settings, interrupted);
+                summary.filtered_out += finished.filtered_out;
+                let mut finished = finished;
+                let leaked = !finished.leftovers.is_empty();
+                if self.settings.leak_fails && leaked && unit_kind == UnitKind::Isolated {
+                    // Isolated, the test itself fails; shared, the binary does (in `leftovers`).
+                    if let [only] = finished.results.as_mut_slice()
+                        && only.outcome == Outcome::Passed
+                    {
+                        only.outcome = Outcome::Failed;
+                        only.note = Some(format!(
+                            "left {} process(es) behind",
+                            finished.leftovers.len()
+                        ));
+                        only.announced = false;
+                    }
+                }
+                for mut result in finished.results {
+                    // Only failures' output is shown (and passes' with --show-output): drop the rest.
+                    let keep = result.outcome.is_failure()
+                        || (result.outcome == Outcome::Passed
+                            && self.reporter.keeps_passing_output());
+                    if !keep {
+                        result.output = None;
+                    }
+                    self.reporter.test_finished(&result);
+                    summary.results.push(result);
+                }
+                if let Some(problem) = finished.problem {
+                    self.reporter
+                        .warn(&format!("{}: {}", problem.binary, problem.message));
+                    summary.problems.push(problem);
+                }
+                if !finished.leftovers.is_empty() {
+                    self.leftovers(&mut summary, label.clone(), finished.leftovers);
+                }
+                // Containers the unit started through the proxy and left running (swept with the session).
+                let containers = self
+                    .ctx
+                    .session
+                    .leaked_containers(&unit_binary, unit_test.as_deref());
+                // A shared binary that is started again for unfinished tests is judged when it is done.
+                let judged_later = unit_kind == UnitKind::Shared && finished.rerun.is_some();
+                if !containers.is_empty() && !judged_later {
+                    self.leaked_containers(&mut summary, label, containers);
+                }
+                if let Some(rerun) = finished.rerun {
+                    queue.push_front(rerun);
+                }
+                if self.fail_fast && summary.failed() {
+                    tripped = true;
+                }
+            }
+            // Escapees are adopted when their parent dies and are only killed once their unit is over:
+            // look for them when a unit ended, not on every event.
+            if any_done {
+                self.reap_escaped(&running, &mut summary);
+            }
+            let now = Instant::now();
+            let names: Vec<(String, Duration)> = running
+                .values()
+                .flat_map(|u| u.running_tests(now))
+                .collect();
+            self.reporter.running(&names);
+        }
+        summary.elapsed = started.elapsed();
+        summary.session = self.ctx.session.id().to_string();
+        summary.interrupted = self.ctx.session.interrupted_by().is_some();
+        (summary, self.reporter)
+    }
+
+    /// Processes that left their unit's group and were adopted by the runner: killed once the unit they
+    /// belong to (by their environment) is over; ones that cannot be attributed wait for the run's end.
+    fn reap_escaped(&mut self, running: &HashMap<UnitId, RunningUnit>, summary: &mut RunSummary) {
+        let escaped = self.ctx.session.reap_adopted(|e| match &e.binary {
+            None => true,
+            Some(binary) => running.values().any(|u| {
+                &u.spec.binary_id == binary
+                    && (u.spec.kind != UnitKind::Isolated
+                        || e.test.as_deref() == u.spec.tests.first().map(String::as_str))
+            }),
+        });
+        for e in escaped {
+            let label = match (&e.binary, &e.test) {
+                (Some(b), Some(t)) => format!("{b}::{t}"),
+                (Some(b), None) => b.clone(),
+                _ => "an unknown unit".into(),
+            };
+            self.leftovers(
+                summary,
+                format!("{label} (escaped its process group)"),
+                vec![e.description],
+            );
+        }
+    }
+
+    /// Reports processes a unit left behind (already killed). With `--leak=fail` a shared-mode binary or
+    /// an escaped process fails the run here; an isolated test was already failed itself.
+    fn leftovers(&mut self, summary: &mut RunSummary, unit: String, processes: Vec<String>) {
+        self.reporter.warn(&format!(
+            "{unit} left {} process(es) behind; killed them",
+            processes.len()
+        ));
+        let failed_as_test = summary
+            .results
+            .iter()
+            .any(|r| r.full_name() == unit && r.note.is_some());
+        if self.settings.leak_fails && !failed_as_test {
+            summary.problems.push(UnitProblem {
+                binary: unit.clone(),
+                message: format!("left {} process(es) behind (--leak=fail)", processes.len()),
+                output: processes.join("\n"),
+            });
+        }
+        summary.leftovers.push(Leftover {
+            unit,
+            kind: "process(es)",
+            processes,
+        });
+    }
+
+    /// Reports containers a unit left running; with `--leak=fail`, a failure of that test or binary.
+    fn leaked_containers(&mut self, summary: &mut RunSummary, unit: String, names: Vec<String>) {
+        self.reporter.warn(&format!(
+            "{unit} left {} container(s) running: {}",
+            names.len(),
+            names.join(", ")
+        ));
+        if self.settings.leak_fails {
+            summary.problems.push(UnitProblem {
+                binary: unit.clone(),
+                message: format!(
+                    "left {} container(s) running (--leak=fail): {}",
+                    names.len(),
+                    names.join(", ")
+                ),
+                output: String::new(),
+            });
+        }
+        summary.leftovers.push(Leftover {
+            unit,
+            kind: "container(s)",
+            processes: names,
+        });
+    }
+
+    fn handle(
+        &mut self,
+        event: Event,
+        running: &mut HashMap<UnitId, RunningUnit>,
+        signals_seen: &mut usize,
+    ) {
+        let now = Instant::now();
+        match event {
+            Event::Line(id, line) => {
+                if let Some(unit) = running.get_mut(&id) {
+                    let (result, is_output) = unit.on_line(line.clone(), now);
+                    if is_output {
+                        self.reporter.test_output(&line);
+                    }
+                    if let Some((index, verdict)) = result {
+                        let name = &unit.tracker.names()[index];
+                        let duration = unit.tracker.duration(index, now);
+                        self.reporter.announce(
+                            &unit.spec.binary_id,
+                            name,
+                            outcome_of(verdict),
+                            duration,
+                        );
+                    }
+                }
+            }
+            Event::Eof(id) => {
+                if let Some(unit) = running.get_mut(&id) {
+                    unit.on_eof();
+                }
+            }
+            Event::Exited(id, exit) => {
+                if let Some(unit) = running.get_mut(&id) {
+                    unit.on_exit(exit, now);
+                }
+            }
+            Event::Signal(signal, count) => {
+                // Events are queued from the start of the run; apply each count once.
+                if count <= *signals_seen {
+                    return;
+                }
+                *signals_seen = count;
+                if count == 1 {
+                    self.reporter.warn(&format!(
+                        "{} received: stopping every test (SIGKILL in {}); send it again to kill at once",
+                        signal.as_str(),
+                        humantime::format_duration(self.settings.grace_period)
+                    ));
+                }
+                for unit in running.values_mut() {
+                    unit.interrupt(count, now, self.settings.grace_period);
+                }
+            }
+        }
+    }
+}

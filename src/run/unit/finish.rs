@@ -1,0 +1,211 @@
+//! The end of a unit: its results (from libtest's verdicts, its totals, or how the process ended), a
+//! problem no single test accounts for, and the tests to run again in a fresh process.
+
+use std::time::Instant;
+
+use super::{RunningUnit, StopReason, UnitKind, UnitSpec};
+use crate::config::Settings;
+use crate::contract::DOCTESTS_ID;
+use crate::run::report::{Outcome, TestResult, UnitProblem};
+use crate::run::tracker::{Summary, Verdict};
+use crate::session::process::{ExitKind, kill_leftovers};
+
+/// What a finished unit produced.
+pub(crate) struct Finished {
+    pub results: Vec<TestResult>,
+    pub problem: Option<UnitProblem>,
+    pub rerun: Option<UnitSpec>,
+    pub leftovers: Vec<String>,
+    pub filtered_out: usize,
+}
+
+impl RunningUnit {
+    /// Turns the ended unit into results. `interrupted` comes from the session: the unit may end from a
+    /// forwarded signal before the scheduler has read the signal's event.
+    pub(crate) fn finish(
+        mut self,
+        now: Instant,
+        settings: &Settings,
+        interrupted: bool,
+    ) -> Finished {
+        if interrupted {
+            self.reason.get_or_insert(StopReason::Interrupt);
+        }
+        self.leftovers.extend(kill_leftovers(self.pid));
+        let exit = self.exit.unwrap_or(ExitKind::Signal(9));
+        let mut output = std::mem::take(&mut self.output);
+        if self.dropped > 0 {
+            output.push_str(&format!(
+                "[cleantest: {} bytes of output dropped]\n",
+                self.dropped
+            ));
+        }
+        if self.spec.kind == UnitKind::Doctests {
+            return self.finish_doctests(exit, output, now);
+        }
+        let mut results = Vec::new();
+        let mut rerun = Vec::new();
+        let names = self.tracker.names().to_vec();
+        let summary = self.tracker.summary();
+        let isolated = self.spec.kind == UnitKind::Isolated;
+        let running: Vec<usize> = self.tracker.running().map(|(i, _)| i).collect();
+        let mut problem = None;
+        for (i, name) in names.iter().enumerate() {
+            let verdict = self
+                .tracker
+                .verdict(i)
+                .or_else(|| isolated.then(|| single_verdict(summary)).flatten());
+            let duration = if isolated {
+                now - self.started
+            } else {
+                self.tracker.duration(i, now)
+            };
+            let (outcome, note) = if self.timed_out.contains(&i) {
+                let limit = settings.timeout_for(&self.spec.binary_id, name);
+                (
+                    Outcome::TimedOut,
+                    Some(format!(
+                        "timed out after {}",
+                        humantime::format_duration(limit)
+                    )),
+                )
+            } else if let Some(v) = verdict {
+                (outcome_of(v), None)
+            } else if self.reason == Some(StopReason::Interrupt) {
+                continue; // never finished: counted nowhere, as under cargo test
+            } else if self.reason == Some(StopReason::Timeout) {
+                rerun.push(name.clone());
+                continue;
+            } else if summary.is_some() && !isolated {
+                // libtest reported its totals, so this line was garbled by the test's own output.
+                (
+                    if exit.success() {
+                        Outcome::Passed
+                    } else {
+                        Outcome::Failed
+                    },
+                    None,
+                )
+            } else if running.contains(&i) || isolated {
+                let note =
+                    format!("the test process ended with {exit} while this test was running");
+                (Outcome::Failed, Some(note))
+            } else {
+                rerun.push(name.clone());
+                continue;
+            };
+            let own_output = if isolated {
+                Some(output.clone())
+            } else {
+                self.tracker.output(i).map(str::to_string)
+            };
+            results.push(TestResult {
+                binary: self.spec.binary_id.clone(),
+                name: name.clone(),
+                outcome,
+                duration,
+                output: own_output,
+                note,
+                // Result lines and timeouts were printed when they happened.
+                announced: self.tracker.verdict(i).is_some() || self.timed_out.contains(&i),
+            });
+        }
+        if !rerun.is_empty() && running.is_empty() && self.reason.is_none() {
+            // Ended before any test could start: rerunning would only end the same way.
+            problem = Some(self.problem(
+                format!("the test binary ended with {exit} before running its tests"),
+                &output,
+            ));
+            rerun.clear();
+        }
+        let failed_any = results.iter().any(|r| r.outcome.is_failure());
+        if problem.is_none()
+            && self.reason.is_none()
+            && !exit.success()
+            && !failed_any
+            && rerun.is_empty()
+        {
+            problem = Some(self.problem(
+                format!("the test binary ended with {exit} although no test failed"),
+                &output,
+            ));
+        }
+        Finished {
+            results,
+            problem,
+            rerun: (!rerun.is_empty()).then(|| self.spec.rerun(rerun)),
+            leftovers: std::mem::take(&mut self.leftovers),
+            filtered_out: 0,
+        }
+    }
+
+    fn finish_doctests(mut self, exit: ExitKind, output: String, now: Instant) -> Finished {
+        let mut results: Vec<TestResult> = (0..self.tracker.names().len())
+            .filter_map(|i| {
+                let verdict = self.tracker.verdict(i)?;
+                Some(TestResult {
+                    binary: DOCTESTS_ID.into(),
+                    name: self.tracker.names()[i].clone(),
+                    outcome: outcome_of(verdict),
+                    duration: self.tracker.duration(i, now),
+                    output: self.tracker.output(i).map(str::to_string),
+                    note: None,
+                    announced: true,
+                })
+            })
+            .collect();
+        let mut problem = None;
+        if self.doc_timed_out {
+            results.push(TestResult {
+                binary: DOCTESTS_ID.into(),
+                name: "(doctests)".into(),
+                outcome: Outcome::TimedOut,
+                duration: now - self.started,
+                output: Some(output.clone()),
+                note: Some(
+                    "no doctest finished within the timeout; the doctest run was stopped".into(),
+                ),
+                announced: true,
+            });
+        } else if !exit.success()
+            && self.reason.is_none()
+            && !results.iter().any(|r| r.outcome.is_failure())
+        {
+            problem = Some(self.problem(format!("`cargo test --doc` ended with {exit}"), &output));
+        }
+        Finished {
+            results,
+            problem,
+            rerun: None,
+            leftovers: std::mem::take(&mut self.leftovers),
+            filtered_out: self.tracker.summary().map_or(0, |s| s.filtered_out),
+        }
+    }
+
+    fn problem(&self, message: String, output: &str) -> UnitProblem {
+        UnitProblem {
+            binary: self.spec.binary_id.clone(),
+            message,
+            output: output.to_string(),
+        }
+    }
+}
+
+pub(crate) fn outcome_of(verdict: Verdict) -> Outcome {
+    match verdict {
+        Verdict::Passed => Outcome::Passed,
+        Verdict::Failed => Outcome::Failed,
+        Verdict::Ignored => Outcome::Ignored,
+    }
+}
+
+/// An isolated test's verdict from libtest's totals, when its result line was mixed with its output.
+fn single_verdict(summary: Option<Summary>) -> Option<Verdict> {
+    let s = summary?;
+    match (s.passed, s.failed, s.ignored) {
+        (1, 0, 0) => Some(Verdict::Passed),
+        (0, 1, 0) => Some(Verdict::Failed),
+        (0, 0, 1) => Some(Verdict::Ignored),
+        _ => None,
+    }
+}

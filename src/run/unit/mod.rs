@@ -1,0 +1,256 @@
+//! The unit lifecycle: one process of the run (a whole test binary, one test, or the doctests) from
+//! spawn to results. `spec` says what to start; this file follows the running process (its output
+//! lines, per-test timeouts, SIGTERM → grace → SIGKILL, leftovers in its group); `finish` turns the
+//! ended process into results and says what to rerun.
+
+mod finish;
+mod spec;
+
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::tracker::{self, Tracker, Verdict};
+use crate::config::Settings;
+use crate::contract::DOCTESTS_ID;
+use crate::session::process::{Event, ExitKind, UnitId, kill_leftovers, spawn_unit};
+use crate::session::signal_group;
+
+pub(crate) use finish::outcome_of;
+pub(crate) use spec::{CommandContext, UnitKind, UnitSpec};
+
+/// How long to wait for the output pipe to close after the group is gone or killed. Only a process that
+/// left the group while keeping the pipe open makes this wait expire.
+const EOF_WAIT: Duration = Duration::from_secs(2);
+/// Output kept per unit; beyond it the middle is dropped (a test printing gigabytes must not OOM us).
+const OUTPUT_CAP: usize = 4 << 20;
+
+/// Where the unit is in being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    Running,
+    /// SIGTERM (or the user's signal) sent; SIGKILL at this instant.
+    Terminating {
+        kill_at: Instant,
+    },
+    Killed,
+}
+
+/// Why the unit is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Timeout,
+    Interrupt,
+}
+
+/// A started unit.
+pub(crate) struct RunningUnit {
+    pub spec: UnitSpec,
+    pub pid: i32,
+    pub started: Instant,
+    pub tracker: Tracker,
+    output: String,
+    dropped: usize,
+    exit: Option<ExitKind>,
+    eof: bool,
+    stop: Stop,
+    reason: Option<StopReason>,
+    eof_wait_from: Option<Instant>,
+    /// Test indexes that timed out (for doctests: empty, see `doc_timed_out`).
+    timed_out: Vec<usize>,
+    doc_timed_out: bool,
+    last_progress: Instant,
+    leftovers: Vec<String>,
+}
+
+impl RunningUnit {
+    pub(crate) fn start(
+        id: UnitId,
+        spec: UnitSpec,
+        ctx: &CommandContext<'_>,
+        events: &Sender<Event>,
+    ) -> std::io::Result<RunningUnit> {
+        let now = Instant::now();
+        let tracker = match spec.kind {
+            UnitKind::Doctests => Tracker::open(),
+            _ => Tracker::new(spec.tests.clone(), spec.threads, now),
+        };
+        let pid = spawn_unit(&mut spec.command(ctx), id, events, ctx.session)?;
+        Ok(RunningUnit {
+            spec,
+            pid,
+            started: now,
+            tracker,
+            output: String::new(),
+            dropped: 0,
+            exit: None,
+            eof: false,
+            stop: Stop::Running,
+            reason: None,
+            eof_wait_from: None,
+            timed_out: Vec::new(),
+            doc_timed_out: false,
+            last_progress: now,
+            leftovers: Vec::new(),
+        })
+    }
+
+    /// Feeds one output line; returns the verdicts it carried and whether the line is the tests' own
+    /// output (worth echoing with `--nocapture`).
+    pub(crate) fn on_line(
+        &mut self,
+        line: String,
+        now: Instant,
+    ) -> (Option<(usize, Verdict)>, bool) {
+        let parsed = self.tracker.on_line(&line, now);
+        // Only the tests' own output is kept: libtest's framing (result and total lines) inside a failure
+        // report would confuse log parsers that add up `test result:` lines.
+        if parsed == tracker::Line::Output {
+            if self.output.len() + line.len() < OUTPUT_CAP {
+                self.output.push_str(&line);
+                self.output.push('\n');
+            } else {
+                self.dropped += line.len() + 1;
+            }
+        }
+        match parsed {
+            tracker::Line::Result(i, v) => {
+                self.last_progress = now;
+                (Some((i, v)), false)
+            }
+            tracker::Line::Framing => (None, false),
+            tracker::Line::Output => (None, true),
+        }
+    }
+
+    pub(crate) fn on_eof(&mut self) {
+        self.eof = true;
+    }
+
+    /// The leader exited. A group that is not being stopped loses its leftovers at once; one being
+    /// stopped keeps its grace period (children may be shutting down cleanly).
+    pub(crate) fn on_exit(&mut self, exit: ExitKind, now: Instant) {
+        self.exit = Some(exit);
+        if matches!(self.stop, Stop::Terminating { .. }) {
+            return;
+        }
+        self.leftovers.extend(kill_leftovers(self.pid));
+        self.eof_wait_from = Some(now);
+    }
+
+    /// The run was interrupted: the session already forwarded the signal (`count == 1`) or SIGKILLed
+    /// the group (`count > 1`).
+    pub(crate) fn interrupt(&mut self, count: usize, now: Instant, grace: Duration) {
+        self.reason.get_or_insert(StopReason::Interrupt);
+        if count > 1 {
+            self.mark_killed(now);
+        } else if self.stop == Stop::Running {
+            self.stop = Stop::Terminating {
+                kill_at: now + grace,
+            };
+        }
+    }
+
+    fn mark_killed(&mut self, now: Instant) {
+        self.stop = Stop::Killed;
+        if self.exit.is_some() {
+            self.leftovers.extend(kill_leftovers(self.pid));
+            self.eof_wait_from.get_or_insert(now);
+        }
+    }
+
+    /// Enforces timeouts and the grace period. Returns the names of tests that just timed out.
+    pub(crate) fn tick(&mut self, now: Instant, settings: &Settings) -> Vec<String> {
+        let mut newly = Vec::new();
+        match self.stop {
+            Stop::Running if self.exit.is_none() => {
+                let mut grace = Duration::ZERO;
+                if self.spec.kind == UnitKind::Doctests {
+                    if now >= self.last_progress + settings.timeout {
+                        self.doc_timed_out = true;
+                        grace = settings.grace_period;
+                        newly.push(DOCTESTS_ID.to_string());
+                    }
+                } else {
+                    let expired: Vec<usize> = self
+                        .tracker
+                        .running()
+                        .filter(|&(i, since)| now >= since + self.timeout_of(i, settings))
+                        .map(|(i, _)| i)
+                        .collect();
+                    for i in expired {
+                        let name = &self.tracker.names()[i];
+                        grace = grace.max(settings.grace_for(&self.spec.binary_id, name));
+                        newly.push(name.clone());
+                        self.timed_out.push(i);
+                    }
+                }
+                if !newly.is_empty() {
+                    self.reason = Some(StopReason::Timeout);
+                    signal_group(self.pid, Signal::SIGTERM);
+                    self.stop = Stop::Terminating {
+                        kill_at: now + grace,
+                    };
+                }
+            }
+            Stop::Terminating { kill_at } if now >= kill_at => {
+                if self.exit.is_none() {
+                    signal_group(self.pid, Signal::SIGKILL);
+                }
+                self.mark_killed(now);
+            }
+            _ => {}
+        }
+        if self.exit.is_some() && self.eof && matches!(self.stop, Stop::Terminating { .. }) {
+            // Everything holding the output closed it: the group is gone before its grace ran out.
+            self.leftovers.extend(kill_leftovers(self.pid));
+            self.stop = Stop::Killed;
+        }
+        newly
+    }
+
+    fn timeout_of(&self, index: usize, settings: &Settings) -> Duration {
+        settings.timeout_for(&self.spec.binary_id, &self.tracker.names()[index])
+    }
+
+    /// The next instant at which `tick` has something to do.
+    pub(crate) fn next_deadline(&self, settings: &Settings) -> Option<Instant> {
+        let eof_deadline = self
+            .eof_wait_from
+            .filter(|_| !self.eof)
+            .map(|t| t + EOF_WAIT);
+        let own = match self.stop {
+            Stop::Running if self.exit.is_none() => match self.spec.kind {
+                UnitKind::Doctests => Some(self.last_progress + settings.timeout),
+                _ => self
+                    .tracker
+                    .running()
+                    .map(|(i, since)| since + self.timeout_of(i, settings))
+                    .min(),
+            },
+            Stop::Terminating { kill_at } => Some(kill_at),
+            _ => None,
+        };
+        [own, eof_deadline].into_iter().flatten().min()
+    }
+
+    /// Running tests and how long each has run, for progress display.
+    pub(crate) fn running_tests(&self, now: Instant) -> Vec<(String, Duration)> {
+        if self.spec.kind == UnitKind::Doctests {
+            return vec![(DOCTESTS_ID.to_string(), now - self.started)];
+        }
+        self.tracker
+            .running()
+            .map(|(i, since)| (self.tracker.names()[i].clone(), now - since))
+            .collect()
+    }
+
+    pub(crate) fn is_done(&self, now: Instant) -> bool {
+        let Some(_) = self.exit else { return false };
+        if matches!(self.stop, Stop::Terminating { .. }) {
+            return false;
+        }
+        self.eof || self.eof_wait_from.is_some_and(|t| now >= t + EOF_WAIT)
+    }
+}

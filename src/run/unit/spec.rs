@@ -1,0 +1,102 @@
+//! What a unit is before it starts: its kind, its tests, and the command line that runs it (the test
+//! binary with libtest's arguments, or `cargo test --doc`), with the session's environment.
+
+use std::ffi::OsString;
+use std::process::Command;
+use std::sync::Arc;
+
+use crate::cli::TestArgs;
+use crate::contract::{ENV_BINARY, ENV_TEST};
+use crate::run::cargo::TestBinary;
+use crate::run::cargo_env::cargo_program;
+use crate::session::Session;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnitKind {
+    /// A whole test binary, its tests in one process as under cargo test.
+    Shared,
+    /// One test of a binary, alone in its process.
+    Isolated,
+    /// `cargo test --doc` with the run's selection.
+    Doctests,
+}
+
+/// Everything needed to start (or restart) a unit.
+#[derive(Debug, Clone)]
+pub(crate) struct UnitSpec {
+    pub kind: UnitKind,
+    pub binary_id: String,
+    pub binary: Option<Arc<TestBinary>>,
+    /// The tests this process will run, in libtest's order (empty for doctests).
+    pub tests: Vec<String>,
+    /// Tests run at once inside the process.
+    pub threads: usize,
+    /// 0 for the first run of a binary; reruns after a timeout or crash count up.
+    pub attempt: u32,
+}
+
+/// What the unit commands are built from.
+pub(crate) struct CommandContext<'a> {
+    pub args: &'a TestArgs,
+    pub session: &'a Session,
+    /// `cargo test --doc` arguments before `--`.
+    pub doc_cargo_args: &'a [String],
+}
+
+impl UnitSpec {
+    /// The same binary again, for the tests that had not finished.
+    pub(crate) fn rerun(&self, tests: Vec<String>) -> UnitSpec {
+        UnitSpec {
+            tests,
+            attempt: self.attempt + 1,
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn command(&self, ctx: &CommandContext<'_>) -> Command {
+        let mut command = match (&self.binary, self.kind) {
+            (Some(binary), kind) if kind != UnitKind::Doctests => {
+                let mut c = Command::new(&binary.executable);
+                c.envs(binary.env.iter().map(|(k, v)| (k, v)))
+                    .current_dir(&binary.package.dir);
+                c.args(self.test_args(ctx.args));
+                c
+            }
+            _ => {
+                let mut c = Command::new(cargo_program());
+                c.args(["test", "--doc"]).args(ctx.doc_cargo_args).arg("--");
+                c.args(ctx.args.doctest_args(self.threads));
+                c
+            }
+        };
+        command.env(ENV_BINARY, &self.binary_id);
+        ctx.session.configure(&mut command);
+        if self.kind == UnitKind::Isolated {
+            command.env(ENV_TEST, &self.tests[0]);
+        }
+        command
+    }
+
+    fn test_args(&self, args: &TestArgs) -> Vec<OsString> {
+        let mut out: Vec<OsString> = Vec::new();
+        if self.kind == UnitKind::Shared && self.attempt == 0 {
+            out.extend(args.selection().into_iter().map(OsString::from));
+        } else {
+            // Reruns and isolated tests name their tests exactly; the ignored mode still decides
+            // whether libtest runs an ignored test or reports it ignored.
+            out.extend(self.tests.iter().map(OsString::from));
+            out.push("--exact".into());
+            out.extend(args.ignored_flag().map(OsString::from));
+        }
+        out.push("--test-threads".into());
+        out.push(self.threads.to_string().into());
+        if self.kind == UnitKind::Isolated || args.nocapture {
+            out.push("--nocapture".into());
+        }
+        if args.show_output && self.kind == UnitKind::Shared {
+            out.push("--show-output".into());
+        }
+        out.extend(args.passthrough.iter().map(OsString::from));
+        out
+    }
+}

@@ -1,0 +1,210 @@
+//! Ending a session: kill its processes, sweep its Docker resources (or keep them after a failure with
+//! `--keep-on-failure`), settle its record, dismiss the reaper; and the lines that say what that did.
+//!
+//! The order matters: processes first (a live test could create a container after the sweep listed),
+//! then the proxy, then the sweep, then the record (deleted only once nothing is left to find).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::orphans::Escaped;
+use super::state::record::Status;
+use super::{DockerState, Session};
+use crate::contract::SESSION_LABEL;
+use crate::docker::{self, Engine, Kind, Removal, Resource};
+
+/// How long the end of a session waits for an engine that was down at its start.
+const END_RECONNECT: Duration = Duration::from_secs(5);
+
+/// What ending the session did with its Docker resources.
+#[derive(Debug)]
+pub(crate) enum DockerEnd {
+    /// No engine was used or reachable.
+    NotSwept {
+        endpoint: String,
+        reason: String,
+    },
+    Swept(Removal),
+    /// `--keep-on-failure`: these were kept for inspection.
+    Kept(Vec<Resource>),
+    /// The engine stopped answering while the session ended.
+    Failed(String),
+}
+
+impl DockerEnd {
+    /// True when resources of the session may still exist against the user's wishes.
+    pub(crate) fn left_something(&self) -> bool {
+        match self {
+            DockerEnd::Swept(r) => !r.failures.is_empty(),
+            DockerEnd::Failed(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What ending the session did.
+#[derive(Debug, Default)]
+pub(crate) struct SessionEnd {
+    /// Docker resources swept or kept; None when Docker played no part.
+    pub docker: Option<DockerEnd>,
+    /// Processes of the session still alive at the end (escaped their group), killed.
+    pub escaped: Vec<Escaped>,
+}
+
+impl Session {
+    /// Ends the session: kills its processes (groups, adopted escapees, anything carrying its id), then
+    /// sweeps its Docker resources, or keeps them when `keep` (`--keep-on-failure` after a failure),
+    /// settles its record and dismisses the reaper. Runs once; later calls return None.
+    pub(crate) fn finish(&self, keep: bool) -> Option<SessionEnd> {
+        if self.finished.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let escaped = self.cleanup();
+        // Nobody is left to talk through the proxy; the sweep talks to the engine directly.
+        drop(self.proxy.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let docker = match self.docker() {
+            DockerState::Unused => None,
+            // An engine that was never configured is not worth a word (projects without Docker).
+            DockerState::Down {
+                expected: false, ..
+            } => None,
+            DockerState::Down {
+                endpoint, reason, ..
+            } => match docker::connect_within(END_RECONNECT) {
+                // It was down at the start; it may be back now.
+                docker::Connection::Up(engine) => Some(self.sweep_or_keep(&engine, keep)),
+                docker::Connection::Down { .. } => Some(DockerEnd::NotSwept { endpoint, reason }),
+            },
+            DockerState::Up(engine) => Some(self.sweep_or_keep(&engine, keep)),
+        };
+        self.settle_record(docker.as_ref());
+        if let Some(reaper) = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            reaper.dismiss();
+        }
+        Some(SessionEnd { docker, escaped })
+    }
+
+    fn sweep_or_keep(&self, engine: &Engine, keep: bool) -> DockerEnd {
+        let result = if keep {
+            docker::list_session(engine, &self.id).map(DockerEnd::Kept)
+        } else {
+            docker::sweep_session(engine, &self.id).map(DockerEnd::Swept)
+        };
+        result.unwrap_or_else(DockerEnd::Failed)
+    }
+
+    /// Kept sessions stay on record as kept; fully swept ones are forgotten; anything else stays
+    /// "finished" so the next run's stale sweep retries it.
+    fn settle_record(&self, end: Option<&DockerEnd>) {
+        let Some(mut record) = self.record.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let result = match end {
+            Some(DockerEnd::Kept(found)) if !found.is_empty() => {
+                record.set_status(Status::Kept).map(|_| drop(record))
+            }
+            Some(DockerEnd::Swept(r)) if !r.failures.is_empty() => {
+                record.set_status(Status::Finished).map(|_| drop(record))
+            }
+            Some(DockerEnd::Failed(_)) | Some(DockerEnd::NotSwept { .. }) => {
+                record.set_status(Status::Finished).map(|_| drop(record))
+            }
+            _ => record.remove(),
+        };
+        if let Err(e) = result {
+            eprintln!("warning: failed to update the session record: {e}");
+        }
+    }
+}
+
+/// Ends the session when dropped, if the run did not: on `?` and on panic.
+pub(crate) struct CleanupGuard(pub Arc<Session>);
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        if let Some(SessionEnd {
+            docker: Some(DockerEnd::Swept(r)),
+            ..
+        }) = self.0.finish(false)
+            && (r.containers + r.networks + r.volumes > 0 || !r.failures.is_empty())
+        {
+            eprintln!("{}", r.line());
+        }
+    }
+}
+
+/// The Docker part of the summary: the sweep line and what could not be removed, or the kept table with
+/// ready-to-paste commands, or why nothing was swept.
+pub(crate) fn docker_lines(end: &DockerEnd, session: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    match end {
+        DockerEnd::Swept(r) => {
+            if r.containers + r.networks + r.volumes > 0 || !r.failures.is_empty() {
+                out.push(format!("\n{}", r.line()));
+            }
+            for f in &r.failures {
+                out.push(format!(
+                    "    could not remove {} {}: {}",
+                    f.resource.kind.word(),
+                    f.resource.name,
+                    f.error
+                ));
+                out.push(format!(
+                    "        retry: {}",
+                    docker::sweep::retry_command(f)
+                ));
+            }
+            if !r.failures.is_empty() {
+                out.push(format!(
+                    "    or later: cargo cleantest sweep --session {session}"
+                ));
+            }
+        }
+        DockerEnd::Kept(found) if !found.is_empty() => {
+            out.push(format!("\nkept for inspection (session {session}):"));
+            out.push(format!(
+                "    {:<28} {:<28} {:<10} PORTS",
+                "CONTAINER", "IMAGE", "STATE"
+            ));
+            let containers: Vec<_> = found.iter().filter(|r| r.kind == Kind::Container).collect();
+            for c in &containers {
+                out.push(format!(
+                    "    {:<28} {:<28} {:<10} {}",
+                    c.name, c.image, c.state, c.ports
+                ));
+            }
+            for r in found.iter().filter(|r| r.kind != Kind::Container) {
+                out.push(format!("    {} {}", r.kind.word(), r.name));
+            }
+            if let Some(c) = containers.first() {
+                out.push(format!(
+                    "  inspect:  docker logs {}    docker exec -it {} sh",
+                    c.name, c.name
+                ));
+            }
+            out.push(format!(
+                "  list:     docker ps -a --filter label={}={session}",
+                SESSION_LABEL
+            ));
+            out.push(format!(
+                "  clean up: cargo cleantest sweep --session {session}"
+            ));
+        }
+        DockerEnd::Kept(_) => {}
+        DockerEnd::NotSwept { endpoint, reason } => {
+            out.push(format!(
+                "\nno Docker engine answers at {endpoint} ({reason}): nothing was swept"
+            ));
+        }
+        DockerEnd::Failed(e) => {
+            out.push(format!(
+                "\nfailed to sweep the session's Docker resources: {e}"
+            ));
+            out.push(format!(
+                "    retry: cargo cleantest sweep --session {session}"
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,319 @@
+//! The session: one run's id, the environment every process of the run carries, and everything that must
+//! be cleaned up when the run ends: the process groups it started, the processes that escaped them, the
+//! Docker resources labelled with its id, and its record in the state directory. All cleanup lives in
+//! this folder and nowhere else.
+//!
+//! - `id`: the session id. `start`: record, reaper, engine, stale sweep, proxy, lock. `end`: finishing
+//!   the session (kill, sweep or keep, settle the record) and what that did.
+//! - `process`: spawning in a process group of its own, and what a group leaves behind. `orphans`: the
+//!   subreaper and the environment scan. `signals`: the signal thread. `reaper`: the process that cleans
+//!   up after a runner that died.
+//! - `state`: the state directory and session records. `lock`: the environment lock. `stale`: sweeping
+//!   the sessions of dead runners.
+//!
+//! The signal thread and the scheduler both go through `Session`, under one lock, so a group registered
+//! while a signal arrives is never missed. This layer uses `docker` to sweep; it never imports `run` or
+//! `commands`.
+
+mod end;
+mod id;
+pub(crate) mod lock;
+pub(crate) mod orphans;
+pub(crate) mod process;
+pub(crate) mod reaper;
+pub(crate) mod signals;
+pub(crate) mod stale;
+pub(crate) mod start;
+pub(crate) mod state;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use crate::contract::{
+    BINARY_LABEL, ENV_DOCKER_CONTEXT, ENV_DOCKER_HOST, ENV_MARKER, ENV_SESSION, TEST_LABEL,
+};
+use crate::docker::proxy::Proxy;
+use crate::docker::{self, Engine};
+use orphans::Escaped;
+use reaper::ReaperHandle;
+use state::record::OwnRecord;
+
+pub(crate) use end::{CleanupGuard, docker_lines};
+
+#[derive(Debug, Default)]
+struct State {
+    /// Process groups started by this run and not yet known to be empty.
+    groups: BTreeSet<i32>,
+    /// Processes started in the runner's own group (the cargo build), signalled by pid.
+    members: BTreeSet<i32>,
+    /// Signals received so far (the first one decides the exit code).
+    signals: Vec<Signal>,
+}
+
+/// The Docker engine as the session found it.
+#[derive(Clone, Default)]
+pub(crate) enum DockerState {
+    #[default]
+    Unused,
+    Up(Engine),
+    /// No engine answered; `expected` when one was configured or its socket exists.
+    Down {
+        endpoint: String,
+        reason: String,
+        expected: bool,
+    },
+}
+
+/// One run of the runner.
+pub(crate) struct Session {
+    id: String,
+    state: Mutex<State>,
+    docker: Mutex<DockerState>,
+    record: Mutex<Option<OwnRecord>>,
+    reaper: Mutex<Option<ReaperHandle>>,
+    proxy: Mutex<Option<Proxy>>,
+    finished: AtomicBool,
+}
+
+impl Session {
+    pub(crate) fn new() -> Arc<Session> {
+        Arc::new(Session {
+            id: id::new_id(),
+            state: Mutex::default(),
+            docker: Mutex::default(),
+            record: Mutex::default(),
+            reaper: Mutex::default(),
+            proxy: Mutex::default(),
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The environment of every process the session starts: `CLEANTEST=1`, `CLEANTEST_SESSION=<id>`,
+    /// and with the proxy running, `DOCKER_HOST` pointing at it.
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            (ENV_MARKER, "1".to_string()),
+            (ENV_SESSION, self.id.clone()),
+        ];
+        if let Some(proxy) = self
+            .proxy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            env.push((ENV_DOCKER_HOST, proxy.docker_host()));
+        }
+        env
+    }
+
+    /// Sets the session's environment on a command. `DOCKER_CONTEXT` is removed while the proxy runs:
+    /// the docker CLI prefers a context over `DOCKER_HOST` only when the context is set.
+    pub(crate) fn configure<'c>(
+        &self,
+        command: &'c mut std::process::Command,
+    ) -> &'c mut std::process::Command {
+        let env = self.env();
+        if env.iter().any(|(k, _)| *k == ENV_DOCKER_HOST) {
+            command.env_remove(ENV_DOCKER_CONTEXT);
+        }
+        command.envs(env)
+    }
+
+    /// Starts routing the session's Docker traffic through `proxy`.
+    pub(crate) fn set_proxy(&self, proxy: Proxy) {
+        *self.proxy.lock().unwrap_or_else(|e| e.into_inner()) = Some(proxy);
+    }
+
+    /// Running containers that the unit (`binary`, and `test` in isolated mode) created through the
+    /// proxy, by name: what it left behind.
+    pub(crate) fn leaked_containers(&self, binary: &str, test: Option<&str>) -> Vec<String> {
+        let created = self
+            .proxy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|p| p.created_by(binary, test));
+        if !created {
+            return Vec::new();
+        }
+        let DockerState::Up(engine) = self.docker() else {
+            return Vec::new();
+        };
+        let mut filter = docker::session_filter(&self.id);
+        filter.push(format!("{BINARY_LABEL}={binary}"));
+        if let Some(test) = test {
+            filter.push(format!("{TEST_LABEL}={test}"));
+        }
+        docker::list(&engine, &filter)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.kind == docker::Kind::Container && r.state == "running")
+            .map(|r| r.name)
+            .collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state usable: cleanup must still run.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a process group the run started. If the run is already being stopped, the group is
+    /// signalled at once, so a unit spawned during a signal does not escape it.
+    pub(crate) fn add_group(&self, pgid: i32) {
+        let mut state = self.lock();
+        state.groups.insert(pgid);
+        match state.signals.len() {
+            0 => {}
+            1 => signal_group(pgid, state.signals[0]),
+            _ => signal_group(pgid, Signal::SIGKILL),
+        }
+    }
+
+    /// Forgets a group whose members are all gone.
+    pub(crate) fn remove_group(&self, pgid: i32) {
+        self.lock().groups.remove(&pgid);
+    }
+
+    /// Records a process that runs in the runner's own group (signalled by pid, not by group).
+    pub(crate) fn add_group_member(&self, pid: i32) {
+        let mut state = self.lock();
+        state.members.insert(pid);
+        if let Some(&first) = state.signals.first() {
+            let _ = kill(Pid::from_raw(pid), first);
+        }
+    }
+
+    /// Forgets a process recorded with `add_group_member`, once it has been waited for.
+    pub(crate) fn remove_group_member(&self, pid: i32) {
+        self.lock().members.remove(&pid);
+    }
+
+    /// Records a signal and passes it on: the first is forwarded as is to every group, later ones
+    /// SIGKILL every group. Returns how many signals have arrived.
+    pub(crate) fn on_signal(&self, signal: Signal) -> usize {
+        let mut state = self.lock();
+        state.signals.push(signal);
+        let send = if state.signals.len() == 1 {
+            signal
+        } else {
+            Signal::SIGKILL
+        };
+        for &pgid in &state.groups {
+            signal_group(pgid, send);
+        }
+        for &pid in &state.members {
+            let _ = kill(Pid::from_raw(pid), send);
+        }
+        state.signals.len()
+    }
+
+    /// The first signal received, if any.
+    pub(crate) fn interrupted_by(&self) -> Option<Signal> {
+        self.lock().signals.first().copied()
+    }
+
+    /// Connects the session to the engine it will sweep at the end.
+    pub(crate) fn set_docker(&self, docker: DockerState) {
+        *self.docker.lock().unwrap_or_else(|e| e.into_inner()) = docker;
+    }
+
+    pub(crate) fn docker(&self) -> DockerState {
+        self.docker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Hands the session its record (whose lock it then holds for its whole life).
+    pub(crate) fn set_record(&self, record: OwnRecord) {
+        *self.record.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
+    }
+
+    /// Hands the session the reaper that will clean up if the runner dies.
+    pub(crate) fn set_reaper(&self, reaper: ReaperHandle) {
+        *self.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
+    }
+
+    /// Whether `pid` is a process the runner started itself (a unit, the build, the reaper).
+    pub(crate) fn is_known(&self, pid: i32) -> bool {
+        let state = self.lock();
+        state.groups.contains(&pid)
+            || state.members.contains(&pid)
+            || self
+                .reaper
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|r| r.pid == pid)
+    }
+
+    /// Kills (and reaps, by pid) the processes adopted from finished units: those that left their
+    /// group and whose parent is gone. `still_running` says whether the unit an escaped process belongs
+    /// to is still running, in which case it is left alone for now. Exited ones are reaped either way.
+    pub(crate) fn reap_adopted(&self, still_running: impl Fn(&Escaped) -> bool) -> Vec<Escaped> {
+        let mut killed = Vec::new();
+        for escaped in orphans::adopted(|pid| self.is_known(pid)) {
+            if orphans::reap_if_exited(escaped.pid) || still_running(&escaped) {
+                continue;
+            }
+            orphans::kill_and_reap(escaped.pid);
+            killed.push(escaped);
+        }
+        killed
+    }
+
+    /// Kills everything of the session that may still run: its groups, the processes it started in its
+    /// own group, adopted escapees, and any process carrying the session's id. Safe to call more than
+    /// once; returns the escaped processes it found.
+    pub(crate) fn cleanup(&self) -> Vec<Escaped> {
+        let (groups, members) = {
+            let mut state = self.lock();
+            (
+                std::mem::take(&mut state.groups),
+                std::mem::take(&mut state.members),
+            )
+        };
+        for pgid in groups {
+            signal_group(pgid, Signal::SIGKILL);
+        }
+        for pid in members {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let mut escaped = self.reap_adopted(|_| false);
+        // Also what escaped the subreaper too (re-parented elsewhere) but still carries the session.
+        for found in orphans::session_processes(&self.id) {
+            let _ = kill(Pid::from_raw(found.pid), Signal::SIGKILL);
+            if !escaped.iter().any(|e| e.pid == found.pid) {
+                escaped.push(found);
+            }
+        }
+        escaped
+    }
+}
+
+/// Sends a signal to a process group; a group that is already gone is not an error.
+pub(crate) fn signal_group(pgid: i32, signal: Signal) {
+    let _ = killpg(Pid::from_raw(pgid), signal);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_signal_decides_and_counts() {
+        let s = Session::new();
+        assert_eq!(s.interrupted_by(), None);
+        assert_eq!(s.on_signal(Signal::SIGTERM), 1);
+        assert_eq!(s.on_signal(Signal::SIGINT), 2);
+        assert_eq!(s.interrupted_by(), Some(Signal::SIGTERM));
+    }
+}

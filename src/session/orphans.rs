@@ -1,0 +1,158 @@
+//! Processes that left their unit's process group: a `setsid` child, a double-forked daemon.
+//!
+//! The runner is a child subreaper, so such a process is re-parented to the runner when its parent dies
+//! and shows up among the runner's children (`/proc/self/task/*/children`, no scan of all of /proc).
+//! Adopted processes are reaped by pid, never with `waitpid(-1)`, which would steal the status of the
+//! children std and the unit threads wait for. As a last resort, every process of the session is found
+//! by the `CLEANTEST_SESSION` in its environment (same user only): that also finds what escaped the
+//! subreaper, unless it cleared its environment too.
+
+use std::collections::HashMap;
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+use crate::contract::{ENV_BINARY, ENV_SESSION, ENV_TEST};
+
+/// Makes this process the reaper of its orphaned descendants. Returns false where the kernel refuses.
+pub(crate) fn become_subreaper() -> bool {
+    nix::sys::prctl::set_child_subreaper(true).is_ok()
+}
+
+/// A process found outside its unit's group.
+#[derive(Debug, Clone)]
+pub(crate) struct Escaped {
+    pub pid: i32,
+    /// `pid command line`, for reports.
+    pub description: String,
+    /// `CLEANTEST_BINARY` and `CLEANTEST_TEST` from its environment, when it still has them.
+    pub binary: Option<String>,
+    pub test: Option<String>,
+}
+
+/// Children of this process that it did not start itself (`known` says which it started).
+pub(crate) fn adopted(known: impl Fn(i32) -> bool) -> Vec<Escaped> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        for pid in text
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            if !known(pid) {
+                out.push(describe(pid));
+            }
+        }
+    }
+    out
+}
+
+/// SIGKILLs an adopted child and reaps it by pid.
+pub(crate) fn kill_and_reap(pid: i32) {
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    while let Err(nix::errno::Errno::EINTR) = waitpid(Pid::from_raw(pid), None) {}
+}
+
+/// Reaps an adopted child if it has already exited (a zombie); true if it was reaped.
+pub(crate) fn reap_if_exited(pid: i32) -> bool {
+    !matches!(
+        waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+        Ok(nix::sys::wait::WaitStatus::StillAlive)
+    )
+}
+
+/// Every live process (of any parent) whose environment carries `CLEANTEST_SESSION=<session>`.
+pub(crate) fn session_processes(session: &str) -> Vec<Escaped> {
+    let needle = format!("{ENV_SESSION}={session}");
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) && !is_zombie(pid) {
+            out.push(describe(pid));
+        }
+    }
+    out
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+fn describe(pid: i32) -> Escaped {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline)
+        .replace('\0', " ")
+        .trim()
+        .to_string();
+    let env = environ(pid);
+    Escaped {
+        pid,
+        description: format!("{pid} {cmdline}"),
+        binary: env.get(ENV_BINARY).cloned(),
+        test: env.get(ENV_TEST).cloned(),
+    }
+}
+
+fn environ(pid: i32) -> HashMap<String, String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    bytes
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let text = std::str::from_utf8(kv).ok()?;
+            let (k, v) = text.split_once('=')?;
+            (k == ENV_BINARY || k == ENV_TEST).then(|| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn session_processes_are_found_by_environment() {
+        let id = format!("unit{}", std::process::id());
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .env(ENV_SESSION, &id)
+            .env(ENV_BINARY, "pkg::it")
+            .spawn()
+            .unwrap();
+        let found = session_processes(&id);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].pid, child.id() as i32);
+        assert_eq!(found[0].binary.as_deref(), Some("pkg::it"));
+        assert!(found[0].description.contains("sleep 30"));
+    }
+}

@@ -1,0 +1,209 @@
+//! Processes: spawning a command in a process group of its own, following it from threads that report
+//! to the scheduler's channel, and finding what it left behind in its group.
+//!
+//! Spawning uses `CommandExt::process_group(0)` and nothing else, which keeps std on its posix_spawn
+//! path (a `pre_exec` would force fork+exec, markedly slower per test). stdout and stderr share one pipe
+//! so a test's output keeps its order and one reader thread suffices.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Sender};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::{Session, signal_group};
+
+/// Index of a unit in the scheduler's table.
+pub(crate) type UnitId = usize;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExitKind {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitKind {
+    pub(crate) fn success(self) -> bool {
+        self == ExitKind::Code(0)
+    }
+}
+
+impl std::fmt::Display for ExitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitKind::Code(c) => write!(f, "exit code {c}"),
+            ExitKind::Signal(s) => match Signal::try_from(*s) {
+                Ok(sig) => write!(f, "signal {} ({})", s, sig.as_str()),
+                Err(_) => write!(f, "signal {s}"),
+            },
+        }
+    }
+}
+
+/// What the scheduler hears from units and from the signal thread.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Line(UnitId, String),
+    Eof(UnitId),
+    Exited(UnitId, ExitKind),
+    Signal(Signal, usize),
+}
+
+/// Spawns `command` as the leader of a new process group, registered with the session, with its
+/// output lines and its exit sent to `events`. Returns the pid (which is also the group id).
+pub(crate) fn spawn_unit(
+    command: &mut Command,
+    id: UnitId,
+    events: &Sender<Event>,
+    session: &Session,
+) -> std::io::Result<i32> {
+    let (reader, writer) = std::io::pipe()?;
+    command
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .process_group(0);
+    let child = command.spawn();
+    // The command holds the pipe's write ends; drop them now or the reader never sees end-of-file.
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    let pid = child?.id() as i32;
+    session.add_group(pid);
+
+    let tx = events.clone();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::with_capacity(64 * 1024, reader);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.trim_end_matches(['\n', '\r']).to_string();
+                    if tx.send(Event::Line(id, line)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(Event::Eof(id));
+    });
+    let tx = events.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(Event::Exited(id, wait_for(pid)));
+    });
+    Ok(pid)
+}
+
+/// Waits for (and reaps) one child by pid. Never `waitpid(-1)`: that would steal other children's status.
+fn wait_for(pid: i32) -> ExitKind {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return ExitKind::Code(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return ExitKind::Signal(sig as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return ExitKind::Code(-1),
+        }
+    }
+}
+
+/// Kills whatever is left in a process group whose leader has exited, and describes it.
+/// The common case (nothing left) costs one `kill(-pgid, 0)`.
+pub(crate) fn kill_leftovers(pgid: i32) -> Vec<String> {
+    if killpg(Pid::from_raw(pgid), None).is_err() {
+        return Vec::new();
+    }
+    let found = group_members(pgid);
+    signal_group(pgid, Signal::SIGKILL);
+    found
+}
+
+/// `pid command line` of every live (not zombie) process in a group, from /proc.
+pub(crate) fn group_members(pgid: i32) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces: the fields follow the last ')'.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.len() < 3 || fields[0] == "Z" || fields[2].parse::<i32>() != Ok(pgid) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline)
+            .replace('\0', " ")
+            .trim()
+            .to_string();
+        out.push(format!("{pid} {cmdline}"));
+    }
+    out
+}
+
+/// The output of a short command run to completion (listing a binary's tests).
+#[derive(Debug)]
+pub(crate) struct Captured {
+    pub exit: ExitKind,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+}
+
+/// Runs a command in its own process group and collects its output, killing it after `timeout`.
+pub(crate) fn capture(
+    command: &mut Command,
+    session: &Session,
+    timeout: Duration,
+) -> std::io::Result<Captured> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = command.spawn()?;
+    let pid = child.id() as i32;
+    session.add_group(pid);
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = r.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("piped")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("piped")));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(wait_for(pid));
+    });
+    let (exit, timed_out) = match rx.recv_timeout(timeout) {
+        Ok(exit) => (exit, false),
+        Err(_) => {
+            signal_group(pid, Signal::SIGKILL);
+            (rx.recv().unwrap_or(ExitKind::Signal(9)), true)
+        }
+    };
+    kill_leftovers(pid);
+    session.remove_group(pid);
+    Ok(Captured {
+        exit,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        timed_out,
+    })
+}

@@ -1,0 +1,145 @@
+//! The reaper: a small process (this binary, hidden subcommand `__reaper ID`) that outlives a runner
+//! killed by any means — SIGKILL, the OOM killer, a panic, a third Ctrl-C — and then ends the session's
+//! processes and sweeps its Docker resources.
+//!
+//! It runs in a session of its own (no terminal job control, no group signals), ignores SIGINT, SIGTERM
+//! and SIGHUP, and reads a pipe from the runner: `done` means the runner ended the session itself;
+//! end-of-file without `done` means the runner is gone. Either way it exits when it is through; if the
+//! engine does not answer within the sweep's bound, the session stays on record as stale for the next
+//! run's stale sweep.
+
+use std::io::{PipeWriter, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigHandler, Signal, kill, signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+use super::{orphans, state};
+use crate::contract::{ENV_BINARY, ENV_MARKER, ENV_SESSION, ENV_TEST};
+use crate::docker::{self, Connection};
+
+/// The hidden subcommand's name.
+pub(crate) const SUBCOMMAND: &str = "__reaper";
+/// How long a dead runner's reaper keeps trying to reach the engine.
+const ENGINE_BOUND: Duration = Duration::from_secs(30);
+
+/// The runner's end of the link.
+#[derive(Debug)]
+pub(crate) struct ReaperHandle {
+    pub pid: i32,
+    pipe: Option<PipeWriter>,
+}
+
+impl ReaperHandle {
+    /// Starts the reaper for `session`, logging to `log` (in the session's state directory).
+    pub(crate) fn spawn(session: &str, log: &std::path::Path) -> std::io::Result<ReaperHandle> {
+        let (reader, writer) = std::io::pipe()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .args([SUBCOMMAND, session])
+            .stdin(reader)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Not part of the session it cleans up: the environment scan must not find it.
+            .env_remove(ENV_SESSION)
+            .env_remove(ENV_MARKER)
+            .env_remove(ENV_BINARY)
+            .env_remove(ENV_TEST);
+        // SAFETY: setsid is async-signal-safe; this runs once per session, off the per-test path.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = command.spawn()?;
+        Ok(ReaperHandle {
+            pid: child.id() as i32,
+            pipe: Some(writer),
+        })
+    }
+
+    /// Tells the reaper the runner ended the session itself, and waits for it to exit.
+    pub(crate) fn dismiss(mut self) {
+        if let Some(mut pipe) = self.pipe.take() {
+            let _ = pipe.write_all(b"done\n");
+        }
+        let _ = waitpid(Pid::from_raw(self.pid), None);
+    }
+}
+
+/// The reaper's main: waits for the runner to go, then cleans up after it if it did not.
+pub(crate) fn run(session: &str) -> i32 {
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: installing SIG_IGN involves no handler code.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+    let mut said = String::new();
+    let _ = std::io::stdin().read_to_string(&mut said);
+    if said.lines().any(|l| l == "done") {
+        return 0;
+    }
+    let started = Instant::now();
+    eprintln!("reaper: the runner of session {session} is gone; cleaning up");
+    let killed = kill_session_processes(session);
+    eprintln!("reaper: killed {killed} process(es)");
+    let swept = sweep(session);
+    if let (true, Ok(dir)) = (swept, state::state_dir()) {
+        let _ = std::fs::remove_dir_all(state::session_dir(&dir, session));
+    }
+    eprintln!("reaper: done in {:.2}s", started.elapsed().as_secs_f64());
+    0
+}
+
+/// SIGKILLs every process carrying the session, again until none is left (a dying test may still
+/// spawn), within a few rounds.
+fn kill_session_processes(session: &str) -> usize {
+    let mut killed = 0;
+    for _ in 0..20 {
+        let found = orphans::session_processes(session);
+        if found.is_empty() {
+            break;
+        }
+        for p in &found {
+            let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+        }
+        killed += found.len();
+        std::thread::yield_now();
+    }
+    killed
+}
+
+/// Sweeps the session's Docker resources; true when nothing is left (or there is no engine to ask).
+fn sweep(session: &str) -> bool {
+    let deadline = Instant::now() + ENGINE_BOUND;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match docker::connect() {
+            Connection::Up(engine) => match docker::sweep_session(&engine, session) {
+                Ok(removal) => {
+                    eprintln!("reaper: {}", removal.line());
+                    return removal.failures.is_empty();
+                }
+                Err(e) => eprintln!("reaper: sweep failed: {e}"),
+            },
+            Connection::Down {
+                expected: false, ..
+            } => return true,
+            Connection::Down { reason, .. } => eprintln!("reaper: no engine: {reason}"),
+        }
+        if Instant::now() + delay > deadline {
+            eprintln!("reaper: giving up; the session stays stale for the next run's stale sweep");
+            return false;
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(3));
+    }
+}

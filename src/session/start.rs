@@ -1,0 +1,98 @@
+//! Starting a session, for test runs and `exec` alike: its record in the state directory, the reaper,
+//! the Docker engine, the sweep of this host's dead sessions, and the environment lock.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::lock::{self, EnvLock};
+use super::reaper::ReaperHandle;
+use super::state::{self, record::OwnRecord};
+use super::{DockerState, Session, orphans, stale};
+use crate::cli::SessionOpts;
+use crate::contract::{PROXY_SOCKET_FILE, REAPER_LOG_FILE};
+use crate::docker::proxy::Proxy;
+use crate::docker::{self, Connection};
+use crate::errors::Error;
+
+/// What the config profile says about the session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Profile<'a> {
+    pub lock: Option<&'a str>,
+    pub proxy: bool,
+}
+
+/// Prepares `session` for running things in `workspace`. The returned lock is held until dropped.
+pub(crate) fn start(
+    session: &Arc<Session>,
+    opts: &SessionOpts,
+    profile: Profile<'_>,
+    workspace: &Path,
+) -> Result<Option<EnvLock>, Error> {
+    let state = state::state_dir().map_err(Error::State)?;
+    let endpoint = docker::engine::endpoint();
+    let record =
+        OwnRecord::create(&state, session.id(), workspace, &endpoint).map_err(Error::State)?;
+    session.set_record(record);
+    // Orphaned descendants (setsid, double fork) are re-parented to us, where they can be found.
+    if !orphans::become_subreaper() {
+        eprintln!(
+            "warning: cannot become a child subreaper; processes that leave their group may survive"
+        );
+    }
+    let log = state::session_dir(&state, session.id()).join(REAPER_LOG_FILE);
+    match ReaperHandle::spawn(session.id(), &log) {
+        Ok(reaper) => session.set_reaper(reaper),
+        Err(e) => eprintln!(
+            "warning: failed to start the reaper ({e}); a killed runner will leave a stale session"
+        ),
+    }
+    let docker = match docker::connect() {
+        Connection::Up(engine) => DockerState::Up(engine),
+        Connection::Down {
+            endpoint,
+            expected,
+            reason,
+        } => {
+            // No noise for projects that never touch Docker: only a configured engine (DOCKER_HOST, or a
+            // socket that exists) is worth a word. Its sweep is tried again at the end.
+            if expected {
+                eprintln!(
+                    "warning: no Docker engine answers at {endpoint} ({reason}); \
+                     the sweep will try again when the run ends"
+                );
+            }
+            DockerState::Down {
+                endpoint,
+                reason,
+                expected,
+            }
+        }
+    };
+    if let (DockerState::Up(engine), false) = (&docker, opts.no_stale_sweep) {
+        let report = stale::sweep_stale(engine, &state, true, false);
+        if let Some(line) = report.line() {
+            eprintln!("stale sweep: {line}");
+        }
+    }
+    // The proxy labels what unmodified code creates; it is pointless where no engine is configured.
+    let engine_max = match &docker {
+        DockerState::Up(engine) => Some(engine.api_version.clone()),
+        DockerState::Down { expected: true, .. } => Some(None),
+        _ => None,
+    };
+    if let (Some(engine_max), false, true) = (engine_max, opts.no_proxy, profile.proxy) {
+        let socket = state::session_dir(&state, session.id()).join(PROXY_SOCKET_FILE);
+        match Proxy::start(&socket, session.id(), engine_max) {
+            Ok(proxy) => session.set_proxy(proxy),
+            Err(e) => eprintln!(
+                "warning: failed to start the Docker proxy ({e}); only labelled resources will be swept"
+            ),
+        }
+    }
+    session.set_docker(docker);
+    if opts.no_lock {
+        return Ok(None);
+    }
+    let name = lock::lock_name(opts.lock.as_deref().or(profile.lock), workspace);
+    lock::acquire(&state, &name, session.id(), opts.lock_timeout).map(Some)
+}

@@ -1,0 +1,167 @@
+//! Session records: `sessions/<id>/record.json` (who ran, where, which engine, status) and
+//! `sessions/<id>/lock`, which the runner holds with `flock` for its whole life. The kernel drops the
+//! lock when the runner dies, however it dies, so "lock not held" proves the owner is gone.
+
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{host_name, now_secs, private_dir, write_atomic};
+use crate::contract::{RECORD_FILE, RECORD_LOCK_FILE, SESSIONS_DIR};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Status {
+    Running,
+    Finished,
+    Kept,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionRecord {
+    pub id: String,
+    pub pid: u32,
+    pub host: String,
+    /// Seconds since the epoch.
+    pub started: u64,
+    pub workspace: String,
+    pub command: String,
+    pub docker_endpoint: String,
+    pub status: Status,
+}
+
+/// This run's own record, with its lock held.
+#[derive(Debug)]
+pub(crate) struct OwnRecord {
+    dir: PathBuf,
+    record: SessionRecord,
+    _lock: File,
+}
+
+/// Another session's record, as found on disk.
+#[derive(Debug, Clone)]
+pub(crate) struct FoundRecord {
+    pub dir: PathBuf,
+    pub record: SessionRecord,
+    /// Its runner still holds the lock.
+    pub alive: bool,
+}
+
+fn sessions_dir(state: &Path) -> PathBuf {
+    state.join(SESSIONS_DIR)
+}
+
+impl OwnRecord {
+    /// Creates `sessions/<id>/`, takes its lock and writes the record (status running).
+    pub(crate) fn create(
+        state: &Path,
+        id: &str,
+        workspace: &Path,
+        endpoint: &str,
+    ) -> std::io::Result<OwnRecord> {
+        let dir = super::session_dir(state, id);
+        private_dir(&dir)?;
+        let lock = File::create(dir.join(RECORD_LOCK_FILE))?;
+        lock.try_lock()
+            .map_err(|e| std::io::Error::other(format!("session lock: {e}")))?;
+        let command: Vec<String> = std::env::args().collect();
+        let record = SessionRecord {
+            id: id.to_string(),
+            pid: std::process::id(),
+            host: host_name(),
+            started: now_secs(),
+            workspace: workspace.display().to_string(),
+            command: command.join(" "),
+            docker_endpoint: endpoint.to_string(),
+            status: Status::Running,
+        };
+        let own = OwnRecord {
+            dir,
+            record,
+            _lock: lock,
+        };
+        own.save()?;
+        Ok(own)
+    }
+
+    fn save(&self) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(&self.record).map_err(std::io::Error::other)?;
+        write_atomic(&self.dir.join(RECORD_FILE), &json)
+    }
+
+    pub(crate) fn set_status(&mut self, status: Status) -> std::io::Result<()> {
+        self.record.status = status;
+        self.save()
+    }
+
+    /// Deletes the record: the session ended with nothing left to clean.
+    pub(crate) fn remove(self) -> std::io::Result<()> {
+        std::fs::remove_dir_all(&self.dir)
+    }
+}
+
+/// Every session record in the state directory, with whether its runner is alive.
+pub(crate) fn all(state: &Path) -> Vec<FoundRecord> {
+    let Ok(entries) = std::fs::read_dir(sessions_dir(state)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(text) = std::fs::read_to_string(dir.join(RECORD_FILE)) else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_str::<SessionRecord>(&text) else {
+            continue;
+        };
+        out.push(FoundRecord {
+            alive: lock_held(&dir.join(RECORD_LOCK_FILE)),
+            dir,
+            record,
+        });
+    }
+    out.sort_by_key(|f| f.record.started);
+    out
+}
+
+/// A record by session id.
+pub(crate) fn find(state: &Path, id: &str) -> Option<FoundRecord> {
+    all(state).into_iter().find(|f| f.record.id == id)
+}
+
+/// Whether some process holds the lock. A second open file description conflicts with the holder's
+/// even within one process, so our own session reads as alive too.
+fn lock_held(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => false,
+        Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(_)) => false,
+    }
+}
+
+impl FoundRecord {
+    pub(crate) fn remove(&self) -> std::io::Result<()> {
+        std::fs::remove_dir_all(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_record_is_alive_until_dropped_then_stale() {
+        let state = std::env::temp_dir().join(format!("cleantest-state-{}", std::process::id()));
+        let own = OwnRecord::create(&state, "abc123", Path::new("/ws"), "unix:///x").unwrap();
+        let found = find(&state, "abc123").unwrap();
+        assert!(found.alive);
+        assert_eq!(found.record.status, Status::Running);
+        drop(own);
+        assert!(!find(&state, "abc123").unwrap().alive);
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+}
