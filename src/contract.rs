@@ -55,6 +55,8 @@ pub(crate) const EXIT_LEFTOVERS: i32 = 3;
 pub(crate) const EXIT_LOCK_TIMEOUT: i32 = 4;
 /// `exec` only: the command ran past `--timeout` (as coreutils' `timeout`).
 pub(crate) const EXIT_TIMEOUT: i32 = 124;
+/// `exec` only: the command does not exist (126: it cannot be run), as a shell says it.
+pub(crate) const EXIT_NOT_FOUND: i32 = 127;
 
 /// The exit code of a run stopped by a signal: 130 SIGINT, 143 SIGTERM, 129 SIGHUP.
 pub(crate) fn exit_for_signal(signal: i32) -> i32 {

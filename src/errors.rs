@@ -37,6 +37,8 @@ pub(crate) enum Error {
     },
     #[error("reach the Docker engine at {endpoint}: {reason}")]
     DockerDown { endpoint: String, reason: String },
+    #[error("select targets: `--doc` can't be mixed with other target selecting options")]
+    DocMixed,
     #[error("{0}")]
     Usage(String),
 }
@@ -64,6 +66,9 @@ impl Error {
                  leave the target out with --test/--lib/--bins, or set `test = false` on it",
             ),
             Error::Build(_) => Some("fix the errors cargo printed above"),
+            Error::DocMixed => {
+                Some("run the doctests and the other targets in two runs, as with cargo test")
+            }
             Error::LockTimeout { .. } => Some(
                 "wait for the other run, raise --lock-timeout, or use --no-lock if the runs cannot collide",
             ),

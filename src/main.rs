@@ -24,10 +24,20 @@ fn main() {
     if args.first().map(String::as_str) == Some("cleantest") {
         args.remove(0);
     }
+    main_with(args)
+}
+
+fn main_with(args: Vec<String>) {
     match args.first().map(String::as_str) {
         Some("sweep") => exit_with(parse_sub::<sweep::SweepArgs>(&args).and_then(sweep::run)),
         Some("exec") => exit_with(parse_sub::<exec::ExecArgs>(&args).and_then(exec::run)),
         Some(reaper::SUBCOMMAND) if args.len() == 2 => std::process::exit(reaper::run(&args[1])),
+        // `cargo cleantest help [sweep|exec]`, as cargo's own `help`.
+        Some("help") => {
+            let mut argv = args[1..].to_vec();
+            argv.push("--help".into());
+            return main_with(argv);
+        }
         _ => {}
     }
     let parsed = match cli::RunArgs::parse_from_args(&args) {

@@ -20,8 +20,82 @@ pub(crate) use session_opts::SessionOpts;
 pub(crate) use targets::TargetSelection;
 pub(crate) use test_args::{RunIgnored, TestArgs};
 
-/// Parses `--timeout 30s`, `--grace-period 1m30s`, `500ms`: humantime's syntax.
+/// The longest duration accepted anywhere: far beyond any run, and far from overflowing an `Instant`.
+const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Parses `--grace-period 1m30s`, `500ms`, `0s`: humantime's syntax, at most ten years.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{e} (write a duration such as 90s, 5m or 1m30s)"))
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{e} (write a duration such as 90s, 5m or 1m30s)"))?;
+    if duration > LONGEST {
+        return Err(format!(
+            "`{}` is longer than the longest duration accepted, 10 years",
+            text.trim()
+        ));
+    }
+    Ok(duration)
+}
+
+/// Parses a limit (`--timeout`, `--list-timeout`): a duration that is not zero.
+pub(crate) fn parse_limit(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!(
+            "`{}` is no limit: a limit must be longer than zero (write e.g. 30s)",
+            text.trim()
+        )),
+        limit => Ok(limit),
+    }
+}
+
+/// The subcommands, for `help` and for "did you mean".
+pub(crate) const SUBCOMMANDS: &[&str] = &["sweep", "exec", "help"];
+
+/// The subcommand `word` is one typo away from (two for longer words), if any: `swep` → `sweep`.
+pub(crate) fn near_subcommand(word: &str) -> Option<&'static str> {
+    SUBCOMMANDS
+        .iter()
+        .copied()
+        .find(|sub| *sub != word && edit_distance(sub, word) <= sub.len().div_ceil(3).min(2))
+}
+
+/// Levenshtein distance, over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_misses_of_subcommands_are_found() {
+        assert_eq!(near_subcommand("swep"), Some("sweep"));
+        assert_eq!(near_subcommand("sweeep"), Some("sweep"));
+        assert_eq!(near_subcommand("exce"), Some("exec"));
+        assert_eq!(near_subcommand("sweep"), None);
+        assert_eq!(near_subcommand("db"), None);
+        assert_eq!(near_subcommand("parse"), None);
+    }
+
+    #[test]
+    fn limits_are_positive_and_bounded() {
+        assert_eq!(parse_limit("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_limit("0s").is_err());
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration("300000000000y").is_err());
+        assert!(parse_duration("11y").is_err());
+    }
 }

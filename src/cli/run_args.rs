@@ -19,7 +19,11 @@ use super::{RunnerOpts, SessionOpts, TargetSelection};
              per-test timeouts that really stop the test, and cleanup on every exit.",
     after_help = "Arguments after `--` go to the test binaries, as with cargo test \
                   (filters, --exact, --skip, --ignored, --include-ignored, --nocapture, \
-                  --show-output, --test-threads, --list, -q)."
+                  --show-output, --test-threads, --list, -q).\n\n\
+                  Commands:\n  \
+                  cargo cleantest sweep   Remove the Docker resources of ended sessions\n  \
+                  cargo cleantest exec    Run any command inside a session\n  \
+                  cargo cleantest help [COMMAND]"
 )]
 pub(crate) struct RunArgs {
     /// Run only the tests whose names contain this string (passed to the test binaries)

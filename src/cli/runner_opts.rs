@@ -6,15 +6,18 @@ use std::time::Duration;
 
 use clap::ArgAction;
 
-use super::parse_duration;
+use super::{parse_duration, parse_limit};
 
 /// The runner's own options.
 #[derive(clap::Args, Debug, Default, Clone)]
 #[command(next_help_heading = "Runner Options")]
 pub(crate) struct RunnerOpts {
     /// Per-test timeout; the test is stopped with SIGTERM, then SIGKILL after the grace period [default: 5m]
-    #[arg(long, value_name = "DURATION", env = "CLEANTEST_TIMEOUT", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "CLEANTEST_TIMEOUT", value_parser = parse_limit)]
     pub timeout: Option<Duration>,
+    /// How long one binary may take to list its tests, apart from the per-test timeout [default: 1m]
+    #[arg(long, value_name = "DURATION", env = "CLEANTEST_LIST_TIMEOUT", value_parser = parse_limit)]
+    pub list_timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL when a test is stopped [default: 5s]
     #[arg(long, value_name = "DURATION", env = "CLEANTEST_GRACE_PERIOD", value_parser = parse_duration)]
     pub grace_period: Option<Duration>,

@@ -26,6 +26,9 @@ pub(crate) struct TestArgs {
     pub quiet: bool,
     /// Unknown arguments, given to the test binaries as they are.
     pub passthrough: Vec<String>,
+    /// TESTNAME and every argument after `--`, as given: what cargo test hands a `harness = false`
+    /// binary that is run whole.
+    pub raw: Vec<String>,
 }
 
 /// A test-binary argument the runner cannot honour.
@@ -44,6 +47,7 @@ impl TestArgs {
     pub(crate) fn parse(testname: Option<&str>, args: &[String]) -> Result<TestArgs, TestArgError> {
         let mut out = TestArgs::default();
         out.filters.extend(testname.map(str::to_string));
+        out.raw = out.filters.iter().chain(args).cloned().collect();
         let mut iter = args.iter();
         while let Some(arg) = iter.next() {
             let (flag, inline) = match arg.split_once('=') {

@@ -2,7 +2,7 @@
 //! group, the lock, a timeout for the whole command, signal handling, the sweep, `--keep-on-failure`),
 //! so `cargo nextest run`, shell scripts or `docker-compose` get the same cleanup.
 
-use std::io::IsTerminal;
+use std::io::{ErrorKind, IsTerminal};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -12,7 +12,7 @@ use clap::Parser;
 use nix::sys::signal::Signal;
 
 use crate::cli::{SessionOpts, parse_duration};
-use crate::contract::{ENV_BINARY, EXEC_ID, EXIT_LEFTOVERS, EXIT_TIMEOUT};
+use crate::contract::{ENV_BINARY, EXEC_ID, EXIT_LEFTOVERS, EXIT_NOT_FOUND, EXIT_TIMEOUT};
 use crate::errors::Error;
 use crate::run::cargo_program;
 use crate::session::process::{Event, ExitKind, kill_leftovers};
@@ -63,10 +63,25 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         })
         .process_group(0);
     session.configure(&mut command);
-    let child = command.spawn().map_err(|source| Error::Spawn {
-        program: args.command[0].clone(),
-        source,
-    })?;
+    let child = match command.spawn() {
+        Ok(child) => child,
+        // As a shell says it: 127 for a command that is not there, 126 for one that cannot run.
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) => {
+            let code = if e.kind() == ErrorKind::NotFound {
+                EXIT_NOT_FOUND
+            } else {
+                EXIT_NOT_FOUND - 1
+            };
+            eprintln!("cargo-cleantest exec: {}: {e}", args.command[0]);
+            return Ok(code);
+        }
+        Err(source) => {
+            return Err(Error::Spawn {
+                program: args.command[0].clone(),
+                source,
+            });
+        }
+    };
     let pid = child.id() as i32;
     session.add_group(pid);
     let waiter = tx.clone();

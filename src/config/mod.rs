@@ -20,6 +20,9 @@ use overrides::Override;
 use profile::{LeakPolicy, ProfileConfig};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Listing runs no test: a minute is generous even on a loaded machine, and it is not the per-test
+/// timeout, which users set short.
+const DEFAULT_LIST_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,6 +36,8 @@ struct ConfigFile {
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub timeout: Duration,
+    /// How long one binary may take to list its tests.
+    pub list_timeout: Duration,
     pub grace_period: Duration,
     pub isolate: bool,
     /// Tests run at once inside one binary (shared) or tests run at once (isolated), when configured.
@@ -86,11 +91,15 @@ impl Settings {
                 message: "`test-threads` must be at least 1".into(),
             });
         }
-        Ok(Settings {
+        let settings = Settings {
             timeout: args
                 .timeout
                 .or(profile.timeout.map(|d| d.0))
                 .unwrap_or(DEFAULT_TIMEOUT),
+            list_timeout: args
+                .list_timeout
+                .or(profile.list_timeout.map(|d| d.0))
+                .unwrap_or(DEFAULT_LIST_TIMEOUT),
             grace_period: args
                 .grace_period
                 .or(profile.grace_period.map(|d| d.0))
@@ -108,7 +117,19 @@ impl Settings {
                 None => profile.leak == Some(LeakPolicy::Fail),
             },
             overrides,
-        })
+        };
+        for (key, limit) in [
+            ("timeout", settings.timeout),
+            ("list-timeout", settings.list_timeout),
+        ] {
+            if limit.is_zero() {
+                return Err(Error::Config {
+                    path,
+                    message: format!("`{key}` must be longer than zero"),
+                });
+            }
+        }
+        Ok(settings)
     }
 
     /// The timeout of one test: the first matching override, else the run's timeout.

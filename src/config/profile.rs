@@ -19,6 +19,7 @@ pub(crate) enum LeakPolicy {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct ProfileConfig {
     pub timeout: Option<ConfigDuration>,
+    pub list_timeout: Option<ConfigDuration>,
     pub grace_period: Option<ConfigDuration>,
     pub isolate: Option<bool>,
     pub test_threads: Option<usize>,
@@ -37,6 +38,7 @@ impl ProfileConfig {
     pub(crate) fn over(&self, base: &ProfileConfig) -> ProfileConfig {
         ProfileConfig {
             timeout: self.timeout.or(base.timeout),
+            list_timeout: self.list_timeout.or(base.list_timeout),
             grace_period: self.grace_period.or(base.grace_period),
             isolate: self.isolate.or(base.isolate),
             test_threads: self.test_threads.or(base.test_threads),

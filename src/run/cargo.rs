@@ -16,7 +16,9 @@ use std::sync::Arc;
 use cargo_metadata::{Message, MetadataCommand, Package, TargetKind};
 
 use super::cargo_env::{self, cargo_program};
+use super::harness::{self, Harness};
 use crate::cli::RunArgs;
+use crate::contract::ENV_BINARY;
 use crate::errors::Error;
 use crate::session::Session;
 
@@ -53,12 +55,25 @@ pub(crate) struct TestBinary {
     pub id: String,
     pub executable: PathBuf,
     pub package: Arc<PackageInfo>,
-    /// Declared with `harness = false`: its running tests cannot be followed from its output.
-    pub custom_harness: bool,
+    /// How it runs its tests (libtest, a libtest-compatible harness, or something to run whole).
+    pub harness: Harness,
     /// The library's unit-test binary (its package has doctests to run).
     pub is_lib: bool,
     /// The complete environment cargo test would add for this binary.
     pub env: Vec<(String, OsString)>,
+}
+
+impl TestBinary {
+    /// The binary as cargo test starts it: its environment, `CLEANTEST_BINARY`, and the package root as
+    /// the working directory. The caller adds the arguments.
+    pub(crate) fn command(&self) -> Command {
+        let mut command = Command::new(&self.executable);
+        command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(ENV_BINARY, &self.id)
+            .current_dir(&self.package.dir);
+        command
+    }
 }
 
 impl Workspace {
@@ -116,6 +131,7 @@ impl Workspace {
             .custom_harness
             .contains(&(kind.to_string(), name.clone()))
             || (kind == "lib" && package.custom_harness.iter().any(|(k, _)| k == "lib"));
+        let harness = harness::classify(&executable, custom_harness);
         // cargo gives integration tests and benches the paths of their package's binaries.
         let bins = match kind {
             "test" | "bench" => bin_exes
@@ -129,7 +145,7 @@ impl Workspace {
             id,
             executable,
             package,
-            custom_harness,
+            harness,
             is_lib: kind == "lib",
             env,
         })

@@ -2,13 +2,12 @@
 //! order, which of them are ignored, and how many the filters leave out.
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::cargo::TestBinary;
+use super::unit::UnitKind;
 use crate::cli::{RunIgnored, TestArgs};
-use crate::contract::ENV_BINARY;
 use crate::errors::Error;
 use crate::session::Session;
 use crate::session::process::capture;
@@ -24,18 +23,19 @@ pub(crate) struct Listing {
     pub filtered_out: usize,
 }
 
-/// Lists every binary, `jobs` at a time; the results are in the order of `binaries`.
+/// Lists every binary whose unit is not run whole, `jobs` at a time; the results are in the order of
+/// `binaries`, `None` for a binary to run whole. A binary whose listing fails is run whole too, as cargo
+/// test runs it, with a warning: a run is never refused for how a harness lists.
 pub(crate) fn list_all(
     binaries: &[Arc<TestBinary>],
     args: &TestArgs,
-    need_ignored: impl Fn(&TestBinary) -> bool + Sync,
+    kind: impl Fn(&TestBinary) -> UnitKind + Sync,
     session: &Session,
     jobs: usize,
     timeout: Duration,
-) -> Result<Vec<Listing>, Error> {
+) -> Vec<Option<Listing>> {
     let next = Mutex::new(0usize);
-    let results: Vec<Mutex<Option<Result<Listing, Error>>>> =
-        binaries.iter().map(|_| Mutex::new(None)).collect();
+    let results: Vec<Mutex<Option<Listing>>> = binaries.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
         for _ in 0..jobs.clamp(1, binaries.len().max(1)) {
             scope.spawn(|| {
@@ -49,19 +49,26 @@ pub(crate) fn list_all(
                     let Some(binary) = binaries.get(i) else {
                         return;
                     };
-                    let listing = list(binary, args, need_ignored(binary), session, timeout);
-                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(listing);
+                    let listing = match kind(binary) {
+                        UnitKind::Whole => continue,
+                        kind => list(binary, args, kind == UnitKind::Isolated, session, timeout),
+                    };
+                    let listing = listing
+                        .inspect_err(|e| {
+                            eprintln!(
+                                "warning: failed to {e}; running {} whole, as cargo test runs it",
+                                binary.id
+                            )
+                        })
+                        .ok();
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = listing;
                 }
             });
         }
     });
     results
         .into_iter()
-        .map(|slot| {
-            slot.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .unwrap_or(Ok(Listing::default()))
-        })
+        .map(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()))
         .collect()
 }
 
@@ -103,13 +110,10 @@ fn run_list(
     session: &Session,
     timeout: Duration,
 ) -> Result<Vec<String>, Error> {
-    let mut command = Command::new(&binary.executable);
+    let mut command = binary.command();
     command
         .args(["--list", "--format", "terse"])
-        .args(selection)
-        .envs(binary.env.iter().map(|(k, v)| (k, v)))
-        .env(ENV_BINARY, &binary.id)
-        .current_dir(&binary.package.dir);
+        .args(selection);
     session.configure(&mut command);
     let fail = |reason: String| Error::List {
         binary: binary.id.clone(),

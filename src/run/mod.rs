@@ -13,6 +13,7 @@
 
 mod cargo;
 mod cargo_env;
+mod harness;
 mod list;
 mod plan;
 mod report;
@@ -27,9 +28,9 @@ use std::time::Instant;
 
 pub(crate) use cargo_env::cargo_program;
 
-use crate::cli::{RunArgs, TestArgs};
+use crate::cli::{RunArgs, TestArgs, near_subcommand};
 use crate::config::Settings;
-use crate::contract::{ENV_BINARY, EXIT_LEFTOVERS, EXIT_OK, EXIT_TEST_FAILED};
+use crate::contract::{EXIT_LEFTOVERS, EXIT_OK, EXIT_TEST_FAILED};
 use crate::errors::Error;
 use crate::session::process::capture;
 use crate::session::{CleanupGuard, Session, docker_lines, signals, start};
@@ -43,6 +44,9 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let started = Instant::now();
     let test_args = TestArgs::parse(args.testname.as_deref(), &args.test_args)
         .map_err(|e| Error::TestArgs(e.0))?;
+    if args.targets.doc && args.targets.selects_targets() {
+        return Err(Error::DocMixed);
+    }
     let session = Session::new();
     let _cleanup = CleanupGuard(session.clone());
     let events = mpsc::channel();
@@ -82,8 +86,11 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     if let Some(signal) = session.interrupted_by() {
         return Ok(signals::exit_code(signal));
     }
+    // cargo has printed why the build failed; reading the workspace fails for the same reason (a
+    // missing manifest), so the build's error goes first and cargo's reason is printed once.
+    let built = built?;
     let (workspace, settings, _env_lock) = prepared?;
-    let binaries = workspace.test_binaries(built?);
+    let binaries = workspace.test_binaries(built);
     if args.no_run {
         return Ok(EXIT_OK);
     }
@@ -94,7 +101,13 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         || (!args.targets.selects_targets()
             && args.testname.is_none()
             && binaries.iter().any(|b| b.is_lib));
-    let mut doc_cargo_args = args.cargo_common_flags();
+    // Not cargo's `--quiet`: cargo passes it on to the doctests as libtest's `-q`, whose dots carry no
+    // test names to count. The runner's own output is quiet already.
+    let mut doc_cargo_args: Vec<String> = args
+        .cargo_common_flags()
+        .into_iter()
+        .filter(|a| a != "--quiet")
+        .collect();
     if args.no_fail_fast {
         doc_cargo_args.push("--no-fail-fast".into());
     }
@@ -129,12 +142,23 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let listings = list::list_all(
         &binaries,
         &test_args,
-        |b| settings.isolate || b.custom_harness,
+        |b| plan::unit_kind(b.harness, settings.isolate),
         &session,
         cpus,
-        settings.timeout,
-    )?;
+        settings.list_timeout,
+    );
     let plan = plan::plan(binaries, listings, settings.isolate, threads, doctests);
+    if let Some(sub) = args
+        .testname
+        .as_deref()
+        .filter(|_| plan.total == 0)
+        .and_then(near_subcommand)
+    {
+        eprintln!(
+            "warning: no test matches `{}`; did you mean `cargo cleantest {sub}`?",
+            args.testname.as_deref().unwrap_or_default()
+        );
+    }
     let reporter = Reporter::new(
         args.quiet || test_args.quiet,
         test_args.nocapture,
@@ -207,12 +231,8 @@ fn list_mode(
             binary.id,
             binary.executable.display()
         );
-        let mut command = Command::new(&binary.executable);
-        command
-            .args(&args)
-            .envs(binary.env.iter().map(|(k, v)| (k, v)))
-            .env(ENV_BINARY, &binary.id)
-            .current_dir(&binary.package.dir);
+        let mut command = binary.command();
+        command.args(&args);
         commands.push((binary.executable.display().to_string(), command));
     }
     if doctests {

@@ -1,12 +1,13 @@
-//! Planning: turning the listed tests into the queue of units the scheduler runs (the doctests first,
-//! then one unit per binary in shared mode, one per test in isolated mode or for custom harnesses), and
+//! Planning: how each binary runs (`unit_kind`, from its harness and the mode), and turning the listed
+//! tests into the queue of units the scheduler runs (the doctests first, then one unit per binary in
+//! shared mode, one per test in isolated mode, one whole unit per binary that cannot be followed), with
 //! the results known without running anything.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::cargo::TestBinary;
+use super::harness::Harness;
 use super::list::Listing;
 use super::report::{Outcome, TestResult};
 use super::unit::{UnitKind, UnitSpec};
@@ -23,22 +24,28 @@ pub(crate) struct Plan {
     pub total: usize,
 }
 
-/// Builds the queue: the doctests first, then one unit per binary in shared mode, one per test in
-/// isolated mode or for custom harnesses (whose running tests cannot be followed).
+/// How a binary's tests run: `Whole` for a binary that cannot be listed (a bench harness, a plain
+/// `main`) or whose running tests cannot be followed in one process (libtest-mimic); `Isolated` with
+/// `--isolate`; `Shared` otherwise.
+pub(crate) fn unit_kind(harness: Harness, isolate: bool) -> UnitKind {
+    match harness {
+        Harness::Opaque => UnitKind::Whole,
+        Harness::Compatible { ordered: false } if !isolate => UnitKind::Whole,
+        _ if isolate => UnitKind::Isolated,
+        _ => UnitKind::Shared,
+    }
+}
+
+/// Builds the queue: the doctests first, then each binary's units as `unit_kind` says.
 pub(crate) fn plan(
     binaries: Vec<Arc<TestBinary>>,
-    listings: Vec<Listing>,
+    listings: Vec<Option<Listing>>,
     isolate: bool,
     threads: usize,
     doctests: bool,
 ) -> Plan {
     let mut plan = Plan::default();
     for (binary, listing) in binaries.into_iter().zip(listings) {
-        plan.filtered_out += listing.filtered_out;
-        plan.total += listing.tests.len();
-        if listing.tests.is_empty() {
-            continue;
-        }
         let spec = |kind, tests, threads| UnitSpec {
             kind,
             binary_id: binary.id.clone(),
@@ -47,22 +54,28 @@ pub(crate) fn plan(
             threads,
             attempt: 0,
         };
-        if !(isolate || binary.custom_harness) {
+        let listing = match listing {
+            Some(listing) if unit_kind(binary.harness, isolate) != UnitKind::Whole => listing,
+            _ => {
+                plan.queue
+                    .push_back(spec(UnitKind::Whole, Vec::new(), threads));
+                continue;
+            }
+        };
+        plan.filtered_out += listing.filtered_out;
+        plan.total += listing.tests.len();
+        if listing.tests.is_empty() {
+            continue;
+        }
+        if !isolate {
             plan.queue
                 .push_back(spec(UnitKind::Shared, listing.tests, threads));
             continue;
         }
         for test in listing.tests {
             if listing.ignored.contains(&test) {
-                plan.preset.push(TestResult {
-                    binary: binary.id.clone(),
-                    name: test,
-                    outcome: Outcome::Ignored,
-                    duration: Duration::ZERO,
-                    output: None,
-                    note: None,
-                    announced: false,
-                });
+                plan.preset
+                    .push(TestResult::new(&binary.id, test, Outcome::Ignored));
             } else {
                 plan.queue
                     .push_back(spec(UnitKind::Isolated, vec![test], 1));
@@ -73,7 +86,7 @@ pub(crate) fn plan(
         // First, not last: `cargo test --doc` spends most of its time starting cargo and compiling the
         // doctests, which overlaps well with the test binaries.
         plan.queue.push_front(UnitSpec {
-            kind: UnitKind::Doctests,
+            kind: UnitKind::Whole,
             binary_id: DOCTESTS_ID.into(),
             binary: None,
             tests: Vec::new(),

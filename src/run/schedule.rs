@@ -110,6 +110,7 @@ impl Scheduler<'_> {
                 let interrupted = self.ctx.session.interrupted_by().is_some();
                 let finished = unit.finish(Instant::now(), self.settings, interrupted);
                 summary.filtered_out += finished.filtered_out;
+                summary.measured += finished.measured;
                 let mut finished = finished;
                 let leaked = !finished.leftovers.is_empty();
                 if self.settings.leak_fails && leaked && unit_kind == UnitKind::Isolated {

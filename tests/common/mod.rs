@@ -27,9 +27,18 @@ pub fn fixture(name: &str) -> PathBuf {
     root().join("fixtures").join(name)
 }
 
+/// The target directory the test suite was built in (`CARGO_TARGET_DIR` or `<root>/target`): scratch
+/// files of the tests go there, never into the source tree.
+pub fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("CARGO_TARGET_TMPDIR is <target>/tmp")
+        .to_path_buf()
+}
+
 /// One target directory for every fixture, so their dependencies are built once.
 pub fn fixture_target_dir() -> PathBuf {
-    root().join("target").join("fixtures")
+    target_dir().join("fixtures")
 }
 
 /// A marker unique to one test in this process; every process of a run inherits it.
@@ -62,10 +71,7 @@ pub fn cleantest(fixture_name: &str, mark: &str) -> Command {
         // Each run its own environment lock (tests of the lock pass --lock, which wins) and a state
         // directory of the test suite's, not the user's.
         .env("CLEANTEST_LOCK", mark)
-        .env(
-            "CLEANTEST_STATE_DIR",
-            root().join("target").join("it-state"),
-        )
+        .env("CLEANTEST_STATE_DIR", target_dir().join("it-state"))
         .env("CI", "true")
         .env_remove("CLEANTEST_PROFILE")
         .env_remove("CLEANTEST_TIMEOUT")
@@ -206,10 +212,7 @@ pub fn wait_for_file(path: &Path, limit: Duration) {
 
 /// A fresh empty directory under the target directory.
 pub fn temp_dir(label: &str) -> PathBuf {
-    let dir = root()
-        .join("target")
-        .join("it-tmp")
-        .join(unique_mark(label));
+    let dir = target_dir().join("it-tmp").join(unique_mark(label));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -78,7 +78,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let report = render(&opts, &rows);
     let out = if smoke {
-        opts.root.join("target/bench/SMOKE.md")
+        crate::target_dir(&opts.root).join("bench/SMOKE.md")
     } else {
         opts.root.join("BENCHMARKS.md")
     };
@@ -112,11 +112,7 @@ fn build_runner(opts: &Opts) -> Result<PathBuf, String> {
     if !status.success() {
         return Err(format!("build cargo-cleantest ({profile} profile)"));
     }
-    Ok(opts.root.join(if opts.smoke {
-        "target/debug"
-    } else {
-        "target/release"
-    }))
+    Ok(crate::target_dir(&opts.root).join(if opts.smoke { "debug" } else { "release" }))
 }
 
 /// A workspace of `binaries` integration-test binaries with `per_binary` tests each; `body(t)` is the
@@ -128,7 +124,7 @@ fn generate_workspace(
     per_binary: usize,
     body: &dyn Fn(usize) -> String,
 ) -> Result<PathBuf, String> {
-    let dir = opts.root.join("target/bench").join(name);
+    let dir = crate::target_dir(&opts.root).join("bench").join(name);
     let _ = std::fs::remove_dir_all(dir.join("tests"));
     std::fs::create_dir_all(dir.join("tests")).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(dir.join("src")).map_err(|e| e.to_string())?;
@@ -171,7 +167,12 @@ fn in_ws(bin: &Path, ws: &Path, args: &[&str]) -> Command {
         .env("CLEANTEST_STATE_DIR", ws.join("state"))
         .env("CI", "true")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        // Kept in a file beside the workspace, so that a failing command says why (`timed`).
+        .stderr(
+            std::fs::File::create(ws.join("last-stderr.txt"))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        );
     c
 }
 
@@ -210,7 +211,16 @@ fn timed(command: &mut Command) -> Result<(f64, u64), String> {
         }
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             if !status.success() {
-                return Err(format!("run {command:?} ({status})"));
+                let why = command
+                    .get_current_dir()
+                    .and_then(|ws| std::fs::read_to_string(ws.join("last-stderr.txt")).ok())
+                    .unwrap_or_default();
+                let tail: Vec<&str> = why.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(format!(
+                    "run {command:?} ({status}); its stderr ends:\n{}",
+                    tail.join("\n")
+                ));
             }
             break;
         }
@@ -430,7 +440,10 @@ fn proxy(opts: &Opts, bin: &Path) -> Result<Row, String> {
                 .args(["exec", "--no-lock"])
                 .args(extra)
                 .args(["--", "sh", "-c", &script])
-                .env("CLEANTEST_STATE_DIR", opts.root.join("target/bench/state"))
+                .env(
+                    "CLEANTEST_STATE_DIR",
+                    crate::target_dir(&opts.root).join("bench/state"),
+                )
                 .stderr(Stdio::null())
                 .output()
                 .map_err(|e| e.to_string())?;

@@ -34,6 +34,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The target directory cargo uses for this workspace: `CARGO_TARGET_DIR` (relative to the root), else
+/// `<root>/target`.
+pub(crate) fn target_dir(root: &std::path::Path) -> std::path::PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::{Outcome, RunSummary};
+use super::{Outcome, RunSummary, TestResult};
 use crate::errors::Error;
 
 pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
@@ -32,8 +32,8 @@ pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
                 s
             }
         };
-        if let Some(note) = &r.note {
-            status.set_message(note.clone());
+        if let Some(message) = r.note.clone().or_else(|| failure_message(r)) {
+            status.set_message(message);
         }
         let mut case = TestCase::new(r.name.clone(), status);
         case.set_classname(r.binary.clone()).set_time(r.duration);
@@ -58,4 +58,23 @@ pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     }
     std::fs::write(path, xml).map_err(|e| fail(e.to_string()))
+}
+
+/// The line a failed test's output gives as its reason: the panic message after libtest's
+/// `thread '…' panicked at FILE:LINE:COL:` line, else that line, else the first line.
+fn failure_message(r: &TestResult) -> Option<String> {
+    if !r.outcome.is_failure() {
+        return None;
+    }
+    let output = r.output.as_deref().unwrap_or("");
+    let lines: Vec<&str> = output.lines().map(str::trim).collect();
+    let at = lines.iter().position(|l| l.contains("panicked at"));
+    let line = match at {
+        Some(i) => lines
+            .get(i + 1)
+            .filter(|l| !l.is_empty())
+            .unwrap_or(&lines[i]),
+        None => lines.iter().find(|l| !l.is_empty()).unwrap_or(&"failed"),
+    };
+    Some(line.to_string())
 }

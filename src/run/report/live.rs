@@ -7,7 +7,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::summary::write_summary;
-use super::{Outcome, RunSummary, TestResult};
+use super::{Outcome, RunSummary, TestResult, full_name};
 
 /// Live output of a run.
 pub(crate) struct Reporter {
@@ -75,6 +75,10 @@ impl Reporter {
             Outcome::Ignored => {}
         }
         if let Some(bar) = &self.bar {
+            // Doctests and binaries run whole are not counted before they report: grow the total.
+            if bar.length().is_some_and(|len| bar.position() >= len) {
+                bar.inc_length(1);
+            }
             bar.inc(1);
         }
         if self.quiet && !outcome.is_failure() {
@@ -86,7 +90,8 @@ impl Reporter {
             String::new()
         };
         self.line(&format!(
-            "test {binary}::{name} ... {}{time}",
+            "test {} ... {}{time}",
+            full_name(binary, name),
             outcome.word()
         ));
     }

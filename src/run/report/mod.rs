@@ -47,11 +47,38 @@ pub(crate) struct TestResult {
     pub note: Option<String>,
     /// Already printed live, when libtest reported it (or when it timed out).
     pub announced: bool,
+    /// Counted in the total line. A binary run whole that printed no results of its own gets one
+    /// binary-level result, shown and written to JUnit but not counted, as cargo test counts none.
+    pub counted: bool,
 }
 
 impl TestResult {
+    /// A counted result with nothing more to say (an ignored test known from the listing, say).
+    pub(crate) fn new(binary: &str, name: String, outcome: Outcome) -> TestResult {
+        TestResult {
+            binary: binary.to_string(),
+            name,
+            outcome,
+            duration: Duration::ZERO,
+            output: None,
+            note: None,
+            announced: false,
+            counted: true,
+        }
+    }
+
+    /// `binary::name`, or the binary alone for a binary-level result.
     pub(crate) fn full_name(&self) -> String {
-        format!("{}::{}", self.binary, self.name)
+        full_name(&self.binary, &self.name)
+    }
+}
+
+/// `binary::name`, or the binary alone for a binary-level result (an empty name).
+pub(crate) fn full_name(binary: &str, name: &str) -> String {
+    if name.is_empty() {
+        binary.to_string()
+    } else {
+        format!("{binary}::{name}")
     }
 }
 
@@ -79,6 +106,8 @@ pub(crate) struct RunSummary {
     pub problems: Vec<UnitProblem>,
     pub leftovers: Vec<Leftover>,
     pub filtered_out: usize,
+    /// Benchmarks measured, from the `test result:` lines of the binaries that print them (bencher).
+    pub measured: usize,
     pub elapsed: Duration,
     pub session: String,
     /// The run was stopped by a signal before every test could finish.
@@ -89,7 +118,10 @@ pub(crate) struct RunSummary {
 
 impl RunSummary {
     pub(crate) fn count(&self, outcome: Outcome) -> usize {
-        self.results.iter().filter(|r| r.outcome == outcome).count()
+        self.results
+            .iter()
+            .filter(|r| r.counted && r.outcome == outcome)
+            .count()
     }
 
     pub(crate) fn failed(&self) -> bool {
@@ -101,11 +133,12 @@ impl RunSummary {
     /// `test result: ok. N passed; M failed; K ignored; 0 measured; F filtered out; finished in X.XXs`
     pub(crate) fn total_line(&self) -> String {
         format!(
-            "test result: {}. {} passed; {} failed; {} ignored; 0 measured; {} filtered out; finished in {:.2}s",
+            "test result: {}. {} passed; {} failed; {} ignored; {} measured; {} filtered out; finished in {:.2}s",
             if self.failed() { "FAILED" } else { "ok" },
             self.count(Outcome::Passed),
             self.count(Outcome::Failed) + self.count(Outcome::TimedOut),
             self.count(Outcome::Ignored),
+            self.measured,
             self.filtered_out,
             self.elapsed.as_secs_f64()
         )
@@ -118,15 +151,7 @@ mod tests {
 
     /// A result of `pkg::t` (shared with the other report tests).
     pub(super) fn result(outcome: Outcome) -> TestResult {
-        TestResult {
-            binary: "pkg".into(),
-            name: "t".into(),
-            outcome,
-            duration: Duration::ZERO,
-            output: None,
-            note: None,
-            announced: false,
-        }
+        TestResult::new("pkg", "t".into(), outcome)
     }
 
     #[test]

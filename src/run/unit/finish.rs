@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use super::{RunningUnit, StopReason, UnitKind, UnitSpec};
 use crate::config::Settings;
-use crate::contract::DOCTESTS_ID;
 use crate::run::report::{Outcome, TestResult, UnitProblem};
 use crate::run::tracker::{Summary, Verdict};
 use crate::session::process::{ExitKind, kill_leftovers};
@@ -17,6 +16,8 @@ pub(crate) struct Finished {
     pub rerun: Option<UnitSpec>,
     pub leftovers: Vec<String>,
     pub filtered_out: usize,
+    /// Benchmarks measured, from the process's own `test result:` lines.
+    pub measured: usize,
 }
 
 impl RunningUnit {
@@ -40,8 +41,8 @@ impl RunningUnit {
                 self.dropped
             ));
         }
-        if self.spec.kind == UnitKind::Doctests {
-            return self.finish_doctests(exit, output, now);
+        if self.spec.kind == UnitKind::Whole {
+            return self.finish_whole(exit, output, now);
         }
         let mut results = Vec::new();
         let mut rerun = Vec::new();
@@ -100,14 +101,12 @@ impl RunningUnit {
                 self.tracker.output(i).map(str::to_string)
             };
             results.push(TestResult {
-                binary: self.spec.binary_id.clone(),
-                name: name.clone(),
-                outcome,
                 duration,
                 output: own_output,
                 note,
                 // Result lines and timeouts were printed when they happened.
                 announced: self.tracker.verdict(i).is_some() || self.timed_out.contains(&i),
+                ..TestResult::new(&self.spec.binary_id, name.clone(), outcome)
             });
         }
         if !rerun.is_empty() && running.is_empty() && self.reason.is_none() {
@@ -136,49 +135,73 @@ impl RunningUnit {
             rerun: (!rerun.is_empty()).then(|| self.spec.rerun(rerun)),
             leftovers: std::mem::take(&mut self.leftovers),
             filtered_out: 0,
+            measured: if isolated {
+                0
+            } else {
+                summary.map_or(0, |s| s.measured)
+            },
         }
     }
 
-    fn finish_doctests(mut self, exit: ExitKind, output: String, now: Instant) -> Finished {
+    /// A whole unit (doctests, a binary run as cargo test runs it): its results are the result lines it
+    /// printed. A binary that printed none gets one binary-level result, not counted.
+    fn finish_whole(mut self, exit: ExitKind, output: String, now: Instant) -> Finished {
+        let binary = &self.spec.binary_id;
         let mut results: Vec<TestResult> = (0..self.tracker.names().len())
             .filter_map(|i| {
                 let verdict = self.tracker.verdict(i)?;
                 Some(TestResult {
-                    binary: DOCTESTS_ID.into(),
-                    name: self.tracker.names()[i].clone(),
-                    outcome: outcome_of(verdict),
                     duration: self.tracker.duration(i, now),
                     output: self.tracker.output(i).map(str::to_string),
-                    note: None,
                     announced: true,
+                    ..TestResult::new(binary, self.tracker.names()[i].clone(), outcome_of(verdict))
                 })
             })
             .collect();
         let mut problem = None;
-        if self.doc_timed_out {
+        let failed_any = results.iter().any(|r| r.outcome.is_failure());
+        if self.whole_timed_out {
+            let what = if self.spec.binary.is_some() {
+                "no test of it finished within the timeout; the binary was stopped"
+            } else {
+                "no doctest finished within the timeout; the doctest run was stopped"
+            };
             results.push(TestResult {
-                binary: DOCTESTS_ID.into(),
-                name: "(doctests)".into(),
-                outcome: Outcome::TimedOut,
                 duration: now - self.started,
                 output: Some(output.clone()),
-                note: Some(
-                    "no doctest finished within the timeout; the doctest run was stopped".into(),
-                ),
+                note: Some(what.into()),
                 announced: true,
+                ..TestResult::new(binary, String::new(), Outcome::TimedOut)
             });
-        } else if !exit.success()
-            && self.reason.is_none()
-            && !results.iter().any(|r| r.outcome.is_failure())
-        {
-            problem = Some(self.problem(format!("`cargo test --doc` ended with {exit}"), &output));
+        } else if self.spec.binary.is_some() && results.is_empty() && self.reason.is_none() {
+            // Nothing of its own to count: one result for the binary, as it ended.
+            let outcome = if exit.success() {
+                Outcome::Passed
+            } else {
+                Outcome::Failed
+            };
+            results.push(TestResult {
+                duration: now - self.started,
+                output: Some(output.clone()),
+                note: (!exit.success()).then(|| format!("the binary ended with {exit}")),
+                counted: false,
+                ..TestResult::new(binary, String::new(), outcome)
+            });
+        } else if !exit.success() && self.reason.is_none() && !failed_any {
+            let what = match &self.spec.binary {
+                Some(_) => "the test binary",
+                None => "`cargo test --doc`",
+            };
+            problem = Some(self.problem(format!("{what} ended with {exit}"), &output));
         }
+        let summary = self.tracker.summary().unwrap_or_default();
         Finished {
             results,
             problem,
             rerun: None,
             leftovers: std::mem::take(&mut self.leftovers),
-            filtered_out: self.tracker.summary().map_or(0, |s| s.filtered_out),
+            filtered_out: summary.filtered_out,
+            measured: summary.measured,
         }
     }
 

@@ -13,7 +13,6 @@ use nix::sys::signal::Signal;
 
 use super::tracker::{self, Tracker, Verdict};
 use crate::config::Settings;
-use crate::contract::DOCTESTS_ID;
 use crate::session::process::{Event, ExitKind, UnitId, kill_leftovers, spawn_unit};
 use crate::session::signal_group;
 
@@ -57,9 +56,9 @@ pub(crate) struct RunningUnit {
     stop: Stop,
     reason: Option<StopReason>,
     eof_wait_from: Option<Instant>,
-    /// Test indexes that timed out (for doctests: empty, see `doc_timed_out`).
+    /// Test indexes that timed out (for a whole unit: empty, see `whole_timed_out`).
     timed_out: Vec<usize>,
-    doc_timed_out: bool,
+    whole_timed_out: bool,
     last_progress: Instant,
     leftovers: Vec<String>,
 }
@@ -73,7 +72,7 @@ impl RunningUnit {
     ) -> std::io::Result<RunningUnit> {
         let now = Instant::now();
         let tracker = match spec.kind {
-            UnitKind::Doctests => Tracker::open(),
+            UnitKind::Whole => Tracker::open(),
             _ => Tracker::new(spec.tests.clone(), spec.threads, now),
         };
         let pid = spawn_unit(&mut spec.command(ctx), id, events, ctx.session)?;
@@ -90,7 +89,7 @@ impl RunningUnit {
             reason: None,
             eof_wait_from: None,
             timed_out: Vec::new(),
-            doc_timed_out: false,
+            whole_timed_out: false,
             last_progress: now,
             leftovers: Vec::new(),
         })
@@ -166,11 +165,11 @@ impl RunningUnit {
         match self.stop {
             Stop::Running if self.exit.is_none() => {
                 let mut grace = Duration::ZERO;
-                if self.spec.kind == UnitKind::Doctests {
+                if self.spec.kind == UnitKind::Whole {
                     if now >= self.last_progress + settings.timeout {
-                        self.doc_timed_out = true;
+                        self.whole_timed_out = true;
                         grace = settings.grace_period;
-                        newly.push(DOCTESTS_ID.to_string());
+                        newly.push(self.spec.binary_id.clone());
                     }
                 } else {
                     let expired: Vec<usize> = self
@@ -222,7 +221,7 @@ impl RunningUnit {
             .map(|t| t + EOF_WAIT);
         let own = match self.stop {
             Stop::Running if self.exit.is_none() => match self.spec.kind {
-                UnitKind::Doctests => Some(self.last_progress + settings.timeout),
+                UnitKind::Whole => Some(self.last_progress + settings.timeout),
                 _ => self
                     .tracker
                     .running()
@@ -237,8 +236,8 @@ impl RunningUnit {
 
     /// Running tests and how long each has run, for progress display.
     pub(crate) fn running_tests(&self, now: Instant) -> Vec<(String, Duration)> {
-        if self.spec.kind == UnitKind::Doctests {
-            return vec![(DOCTESTS_ID.to_string(), now - self.started)];
+        if self.spec.kind == UnitKind::Whole {
+            return vec![(self.spec.binary_id.clone(), now - self.started)];
         }
         self.tracker
             .running()

@@ -9,6 +9,7 @@ use crate::cli::TestArgs;
 use crate::contract::{ENV_BINARY, ENV_TEST};
 use crate::run::cargo::TestBinary;
 use crate::run::cargo_env::cargo_program;
+use crate::run::harness::Harness;
 use crate::session::Session;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +18,9 @@ pub(crate) enum UnitKind {
     Shared,
     /// One test of a binary, alone in its process.
     Isolated,
-    /// `cargo test --doc` with the run's selection.
-    Doctests,
+    /// A process followed as a whole, counted by the result lines it prints: `cargo test --doc` (no
+    /// binary), or a binary whose running tests cannot be followed, run as cargo test runs it.
+    Whole,
 }
 
 /// Everything needed to start (or restart) a unit.
@@ -55,20 +57,25 @@ impl UnitSpec {
 
     pub(crate) fn command(&self, ctx: &CommandContext<'_>) -> Command {
         let mut command = match (&self.binary, self.kind) {
-            (Some(binary), kind) if kind != UnitKind::Doctests => {
-                let mut c = Command::new(&binary.executable);
-                c.envs(binary.env.iter().map(|(k, v)| (k, v)))
-                    .current_dir(&binary.package.dir);
-                c.args(self.test_args(ctx.args));
+            (Some(binary), kind) => {
+                let mut c = binary.command();
+                if kind == UnitKind::Whole {
+                    // Exactly what cargo test gives a `harness = false` binary: TESTNAME and the
+                    // arguments after `--`, nothing of libtest's.
+                    c.args(&ctx.args.raw);
+                } else {
+                    c.args(self.test_args(ctx.args, binary.harness));
+                }
                 c
             }
-            _ => {
+            (None, _) => {
                 let mut c = Command::new(cargo_program());
                 c.args(["test", "--doc"]).args(ctx.doc_cargo_args).arg("--");
                 c.args(ctx.args.doctest_args(self.threads));
                 c
             }
         };
+        // Doctests and `exec` are units without a binary of their own: named by the contract's ids.
         command.env(ENV_BINARY, &self.binary_id);
         ctx.session.configure(&mut command);
         if self.kind == UnitKind::Isolated {
@@ -77,7 +84,7 @@ impl UnitSpec {
         command
     }
 
-    fn test_args(&self, args: &TestArgs) -> Vec<OsString> {
+    fn test_args(&self, args: &TestArgs, harness: Harness) -> Vec<OsString> {
         let mut out: Vec<OsString> = Vec::new();
         if self.kind == UnitKind::Shared && self.attempt == 0 {
             out.extend(args.selection().into_iter().map(OsString::from));
@@ -88,8 +95,12 @@ impl UnitSpec {
             out.push("--exact".into());
             out.extend(args.ignored_flag().map(OsString::from));
         }
-        out.push("--test-threads".into());
-        out.push(self.threads.to_string().into());
+        // Custom harnesses get only what nextest gives them (`--exact NAME --nocapture`): some reject
+        // libtest's other flags.
+        if harness == Harness::Libtest || self.kind == UnitKind::Shared {
+            out.push("--test-threads".into());
+            out.push(self.threads.to_string().into());
+        }
         if self.kind == UnitKind::Isolated || args.nocapture {
             out.push("--nocapture".into());
         }

@@ -1,0 +1,91 @@
+//! Test binaries that are not libtest: classified without running them, run the way cargo test runs
+//! them, and counted as cargo test counts them (fixture `harness`: a plain `main`, a silent one, a
+//! harness that rejects `--test-threads` like criterion, and a plain `main` that fails).
+
+mod common;
+
+use common::*;
+
+#[test]
+fn harnesses_that_do_not_list_run_once_as_cargo_test_runs_them_in_both_modes() {
+    let cargo = run(cargo_test("harness").arg("--no-fail-fast"));
+    let expected = sum_totals(&cargo);
+    assert_eq!(cargo.status.code(), Some(101), "{}", stderr(&cargo));
+    for mode in [None, Some("--isolate")] {
+        let mark = unique_mark("harness");
+        let dir = temp_dir("harness");
+        let junit = dir.join("junit.xml");
+        let out = run(cleantest("harness", &mark)
+            .env("CT_FIXTURE_MARK_DIR", &dir)
+            .args(mode)
+            .arg("--no-fail-fast")
+            .arg("--junit")
+            .arg(&junit));
+        let text = stdout(&out);
+        // Never refused: every binary ran, and the failing plain `main` fails the run, as under cargo test.
+        assert_eq!(
+            out.status.code(),
+            Some(101),
+            "{mode:?}\n{text}\n{}",
+            stderr(&out)
+        );
+        assert_eq!(last_totals(&out), expected, "{mode:?}\n{text}");
+        // The plain `main` ran once, to run, not to list, with no libtest arguments.
+        let runs = std::fs::read_to_string(dir.join("plain_main.runs")).unwrap_or_default();
+        assert_eq!(
+            runs.lines().collect::<Vec<_>>(),
+            [""],
+            "{mode:?}: its runs: {runs:?}"
+        );
+        // The failing one is a binary-level result, with its output, in the report and in JUnit.
+        assert!(
+            text.contains("ct-harness::plain_fail FAILED") && text.contains("plain failure"),
+            "{mode:?}\n{text}"
+        );
+        let xml = std::fs::read_to_string(&junit).unwrap();
+        assert!(
+            xml.contains("testsuite name=\"ct-harness::plain_fail\"") && xml.contains("<failure"),
+            "{mode:?}\n{xml}"
+        );
+        assert!(
+            xml.contains("testsuite name=\"ct-harness::silent\""),
+            "{xml}"
+        );
+        assert_no_survivors(&mark);
+    }
+}
+
+#[test]
+fn a_harness_that_rejects_test_threads_passes_as_under_cargo_test() {
+    for mode in [None, Some("--isolate")] {
+        let mark = unique_mark("picky");
+        let out = run(cleantest("harness", &mark)
+            .args(mode)
+            .args(["--test", "picky"]));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{mode:?}\n{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert_eq!(last_totals(&out).passed, 1, "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn doc_mixed_with_other_targets_is_refused_as_cargo_test_refuses_it() {
+    let mark = unique_mark("docmix");
+    let out = run(cleantest("harness", &mark).args(["--doc", "--lib"]));
+    assert_eq!(out.status.code(), Some(101), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--doc"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_zero_timeout_is_a_usage_error() {
+    for flag in ["--timeout", "--list-timeout"] {
+        let mark = unique_mark("zero");
+        let out = run(cleantest("harness", &mark).args([flag, "0s"]));
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", stderr(&out));
+    }
+}
