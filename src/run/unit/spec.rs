@@ -70,13 +70,13 @@ impl UnitSpec {
             }
             (None, _) => {
                 let mut c = Command::new(cargo_program());
+                // The doctest unit has no binary of its own; `TestBinary::command` names the others.
+                c.env(ENV_BINARY, &self.binary_id);
                 c.args(["test", "--doc"]).args(ctx.doc_cargo_args).arg("--");
                 c.args(ctx.args.doctest_args(self.threads));
                 c
             }
         };
-        // Doctests and `exec` are units without a binary of their own: named by the contract's ids.
-        command.env(ENV_BINARY, &self.binary_id);
         ctx.session.configure(&mut command);
         if self.kind == UnitKind::Isolated {
             command.env(ENV_TEST, &self.tests[0]);
