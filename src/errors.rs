@@ -14,6 +14,11 @@ pub(crate) enum Error {
     TestArgs(String),
     #[error("load {path}: {message}")]
     Config { path: PathBuf, message: String },
+    #[error(
+        "use config profile `{name}`: there is no {path}; create it with a [profile.{name}] table, \
+         or run without -P/CLEANTEST_PROFILE"
+    )]
+    NoConfigFile { name: String, path: PathBuf },
     #[error("read the workspace metadata: {0}")]
     Metadata(String),
     #[error("start `{program}`: {source}")]
@@ -46,7 +51,10 @@ pub(crate) enum Error {
 impl Error {
     pub(crate) fn exit_code(&self) -> i32 {
         match self {
-            Error::TestArgs(_) | Error::Config { .. } | Error::Usage(_) => EXIT_USAGE,
+            Error::TestArgs(_)
+            | Error::Config { .. }
+            | Error::NoConfigFile { .. }
+            | Error::Usage(_) => EXIT_USAGE,
             Error::LockTimeout { .. } => EXIT_LOCK_TIMEOUT,
             _ => EXIT_TEST_FAILED,
         }

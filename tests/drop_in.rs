@@ -209,3 +209,26 @@ fn show_output_shows_passing_tests_output_in_both_modes() {
         );
     }
 }
+
+#[test]
+fn fail_fast_counts_what_cargo_test_reaches_and_names_the_rest() {
+    // Without --no-fail-fast cargo test stops after the first failing binary, in its own order, and
+    // never runs the doctests.
+    let cargo = run(&mut cargo_test("mixed"));
+    let expected = sum_totals(&cargo);
+    assert_eq!(cargo.status.code(), Some(101), "{}", stderr(&cargo));
+    for mode in [None, Some("--isolate")] {
+        let mark = unique_mark("fail-fast");
+        let out = run(cleantest("mixed", &mark).args(mode));
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(101), "{mode:?}\n{}", stderr(&out));
+        assert_eq!(last_totals(&out), expected, "{mode:?}\n{text}");
+        let skipped = text
+            .lines()
+            .find(|l| l.starts_with("not run after the first failure"))
+            .unwrap_or_else(|| panic!("{mode:?}: no fail-fast line\n{text}"));
+        assert!(skipped.contains("doctests"), "{skipped}");
+        assert!(text.contains("--no-fail-fast"), "{text}");
+        assert_no_survivors(&mark);
+    }
+}

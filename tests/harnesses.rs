@@ -89,3 +89,74 @@ fn a_zero_timeout_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{flag}: {}", stderr(&out));
     }
 }
+
+/// A target runner set in `.cargo/config.toml` (found from the current directory, as cargo finds it):
+/// a wrapper that logs each call and runs the binary.
+fn runner_dir(label: &str) -> std::path::PathBuf {
+    let dir = temp_dir(label);
+    let wrapper = dir.join("wrapper.sh");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$CT_RUNNER_LOG\"\nexec \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join(".cargo")).unwrap();
+    std::fs::write(
+        dir.join(".cargo/config.toml"),
+        format!(
+            "[target.'cfg(unix)']\nrunner = [\"{}\"]\n",
+            wrapper.display()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn the_target_runner_wraps_every_binary_for_listing_and_running() {
+    let cwd = runner_dir("runner");
+    let cargo_log = cwd.join("cargo.log");
+    let manifest = fixture("mixed").join("Cargo.toml");
+    let cargo = run(cargo_test("mixed")
+        .current_dir(&cwd)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args(["-p", "ct-beta", "--no-fail-fast"])
+        .env("CT_RUNNER_LOG", &cargo_log));
+    let cargo_runs = std::fs::read_to_string(&cargo_log).unwrap_or_default();
+    assert!(!cargo_runs.is_empty(), "cargo test used no runner");
+    for mode in [None, Some("--isolate")] {
+        let log = cwd.join(format!("ours-{}.log", mode.is_some()));
+        let mark = unique_mark("runner");
+        let out = run(cleantest("mixed", &mark)
+            .current_dir(&cwd)
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .args(mode)
+            .args(["-p", "ct-beta", "--no-fail-fast"])
+            .env("CT_RUNNER_LOG", &log));
+        assert_eq!(out.status.code(), cargo.status.code(), "{}", stderr(&out));
+        assert_eq!(last_totals(&out), sum_totals(&cargo), "{}", stdout(&out));
+        let ours = std::fs::read_to_string(&log).unwrap_or_default();
+        // Every binary cargo test ran through the runner, we listed and ran through it too.
+        for line in cargo_runs.lines().filter(|l| l.contains("/deps/")) {
+            let exe = line.split_whitespace().next().unwrap();
+            assert!(
+                ours.lines()
+                    .any(|l| l.starts_with(exe) && l.contains("--list")),
+                "{exe} not listed through the runner under {mode:?}:\n{ours}"
+            );
+            assert!(
+                ours.lines()
+                    .any(|l| l.starts_with(exe) && !l.contains("--list")),
+                "{exe} not run through the runner under {mode:?}:\n{ours}"
+            );
+        }
+        assert_no_survivors(&mark);
+    }
+}

@@ -50,13 +50,68 @@ fn first_signal_stops_everything_within_the_grace_period_with_its_exit_code() {
         assert_eq!(out.status.code(), Some(code), "{sig:?}\n{}", stderr(&out));
         // The SIGTERM/SIGINT-ignoring child needs the full grace period, then SIGKILL.
         assert!(took < Duration::from_secs(2 + 2), "{sig:?} took {took:?}");
+        // The tests that were running are named, and counted as failed: the two hung ones, and in
+        // shared mode maybe a neighbour that had started beside them but not yet reported.
+        let text = stdout(&out);
+        let interrupted = text
+            .lines()
+            .filter(|l| l.starts_with("test ") && l.contains(" ... INTERRUPTED"))
+            .count();
         assert!(
-            last_totals(&out).failed == 0 && stdout(&out).contains("test result: FAILED"),
-            "{}",
-            stdout(&out)
+            interrupted >= 2
+                && last_totals(&out).failed == interrupted
+                && text.contains("test result: FAILED"),
+            "{text}"
         );
+        for name in ["hangs_forever", "child_ignores_term"] {
+            assert!(
+                text.lines()
+                    .any(|l| l.contains(name) && l.contains("INTERRUPTED")),
+                "{name} under {sig:?}: {text}"
+            );
+        }
         assert_no_survivors(&mark);
     }
+}
+
+#[test]
+fn interrupted_tests_are_in_junit_and_unstarted_ones_are_listed() {
+    let mark = unique_mark("interrupted-junit");
+    let junit = temp_dir("interrupted-junit").join("junit.xml");
+    // One test at a time: the hung test blocks the rest of its binary, which never starts.
+    let (child, _) = spawn_until_started(
+        cleantest("hang", &mark)
+            .args([
+                "--isolate",
+                "--grace-period",
+                "1s",
+                "--test",
+                "hang",
+                "--junit",
+            ])
+            .arg(&junit)
+            .args(["--", "--test-threads", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        &["hangs_forever"],
+    );
+    signal(&child, Signal::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let case = xml
+        .split("<testcase")
+        .find(|c| c.contains("name=\"hangs_forever\""))
+        .unwrap();
+    assert!(case.contains("type=\"interrupted\""), "{xml}");
+    // zz_after comes after hangs_forever and never started: skipped in JUnit, listed as not run.
+    let after = xml
+        .split("<testcase")
+        .find(|c| c.contains("name=\"zz_after\""))
+        .unwrap();
+    assert!(after.contains("<skipped"), "{xml}");
+    assert!(stdout(&out).contains("not run: 1 test"), "{}", stdout(&out));
+    assert_no_survivors(&mark);
 }
 
 #[test]

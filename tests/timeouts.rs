@@ -172,3 +172,61 @@ fn leak_fail_turns_a_leftover_process_into_a_failure() {
         assert_no_survivors(&mark);
     }
 }
+
+#[test]
+fn a_failure_beside_a_hanging_test_keeps_its_message() {
+    let dir = temp_dir("fail-beside-hang");
+    let junit = dir.join("junit.xml");
+    let mark = unique_mark("fail-beside-hang");
+    // Both tests start at once; the hanging one is killed before libtest prints the failure's output.
+    let out = run(cleantest("hang", &mark)
+        .args(limits("3s", "1s"))
+        .args(["--test", "fail_beside_hang", "--junit"])
+        .arg(&junit)
+        .args(["--", "--test-threads", "2"]));
+    assert_eq!(out.status.code(), Some(101), "{}", stderr(&out));
+    let text = stdout(&out);
+    let report = text
+        .split("---- ct-hang::fail_beside_hang::fails_with_a_reason FAILED ----")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no failure section:\n{text}"));
+    assert!(
+        report.contains("the reason this test failed") && report.contains("from a rerun"),
+        "{text}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let case = junit_case(&xml, "fails_with_a_reason");
+    assert!(
+        case.contains("message=\"the reason this test failed\""),
+        "{xml}"
+    );
+    // The rerun recovers output only: the counts are those of the one run.
+    assert_eq!(
+        (last_totals(&out).passed, last_totals(&out).failed),
+        (0, 2),
+        "{text}"
+    );
+    assert_no_survivors(&mark);
+}
+
+#[test]
+fn without_a_terminal_a_long_test_is_reported_every_heartbeat() {
+    for mode in [None, Some("--isolate")] {
+        let mark = unique_mark("heartbeat");
+        let out = run(cleantest("hang", &mark)
+            .args(mode)
+            .args(limits("3500ms", "1s"))
+            .args(["--heartbeat", "1s", "--test", "hang"]));
+        let text = stdout(&out);
+        for over in ["1s", "2s", "3s"] {
+            let line =
+                format!("test ct-hang::hang::hangs_forever has been running for over {over}");
+            assert_eq!(
+                text.lines().filter(|l| *l == line).count(),
+                1,
+                "{mode:?}: `{line}` once\n{text}"
+            );
+        }
+        assert_no_survivors(&mark);
+    }
+}

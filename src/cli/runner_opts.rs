@@ -18,6 +18,9 @@ pub(crate) struct RunnerOpts {
     /// How long one binary may take to list its tests, apart from the per-test timeout [default: 1m]
     #[arg(long, value_name = "DURATION", env = "CLEANTEST_LIST_TIMEOUT", value_parser = parse_limit)]
     pub list_timeout: Option<Duration>,
+    /// Without a terminal, print `test X has been running for over N` every DURATION a test runs [default: 60s]
+    #[arg(long, value_name = "DURATION", env = "CLEANTEST_HEARTBEAT", value_parser = parse_limit)]
+    pub heartbeat: Option<Duration>,
     /// Time between SIGTERM and SIGKILL when a test is stopped [default: 5s]
     #[arg(long, value_name = "DURATION", env = "CLEANTEST_GRACE_PERIOD", value_parser = parse_duration)]
     pub grace_period: Option<Duration>,

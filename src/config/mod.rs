@@ -24,6 +24,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// timeout, which users set short.
 const DEFAULT_LIST_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// libtest's own "has been running for over 60 seconds" period.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +41,8 @@ pub(crate) struct Settings {
     /// How long one binary may take to list its tests.
     pub list_timeout: Duration,
     pub grace_period: Duration,
+    /// How often a long-running test is reported without a terminal.
+    pub heartbeat: Duration,
     pub isolate: bool,
     /// Tests run at once inside one binary (shared) or tests run at once (isolated), when configured.
     pub test_threads: Option<usize>,
@@ -61,6 +65,12 @@ impl Settings {
         let profile = match (name, file.profile.get(name)) {
             ("default", _) => default,
             (_, Some(p)) => p.over(&default),
+            (_, None) if !path.exists() => {
+                return Err(Error::NoConfigFile {
+                    name: name.to_string(),
+                    path,
+                });
+            }
             (_, None) => {
                 let known: Vec<&str> = file.profile.keys().map(String::as_str).collect();
                 return Err(Error::Config {
@@ -104,6 +114,10 @@ impl Settings {
                 .grace_period
                 .or(profile.grace_period.map(|d| d.0))
                 .unwrap_or(DEFAULT_GRACE),
+            heartbeat: args
+                .heartbeat
+                .or(profile.heartbeat.map(|d| d.0))
+                .unwrap_or(DEFAULT_HEARTBEAT),
             isolate: if args.isolate_given {
                 args.isolate
             } else {
@@ -121,6 +135,7 @@ impl Settings {
         for (key, limit) in [
             ("timeout", settings.timeout),
             ("list-timeout", settings.list_timeout),
+            ("heartbeat", settings.heartbeat),
         ] {
             if limit.is_zero() {
                 return Err(Error::Config {

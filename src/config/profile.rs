@@ -21,6 +21,8 @@ pub(crate) struct ProfileConfig {
     pub timeout: Option<ConfigDuration>,
     pub list_timeout: Option<ConfigDuration>,
     pub grace_period: Option<ConfigDuration>,
+    /// The CI heartbeat's period (`--heartbeat`).
+    pub heartbeat: Option<ConfigDuration>,
     pub isolate: Option<bool>,
     pub test_threads: Option<usize>,
     /// Name of the environment lock (`--lock`).
@@ -40,6 +42,7 @@ impl ProfileConfig {
             timeout: self.timeout.or(base.timeout),
             list_timeout: self.list_timeout.or(base.list_timeout),
             grace_period: self.grace_period.or(base.grace_period),
+            heartbeat: self.heartbeat.or(base.heartbeat),
             isolate: self.isolate.or(base.isolate),
             test_threads: self.test_threads.or(base.test_threads),
             lock: self.lock.clone().or_else(|| base.lock.clone()),

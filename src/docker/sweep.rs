@@ -120,13 +120,16 @@ pub(crate) async fn find(engine: &Engine, filter: &[String]) -> Result<Vec<Resou
 }
 
 fn container(c: ContainerSummary) -> Resource {
-    let ports = c
+    // The engine lists a published port once per address family (0.0.0.0 and ::): show it once.
+    let mut ports: Vec<String> = c
         .ports
         .unwrap_or_default()
         .iter()
         .filter_map(|p| Some(format!("{}->{}", p.public_port?, p.private_port)))
-        .collect::<Vec<_>>()
-        .join(",");
+        .collect();
+    ports.sort();
+    ports.dedup();
+    let ports = ports.join(",");
     // A created container's endpoints do not exist yet: its networks have a name but no id.
     let networks = c
         .network_settings

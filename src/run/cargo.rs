@@ -17,6 +17,7 @@ use cargo_metadata::{Message, MetadataCommand, Package, TargetKind};
 
 use super::cargo_env::{self, cargo_program};
 use super::harness::{self, Harness};
+use super::target_runner::{Runners, TargetRunner};
 use crate::cli::RunArgs;
 use crate::contract::ENV_BINARY;
 use crate::errors::Error;
@@ -61,13 +62,23 @@ pub(crate) struct TestBinary {
     pub is_lib: bool,
     /// The complete environment cargo test would add for this binary.
     pub env: Vec<(String, OsString)>,
+    /// The target runner cargo would put in front of it, if one is configured.
+    pub runner: Option<TargetRunner>,
+    /// Its place in the order cargo test runs binaries (package, then lib, bins, tests, benches,
+    /// examples, then name): what fail-fast stops by.
+    pub order: usize,
+    /// `(package, kind rank, target name)`: sorts as cargo's run order.
+    sort_key: (String, u8, String),
 }
 
 impl TestBinary {
     /// The binary as cargo test starts it: its environment, `CLEANTEST_BINARY`, and the package root as
     /// the working directory. The caller adds the arguments.
     pub(crate) fn command(&self) -> Command {
-        let mut command = Command::new(&self.executable);
+        let mut command = match &self.runner {
+            Some(runner) => runner.command(&self.executable),
+            None => Command::new(&self.executable),
+        };
         command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(ENV_BINARY, &self.id)
@@ -102,14 +113,18 @@ impl Workspace {
     }
 
     /// Describes the test binaries of a build.
-    pub(crate) fn test_binaries(&self, built: Built) -> Vec<TestBinary> {
+    /// Describes the test binaries of a build, in the order cargo test runs them.
+    pub(crate) fn test_binaries(&self, built: Built, runners: &Runners) -> Vec<TestBinary> {
         let mut binaries: Vec<TestBinary> = built
             .tests
             .into_iter()
-            .filter_map(|artifact| self.describe(artifact, &built.bin_exes))
+            .filter_map(|artifact| self.describe(artifact, &built.bin_exes, runners))
             .collect();
-        binaries.sort_by(|a, b| a.id.cmp(&b.id));
+        binaries.sort_by(|a, b| a.sort_key.cmp(&b.sort_key));
         binaries.dedup_by(|a, b| a.executable == b.executable);
+        for (i, binary) in binaries.iter_mut().enumerate() {
+            binary.order = i;
+        }
         binaries
     }
 
@@ -117,6 +132,7 @@ impl Workspace {
         &self,
         artifact: cargo_metadata::Artifact,
         bin_exes: &HashMap<String, Vec<(String, PathBuf)>>,
+        runners: &Runners,
     ) -> Option<TestBinary> {
         let package = self.packages.get(&artifact.package_id.repr)?.clone();
         let executable = artifact.executable?.into_std_path_buf();
@@ -141,13 +157,24 @@ impl Workspace {
             _ => Vec::new(),
         };
         let env = cargo_env::binary_env(&package.env, &executable, &bins);
+        // cargo's `TargetKind` order, which its test run is sorted by.
+        let rank = match kind {
+            "lib" => 0,
+            "bin" => 1,
+            "test" => 2,
+            "bench" => 3,
+            _ => 4,
+        };
         Some(TestBinary {
             id,
+            runner: runners.for_executable(&executable),
+            sort_key: (package.name.clone(), rank, name),
             executable,
             package,
             harness,
             is_lib: kind == "lib",
             env,
+            order: 0,
         })
     }
 }

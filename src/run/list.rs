@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::cargo::TestBinary;
+use super::harness::Harness;
 use super::unit::UnitKind;
 use crate::cli::{RunIgnored, TestArgs};
 use crate::errors::Error;
@@ -114,6 +115,12 @@ fn run_list(
     command
         .args(["--list", "--format", "terse"])
         .args(selection);
+    if binary.harness == (Harness::Compatible { ordered: false }) {
+        // libtest-mimic writes through anstream, which strips ANSI codes from a pipe: a test whose
+        // name holds them would be listed under a name `--exact` cannot select. Forced colour keeps
+        // the real names (its terse listing has no colour of its own).
+        command.env("CLICOLOR_FORCE", "1");
+    }
     session.configure(&mut command);
     let fail = |reason: String| Error::List {
         binary: binary.id.clone(),

@@ -13,11 +13,13 @@
 
 mod cargo;
 mod cargo_env;
+mod fail_fast;
 mod harness;
 mod list;
 mod plan;
 mod report;
 mod schedule;
+mod target_runner;
 mod tracker;
 mod unit;
 
@@ -59,6 +61,8 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         let prepare = scope.spawn(|| -> Result<_, Error> {
             let workspace = Workspace::load(&args)?;
             let settings = Settings::load(&workspace.root, &args.runner)?;
+            let runners =
+                target_runner::Runners::load(&args.compilation.target, &args.cargo_config);
             let lock = if runs_tests {
                 let profile = start::Profile {
                     lock: settings.lock.as_deref(),
@@ -68,7 +72,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
             } else {
                 None
             };
-            Ok((workspace, settings, lock))
+            Ok((workspace, settings, runners, lock))
         });
         let built = if args.targets.doc {
             Ok(Built::default())
@@ -89,8 +93,8 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     // cargo has printed why the build failed; reading the workspace fails for the same reason (a
     // missing manifest), so the build's error goes first and cargo's reason is printed once.
     let built = built?;
-    let (workspace, settings, _env_lock) = prepared?;
-    let binaries = workspace.test_binaries(built);
+    let (workspace, settings, runners, _env_lock) = prepared?;
+    let binaries = workspace.test_binaries(built, &runners);
     if args.no_run {
         return Ok(EXIT_OK);
     }
@@ -182,6 +186,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         !summary.problems.is_empty() || summary.results.iter().any(|r| r.outcome.is_failure());
     let keep = args.session.keep_on_failure && tests_failed;
     let end = session.finish(keep).unwrap_or_default();
+    summary.kept = keep;
     let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());
     if !end.escaped.is_empty() {
         summary.leftovers.push(Leftover {

@@ -53,6 +53,8 @@ pub(crate) fn plan(
             tests,
             threads,
             attempt: 0,
+            order: binary.order,
+            recovery: false,
         };
         let listing = match listing {
             Some(listing) if unit_kind(binary.harness, isolate) != UnitKind::Whole => listing,
@@ -82,6 +84,7 @@ pub(crate) fn plan(
             }
         }
     }
+    let after_binaries = plan.queue.iter().map(|s| s.order + 1).max().unwrap_or(0);
     if doctests {
         // First, not last: `cargo test --doc` spends most of its time starting cargo and compiling the
         // doctests, which overlaps well with the test binaries.
@@ -92,6 +95,9 @@ pub(crate) fn plan(
             tests: Vec::new(),
             threads,
             attempt: 0,
+            // cargo test runs the doctests after every binary.
+            order: after_binaries,
+            recovery: false,
         });
     }
     plan

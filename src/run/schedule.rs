@@ -1,13 +1,16 @@
 //! Scheduling: the loop that runs a `Plan`'s units, at most `slots` at a time, applying fail-fast,
 //! timeouts, reruns and signals. The loop owns all unit state; threads only send it events.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use super::fail_fast::FailFast;
 use super::plan::Plan;
-use super::report::{Leftover, Outcome, Reporter, RunSummary, UnitProblem};
-use super::unit::{CommandContext, RunningUnit, UnitKind, outcome_of};
+use super::report::{
+    Leftover, NotRun, Outcome, Reporter, RunSummary, TestResult, UnitProblem, full_name,
+};
+use super::unit::{CommandContext, RunningUnit, UnitKind, UnitSpec, outcome_of};
 use crate::config::Settings;
 use crate::session::process::{Event, UnitId};
 
@@ -34,18 +37,16 @@ impl Scheduler<'_> {
         let mut queue = plan.queue;
         let mut running: HashMap<UnitId, RunningUnit> = HashMap::new();
         let mut next_id: UnitId = 0;
-        let mut started_binaries: HashSet<String> = HashSet::new();
-        let mut tripped = false;
+        let mut fail_fast = FailFast::new(&queue);
         let mut signals_seen = 0;
         loop {
             let now = Instant::now();
             let stopping = self.ctx.session.interrupted_by().is_some();
             while !stopping && running.len() < self.slots {
                 let Some(spec) = queue.pop_front() else { break };
-                if tripped && !started_binaries.contains(&spec.binary_id) {
-                    continue; // fail-fast: no new binary after a failure, as cargo test
+                if fail_fast.leaves_out(&spec) {
+                    continue; // fail-fast: nothing after the first failing binary, as cargo test
                 }
-                started_binaries.insert(spec.binary_id.clone());
                 let binary_id = spec.binary_id.clone();
                 match RunningUnit::start(next_id, spec, &self.ctx, &self.events.0) {
                     Ok(unit) => {
@@ -88,6 +89,10 @@ impl Scheduler<'_> {
                     self.reporter
                         .announce(&unit.spec.binary_id, &name, Outcome::TimedOut, limit);
                 }
+                for (name, over) in unit.heartbeats(now, self.settings.heartbeat) {
+                    self.reporter
+                        .heartbeat(&full_name(&unit.spec.binary_id, &name), over);
+                }
                 if unit.is_done(now) {
                     done.push(*id);
                 }
@@ -96,70 +101,18 @@ impl Scheduler<'_> {
             let any_done = !done.is_empty();
             for id in done {
                 let unit = running.remove(&id).expect("done unit is running");
-                let label = match unit.spec.kind {
-                    UnitKind::Isolated => {
-                        format!("{}::{}", unit.spec.binary_id, unit.spec.tests[0])
-                    }
-                    _ => unit.spec.binary_id.clone(),
-                };
-                self.ctx.session.remove_group(unit.pid);
-                let unit_kind = unit.spec.kind;
-                let unit_test =
-                    (unit_kind == UnitKind::Isolated).then(|| unit.spec.tests[0].clone());
-                let unit_binary = unit.spec.binary_id.clone();
-                let interrupted = self.ctx.session.interrupted_by().is_some();
-                let finished = unit.finish(Instant::now(), self.settings, interrupted);
-                summary.filtered_out += finished.filtered_out;
-                summary.measured += finished.measured;
-                let mut finished = finished;
-                let leaked = !finished.leftovers.is_empty();
-                if self.settings.leak_fails && leaked && unit_kind == UnitKind::Isolated {
-                    // Isolated, the test itself fails; shared, the binary does (in `leftovers`).
-                    if let [only] = finished.results.as_mut_slice()
-                        && only.outcome == Outcome::Passed
+                let order = unit.spec.order;
+                let failures_before = failures(&summary);
+                for more in self.unit_done(unit, &mut summary, &mut fail_fast) {
+                    queue.push_front(more);
+                }
+                if self.fail_fast && failures(&summary) > failures_before && fail_fast.trip(order) {
+                    for unit in running
+                        .values_mut()
+                        .filter(|u| fail_fast.excludes(u.spec.order))
                     {
-                        only.outcome = Outcome::Failed;
-                        only.note = Some(format!(
-                            "left {} process(es) behind",
-                            finished.leftovers.len()
-                        ));
-                        only.announced = false;
+                        unit.cancel(now, self.settings.grace_period);
                     }
-                }
-                for mut result in finished.results {
-                    // Only failures' output is shown (and passes' with --show-output): drop the rest.
-                    let keep = result.outcome.is_failure()
-                        || (result.outcome == Outcome::Passed
-                            && self.reporter.keeps_passing_output());
-                    if !keep {
-                        result.output = None;
-                    }
-                    self.reporter.test_finished(&result);
-                    summary.results.push(result);
-                }
-                if let Some(problem) = finished.problem {
-                    self.reporter
-                        .warn(&format!("{}: {}", problem.binary, problem.message));
-                    summary.problems.push(problem);
-                }
-                if !finished.leftovers.is_empty() {
-                    self.leftovers(&mut summary, label.clone(), finished.leftovers);
-                }
-                // Containers the unit started through the proxy and left running (swept with the session).
-                let containers = self
-                    .ctx
-                    .session
-                    .leaked_containers(&unit_binary, unit_test.as_deref());
-                // A shared binary that is started again for unfinished tests is judged when it is done.
-                let judged_later = unit_kind == UnitKind::Shared && finished.rerun.is_some();
-                if !containers.is_empty() && !judged_later {
-                    self.leaked_containers(&mut summary, label, containers);
-                }
-                if let Some(rerun) = finished.rerun {
-                    queue.push_front(rerun);
-                }
-                if self.fail_fast && summary.failed() {
-                    tripped = true;
                 }
             }
             // Escapees are adopted when their parent dies and are only killed once their unit is over:
@@ -174,10 +127,97 @@ impl Scheduler<'_> {
                 .collect();
             self.reporter.running(&names);
         }
+        if self.ctx.session.interrupted_by().is_some() {
+            summary.not_run.extend(queue.iter().flat_map(not_run_of));
+        }
+        fail_fast.apply(&mut summary);
         summary.elapsed = started.elapsed();
         summary.session = self.ctx.session.id().to_string();
         summary.interrupted = self.ctx.session.interrupted_by().is_some();
         (summary, self.reporter)
+    }
+
+    /// Takes in a unit that ended: its results, problems and leftovers go to the summary (unless
+    /// fail-fast has left its binary out), and what must run next comes back: the tests it did not
+    /// finish, and reruns that recover failures' output.
+    fn unit_done(
+        &mut self,
+        unit: RunningUnit,
+        summary: &mut RunSummary,
+        fail_fast: &mut FailFast,
+    ) -> Vec<UnitSpec> {
+        let label = match unit.spec.kind {
+            UnitKind::Isolated => full_name(&unit.spec.binary_id, &unit.spec.tests[0]),
+            _ => unit.spec.binary_id.clone(),
+        };
+        self.ctx.session.remove_group(unit.pid);
+        let unit_kind = unit.spec.kind;
+        let unit_test = (unit_kind == UnitKind::Isolated).then(|| unit.spec.tests[0].clone());
+        let unit_binary = unit.spec.binary_id.clone();
+        let recovery = unit.spec.recovery;
+        let counts = !fail_fast.leaves_out(&unit.spec);
+        let interrupted = self.ctx.session.interrupted_by().is_some();
+        let mut finished = unit.finish(Instant::now(), self.settings, interrupted);
+        let leaked = !finished.leftovers.is_empty();
+        if self.settings.leak_fails && leaked && unit_kind == UnitKind::Isolated {
+            // Isolated, the test itself fails; shared, the binary does (in `leftovers`).
+            if let [only] = finished.results.as_mut_slice()
+                && only.outcome == Outcome::Passed
+            {
+                only.outcome = Outcome::Failed;
+                only.note = Some(format!(
+                    "left {} process(es) behind",
+                    finished.leftovers.len()
+                ));
+                only.announced = false;
+            }
+        }
+        if recovery {
+            if let Some(rerun) = finished.results.pop() {
+                recovered(summary, rerun);
+            }
+        } else if counts {
+            summary.filtered_out += finished.filtered_out;
+            summary.measured += finished.measured;
+            summary
+                .not_run
+                .extend(finished.not_run.iter().map(|name| NotRun {
+                    binary: unit_binary.clone(),
+                    name: name.clone(),
+                }));
+            for mut result in std::mem::take(&mut finished.results) {
+                // Only failures' output is shown (and passes' with --show-output): drop the rest.
+                let keep = result.outcome.is_failure()
+                    || (result.outcome == Outcome::Passed && self.reporter.keeps_passing_output());
+                if !keep {
+                    result.output = None;
+                }
+                self.reporter.test_finished(&result);
+                summary.results.push(result);
+            }
+            if let Some(problem) = finished.problem.take() {
+                self.reporter
+                    .warn(&format!("{}: {}", problem.binary, problem.message));
+                summary.problems.push(problem);
+            }
+        }
+        if !finished.leftovers.is_empty() {
+            self.leftovers(summary, label.clone(), finished.leftovers);
+        }
+        // Containers the unit started through the proxy and left running (swept with the session).
+        let containers = self
+            .ctx
+            .session
+            .leaked_containers(&unit_binary, unit_test.as_deref());
+        // A shared binary that is started again for unfinished tests is judged when it is done.
+        let judged_later = unit_kind == UnitKind::Shared && finished.rerun.is_some();
+        if !containers.is_empty() && !judged_later {
+            self.leaked_containers(summary, label, containers);
+        }
+        if !counts || interrupted {
+            return Vec::new();
+        }
+        finished.recover.into_iter().chain(finished.rerun).collect()
     }
 
     /// Processes that left their unit's group and were adopted by the runner: killed once the unit they
@@ -310,4 +350,54 @@ impl Scheduler<'_> {
             }
         }
     }
+}
+
+/// Failures so far: failed tests and failed processes (fail-fast trips when a unit adds one).
+fn failures(summary: &RunSummary) -> usize {
+    summary.problems.len()
+        + summary
+            .results
+            .iter()
+            .filter(|r| r.outcome.is_failure())
+            .count()
+}
+
+/// The tests of a unit that never started (the whole binary when its tests are not known).
+fn not_run_of(spec: &UnitSpec) -> Vec<NotRun> {
+    if spec.recovery {
+        return Vec::new();
+    }
+    let names: Vec<String> = match spec.kind {
+        UnitKind::Whole => vec![String::new()],
+        _ => spec.tests.clone(),
+    };
+    names
+        .into_iter()
+        .map(|name| NotRun {
+            binary: spec.binary_id.clone(),
+            name,
+        })
+        .collect()
+}
+
+/// A failure's output, recovered by running the test alone: it goes to the original result, marked
+/// as coming from a rerun; the rerun's own verdict is only mentioned.
+fn recovered(summary: &mut RunSummary, rerun: TestResult) {
+    let Some(original) = summary
+        .results
+        .iter_mut()
+        .find(|r| r.binary == rerun.binary && r.name == rerun.name && r.outcome.is_failure())
+    else {
+        return;
+    };
+    let verdict = match rerun.outcome {
+        Outcome::Passed => "passed (the failure may depend on the other tests)",
+        Outcome::Ignored => "was ignored",
+        _ => "failed again",
+    };
+    let text = rerun.output.unwrap_or_default();
+    original.output = Some(format!(
+        "[output from a rerun of this test alone with --exact, which {verdict}; the shared run was \
+         stopped before libtest printed the original]\n{text}"
+    ));
 }

@@ -177,7 +177,7 @@ pub(crate) fn docker_lines(end: &DockerEnd, session: &str) -> Vec<String> {
             for r in found.iter().filter(|r| r.kind != Kind::Container) {
                 out.push(format!("    {} {}", r.kind.word(), r.name));
             }
-            if let Some(c) = containers.first() {
+            for c in &containers {
                 out.push(format!(
                     "  inspect:  docker logs {}    docker exec -it {} sh",
                     c.name, c.name

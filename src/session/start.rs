@@ -84,6 +84,8 @@ pub(crate) fn start(
         let socket = state::session_dir(&state, session.id()).join(PROXY_SOCKET_FILE);
         match Proxy::start(&socket, session.id(), engine_max) {
             Ok(proxy) => session.set_proxy(proxy),
+            // An engine that is down was warned about above, with the same bad address.
+            Err(_) if !matches!(docker, DockerState::Up(_)) => {}
             Err(e) => eprintln!(
                 "warning: failed to start the Docker proxy ({e}); only labelled resources will be swept"
             ),

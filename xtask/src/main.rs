@@ -5,8 +5,11 @@
 //! - `cargo xtask demo`: `cargo cleantest` on the demo fixture workspace.
 //! - `cargo xtask image [--rebuild]`: the local `cleantest-fixture:latest` image the Docker tests use.
 //! - `cargo xtask bench [--smoke] [--runs N]`: the benchmarks behind `BENCHMARKS.md`.
+//! - `cargo xtask conformance [--ci] [--only NAME]`: counts and exit codes against cargo test on
+//!   pinned crates.io packages, behind `CONFORMANCE.md`.
 
 mod bench;
+mod conformance;
 mod image;
 
 use std::process::{Command, ExitCode};
@@ -18,9 +21,10 @@ fn main() -> ExitCode {
         Some("demo") => demo(&args[1..]),
         Some("image") => build_image(args.iter().any(|a| a == "--rebuild")),
         Some("bench") => bench::run(&args[1..]),
+        Some("conformance") => conformance::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|demo [ARGS...]|image [--rebuild]|bench [--smoke] [--runs N]>"
+                "usage: cargo xtask <ci|demo [ARGS...]|image [--rebuild]|bench [--smoke] [--runs N]|conformance [--ci] [--only NAME]>"
             );
             return ExitCode::from(2);
         }
@@ -76,12 +80,20 @@ fn ci() -> Result<(), String> {
     step("run the test suite", cargo().args(["test", "--workspace"]))?;
     // The benchmark harness at tiny sizes, so that it does not rot between real runs.
     eprintln!("xtask: run the benchmark harness at smoke size");
-    bench::run(&["--smoke".to_string()])
+    bench::run(&["--smoke".to_string()])?;
+    eprintln!("xtask: run the conformance corpus's CI subset");
+    conformance::run(&["--ci".to_string()])
 }
 
 fn demo(extra: &[String]) -> Result<(), String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let manifest = root.join("fixtures/demo/Cargo.toml");
+    // Not `--quiet`: on a fresh checkout building the runner takes minutes, and cargo's progress is
+    // the only sign of life.
+    step(
+        "build cargo-cleantest (a few minutes on a fresh checkout)",
+        cargo().args(["build", "--package", "cargo-cleantest"]),
+    )?;
     step(
         "run cargo cleantest on fixtures/demo",
         cargo()

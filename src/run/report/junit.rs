@@ -31,6 +31,11 @@ pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
                 s.set_type("timeout");
                 s
             }
+            Outcome::Interrupted => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_type("interrupted");
+                s
+            }
         };
         if let Some(message) = r.note.clone().or_else(|| failure_message(r)) {
             status.set_message(message);
@@ -50,6 +55,16 @@ pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
         status.set_message(p.message.clone());
         let mut case = TestCase::new("(process)", status);
         case.set_system_out_lossy(&p.output);
+        suite.add_test_case(case);
+    }
+    for n in &summary.not_run {
+        let suite = suites
+            .entry(n.binary.as_str())
+            .or_insert_with(|| TestSuite::new(n.binary.clone()));
+        let mut status = TestCaseStatus::skipped();
+        status.set_message("not run: the run was interrupted before it started");
+        let mut case = TestCase::new(n.name.clone(), status);
+        case.set_classname(n.binary.clone());
         suite.add_test_case(case);
     }
     report.add_test_suites(suites.into_values());

@@ -71,7 +71,7 @@ impl Reporter {
     ) {
         match outcome {
             Outcome::Passed => self.passed += 1,
-            Outcome::Failed | Outcome::TimedOut => self.failed += 1,
+            Outcome::Failed | Outcome::TimedOut | Outcome::Interrupted => self.failed += 1,
             Outcome::Ignored => {}
         }
         if let Some(bar) = &self.bar {
@@ -122,9 +122,22 @@ impl Reporter {
         }
     }
 
-    /// Refreshes the progress message with the running tests.
+    /// A test that passed another heartbeat period: a line without a terminal, where the progress bar
+    /// does not show it (the bar lists the longest-running tests first).
+    pub(crate) fn heartbeat(&self, name: &str, over: Duration) {
+        if self.bar.is_none() {
+            self.line(&format!(
+                "test {name} has been running for over {}s",
+                over.as_secs()
+            ));
+        }
+    }
+
+    /// Refreshes the progress message with the running tests, the longest-running first.
     pub(crate) fn running(&self, running: &[(String, Duration)]) {
         let Some(bar) = &self.bar else { return };
+        let mut running = running.to_vec();
+        running.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
         let mut names: Vec<String> = running
             .iter()
             .take(3)

@@ -19,11 +19,16 @@ pub(crate) enum Outcome {
     Failed,
     Ignored,
     TimedOut,
+    /// Running when the run was interrupted (Ctrl-C, a CI's cancellation): counted as failed.
+    Interrupted,
 }
 
 impl Outcome {
     pub(crate) fn is_failure(self) -> bool {
-        matches!(self, Outcome::Failed | Outcome::TimedOut)
+        matches!(
+            self,
+            Outcome::Failed | Outcome::TimedOut | Outcome::Interrupted
+        )
     }
 
     pub(crate) fn word(self) -> &'static str {
@@ -32,6 +37,7 @@ impl Outcome {
             Outcome::Failed => "FAILED",
             Outcome::Ignored => "ignored",
             Outcome::TimedOut => "TIMEOUT",
+            Outcome::Interrupted => "INTERRUPTED",
         }
     }
 }
@@ -112,8 +118,23 @@ pub(crate) struct RunSummary {
     pub session: String,
     /// The run was stopped by a signal before every test could finish.
     pub interrupted: bool,
+    /// `--keep-on-failure` kept the session's containers (the leftovers heading says so).
+    pub kept: bool,
     /// What the session's end did with Docker resources, printed just before the total.
     pub docker_lines: Vec<String>,
+    /// Tests (or whole binaries) that never started because the run was interrupted: listed in the
+    /// summary and in JUnit as skipped, not counted in the total line (cargo test never reached them).
+    pub not_run: Vec<NotRun>,
+    /// Binaries fail-fast left out after the first failing one, in cargo test's order (their results,
+    /// if they ran alongside, are not counted, as cargo test would not have reached them).
+    pub fail_fast_skipped: Vec<String>,
+}
+
+/// A test (or a whole binary, with an empty name) that never started.
+#[derive(Debug, Clone)]
+pub(crate) struct NotRun {
+    pub binary: String,
+    pub name: String,
 }
 
 impl RunSummary {
@@ -136,7 +157,9 @@ impl RunSummary {
             "test result: {}. {} passed; {} failed; {} ignored; {} measured; {} filtered out; finished in {:.2}s",
             if self.failed() { "FAILED" } else { "ok" },
             self.count(Outcome::Passed),
-            self.count(Outcome::Failed) + self.count(Outcome::TimedOut),
+            self.count(Outcome::Failed)
+                + self.count(Outcome::TimedOut)
+                + self.count(Outcome::Interrupted),
             self.count(Outcome::Ignored),
             self.measured,
             self.filtered_out,

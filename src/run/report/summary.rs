@@ -62,10 +62,12 @@ pub(super) fn write_summary(
         }
     }
     if !s.leftovers.is_empty() {
-        writeln!(
-            out,
-            "\nleft behind (processes killed, containers swept with the session):"
-        )?;
+        let containers = if s.kept {
+            "containers kept for inspection"
+        } else {
+            "containers swept with the session"
+        };
+        writeln!(out, "\nleft behind (processes killed, {containers}):")?;
         for l in &s.leftovers {
             writeln!(out, "    {}: left {} {}", l.unit, l.processes.len(), l.kind)?;
             for p in l.processes.iter().take(5) {
@@ -90,6 +92,7 @@ pub(super) fn write_summary(
             )?;
         }
     }
+    write_not_run(out, s)?;
     for line in &s.docker_lines {
         writeln!(out, "{line}")?;
     }
@@ -102,6 +105,42 @@ pub(super) fn write_summary(
     }
     writeln!(out)?;
     writeln!(out, "{}", s.total_line())
+}
+
+/// What never ran: tests an interrupt stopped before they started, binaries fail-fast left out.
+fn write_not_run(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
+    if !s.not_run.is_empty() {
+        writeln!(
+            out,
+            "
+not run: {} (the run was interrupted before they started; not counted below)",
+            plural(s.not_run.len(), "test")
+        )?;
+        for n in s.not_run.iter().take(10) {
+            writeln!(out, "    {}", super::full_name(&n.binary, &n.name))?;
+        }
+        if s.not_run.len() > 10 {
+            writeln!(out, "    ... and {} more", s.not_run.len() - 10)?;
+        }
+    }
+    if !s.fail_fast_skipped.is_empty() {
+        writeln!(
+            out,
+            "
+not run after the first failure, as under cargo test (fail-fast): {}",
+            s.fail_fast_skipped.join(", ")
+        )?;
+        writeln!(out, "    run with --no-fail-fast to run them too")?;
+    }
+    Ok(())
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 fn tail(text: &str, lines: usize) -> Vec<&str> {

@@ -5,9 +5,14 @@ use std::time::Instant;
 
 use super::{RunningUnit, StopReason, UnitKind, UnitSpec};
 use crate::config::Settings;
+use crate::run::harness::Harness;
 use crate::run::report::{Outcome, TestResult, UnitProblem};
 use crate::run::tracker::{Summary, Verdict};
 use crate::session::process::{ExitKind, kill_leftovers};
+
+/// The note of a failure whose output its process never printed because the run was interrupted.
+const LOST_TO_INTERRUPT: &str = "its output was lost: the run was interrupted before the test binary \
+     printed it (libtest prints failures at the end); rerun it to see it";
 
 /// What a finished unit produced.
 pub(crate) struct Finished {
@@ -18,6 +23,10 @@ pub(crate) struct Finished {
     pub filtered_out: usize,
     /// Benchmarks measured, from the process's own `test result:` lines.
     pub measured: usize,
+    /// Tests that never started because the run was interrupted.
+    pub not_run: Vec<String>,
+    /// Failed tests whose output the killed process never printed: each to rerun alone to recover it.
+    pub recover: Vec<UnitSpec>,
 }
 
 impl RunningUnit {
@@ -46,6 +55,8 @@ impl RunningUnit {
         }
         let mut results = Vec::new();
         let mut rerun = Vec::new();
+        let mut not_run = Vec::new();
+        let mut recover = Vec::new();
         let names = self.tracker.names().to_vec();
         let summary = self.tracker.summary();
         let isolated = self.spec.kind == UnitKind::Isolated;
@@ -73,7 +84,15 @@ impl RunningUnit {
             } else if let Some(v) = verdict {
                 (outcome_of(v), None)
             } else if self.reason == Some(StopReason::Interrupt) {
-                continue; // never finished: counted nowhere, as under cargo test
+                if !(running.contains(&i) || isolated) {
+                    not_run.push(name.clone());
+                    continue;
+                }
+                let note = format!(
+                    "interrupted after {:.1}s; the test was running when the run was stopped",
+                    duration.as_secs_f64()
+                );
+                (Outcome::Interrupted, Some(note))
             } else if self.reason == Some(StopReason::Timeout) {
                 rerun.push(name.clone());
                 continue;
@@ -100,6 +119,14 @@ impl RunningUnit {
             } else {
                 self.tracker.output(i).map(str::to_string)
             };
+            let mut note = note;
+            if !isolated && outcome == Outcome::Failed && note.is_none() && summary.is_none() {
+                // Killed before libtest's end-of-run report, which is where it prints failures.
+                match self.reason {
+                    Some(StopReason::Interrupt) => note = Some(LOST_TO_INTERRUPT.into()),
+                    _ => recover.push(self.spec.recovery(name.clone())),
+                }
+            }
             results.push(TestResult {
                 duration,
                 output: own_output,
@@ -140,6 +167,8 @@ impl RunningUnit {
             } else {
                 summary.map_or(0, |s| s.measured)
             },
+            not_run,
+            recover,
         }
     }
 
@@ -160,7 +189,37 @@ impl RunningUnit {
             .collect();
         let mut problem = None;
         let failed_any = results.iter().any(|r| r.outcome.is_failure());
-        if self.whole_timed_out {
+        let mut recover = Vec::new();
+        if self.tracker.summary().is_none() && (self.whole_timed_out || self.reason.is_some()) {
+            // Killed before its end-of-run report: the failures' output was never printed.
+            let rerunnable = self
+                .spec
+                .binary
+                .as_ref()
+                .is_some_and(|b| matches!(b.harness, Harness::Compatible { .. }));
+            for r in results.iter_mut().filter(|r| r.outcome == Outcome::Failed) {
+                if rerunnable && self.reason != Some(StopReason::Interrupt) {
+                    recover.push(self.spec.recovery(r.name.clone()));
+                } else {
+                    r.note = Some(LOST_TO_INTERRUPT.into());
+                }
+            }
+        }
+        if self.reason == Some(StopReason::Interrupt) && !self.whole_timed_out {
+            // Which of its tests were running is not known: the unit itself was interrupted.
+            let what = if self.spec.binary.is_some() {
+                "the binary was running when the run was stopped"
+            } else {
+                "the doctests were running when the run was stopped"
+            };
+            results.push(TestResult {
+                duration: now - self.started,
+                output: Some(output.clone()),
+                note: Some(what.into()),
+                counted: false,
+                ..TestResult::new(binary, String::new(), Outcome::Interrupted)
+            });
+        } else if self.whole_timed_out {
             let what = if self.spec.binary.is_some() {
                 "no test of it finished within the timeout; the binary was stopped"
             } else {
@@ -202,6 +261,8 @@ impl RunningUnit {
             leftovers: std::mem::take(&mut self.leftovers),
             filtered_out: summary.filtered_out,
             measured: summary.measured,
+            not_run: Vec::new(),
+            recover,
         }
     }
 

@@ -6,6 +6,7 @@
 mod finish;
 mod spec;
 
+use std::collections::HashMap;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -61,7 +62,12 @@ pub(crate) struct RunningUnit {
     whole_timed_out: bool,
     last_progress: Instant,
     leftovers: Vec<String>,
+    /// Heartbeat periods already reported, by test index (`WHOLE` for a whole unit).
+    heartbeats: HashMap<usize, u32>,
 }
+
+/// The heartbeat key of a whole unit, whose running tests are not known.
+const WHOLE: usize = usize::MAX;
 
 impl RunningUnit {
     pub(crate) fn start(
@@ -92,6 +98,7 @@ impl RunningUnit {
             whole_timed_out: false,
             last_progress: now,
             leftovers: Vec::new(),
+            heartbeats: HashMap::new(),
         })
     }
 
@@ -149,6 +156,44 @@ impl RunningUnit {
                 kill_at: now + grace,
             };
         }
+    }
+
+    /// Stops a unit whose results will not count (fail-fast stopped at an earlier binary): SIGTERM,
+    /// then SIGKILL after the grace period, as for an interrupt.
+    pub(crate) fn cancel(&mut self, now: Instant, grace: Duration) {
+        self.reason.get_or_insert(StopReason::Interrupt);
+        if self.stop == Stop::Running && self.exit.is_none() {
+            signal_group(self.pid, Signal::SIGTERM);
+            self.stop = Stop::Terminating {
+                kill_at: now + grace,
+            };
+        }
+    }
+
+    /// Running tests that passed another whole `period` since they started, with the time they
+    /// passed: each period is reported once per test.
+    pub(crate) fn heartbeats(&mut self, now: Instant, period: Duration) -> Vec<(String, Duration)> {
+        if self.stop != Stop::Running || self.exit.is_some() || period.is_zero() {
+            return Vec::new();
+        }
+        let running: Vec<(usize, String, Duration)> = if self.spec.kind == UnitKind::Whole {
+            vec![(WHOLE, String::new(), now - self.started)]
+        } else {
+            self.tracker
+                .running()
+                .map(|(i, since)| (i, self.tracker.names()[i].clone(), now - since))
+                .collect()
+        };
+        let mut due = Vec::new();
+        for (key, name, elapsed) in running {
+            let periods = (elapsed.as_nanos() / period.as_nanos()).min(u32::MAX as u128) as u32;
+            let told = self.heartbeats.entry(key).or_default();
+            if periods > *told {
+                *told = periods;
+                due.push((name, period * periods));
+            }
+        }
+        due
     }
 
     fn mark_killed(&mut self, now: Instant) {

@@ -35,6 +35,11 @@ pub(crate) struct UnitSpec {
     pub threads: usize,
     /// 0 for the first run of a binary; reruns after a timeout or crash count up.
     pub attempt: u32,
+    /// The binary's place in cargo test's run order (the doctests come last): fail-fast stops by it.
+    pub order: usize,
+    /// A rerun of a failed test, alone, only to recover the output its killed binary never printed:
+    /// its result is not counted, its output goes to the original failure.
+    pub recovery: bool,
 }
 
 /// What the unit commands are built from.
@@ -51,6 +56,18 @@ impl UnitSpec {
         UnitSpec {
             tests,
             attempt: self.attempt + 1,
+            ..self.clone()
+        }
+    }
+
+    /// One failed test alone, `--exact`, to recover its output (see `recovery`).
+    pub(crate) fn recovery(&self, test: String) -> UnitSpec {
+        UnitSpec {
+            kind: UnitKind::Isolated,
+            tests: vec![test],
+            threads: 1,
+            attempt: self.attempt + 1,
+            recovery: true,
             ..self.clone()
         }
     }
@@ -90,8 +107,11 @@ impl UnitSpec {
             out.extend(args.selection().into_iter().map(OsString::from));
         } else {
             // Reruns and isolated tests name their tests exactly; the ignored mode still decides
-            // whether libtest runs an ignored test or reports it ignored.
-            out.extend(self.tests.iter().map(OsString::from));
+            // whether libtest runs an ignored test or reports it ignored. A name that looks like a
+            // flag (a harness may call a test `--list`) goes after `--`, at the end.
+            if !self.names_look_like_flags() {
+                out.extend(self.tests.iter().map(OsString::from));
+            }
             out.push("--exact".into());
             out.extend(args.ignored_flag().map(OsString::from));
         }
@@ -108,6 +128,14 @@ impl UnitSpec {
             out.push("--show-output".into());
         }
         out.extend(args.passthrough.iter().map(OsString::from));
+        if (self.kind != UnitKind::Shared || self.attempt > 0) && self.names_look_like_flags() {
+            out.push("--".into());
+            out.extend(self.tests.iter().map(OsString::from));
+        }
         out
+    }
+
+    fn names_look_like_flags(&self) -> bool {
+        self.tests.iter().any(|t| t.starts_with('-'))
     }
 }
