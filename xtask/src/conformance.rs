@@ -32,7 +32,7 @@ struct Case {
 const CORPUS: &[Case] = &[
     Case {
         name: "either",
-        covers: "plain libtest and ~100 doctests",
+        covers: "plain libtest and doctests",
         packages: &[("either", "1.15.0")],
         args: &[],
         isolate: true,
@@ -71,8 +71,8 @@ const CORPUS: &[Case] = &[
         ci: true,
     },
     Case {
-        name: "idna-isolated",
-        covers: "the same, one process per test",
+        name: "idna-unit",
+        covers: "idna's plain-libtest `unit` target, both modes",
         packages: &[("idna", "1.1.0")],
         args: &["--test", "unit"],
         isolate: true,
