@@ -79,3 +79,23 @@ fn build_failure_exits_101_and_runs_nothing() {
     assert_eq!(out.status.code(), Some(101), "{}", stderr(&out));
     assert!(!stdout(&out).contains("test result:"));
 }
+
+#[test]
+fn a_profile_without_a_config_file_says_there_is_none() {
+    let out = run(cleantest("harness", "no-config-file").args(["-P", "ci"]));
+    assert_clean_error(&out, 2, "there is no");
+}
+
+#[test]
+fn a_bad_docker_host_is_one_warning() {
+    let out = run(cleantest("mixed", "bad-docker-host")
+        .args(["-p", "ct-beta"])
+        .env("DOCKER_HOST", "bogus://nowhere"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let warnings = err
+        .lines()
+        .filter(|l| l.starts_with("warning:") && l.contains("bogus://nowhere"))
+        .count();
+    assert_eq!(warnings, 1, "{err}");
+}
