@@ -26,17 +26,44 @@ pub(crate) fn split_version(path: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// The create call a `POST` to `path` (query string excluded) is.
+/// The create call a `POST` to `path` (query string excluded) is. The engine routes on the decoded
+/// path (`/containers/%63reate` is a container create to it), so the path is decoded first: matching
+/// the raw path would let an encoded create through unlabelled.
 pub(crate) fn create_kind(method: &str, path: &str) -> Option<Create> {
     if method != "POST" {
         return None;
     }
-    match split_version(path).1 {
+    let decoded = percent_decode(path);
+    match split_version(&decoded).1 {
         "/containers/create" => Some(Create::Container),
         "/networks/create" => Some(Create::Network),
         "/volumes/create" => Some(Create::Volume),
         _ => None,
     }
+}
+
+/// `%XX` escapes decoded as Go's `url.PathUnescape` decodes them; a malformed escape is left as it is
+/// (the engine refuses such a request itself).
+fn percent_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Rewrites `/v1.NN/...` down to the engine's maximum version when the client asked for a newer one
@@ -115,6 +142,20 @@ mod tests {
         assert_eq!(create_kind("GET", "/containers/create"), None);
         assert_eq!(create_kind("POST", "/containers/abc/exec"), None);
         assert_eq!(create_kind("POST", "/vX/containers/create"), None);
+        // The engine decodes the path before routing: so do we.
+        assert_eq!(
+            create_kind("POST", "/containers/%63reate"),
+            Some(Create::Container)
+        );
+        assert_eq!(
+            create_kind("POST", "/v1.41/%6e%65tworks/create"),
+            Some(Create::Network)
+        );
+        assert_eq!(
+            create_kind("POST", "/%76olumes%2Fcreate"),
+            Some(Create::Volume)
+        );
+        assert_eq!(create_kind("POST", "/containers/%zzcreate"), None);
     }
 
     #[test]
