@@ -63,27 +63,26 @@ impl FailFast {
         let Some(cut) = self.cut else { return };
         let past = |binary: &str| self.orders.get(binary).is_some_and(|&o| o > cut);
         let mut dropped: Vec<(usize, String)> = Vec::new();
-        let mut drop = |binary: &str| {
+        let mut note_dropped = |binary: &str| {
             dropped.push((self.orders[binary], binary.to_string()));
         };
         summary.results.retain(|r| {
             let out = past(&r.binary);
             if out {
-                drop(&r.binary);
+                note_dropped(&r.binary);
             }
             !out
         });
         summary.problems.retain(|p| {
             let out = past(&p.binary);
             if out {
-                drop(&p.binary);
+                note_dropped(&p.binary);
             }
             !out
         });
         summary.not_run.retain(|n| !past(&n.binary));
         self.left_out.extend(dropped);
         summary.fail_fast_skipped = self.left_out.into_values().collect();
-        summary.fail_fast_skipped.dedup();
     }
 }
 

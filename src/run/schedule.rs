@@ -102,11 +102,16 @@ impl Scheduler<'_> {
             for id in done {
                 let unit = running.remove(&id).expect("done unit is running");
                 let order = unit.spec.order;
-                let failures_before = failures(&summary);
+                let (results_before, problems_before) =
+                    (summary.results.len(), summary.problems.len());
                 for more in self.unit_done(unit, &mut summary, &mut fail_fast) {
                     queue.push_front(more);
                 }
-                if self.fail_fast && failures(&summary) > failures_before && fail_fast.trip(order) {
+                let failed = summary.problems.len() > problems_before
+                    || summary.results[results_before..]
+                        .iter()
+                        .any(|r| r.outcome.is_failure());
+                if self.fail_fast && failed && fail_fast.trip(order) {
                     for unit in running
                         .values_mut()
                         .filter(|u| fail_fast.excludes(u.spec.order))
@@ -350,16 +355,6 @@ impl Scheduler<'_> {
             }
         }
     }
-}
-
-/// Failures so far: failed tests and failed processes (fail-fast trips when a unit adds one).
-fn failures(summary: &RunSummary) -> usize {
-    summary.problems.len()
-        + summary
-            .results
-            .iter()
-            .filter(|r| r.outcome.is_failure())
-            .count()
 }
 
 /// The tests of a unit that never started (the whole binary when its tests are not known).

@@ -176,20 +176,27 @@ impl RunningUnit {
         if self.stop != Stop::Running || self.exit.is_some() || period.is_zero() {
             return Vec::new();
         }
-        let running: Vec<(usize, String, Duration)> = if self.spec.kind == UnitKind::Whole {
-            vec![(WHOLE, String::new(), now - self.started)]
+        // Called on every pass of the scheduler's loop: only a test that passed a new period costs
+        // anything (a map entry, its name cloned).
+        let since: Vec<(usize, Instant)> = if self.spec.kind == UnitKind::Whole {
+            vec![(WHOLE, self.started)]
         } else {
-            self.tracker
-                .running()
-                .map(|(i, since)| (i, self.tracker.names()[i].clone(), now - since))
-                .collect()
+            self.tracker.running().collect()
         };
         let mut due = Vec::new();
-        for (key, name, elapsed) in running {
+        for (key, since) in since {
+            let elapsed = now.saturating_duration_since(since);
             let periods = (elapsed.as_nanos() / period.as_nanos()).min(u32::MAX as u128) as u32;
+            if periods == 0 {
+                continue;
+            }
             let told = self.heartbeats.entry(key).or_default();
             if periods > *told {
                 *told = periods;
+                let name = match key {
+                    WHOLE => String::new(),
+                    i => self.tracker.names()[i].clone(),
+                };
                 due.push((name, period * periods));
             }
         }
