@@ -40,6 +40,16 @@ pub(crate) const SESSION_LABEL: &str = "cleantest.session";
 pub(crate) const BINARY_LABEL: &str = "cleantest.binary";
 /// The isolated test that created a resource through the proxy.
 pub(crate) const TEST_LABEL: &str = "cleantest.test";
+/// The owner of a session's resources, fixed at creation so that any sweep, from any state directory,
+/// can prove it alive or dead: the host (boot id and pid namespace), the runner's pid, and that pid's
+/// start time in clock ticks since boot (a reused pid has another start time).
+pub(crate) const HOST_LABEL: &str = "cleantest.host";
+pub(crate) const PID_LABEL: &str = "cleantest.pid";
+pub(crate) const PID_START_LABEL: &str = "cleantest.pid-start";
+/// `cleantest.nested.<id>`: set by a session's proxy on a resource whose creator had labelled it with
+/// another session `<id>` (a `cargo cleantest` run inside this one). The proxy's own session label wins,
+/// so this one's sweep always finds it; session `<id>`'s sweep selects by this key too.
+pub(crate) const NESTED_LABEL_PREFIX: &str = "cleantest.nested.";
 
 // ---- exit codes (the README's table) ----
 

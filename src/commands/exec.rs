@@ -3,7 +3,7 @@
 //! so `cargo nextest run`, shell scripts or `docker-compose` get the same cleanup.
 
 use std::io::{ErrorKind, IsTerminal};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use crate::cli::{SessionOpts, parse_duration};
 use crate::contract::{ENV_BINARY, EXEC_ID, EXIT_LEFTOVERS, EXIT_NOT_FOUND, EXIT_TIMEOUT};
 use crate::errors::Error;
 use crate::run::cargo_program;
-use crate::session::process::{Event, ExitKind, kill_leftovers};
+use crate::session::process::{Event, ExitKind, kill_leftovers, release, wait_exit};
 use crate::session::{CleanupGuard, Session, docker_lines, signal_group, signals, start};
 
 /// `cargo cleantest exec [OPTIONS] -- CMD ARGS...`
@@ -85,16 +85,10 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     let pid = child.id() as i32;
     session.add_group(pid);
     let waiter = tx.clone();
-    let mut child = child;
+    // The child is not reaped until its group has been killed for the last time (see `wait_exit`).
+    drop(child);
     std::thread::spawn(move || {
-        let exit = match child.wait() {
-            Ok(s) => match (s.code(), s.signal()) {
-                (Some(code), _) => ExitKind::Code(code),
-                (None, Some(sig)) => ExitKind::Signal(sig),
-                _ => ExitKind::Code(-1),
-            },
-            Err(_) => ExitKind::Code(-1),
-        };
+        let exit = wait_exit(pid);
         let _ = waiter.send(Event::Exited(0, exit));
     });
 
@@ -138,6 +132,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         );
     }
     session.remove_group(pid);
+    release(pid);
     let failed = timed_out || !exit.success();
     let end = session
         .finish(args.session.keep_on_failure && failed)

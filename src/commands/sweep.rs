@@ -1,6 +1,9 @@
 //! `cargo cleantest sweep`: removing the Docker resources of sessions that are over — one session, dead
 //! ones (stale), kept ones, everything labelled `cleantest.session`, or what is older than a duration.
-//! Resources of sessions whose runner is alive are never touched.
+//! Resources of sessions whose runner is alive are never touched: liveness comes from the session records
+//! of this state directory and from the owner labels on the resources themselves (`session::owner`), so
+//! it holds from any state directory. Resources of another host are swept only when their session is
+//! named, or with `--other-hosts`.
 
 use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal, Write};
@@ -12,6 +15,7 @@ use crate::cli::parse_duration;
 use crate::contract::{EXIT_LEFTOVERS, EXIT_OK, SESSION_LABEL};
 use crate::docker::{self, Connection, Removal, Resource};
 use crate::errors::Error;
+use crate::session::owner::{Liveness, session_liveness};
 use crate::session::stale::{print_resources, short, sweep_records};
 use crate::session::state::record::{self, FoundRecord, Status};
 use crate::session::state::{self, now_secs};
@@ -41,6 +45,9 @@ pub(crate) struct SweepArgs {
     /// Sweep labelled resources created longer ago than this (except live sessions)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub older_than: Option<Duration>,
+    /// With --all or --older-than: also sweep sessions of other hosts (their liveness can't be checked)
+    #[arg(long)]
+    pub other_hosts: bool,
     /// List what would be removed; remove nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -80,7 +87,15 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
         }
         match records.iter().find(|f| &f.record.id == id) {
             Some(f) => chosen.push(f.clone()),
-            None => loose.extend(docker::list_session(&engine, id).map_err(docker_error)?),
+            None => {
+                let found = docker::list_session(&engine, id).map_err(docker_error)?;
+                if session_liveness(found.iter().map(|r| &r.labels)) == Some(Liveness::Alive) {
+                    return Err(Error::Usage(format!(
+                        "sweep session {id}: its runner is still running on this host; stop that run first"
+                    )));
+                }
+                loose.extend(found);
+            }
         }
     }
     for f in &records {
@@ -96,18 +111,31 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
             .map(|d| now_secs().saturating_sub(d.as_secs()) as i64);
         let everything =
             docker::list(&engine, &[SESSION_LABEL.to_string()]).map_err(docker_error)?;
-        loose.extend(everything.into_iter().filter(|r| {
-            let session = r
-                .labels
-                .get(SESSION_LABEL)
-                .map(String::as_str)
-                .unwrap_or("");
+        let mut held = Held::default();
+        for r in &everything {
+            let session = session_of(r);
+            let liveness = if live.contains(session) {
+                Some(Liveness::Alive)
+            } else {
+                session_liveness(
+                    everything
+                        .iter()
+                        .filter(|o| session_of(o) == session)
+                        .map(|o| &o.labels),
+                )
+            };
             let old_enough = match cutoff {
                 Some(cutoff) if !args.all => r.created.is_some_and(|c| c < cutoff),
                 _ => true,
             };
-            !live.contains(session) && old_enough
-        }));
+            match liveness {
+                _ if !old_enough => {}
+                Some(Liveness::Alive) => held.alive.push(session),
+                Some(Liveness::OtherHost) if !args.other_hosts => held.elsewhere.push(session),
+                _ => loose.push(r.clone()),
+            }
+        }
+        held.report();
         if args.all && !args.dry_run && !args.yes && !confirm(loose.len())? {
             eprintln!("nothing removed");
             return Ok(EXIT_OK);
@@ -119,6 +147,16 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
         return Ok(EXIT_OK);
     }
     let sessions = sweep_records(&engine, &chosen, false);
+    for line in &sessions.unreachable {
+        println!("{line}");
+    }
+    let unreachable = !sessions.unreachable.is_empty();
+    if sessions.processes > 0 {
+        println!(
+            "killed {} process(es) of dead sessions still running on this host",
+            sessions.processes
+        );
+    }
     let mut removal = sessions.removal;
     let mut seen: HashSet<String> = HashSet::new();
     loose.retain(|r| seen.insert(r.id.clone()));
@@ -136,11 +174,46 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
             let _ = f.remove();
         }
     }
-    Ok(if removal.failures.is_empty() {
+    Ok(if removal.failures.is_empty() && !unreachable {
         EXIT_OK
     } else {
         EXIT_LEFTOVERS
     })
+}
+
+fn session_of(r: &Resource) -> &str {
+    r.labels
+        .get(SESSION_LABEL)
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+/// Resources `--all`/`--older-than` left alone, by session.
+#[derive(Default)]
+struct Held<'a> {
+    alive: Vec<&'a str>,
+    elsewhere: Vec<&'a str>,
+}
+
+impl Held<'_> {
+    fn report(&self) {
+        let sessions = |ids: &[&str]| ids.iter().collect::<HashSet<_>>().len();
+        if !self.alive.is_empty() {
+            eprintln!(
+                "left {} resource(s) of {} session(s) whose runner is still running",
+                self.alive.len(),
+                sessions(&self.alive)
+            );
+        }
+        if !self.elsewhere.is_empty() {
+            eprintln!(
+                "left {} resource(s) of {} session(s) of other hosts, whose runners can't be checked from \
+                 here; name them with --session ID, or pass --other-hosts",
+                self.elsewhere.len(),
+                sessions(&self.elsewhere)
+            );
+        }
+    }
 }
 
 fn docker_error(reason: String) -> Error {

@@ -52,17 +52,42 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 
 /// Connects, pings and negotiates the API version.
 pub(crate) async fn connect() -> Connection {
-    let endpoint = endpoint();
     let expected = std::env::var_os("DOCKER_HOST").is_some_and(|h| !h.is_empty())
         || std::path::Path::new(DEFAULT_SOCKET).exists();
+    let docker = Docker::connect_with_defaults()
+        .map(|d| d.with_timeout(Duration::from_secs(REQUEST_TIMEOUT)))
+        .map_err(|e| e.to_string());
+    finish_connect(endpoint(), expected, docker).await
+}
+
+/// Connects to a given endpoint (`unix://PATH`, `tcp://HOST:PORT`, `http://HOST:PORT`): the engine a
+/// session record names, which may not be the one this run uses.
+pub(crate) async fn connect_to(endpoint: &str) -> Connection {
+    let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
+        Docker::connect_with_unix(path, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| e.to_string())
+    } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+        Docker::connect_with_http(endpoint, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| e.to_string())
+    } else {
+        Err(format!("{endpoint} is not a unix:// or tcp:// address"))
+    };
+    finish_connect(endpoint.to_string(), true, docker).await
+}
+
+async fn finish_connect(
+    endpoint: String,
+    expected: bool,
+    docker: Result<Docker, String>,
+) -> Connection {
     let down = |reason: String| Connection::Down {
         endpoint: endpoint.clone(),
         expected,
         reason,
     };
-    let docker = match Docker::connect_with_defaults() {
-        Ok(d) => d.with_timeout(Duration::from_secs(REQUEST_TIMEOUT)),
-        Err(e) => return down(e.to_string()),
+    let docker = match docker {
+        Ok(d) => d,
+        Err(e) => return down(e),
     };
     match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
         Ok(Ok(_)) => {}

@@ -19,7 +19,7 @@ pub(crate) use engine::{Connection, Engine, block_on};
 pub(crate) use resource::{Kind, Resource};
 pub(crate) use sweep::Removal;
 
-use crate::contract::SESSION_LABEL;
+use crate::contract::{NESTED_LABEL_PREFIX, SESSION_LABEL};
 /// Upper bound on one sweep; a daemon that does not come back within it leaves the session stale.
 pub(crate) const SWEEP_BOUND: Duration = Duration::from_secs(60);
 
@@ -33,14 +33,38 @@ pub(crate) fn session_filter(id: &str) -> Vec<String> {
 pub(crate) fn sweep_session(engine: &Engine, id: &str) -> Result<Removal, String> {
     let deadline = Instant::now() + SWEEP_BOUND;
     block_on(async {
-        let found = find_until(engine, &session_filter(id), deadline).await?;
+        let found = find_session(engine, id, deadline).await?;
         Ok(sweep::remove(engine, &found, deadline).await)
     })
 }
 
 /// Lists one session's resources (for `--keep-on-failure` and `--dry-run`).
 pub(crate) fn list_session(engine: &Engine, id: &str) -> Result<Vec<Resource>, String> {
-    list(engine, &session_filter(id))
+    let deadline = Instant::now() + SWEEP_BOUND;
+    block_on(find_session(engine, id, deadline))
+}
+
+/// A session's resources: those labelled with its id, and those an outer session's proxy relabelled
+/// when this session ran nested inside it (`cleantest.nested.<id>`).
+async fn find_session(
+    engine: &Engine,
+    id: &str,
+    deadline: Instant,
+) -> Result<Vec<Resource>, String> {
+    let (filter, nested) = (
+        session_filter(id),
+        vec![format!("{NESTED_LABEL_PREFIX}{id}")],
+    );
+    let (mut own, nested) = tokio::try_join!(
+        find_until(engine, &filter, deadline),
+        find_until(engine, &nested, deadline),
+    )?;
+    for r in nested {
+        if !own.iter().any(|o| o.id == r.id) {
+            own.push(r);
+        }
+    }
+    Ok(own)
 }
 
 /// Lists resources matching a label filter.
@@ -76,6 +100,11 @@ async fn find_until(
 /// Connects to the engine (blocking).
 pub(crate) fn connect() -> Connection {
     block_on(engine::connect())
+}
+
+/// Connects to a given endpoint (blocking).
+pub(crate) fn connect_to(endpoint: &str) -> Connection {
+    block_on(engine::connect_to(endpoint))
 }
 
 /// Connects, retrying with backoff for up to `bound` while an expected engine does not answer.

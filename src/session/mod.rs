@@ -19,6 +19,7 @@ mod end;
 mod id;
 pub(crate) mod lock;
 pub(crate) mod orphans;
+pub(crate) mod owner;
 pub(crate) mod process;
 pub(crate) mod reaper;
 pub(crate) mod signals;
@@ -288,13 +289,15 @@ impl Session {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         let mut escaped = self.reap_adopted(|_| false);
-        // Also what escaped the subreaper too (re-parented elsewhere) but still carries the session.
-        for found in orphans::session_processes(&self.id) {
-            let _ = kill(Pid::from_raw(found.pid), Signal::SIGKILL);
+        // Then everything carrying the session, wherever it was re-parented, frozen before it is killed
+        // so that a process forking in a loop cannot outrun the kill.
+        for found in orphans::kill_session(&self.id) {
             if !escaped.iter().any(|e| e.pid == found.pid) {
                 escaped.push(found);
             }
         }
+        // What that killed among our adopted children is now a zombie: reap it.
+        self.reap_adopted(|_| false);
         escaped
     }
 }

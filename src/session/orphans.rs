@@ -96,6 +96,45 @@ pub(crate) fn session_processes(session: &str) -> Vec<Escaped> {
     out
 }
 
+/// How long `kill_session` keeps at it: a process that forks without pause is frozen and killed in a
+/// few rounds; the bound only keeps a pathological case from holding the run's end forever.
+const KILL_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Kills every process carrying the session, including ones that keep forking: each round freezes
+/// (SIGSTOP) what the scan finds and scans again, until a scan finds nothing that is not frozen — a
+/// stopped process cannot fork, so the set is then complete — and only then SIGKILLs the lot. Repeats
+/// until a scan finds none, within `KILL_BOUND`. Returns every process it killed.
+pub(crate) fn kill_session(session: &str) -> Vec<Escaped> {
+    let deadline = std::time::Instant::now() + KILL_BOUND;
+    let mut killed: Vec<Escaped> = Vec::new();
+    loop {
+        let mut frozen: HashMap<i32, Escaped> = HashMap::new();
+        loop {
+            let fresh: Vec<Escaped> = session_processes(session)
+                .into_iter()
+                .filter(|p| !frozen.contains_key(&p.pid))
+                .collect();
+            if fresh.is_empty() || std::time::Instant::now() > deadline {
+                break;
+            }
+            for p in fresh {
+                let _ = kill(Pid::from_raw(p.pid), Signal::SIGSTOP);
+                frozen.insert(p.pid, p);
+            }
+        }
+        if frozen.is_empty() {
+            return killed;
+        }
+        for pid in frozen.keys() {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        killed.extend(frozen.into_values());
+        if std::time::Instant::now() > deadline {
+            return killed;
+        }
+    }
+}
+
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -137,6 +176,25 @@ fn environ(pid: i32) -> HashMap<String, String> {
 mod tests {
     use super::*;
     use std::process::Command;
+
+    #[test]
+    fn a_process_that_keeps_forking_is_frozen_and_killed_with_all_its_children() {
+        let id = format!("fork{}", std::process::id());
+        let mut shell = Command::new("sh")
+            .args(["-c", "while :; do sleep 1000 & done"])
+            .env(ENV_SESSION, &id)
+            .spawn()
+            .unwrap();
+        // Wait until it has forked a few children, by looking for them, not by sleeping.
+        while session_processes(&id).len() < 10 {
+            std::thread::yield_now();
+        }
+        let killed = kill_session(&id);
+        let _ = shell.wait();
+        assert!(killed.len() >= 10, "{}", killed.len());
+        // The killed children are re-parented to init (this test process is no subreaper): none runs.
+        assert!(session_processes(&id).is_empty());
+    }
 
     #[test]
     fn session_processes_are_found_by_environment() {

@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
 use super::{Session, signal_group};
@@ -95,15 +95,22 @@ pub(crate) fn spawn_unit(
     });
     let tx = events.clone();
     std::thread::spawn(move || {
-        let _ = tx.send(Event::Exited(id, wait_for(pid)));
+        let _ = tx.send(Event::Exited(id, wait_exit(pid)));
     });
     Ok(pid)
 }
 
-/// Waits for (and reaps) one child by pid. Never `waitpid(-1)`: that would steal other children's status.
-fn wait_for(pid: i32) -> ExitKind {
+/// Waits for one child to exit, by pid, **without reaping it** (`WNOWAIT`): the exited leader stays a
+/// zombie, and a zombie keeps its pid, so its number can be neither a new process's pid nor a new
+/// group's id. Signalling the group by that number (`kill_leftovers`, the session's signals) therefore
+/// reaches only this group's own members until `release` reaps the leader, after the group's last kill.
+/// Never `waitpid(-1)`: that would steal other children's status.
+pub(crate) fn wait_exit(pid: i32) -> ExitKind {
     loop {
-        match waitpid(Pid::from_raw(pid), None) {
+        match waitid(
+            Id::Pid(Pid::from_raw(pid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {
             Ok(WaitStatus::Exited(_, code)) => return ExitKind::Code(code),
             Ok(WaitStatus::Signaled(_, sig, _)) => return ExitKind::Signal(sig as i32),
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
@@ -112,7 +119,14 @@ fn wait_for(pid: i32) -> ExitKind {
     }
 }
 
-/// Kills whatever is left in a process group whose leader has exited, and describes it.
+/// Reaps a unit's leader once its group has been killed for the last time (see `wait_exit`); only for a
+/// leader whose exit was seen, so this never blocks.
+pub(crate) fn release(pid: i32) {
+    while let Err(nix::errno::Errno::EINTR) = waitpid(Pid::from_raw(pid), None) {}
+}
+
+/// Kills whatever is left in a process group whose leader has exited, and describes it. Safe against
+/// pid reuse: the leader is not reaped until `release`, so the group id still names this group.
 /// The common case (nothing left) costs one `kill(-pgid, 0)`.
 pub(crate) fn kill_leftovers(pgid: i32) -> Vec<String> {
     if killpg(Pid::from_raw(pgid), None).is_err() {
@@ -150,7 +164,10 @@ pub(crate) fn group_members(pgid: i32) -> Vec<String> {
             .replace('\0', " ")
             .trim()
             .to_string();
-        out.push(format!("{pid} {cmdline}"));
+        // An empty command line is a process already exiting (its memory is gone): killed, not news.
+        if !cmdline.is_empty() {
+            out.push(format!("{pid} {cmdline}"));
+        }
     }
     out
 }
@@ -189,7 +206,7 @@ pub(crate) fn capture(
     let stderr = read_all(Box::new(child.stderr.take().expect("piped")));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(wait_for(pid));
+        let _ = tx.send(wait_exit(pid));
     });
     let (exit, timed_out) = match rx.recv_timeout(timeout) {
         Ok(exit) => (exit, false),
@@ -200,6 +217,7 @@ pub(crate) fn capture(
     };
     kill_leftovers(pid);
     session.remove_group(pid);
+    release(pid);
     Ok(Captured {
         exit,
         stdout: stdout.join().unwrap_or_default(),

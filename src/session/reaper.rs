@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigHandler, Signal, kill, signal};
+use nix::sys::signal::{SigHandler, Signal, signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
@@ -99,22 +99,9 @@ pub(crate) fn run(session: &str) -> i32 {
     0
 }
 
-/// SIGKILLs every process carrying the session, again until none is left (a dying test may still
-/// spawn), within a few rounds.
+/// Kills every process carrying the session, forkers included (`orphans::kill_session`).
 fn kill_session_processes(session: &str) -> usize {
-    let mut killed = 0;
-    for _ in 0..20 {
-        let found = orphans::session_processes(session);
-        if found.is_empty() {
-            break;
-        }
-        for p in &found {
-            let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
-        }
-        killed += found.len();
-        std::thread::yield_now();
-    }
-    killed
+    orphans::kill_session(session).len()
 }
 
 /// Sweeps the session's Docker resources; true when nothing is left (or there is no engine to ask).

@@ -5,24 +5,34 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use super::orphans;
+use super::owner::{Liveness, Owner};
 use super::state::host_name;
 use super::state::record::{self, FoundRecord, Status};
 use crate::contract::SESSION_LABEL;
-use crate::docker::{self, Engine, Removal, Resource};
+use crate::docker::{self, Connection, Engine, Removal, Resource};
 
 /// What a sweep of several sessions did.
 #[derive(Debug, Default)]
 pub(crate) struct StaleReport {
     pub sessions: usize,
     pub removal: Removal,
+    /// Processes of those sessions still running on this host, killed.
+    pub processes: usize,
+    /// Sessions left on record because their engine does not answer, one line each.
+    pub unreachable: Vec<String>,
 }
 
 impl StaleReport {
     /// One line, when there was anything to say.
     pub(crate) fn line(&self) -> Option<String> {
         let r = &self.removal;
-        (r.containers + r.networks + r.volumes > 0 || !r.failures.is_empty())
-            .then(|| format!("{} of {} dead session(s)", r.line(), self.sessions))
+        let killed = match self.processes {
+            0 => String::new(),
+            n => format!("killed {n} process(es), "),
+        };
+        (r.containers + r.networks + r.volumes + self.processes > 0 || !r.failures.is_empty())
+            .then(|| format!("{killed}{} of {} dead session(s)", r.line(), self.sessions))
     }
 }
 
@@ -43,6 +53,10 @@ pub(crate) fn sweep_stale(
     sweep_records(engine, &records, dry_run)
 }
 
+/// Sweeps recorded sessions, each on the engine its record names: a record of a session on engine X is
+/// never settled by looking at engine Y. A record whose engine does not answer is kept (and reported)
+/// for a later sweep; one whose engine was a session proxy that is gone (a nested run's) is swept on
+/// `engine`, where that proxy forwarded.
 pub(crate) fn sweep_records(
     engine: &Engine,
     records: &[FoundRecord],
@@ -52,21 +66,92 @@ pub(crate) fn sweep_records(
         sessions: records.len(),
         ..Default::default()
     };
+    let current = docker::engine::endpoint();
+    let mut by_endpoint: Vec<(&str, Vec<&FoundRecord>)> = Vec::new();
+    for f in records {
+        let endpoint = f.record.docker_endpoint.as_str();
+        // An endpoint no client can use (a bad DOCKER_HOST) never reached an engine: nothing to look for
+        // there, so it is settled on the current engine as before.
+        let usable = ["unix://", "tcp://", "http://"]
+            .iter()
+            .any(|p| endpoint.starts_with(p));
+        let key = if !usable || endpoint == current || is_gone_proxy(endpoint) {
+            current.as_str()
+        } else {
+            endpoint
+        };
+        match by_endpoint.iter_mut().find(|(e, _)| *e == key) {
+            Some((_, group)) => group.push(f),
+            None => by_endpoint.push((key, vec![f])),
+        }
+    }
+    for (endpoint, group) in by_endpoint {
+        if endpoint == current {
+            sweep_on(engine, &group, dry_run, &mut report);
+            continue;
+        }
+        match docker::connect_to(endpoint) {
+            Connection::Up(other) => sweep_on(&other, &group, dry_run, &mut report),
+            Connection::Down { reason, .. } => {
+                for f in group {
+                    report.unreachable.push(format!(
+                        "session {} was on {endpoint}, which does not answer ({reason}); its record is kept",
+                        f.record.id
+                    ));
+                }
+            }
+        }
+    }
+    report
+}
+
+/// A unix socket that was a session's Docker proxy (`sessions/<id>/docker.sock`) and is gone with it.
+fn is_gone_proxy(endpoint: &str) -> bool {
+    endpoint.strip_prefix("unix://").is_some_and(|path| {
+        let path = Path::new(path);
+        path.file_name()
+            .is_some_and(|n| n == crate::contract::PROXY_SOCKET_FILE)
+            && path
+                .parent()
+                .and_then(Path::parent)
+                .and_then(Path::file_name)
+                .is_some_and(|n| n == crate::contract::SESSIONS_DIR)
+            && !path.exists()
+    })
+}
+
+fn sweep_on(engine: &Engine, records: &[&FoundRecord], dry_run: bool, report: &mut StaleReport) {
     let mut found = Vec::new();
     let mut listed = Vec::new();
     for f in records {
-        if let Ok(resources) = docker::list_session(engine, &f.record.id) {
-            found.extend(resources);
-            listed.push(f);
+        let Ok(resources) = docker::list_session(engine, &f.record.id) else {
+            continue;
+        };
+        // A dead session's resources may belong to a live runner too: an outer session whose proxy
+        // relabelled them when this one ran nested inside it. That runner sweeps them when it ends.
+        if resources
+            .iter()
+            .any(|r| owner_of(r) == Some(Liveness::Alive))
+        {
+            continue;
         }
+        found.extend(resources);
+        listed.push(*f);
     }
     if dry_run {
         print_resources(&found);
-        return report;
+        return;
     }
-    report.removal = docker::remove(engine, &found);
-    let failed: HashSet<&str> = report
-        .removal
+    // Processes of a dead session may outlive its runner and reaper (both SIGKILLed): they still carry
+    // the session in their environment. Kill them before the record that names the session goes.
+    let here = host_name();
+    for f in &listed {
+        if f.record.host == here {
+            report.processes += orphans::kill_session(&f.record.id).len();
+        }
+    }
+    let removal = docker::remove(engine, &found);
+    let failed: HashSet<&str> = removal
         .failures
         .iter()
         .filter_map(|f| f.resource.labels.get(SESSION_LABEL).map(String::as_str))
@@ -76,7 +161,16 @@ pub(crate) fn sweep_records(
             let _ = f.remove();
         }
     }
-    report
+    let total = &mut report.removal;
+    total.containers += removal.containers;
+    total.networks += removal.networks;
+    total.volumes += removal.volumes;
+    total.failures.extend(removal.failures);
+    total.elapsed += removal.elapsed;
+}
+
+fn owner_of(r: &Resource) -> Option<Liveness> {
+    Owner::from_labels(&r.labels).map(|o| o.liveness())
 }
 
 /// The resources a dry run would remove, one per line.

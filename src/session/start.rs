@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::lock::{self, EnvLock};
+use super::owner::Owner;
 use super::reaper::ReaperHandle;
 use super::state::{self, record::OwnRecord};
 use super::{DockerState, Session, orphans, stale};
@@ -73,6 +74,9 @@ pub(crate) fn start(
         if let Some(line) = report.line() {
             eprintln!("stale sweep: {line}");
         }
+        for line in &report.unreachable {
+            eprintln!("stale sweep: {line}");
+        }
     }
     // The proxy labels what unmodified code creates; it is pointless where no engine is configured.
     let engine_max = match &docker {
@@ -82,7 +86,7 @@ pub(crate) fn start(
     };
     if let (Some(engine_max), false, true) = (engine_max, opts.no_proxy, profile.proxy) {
         let socket = state::session_dir(&state, session.id()).join(PROXY_SOCKET_FILE);
-        match Proxy::start(&socket, session.id(), engine_max) {
+        match Proxy::start(&socket, session.id(), Owner::me().labels(), engine_max) {
             Ok(proxy) => session.set_proxy(proxy),
             // An engine that is down was warned about above, with the same bad address.
             Err(_) if !matches!(docker, DockerState::Up(_)) => {}

@@ -24,7 +24,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
 use super::rewrite::{Create, create_kind, merge_labels, split_version, translate_version};
-use crate::contract::{BINARY_LABEL, ENV_BINARY, ENV_TEST, SESSION_LABEL, TEST_LABEL};
+use crate::contract::{
+    BINARY_LABEL, ENV_BINARY, ENV_TEST, NESTED_LABEL_PREFIX, SESSION_LABEL, TEST_LABEL,
+};
+
+/// The largest create body the proxy buffers to rewrite. Real ones are a few KiB; without a bound a
+/// client could grow the runner without limit (a 1.4 GB body did), so a larger one gets 413.
+pub(crate) const MAX_CREATE_BODY: usize = 16 << 20;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -62,6 +68,8 @@ pub(crate) struct Shared {
     /// The engine's maximum API version, for translating newer version prefixes down.
     pub engine_max: Option<String>,
     pub session: String,
+    /// Labels set on every resource created through the proxy besides the session's (its owner).
+    pub fixed: Vec<(String, String)>,
     /// Units (binary, test) that created a container through the proxy.
     pub created: Mutex<HashSet<(String, Option<String>)>>,
 }
@@ -179,8 +187,20 @@ async fn handle(
     }
     let body: ProxyBody = match kind {
         Some(_) => {
-            let bytes = match body.collect().await {
+            let bytes = match http_body_util::Limited::new(body, MAX_CREATE_BODY)
+                .collect()
+                .await
+            {
                 Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!(
+                            "cleantest proxy: a create body over {} MiB is refused",
+                            MAX_CREATE_BODY >> 20
+                        ),
+                    );
+                }
                 Err(e) => {
                     return error_response(
                         StatusCode::BAD_REQUEST,
@@ -189,9 +209,15 @@ async fn handle(
                 }
             };
             let labels = labels_for(shared, unit);
-            let new = merge_labels(&bytes, &labels)
-                .map(Bytes::from)
-                .unwrap_or(bytes);
+            let new = match merge_labels(&bytes, &labels, SESSION_LABEL, NESTED_LABEL_PREFIX) {
+                Ok(new) => Bytes::from(new),
+                Err(refusal) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        &format!("cleantest proxy: {refusal}"),
+                    );
+                }
+            };
             parts.headers.remove(TRANSFER_ENCODING);
             parts
                 .headers
@@ -248,6 +274,7 @@ async fn handle(
 
 fn labels_for(shared: &Shared, unit: &Unit) -> Vec<(String, String)> {
     let mut labels = vec![(SESSION_LABEL.to_string(), shared.session.clone())];
+    labels.extend(shared.fixed.iter().cloned());
     if let Some(binary) = &unit.binary {
         labels.push((BINARY_LABEL.into(), binary.clone()));
     }

@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use forward::{Shared, Upstream};
 
+/// How long the accept loop waits after `accept` fails (EMFILE at a low `ulimit -n`).
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A running proxy; stopped when dropped.
 pub(crate) struct Proxy {
     socket: PathBuf,
@@ -24,10 +27,12 @@ pub(crate) struct Proxy {
 
 impl Proxy {
     /// Listens on `socket` and forwards to the engine `DOCKER_HOST` names (or the default socket).
-    /// `engine_max` is the engine's maximum API version, when known.
+    /// `engine_max` is the engine's maximum API version, when known; `fixed` are labels set on every
+    /// resource besides the session's own.
     pub(crate) fn start(
         socket: &Path,
         session: &str,
+        fixed: Vec<(String, String)>,
         engine_max: Option<String>,
     ) -> Result<Proxy, String> {
         let upstream = Upstream::from_env()?;
@@ -41,6 +46,7 @@ impl Proxy {
             upstream,
             engine_max,
             session: session.to_string(),
+            fixed,
             created: Mutex::default(),
         });
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
@@ -58,11 +64,15 @@ impl Proxy {
                     };
                     loop {
                         tokio::select! {
-                            accepted = listener.accept() => {
-                                if let Ok((stream, _)) = accepted {
+                            accepted = listener.accept() => match accepted {
+                                Ok((stream, _)) => {
                                     tokio::spawn(forward::serve(stream, for_thread.clone()));
                                 }
-                            }
+                                // Out of descriptors (EMFILE) or a transient error: the pending
+                                // connection stays queued and accept fails again at once, so wait a
+                                // little instead of spinning, and let open connections finish.
+                                Err(_) => tokio::time::sleep(ACCEPT_BACKOFF).await,
+                            },
                             _ = &mut stop => break,
                         }
                     }

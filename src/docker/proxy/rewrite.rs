@@ -87,27 +87,94 @@ fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
     parts(a).cmp(&parts(b))
 }
 
-/// Merges `labels` into a create body's `Labels`, keeping the caller's other labels. An empty body
-/// becomes `{"Labels": {...}}` (a volume create may have none); a body that is not a JSON object is
-/// returned as None so it goes through unchanged and the engine answers with its own error.
-pub(crate) fn merge_labels(body: &[u8], labels: &[(String, String)]) -> Option<Vec<u8>> {
+/// Why a create body cannot be labelled with certainty; the proxy answers 400 with it, so nothing is
+/// ever created unlabelled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error(
+        "the create body is not JSON the proxy can read with certainty ({0}); \
+         send one JSON object, without trailing data, lone surrogates or deep nesting"
+    )]
+    Unreadable(String),
+    #[error("the create body is not a JSON object")]
+    NotAnObject,
+    #[error("`{0}` in the create body is not an object of string labels")]
+    BadLabels(String),
+}
+
+/// Merges `labels` into a create body's labels, keeping the caller's other labels; ours win.
+///
+/// The engine reads the body with Go's decoder, which matches keys case-insensitively (`"labels"`, and
+/// even `"LABEL\u017f"`, fill `Labels`) and merges every spelling present, a `null` clearing what came
+/// before. So every such key is merged, in document order, into one `Labels`. An empty body becomes
+/// `{"Labels": {...}}` (a volume create may have none). A body serde cannot read exactly (trailing data,
+/// a lone surrogate, nesting beyond its limit: Go accepts all three) is refused, never forwarded as is.
+///
+/// When the caller had set `session_key` to another valid session id (a `cargo cleantest` run nested in
+/// this one), that id is kept under `nested_prefix<id>`, so the inner session's sweep still finds it.
+pub(crate) fn merge_labels(
+    body: &[u8],
+    labels: &[(String, String)],
+    session_key: &str,
+    nested_prefix: &str,
+) -> Result<Vec<u8>, Refusal> {
     let mut value: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Map::new())
     } else {
-        serde_json::from_slice(body).ok()?
+        serde_json::from_slice(body).map_err(|e| Refusal::Unreadable(e.to_string()))?
     };
-    let object = value.as_object_mut()?;
-    let entry = object
-        .entry("Labels")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if entry.is_null() {
-        *entry = Value::Object(Map::new());
+    let object = value.as_object_mut().ok_or(Refusal::NotAnObject)?;
+    let spellings: Vec<String> = object
+        .keys()
+        .filter(|k| go_fold(k) == "labels")
+        .cloned()
+        .collect();
+    let mut merged = Map::new();
+    for key in spellings {
+        match object.remove(&key) {
+            Some(Value::Null) => merged.clear(),
+            Some(Value::Object(map)) if map.values().all(Value::is_string) => merged.extend(map),
+            _ => return Err(Refusal::BadLabels(key)),
+        }
     }
-    let existing = entry.as_object_mut()?;
+    let ours = labels
+        .iter()
+        .find(|(k, _)| k == session_key)
+        .map(|(_, v)| v.as_str());
+    if let Some(Value::String(theirs)) = merged.get(session_key)
+        && Some(theirs.as_str()) != ours
+        && is_session_id(theirs)
+    {
+        merged.insert(
+            format!("{nested_prefix}{theirs}"),
+            Value::String(String::new()),
+        );
+    }
     for (key, val) in labels {
-        existing.insert(key.clone(), Value::String(val.clone()));
+        merged.insert(key.clone(), Value::String(val.clone()));
     }
-    serde_json::to_vec(&value).ok()
+    object.insert("Labels".into(), Value::Object(merged));
+    serde_json::to_vec(&value).map_err(|e| Refusal::Unreadable(e.to_string()))
+}
+
+/// A key as Go's decoder compares it: ASCII case folded, and the two non-ASCII letters whose simple case
+/// folding reaches ASCII (U+017F long s, U+212A Kelvin sign) taken as `s` and `k`.
+fn go_fold(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '\u{17f}' => 's',
+            '\u{212a}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Session ids are short runs of `[a-z0-9]`; anything else is not kept as a nested label key.
+fn is_session_id(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -158,9 +225,13 @@ mod tests {
         assert_eq!(create_kind("POST", "/containers/%zzcreate"), None);
     }
 
+    fn merge(body: &[u8]) -> Result<Vec<u8>, Refusal> {
+        merge_labels(body, &labels(), "cleantest.session", "cleantest.nested.")
+    }
+
     #[test]
     fn merges_labels_keeping_the_callers() {
-        let out = merge_labels(br#"{"Image":"x","Labels":{"team":"db"}}"#, &labels()).unwrap();
+        let out = merge(br#"{"Image":"x","Labels":{"team":"db"}}"#).unwrap();
         let v = parse(&out);
         assert_eq!(v["Labels"]["team"], "db");
         assert_eq!(v["Labels"]["cleantest.session"], "abc");
@@ -175,7 +246,7 @@ mod tests {
             b"",
             b"  ",
         ] {
-            let v = parse(&merge_labels(body, &labels()).unwrap());
+            let v = parse(&merge(body).unwrap());
             assert_eq!(
                 v["Labels"]["cleantest.binary"],
                 "pkg::it",
@@ -186,10 +257,55 @@ mod tests {
     }
 
     #[test]
-    fn bodies_that_are_not_objects_pass_unchanged() {
-        assert_eq!(merge_labels(b"not json", &labels()), None);
-        assert_eq!(merge_labels(b"[1,2]", &labels()), None);
-        assert_eq!(merge_labels(br#"{"Labels":"oops"}"#, &labels()), None);
+    fn bodies_that_cannot_be_labelled_with_certainty_are_refused() {
+        assert!(matches!(merge(b"not json"), Err(Refusal::Unreadable(_))));
+        assert_eq!(merge(b"[1,2]"), Err(Refusal::NotAnObject));
+        assert_eq!(merge(b"null"), Err(Refusal::NotAnObject));
+        assert_eq!(
+            merge(br#"{"Labels":"oops"}"#),
+            Err(Refusal::BadLabels("Labels".into()))
+        );
+        assert!(merge(br#"{"labels":{"a":1}}"#).is_err());
+        // Go reads all three; serde does not, so they must not be forwarded unlabelled.
+        assert!(matches!(
+            merge(br#"{"Image":"x"} {"Labels":{}}"#),
+            Err(Refusal::Unreadable(_))
+        ));
+        assert!(matches!(
+            merge(br#"{"Image":"\ud800"}"#),
+            Err(Refusal::Unreadable(_))
+        ));
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(matches!(
+            merge(deep.as_bytes()),
+            Err(Refusal::Unreadable(_))
+        ));
+    }
+
+    #[test]
+    fn every_spelling_of_labels_is_merged_and_ours_win() {
+        let out = merge(
+            br#"{"Image":"x","labels":{"cleantest.session":"zzz","a":"1"},"LABEL\u017f":{"b":"2"}}"#,
+        )
+        .unwrap();
+        let v = parse(&out);
+        let object = v.as_object().unwrap();
+        assert_eq!(
+            object.keys().filter(|k| go_fold(k) == "labels").count(),
+            1,
+            "{v}"
+        );
+        assert_eq!(v["Labels"]["cleantest.session"], "abc");
+        assert_eq!(v["Labels"]["a"], "1");
+        assert_eq!(v["Labels"]["b"], "2");
+        // The other session the caller named keeps a key of its own (a nested run's sweep finds it).
+        assert_eq!(v["Labels"]["cleantest.nested.zzz"], "");
+        // A null spelling clears what came before it, as Go does; ours are still set.
+        let v = parse(&merge(br#"{"Labels":{"a":"1"},"labels":null}"#).unwrap());
+        assert_eq!(v["Labels"].as_object().unwrap().len(), 2, "{v}");
+        // A caller's value that is not a session id is overwritten and not kept.
+        let v = parse(&merge(br#"{"Labels":{"cleantest.session":"A B"}}"#).unwrap());
+        assert_eq!(v["Labels"].as_object().unwrap().len(), 2, "{v}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::config::Settings;
 use crate::run::harness::Harness;
 use crate::run::report::{Outcome, TestResult, UnitProblem};
 use crate::run::tracker::{Summary, Verdict};
-use crate::session::process::{ExitKind, kill_leftovers};
+use crate::session::process::{ExitKind, release};
 
 /// The note of a failure whose output its process never printed because the run was interrupted.
 const LOST_TO_INTERRUPT: &str = "its output was lost: the run was interrupted before the test binary \
@@ -41,7 +41,11 @@ impl RunningUnit {
         if interrupted {
             self.reason.get_or_insert(StopReason::Interrupt);
         }
-        self.leftovers.extend(kill_leftovers(self.pid));
+        self.kill_leftovers();
+        if self.exit.is_some() {
+            // The last signal to the group is sent: its leader may go, and its pid with it.
+            release(self.pid);
+        }
         let exit = self.exit.unwrap_or(ExitKind::Signal(9));
         let mut output = std::mem::take(&mut self.output);
         if self.dropped > 0 {

@@ -130,6 +130,16 @@ impl RunningUnit {
         }
     }
 
+    /// Kills what is left in the unit's group and notes each process once: the group outlives its
+    /// leader until the leader is released, so a later call may see a process an earlier one killed.
+    pub(crate) fn kill_leftovers(&mut self) {
+        for found in kill_leftovers(self.pid) {
+            if !self.leftovers.contains(&found) {
+                self.leftovers.push(found);
+            }
+        }
+    }
+
     pub(crate) fn on_eof(&mut self) {
         self.eof = true;
     }
@@ -141,7 +151,7 @@ impl RunningUnit {
         if matches!(self.stop, Stop::Terminating { .. }) {
             return;
         }
-        self.leftovers.extend(kill_leftovers(self.pid));
+        self.kill_leftovers();
         self.eof_wait_from = Some(now);
     }
 
@@ -206,7 +216,7 @@ impl RunningUnit {
     fn mark_killed(&mut self, now: Instant) {
         self.stop = Stop::Killed;
         if self.exit.is_some() {
-            self.leftovers.extend(kill_leftovers(self.pid));
+            self.kill_leftovers();
             self.eof_wait_from.get_or_insert(now);
         }
     }
@@ -255,7 +265,7 @@ impl RunningUnit {
         }
         if self.exit.is_some() && self.eof && matches!(self.stop, Stop::Terminating { .. }) {
             // Everything holding the output closed it: the group is gone before its grace ran out.
-            self.leftovers.extend(kill_leftovers(self.pid));
+            self.kill_leftovers();
             self.stop = Stop::Killed;
         }
         newly

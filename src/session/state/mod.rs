@@ -21,7 +21,27 @@ pub(crate) fn state_dir() -> std::io::Result<PathBuf> {
         PathBuf::from(home).join(".local/state/cleantest")
     };
     private_dir(&dir)?;
+    check_owner(&dir)?;
     Ok(dir)
+}
+
+/// Refuses a state directory owned by another user: its records decide what gets swept and killed, so
+/// whoever owns it could steer our cleanup (sudo with another user's HOME, a shared CLEANTEST_STATE_DIR).
+fn check_owner(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(dir)?.uid();
+    let me = nix::unistd::geteuid().as_raw();
+    if owner == me {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "{} is owned by uid {owner}, not by this user (uid {me}); \
+             point CLEANTEST_STATE_DIR at a directory of your own",
+            dir.display()
+        ),
+    ))
 }
 
 /// `sessions/<id>/`: one session's record, lock, proxy socket and reaper log.

@@ -109,11 +109,25 @@ pub(crate) fn all(state: &Path) -> Vec<FoundRecord> {
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let dir = entry.path();
-        let Ok(text) = std::fs::read_to_string(dir.join(RECORD_FILE)) else {
+        let Some(id) = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| is_session_id(n))
+            .map(str::to_string)
+        else {
             continue;
         };
-        let Ok(record) = serde_json::from_str::<SessionRecord>(&text) else {
+        let path = dir.join(RECORD_FILE);
+        // No record yet: a session being created (its directory comes first), not a corrupt one.
+        if !path.exists() {
             continue;
+        }
+        let record = match read(&path) {
+            // The directory's name is the session's id: an `id` edited inside the file is not trusted
+            // (it could name someone else's session).
+            Ok(record) if record.id == id => record,
+            Ok(_) => unreadable(&dir, &id, "its id differs from its directory's name"),
+            Err(e) => unreadable(&dir, &id, &e),
         };
         out.push(FoundRecord {
             alive: lock_held(&dir.join(RECORD_LOCK_FILE)),
@@ -123,6 +137,41 @@ pub(crate) fn all(state: &Path) -> Vec<FoundRecord> {
     }
     out.sort_by_key(|f| f.record.started);
     out
+}
+
+fn read(path: &Path) -> Result<SessionRecord, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+/// Session ids are short runs of `[a-z0-9]`; other directories are not ours to read or remove.
+fn is_session_id(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// A corrupt or hand-edited record stands for a session of unknown host and workspace, neither kept nor
+/// finished: the start-of-run stale sweep (this host only) leaves it, `sweep --stale` and
+/// `sweep --session ID` sweep it (never while its lock is held, and never what a live owner's labels
+/// protect) and then remove it. Said once, on stderr, so it does not sit there unnoticed.
+fn unreadable(dir: &Path, id: &str, why: &str) -> SessionRecord {
+    eprintln!(
+        "warning: the session record {} is unreadable ({why}); `cargo cleantest sweep --session {id}` \
+         sweeps that session and removes it",
+        dir.join(RECORD_FILE).display()
+    );
+    SessionRecord {
+        id: id.to_string(),
+        pid: 0,
+        host: String::new(),
+        started: 0,
+        workspace: String::new(),
+        command: String::new(),
+        docker_endpoint: String::new(),
+        status: Status::Running,
+    }
 }
 
 /// A record by session id.

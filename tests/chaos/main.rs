@@ -2,7 +2,9 @@
 //! the session is left (no process carrying its mark, no container, network or volume with its label),
 //! that foreign resources are untouched, and the documented exit code, in both execution modes.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod trust;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,6 +66,7 @@ fn main() {
             engine_back_during_the_sweep,
         ),
     ];
+    cells.extend(trust::cells());
     for (name, f) in restart_cells {
         let mut cell = trial(name, f);
         cell.unavailable = private_engine_problem();
