@@ -11,6 +11,16 @@
 pub(crate) const ENV_MARKER: &str = "CLEANTEST";
 /// The session id (24 characters of `[a-z0-9]`).
 pub(crate) const ENV_SESSION: &str = "CLEANTEST_SESSION";
+
+/// Whether `text` has the form of a session id: a short run of `[a-z0-9]` (a little looser than the
+/// ids this version makes, so that ids from other versions and tests still count). Anything else is
+/// never used as a label key or taken for a session directory.
+pub(crate) fn is_session_id(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
 /// The binary id of the unit (`pkg`, `pkg::it`, `pkg::bin/tool`, `doctests`, `exec`).
 pub(crate) const ENV_BINARY: &str = "CLEANTEST_BINARY";
 /// The test name of an isolated unit.

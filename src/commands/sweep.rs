@@ -5,7 +5,7 @@
 //! it holds from any state directory. Resources of another host are swept only when their session is
 //! named, or with `--other-hosts`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
 
@@ -111,24 +111,27 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
             .map(|d| now_secs().saturating_sub(d.as_secs()) as i64);
         let everything =
             docker::list(&engine, &[SESSION_LABEL.to_string()]).map_err(docker_error)?;
+        // A session is as alive as its record here, or any of its resources' owners, says: decided once
+        // per session, from all its resources, before any of them is selected.
+        let mut by_session: HashMap<&str, Vec<&HashMap<String, String>>> = HashMap::new();
+        for r in &everything {
+            by_session.entry(session_of(r)).or_default().push(&r.labels);
+        }
+        let liveness: HashMap<&str, Option<Liveness>> = by_session
+            .into_iter()
+            .map(|(session, labels)| {
+                let alive_here = live.contains(session).then_some(Liveness::Alive);
+                (session, alive_here.or_else(|| session_liveness(labels)))
+            })
+            .collect();
         let mut held = Held::default();
         for r in &everything {
             let session = session_of(r);
-            let liveness = if live.contains(session) {
-                Some(Liveness::Alive)
-            } else {
-                session_liveness(
-                    everything
-                        .iter()
-                        .filter(|o| session_of(o) == session)
-                        .map(|o| &o.labels),
-                )
-            };
             let old_enough = match cutoff {
                 Some(cutoff) if !args.all => r.created.is_some_and(|c| c < cutoff),
                 _ => true,
             };
-            match liveness {
+            match liveness[session] {
                 _ if !old_enough => {}
                 Some(Liveness::Alive) => held.alive.push(session),
                 Some(Liveness::OtherHost) if !args.other_hosts => held.elsewhere.push(session),
@@ -160,12 +163,7 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
     let mut removal = sessions.removal;
     let mut seen: HashSet<String> = HashSet::new();
     loose.retain(|r| seen.insert(r.id.clone()));
-    let extra = docker::remove(&engine, &loose);
-    removal.containers += extra.containers;
-    removal.networks += extra.networks;
-    removal.volumes += extra.volumes;
-    removal.failures.extend(extra.failures);
-    removal.elapsed += extra.elapsed;
+    removal.absorb(docker::remove(&engine, &loose));
     println!("{}", removal.line());
     print_failures(&removal);
     // Records of sessions swept whole (by --session) are forgotten too.

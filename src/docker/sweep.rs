@@ -50,6 +50,15 @@ pub(crate) struct Removal {
 }
 
 impl Removal {
+    /// Adds another removal's counts, failures and time to this one.
+    pub(crate) fn absorb(&mut self, other: Removal) {
+        self.containers += other.containers;
+        self.networks += other.networks;
+        self.volumes += other.volumes;
+        self.failures.extend(other.failures);
+        self.elapsed += other.elapsed;
+    }
+
     /// `swept 12 containers, 2 networks, 3 volumes in 0.41s`
     pub(crate) fn line(&self) -> String {
         format!(

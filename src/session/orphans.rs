@@ -135,14 +135,16 @@ pub(crate) fn kill_session(session: &str) -> Vec<Escaped> {
     }
 }
 
+/// The fields of `/proc/PID/stat` from the state on (field 3 first). The command name before them is
+/// in parentheses and may hold spaces and parentheses itself, so they start after the last ')'.
+pub(crate) fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
 fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
+    stat_fields(pid).is_none_or(|f| f.first().is_none_or(|state| state == "Z"))
 }
 
 fn describe(pid: i32) -> Escaped {

@@ -89,13 +89,11 @@ pub(crate) fn host_identity() -> String {
 
 /// A live (not zombie) process's start time, in clock ticks since boot (field 22 of `/proc/PID/stat`).
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: the fields start after the last ')'.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
-    if fields.next()? == "Z" {
+    let fields = super::orphans::stat_fields(i32::try_from(pid).ok()?)?;
+    if fields.first()? == "Z" {
         return None;
     }
-    fields.nth(18)?.parse().ok()
+    fields.get(19)?.parse().ok()
 }
 
 /// A session's liveness from every owner its resources name: alive if any names a live runner here,

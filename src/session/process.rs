@@ -148,14 +148,9 @@ pub(crate) fn group_members(pgid: i32) -> Vec<String> {
         let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(fields) = super::orphans::stat_fields(pid) else {
             continue;
         };
-        // The command name is in parentheses and may hold spaces: the fields follow the last ')'.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let fields: Vec<&str> = after.split_whitespace().collect();
         if fields.len() < 3 || fields[0] == "Z" || fields[2].parse::<i32>() != Ok(pgid) {
             continue;
         }

@@ -89,7 +89,8 @@ pub(crate) fn run(session: &str) -> i32 {
     }
     let started = Instant::now();
     eprintln!("reaper: the runner of session {session} is gone; cleaning up");
-    let killed = kill_session_processes(session);
+    // Forkers included: frozen before they are killed (`orphans::kill_session`).
+    let killed = orphans::kill_session(session).len();
     eprintln!("reaper: killed {killed} process(es)");
     let swept = sweep(session);
     if let (true, Ok(dir)) = (swept, state::state_dir()) {
@@ -97,11 +98,6 @@ pub(crate) fn run(session: &str) -> i32 {
     }
     eprintln!("reaper: done in {:.2}s", started.elapsed().as_secs_f64());
     0
-}
-
-/// Kills every process carrying the session, forkers included (`orphans::kill_session`).
-fn kill_session_processes(session: &str) -> usize {
-    orphans::kill_session(session).len()
 }
 
 /// Sweeps the session's Docker resources; true when nothing is left (or there is no engine to ask).

@@ -161,12 +161,7 @@ fn sweep_on(engine: &Engine, records: &[&FoundRecord], dry_run: bool, report: &m
             let _ = f.remove();
         }
     }
-    let total = &mut report.removal;
-    total.containers += removal.containers;
-    total.networks += removal.networks;
-    total.volumes += removal.volumes;
-    total.failures.extend(removal.failures);
-    total.elapsed += removal.elapsed;
+    report.removal.absorb(removal);
 }
 
 fn owner_of(r: &Resource) -> Option<Liveness> {

@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::contract::is_session_id;
+
 /// Which create call a request is, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Create {
@@ -167,14 +169,6 @@ fn go_fold(key: &str) -> String {
             c => c.to_ascii_lowercase(),
         })
         .collect()
-}
-
-/// Session ids are short runs of `[a-z0-9]`; anything else is not kept as a nested label key.
-fn is_session_id(text: &str) -> bool {
-    (1..=64).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 #[cfg(test)]

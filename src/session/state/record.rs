@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{host_name, now_secs, private_dir, write_atomic};
-use crate::contract::{RECORD_FILE, RECORD_LOCK_FILE, SESSIONS_DIR};
+use crate::contract::{RECORD_FILE, RECORD_LOCK_FILE, SESSIONS_DIR, is_session_id};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -142,14 +142,6 @@ pub(crate) fn all(state: &Path) -> Vec<FoundRecord> {
 fn read(path: &Path) -> Result<SessionRecord, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     serde_json::from_str(&text).map_err(|e| e.to_string())
-}
-
-/// Session ids are short runs of `[a-z0-9]`; other directories are not ours to read or remove.
-fn is_session_id(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// A corrupt or hand-edited record stands for a session of unknown host and workspace, neither kept nor
