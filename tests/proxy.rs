@@ -305,6 +305,7 @@ fn leaked_container_is_attributed() -> Result<(), Failed> {
                 "--junit",
             ])
             .arg(&junit)
+            .args(["--", "leaves_a_container_running", "cleans_up_after_itself"])
             .stdout(Stdio::piped()));
         check(out.status.code() == Some(101), || {
             format!("{mode:?}: {:?}\n{}", out.status, stdout(&out))

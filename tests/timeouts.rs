@@ -7,20 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn junit_case<'a>(xml: &'a str, name: &str) -> &'a str {
-    let start = xml
-        .find(&format!("name=\"{name}\""))
-        .unwrap_or_else(|| panic!("{name} not in {xml}"));
-    // A case ends where the next case or the suite begins (passing cases are self-closing).
-    let rest = &xml[start..];
-    let end = ["<testcase", "</testsuite>"]
-        .iter()
-        .filter_map(|t| rest.find(t))
-        .min()
-        .map_or(xml.len(), |e| start + e);
-    &xml[start..end]
-}
-
 #[test]
 fn hung_tests_time_out_and_the_rest_of_their_binary_runs_in_both_modes() {
     for mode in [None, Some("--isolate")] {

@@ -73,6 +73,16 @@ pub(crate) fn list(engine: &Engine, filter: &[String]) -> Result<Vec<Resource>, 
     block_on(find_until(engine, filter, deadline))
 }
 
+/// The names of the running containers matching a label filter (none when the engine does not answer).
+pub(crate) fn running_containers(engine: &Engine, filter: &[String]) -> Vec<String> {
+    list(engine, filter)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.kind == Kind::Container && r.state == "running")
+        .map(|r| r.name)
+        .collect()
+}
+
 /// Removes a given set of resources.
 pub(crate) fn remove(engine: &Engine, resources: &[Resource]) -> Removal {
     let deadline = Instant::now() + SWEEP_BOUND;

@@ -15,6 +15,7 @@ mod cargo;
 mod cargo_env;
 mod fail_fast;
 mod harness;
+mod leak_check;
 mod list;
 mod plan;
 mod report;
@@ -180,6 +181,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         slots: slots.max(1),
         fail_fast: !args.no_fail_fast,
         events,
+        leaks: Default::default(),
     };
     let (mut summary, reporter) = scheduler.run(plan, started);
     let tests_failed =

@@ -6,6 +6,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use super::fail_fast::FailFast;
+use super::leak_check::{self, LeakCheck};
 use super::plan::Plan;
 use super::report::{
     Leftover, NotRun, Outcome, Reporter, RunSummary, TestResult, UnitProblem, full_name,
@@ -22,6 +23,7 @@ pub(crate) struct Scheduler<'a> {
     pub slots: usize,
     pub fail_fast: bool,
     pub events: (Sender<Event>, Receiver<Event>),
+    pub leaks: LeakCheck,
 }
 
 impl Scheduler<'_> {
@@ -39,6 +41,7 @@ impl Scheduler<'_> {
         let mut next_id: UnitId = 0;
         let mut fail_fast = FailFast::new(&queue);
         let mut signals_seen = 0;
+        let mut end_wait: Option<Instant> = None;
         loop {
             let now = Instant::now();
             let stopping = self.ctx.session.interrupted_by().is_some();
@@ -60,7 +63,10 @@ impl Scheduler<'_> {
                 }
                 next_id += 1;
             }
-            if running.is_empty() && (queue.is_empty() || stopping) {
+            if running.is_empty()
+                && (queue.is_empty() || stopping)
+                && self.leak_checks_settled(&mut end_wait, now, signals_seen)
+            {
                 break;
             }
             let mut deadline = running
@@ -73,15 +79,24 @@ impl Scheduler<'_> {
             let wait = deadline.map_or(Duration::from_millis(250), |d| {
                 d.saturating_duration_since(now)
             });
+            let mut tripped = Vec::new();
             match self.events.1.recv_timeout(wait) {
-                Ok(event) => self.handle(event, &mut running, &mut signals_seen),
+                Ok(event) => tripped.extend(self.handle(
+                    event,
+                    &mut running,
+                    &mut signals_seen,
+                    &mut summary,
+                )),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             while let Ok(event) = self.events.1.try_recv() {
-                self.handle(event, &mut running, &mut signals_seen);
+                tripped.extend(self.handle(event, &mut running, &mut signals_seen, &mut summary));
             }
             let now = Instant::now();
+            for order in tripped {
+                self.trip_fail_fast(&mut fail_fast, order, &mut running, now);
+            }
             let mut done = Vec::new();
             for (id, unit) in running.iter_mut() {
                 for name in unit.tick(now, self.settings) {
@@ -111,13 +126,8 @@ impl Scheduler<'_> {
                     || summary.results[results_before..]
                         .iter()
                         .any(|r| r.outcome.is_failure());
-                if self.fail_fast && failed && fail_fast.trip(order) {
-                    for unit in running
-                        .values_mut()
-                        .filter(|u| fail_fast.excludes(u.spec.order))
-                    {
-                        unit.cancel(now, self.settings.grace_period);
-                    }
+                if failed {
+                    self.trip_fail_fast(&mut fail_fast, order, &mut running, now);
                 }
             }
             // Escapees are adopted when their parent dies and are only killed once their unit is over:
@@ -142,6 +152,49 @@ impl Scheduler<'_> {
         (summary, self.reporter)
     }
 
+    /// With fail-fast, a failure in the binary of run order `order` stops the binaries after it.
+    fn trip_fail_fast(
+        &self,
+        fail_fast: &mut FailFast,
+        order: usize,
+        running: &mut HashMap<UnitId, RunningUnit>,
+        now: Instant,
+    ) {
+        if self.fail_fast && fail_fast.trip(order) {
+            for unit in running
+                .values_mut()
+                .filter(|u| fail_fast.excludes(u.spec.order))
+            {
+                unit.cancel(now, self.settings.grace_period);
+            }
+        }
+    }
+
+    /// Whether the run may end as far as leak checks go: none is out, or the end has waited for them
+    /// for `leak_check::END_WAIT` (or a second signal asked to stop at once). Units left unchecked are
+    /// named; the session's sweep removes their containers either way.
+    fn leak_checks_settled(
+        &mut self,
+        end_wait: &mut Option<Instant>,
+        now: Instant,
+        signals_seen: usize,
+    ) -> bool {
+        let pending = self.leaks.pending();
+        if pending.is_empty() {
+            return true;
+        }
+        let since = *end_wait.get_or_insert(now);
+        if now < since + leak_check::END_WAIT && signals_seen < 2 {
+            return false;
+        }
+        self.reporter.warn(&format!(
+            "the engine did not say in time which containers {} left running; the session's sweep \
+             removes them",
+            pending.join(", ")
+        ));
+        true
+    }
+
     /// Takes in a unit that ended: its results, problems and leftovers go to the summary (unless
     /// fail-fast has left its binary out), and what must run next comes back: the tests it did not
     /// finish, and reruns that recover failures' output.
@@ -159,6 +212,7 @@ impl Scheduler<'_> {
         let unit_kind = unit.spec.kind;
         let unit_test = (unit_kind == UnitKind::Isolated).then(|| unit.spec.tests[0].clone());
         let unit_binary = unit.spec.binary_id.clone();
+        let order = unit.spec.order;
         let recovery = unit.spec.recovery;
         let counts = !fail_fast.leaves_out(&unit.spec);
         let interrupted = self.ctx.session.interrupted_by().is_some();
@@ -209,15 +263,17 @@ impl Scheduler<'_> {
         if !finished.leftovers.is_empty() {
             self.leftovers(summary, label.clone(), finished.leftovers);
         }
-        // Containers the unit started through the proxy and left running (swept with the session).
-        let containers = self
-            .ctx
-            .session
-            .leaked_containers(&unit_binary, unit_test.as_deref());
-        // A shared binary that is started again for unfinished tests is judged when it is done.
+        // Containers the unit started through the proxy and left running (swept with the session),
+        // asked of the engine off this thread. A shared binary that is started again for unfinished
+        // tests is judged when it is done.
         let judged_later = unit_kind == UnitKind::Shared && finished.rerun.is_some();
-        if !containers.is_empty() && !judged_later {
-            self.leaked_containers(summary, label, containers);
+        if !judged_later
+            && let Some(query) = self
+                .ctx
+                .session
+                .leak_query(&unit_binary, unit_test.as_deref())
+        {
+            self.leaks.ask(&self.events.0, label, order, query);
         }
         if !counts || interrupted {
             return Vec::new();
@@ -300,12 +356,15 @@ impl Scheduler<'_> {
         });
     }
 
+    /// Applies one event; returns the run order of a binary that failed by it (a leak with
+    /// `--leak=fail`), for fail-fast.
     fn handle(
         &mut self,
         event: Event,
         running: &mut HashMap<UnitId, RunningUnit>,
         signals_seen: &mut usize,
-    ) {
+        summary: &mut RunSummary,
+    ) -> Option<usize> {
         let now = Instant::now();
         match event {
             Event::Line(id, line) => {
@@ -339,7 +398,7 @@ impl Scheduler<'_> {
             Event::Signal(signal, count) => {
                 // Events are queued from the start of the run; apply each count once.
                 if count <= *signals_seen {
-                    return;
+                    return None;
                 }
                 *signals_seen = count;
                 if count == 1 {
@@ -353,7 +412,19 @@ impl Scheduler<'_> {
                     unit.interrupt(count, now, self.settings.grace_period);
                 }
             }
+            Event::Leaked {
+                unit,
+                order,
+                containers,
+            } => {
+                self.leaks.answered(&unit);
+                if !containers.is_empty() {
+                    self.leaked_containers(summary, unit, containers);
+                    return self.settings.leak_fails.then_some(order);
+                }
+            }
         }
+        None
     }
 }
 

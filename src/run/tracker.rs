@@ -59,6 +59,9 @@ pub(crate) struct Tracker {
     summary: Option<Summary>,
     /// Results that contradicted the model (a test finishing before it could have started).
     pub anomalies: usize,
+    /// Tests given two different verdicts: one of the lines came from a process other than libtest
+    /// (a test's child writing to the inherited stdout). The failure is kept.
+    conflicts: Vec<usize>,
 }
 
 impl Tracker {
@@ -85,6 +88,7 @@ impl Tracker {
             outputs: HashMap::new(),
             summary: None,
             anomalies: 0,
+            conflicts: Vec::new(),
         };
         tracker.advance(now);
         tracker
@@ -157,18 +161,51 @@ impl Tracker {
             return Line::Framing;
         }
         if let Some((index, verdict)) = self.parse_result(line) {
-            self.record(index, verdict, now);
-            return Line::Result(index, verdict);
+            return self.record(index, verdict, now);
         }
         if let Some(index) = self.awaiting.take() {
             // The verdict of a single-threaded run, after output printed between name and verdict.
             if let Some(verdict) = parse_verdict(line.trim()) {
-                self.record(index, verdict, now);
-                return Line::Result(index, verdict);
+                return self.record(index, verdict, now);
             }
             self.awaiting = Some(index);
         }
         Line::Output
+    }
+
+    /// What makes this process's results impossible, if anything: tests given two verdicts, or more
+    /// results of a kind than libtest's own totals count. Both mean another process printed result
+    /// lines into the test binary's output, so no result of this process can be taken on trust.
+    pub(crate) fn contradiction(&self) -> Option<String> {
+        if let Some(&first) = self.conflicts.first() {
+            return Some(format!(
+                "{} test(s) were reported both passed and failed (first: {}): a process other than \
+                 libtest printed result lines into the test binary's output; each is counted failed",
+                self.conflicts.len(),
+                self.names[first]
+            ));
+        }
+        let totals = self.summary?;
+        let count = |v: Verdict| self.verdicts.iter().filter(|x| **x == Some(v)).count();
+        let (passed, failed, ignored) = (
+            count(Verdict::Passed),
+            count(Verdict::Failed),
+            count(Verdict::Ignored),
+        );
+        // Benchmarks run with `--bench` print `bench:` results, which libtest counts as measured.
+        let over = passed > totals.passed + totals.measured
+            || failed > totals.failed
+            || ignored > totals.ignored;
+        over.then(|| {
+            format!(
+                "its result lines say {passed} passed, {failed} failed, {ignored} ignored, but \
+                 libtest's totals say {} passed, {} failed, {} ignored: a process other than libtest \
+                 printed result lines into the test binary's output",
+                totals.passed + totals.measured,
+                totals.failed,
+                totals.ignored
+            )
+        })
     }
 
     fn on_section_line(&mut self, line: &str, current: Option<usize>) -> Line {
@@ -188,9 +225,21 @@ impl Tracker {
         Line::Framing
     }
 
-    fn record(&mut self, index: usize, verdict: Verdict, now: Instant) {
-        if self.verdicts[index].is_some() {
-            return;
+    /// Takes a verdict. A second line for a test that already has one is output, unless it contradicts
+    /// it: then the test is failed (a fake pass must never hide a real failure) and the conflict noted.
+    fn record(&mut self, index: usize, verdict: Verdict, now: Instant) -> Line {
+        if let Some(earlier) = self.verdicts[index] {
+            if earlier == verdict {
+                return Line::Output;
+            }
+            if !self.conflicts.contains(&index) {
+                self.conflicts.push(index);
+            }
+            if verdict != Verdict::Failed {
+                return Line::Output;
+            }
+            self.verdicts[index] = Some(Verdict::Failed);
+            return Line::Result(index, verdict);
         }
         if index >= self.started {
             self.anomalies += 1;
@@ -200,6 +249,7 @@ impl Tracker {
         self.finished_at[index] = Some(now);
         self.completed += 1;
         self.advance(now);
+        Line::Result(index, verdict)
     }
 
     fn lookup(&mut self, name: &str) -> Option<usize> {
@@ -420,6 +470,39 @@ mod tests {
         );
         assert_eq!(t.summary().unwrap().passed, 3);
         assert_eq!(t.summary().unwrap().ignored, 1);
+    }
+
+    #[test]
+    fn a_faked_pass_never_hides_the_real_failure() {
+        let now = Instant::now();
+        let mut t = Tracker::new(names(&["a", "b"]), 2, now);
+        t.on_line("test b ... ok", now); // printed by a's child
+        assert_eq!(
+            t.on_line("test a ... ok", now),
+            Line::Result(0, Verdict::Passed)
+        );
+        assert_eq!(
+            t.on_line("test b ... FAILED", now),
+            Line::Result(1, Verdict::Failed)
+        );
+        assert_eq!(t.on_line("test b ... ok", now), Line::Output);
+        assert_eq!(t.verdict(1), Some(Verdict::Failed));
+        assert!(t.contradiction().unwrap().contains("first: b"));
+    }
+
+    #[test]
+    fn results_beyond_libtests_totals_are_a_contradiction() {
+        let now = Instant::now();
+        let mut t = Tracker::new(names(&["a", "b"]), 2, now);
+        t.on_line("test a ... ok", now);
+        t.on_line("test b ... ok", now);
+        t.on_line("test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.1s", now);
+        assert!(t.contradiction().unwrap().contains("1 passed, 1 failed"));
+        let mut honest = Tracker::new(names(&["a", "b"]), 2, now);
+        honest.on_line("test a ... ok", now);
+        honest.on_line("test b ... bench:         10 ns/iter (+/- 1)", now);
+        honest.on_line("test result: ok. 1 passed; 0 failed; 0 ignored; 1 measured; 0 filtered out; finished in 0.1s", now);
+        assert_eq!(honest.contradiction(), None);
     }
 
     #[test]

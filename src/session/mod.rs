@@ -133,9 +133,14 @@ impl Session {
         *self.proxy.lock().unwrap_or_else(|e| e.into_inner()) = Some(proxy);
     }
 
-    /// Running containers that the unit (`binary`, and `test` in isolated mode) created through the
-    /// proxy, by name: what it left behind.
-    pub(crate) fn leaked_containers(&self, binary: &str, test: Option<&str>) -> Vec<String> {
+    /// What to ask the engine for the containers a unit (`binary`, and `test` in isolated mode) left
+    /// running: the engine and the label filter, when the unit created anything through the proxy.
+    /// Asking is left to the caller, off any thread that must not wait for the engine.
+    pub(crate) fn leak_query(
+        &self,
+        binary: &str,
+        test: Option<&str>,
+    ) -> Option<(Engine, Vec<String>)> {
         let created = self
             .proxy
             .lock()
@@ -143,22 +148,17 @@ impl Session {
             .as_ref()
             .is_some_and(|p| p.created_by(binary, test));
         if !created {
-            return Vec::new();
+            return None;
         }
         let DockerState::Up(engine) = self.docker() else {
-            return Vec::new();
+            return None;
         };
         let mut filter = docker::session_filter(&self.id);
         filter.push(format!("{BINARY_LABEL}={binary}"));
         if let Some(test) = test {
             filter.push(format!("{TEST_LABEL}={test}"));
         }
-        docker::list(&engine, &filter)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.kind == docker::Kind::Container && r.state == "running")
-            .map(|r| r.name)
-            .collect()
+        Some((engine, filter))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

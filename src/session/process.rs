@@ -52,6 +52,13 @@ pub(crate) enum Event {
     Eof(UnitId),
     Exited(UnitId, ExitKind),
     Signal(Signal, usize),
+    /// The answer to an end-of-unit leak check: the containers `unit` (of run order `order`) left
+    /// running, asked for off the scheduler's thread.
+    Leaked {
+        unit: String,
+        order: usize,
+        containers: Vec<String>,
+    },
 }
 
 /// Spawns `command` as the leader of a new process group, registered with the session, with its

@@ -4,6 +4,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod never_hang;
+mod never_lie;
 mod trust;
 
 use std::process::{Child, Command, Stdio};
@@ -67,6 +69,8 @@ fn main() {
         ),
     ];
     cells.extend(trust::cells());
+    cells.extend(never_hang::cells());
+    cells.extend(never_lie::cells());
     for (name, f) in restart_cells {
         let mut cell = trial(name, f);
         cell.unavailable = private_engine_problem();

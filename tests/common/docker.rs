@@ -314,9 +314,25 @@ impl PrivateEngine {
         }
     }
 
+    /// Freezes the daemon (SIGSTOP): it accepts connections and answers nothing, a hung engine.
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGSTOP);
+        }
+    }
+
+    /// Lets a paused daemon go on (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
+        }
+    }
+
     /// Stops the daemon (SIGTERM to the pid this test started) and waits for it to exit.
     pub fn down(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A paused daemon would never see the SIGTERM.
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
             let _ = child.wait();
         }
@@ -326,6 +342,7 @@ impl PrivateEngine {
 impl Drop for PrivateEngine {
     fn drop(&mut self) {
         if self.child.is_some() {
+            self.resume();
             // Remove what is left on it, then stop it and delete its directory.
             let host = self.host();
             let _ = Command::new("sh")

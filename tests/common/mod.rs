@@ -237,3 +237,18 @@ pub fn spawn_until_started(
     }
     (child, dir)
 }
+
+/// One test case of a JUnit report, by name: from its `name=` to the next case or the suite's end.
+pub fn junit_case<'a>(xml: &'a str, name: &str) -> &'a str {
+    let start = xml
+        .find(&format!("name=\"{name}\""))
+        .unwrap_or_else(|| panic!("{name} not in {xml}"));
+    // A case ends where the next case or the suite begins (passing cases are self-closing).
+    let rest = &xml[start..];
+    let end = ["<testcase", "</testsuite>"]
+        .iter()
+        .filter_map(|t| rest.find(t))
+        .min()
+        .map_or(xml.len(), |e| start + e);
+    &xml[start..end]
+}

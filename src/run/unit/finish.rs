@@ -148,6 +148,11 @@ impl RunningUnit {
             ));
             rerun.clear();
         }
+        if problem.is_none()
+            && let Some(why) = self.tracker.contradiction()
+        {
+            problem = Some(self.problem(why, &output));
+        }
         let failed_any = results.iter().any(|r| r.outcome.is_failure());
         if problem.is_none()
             && self.reason.is_none()
