@@ -97,6 +97,9 @@ pub(crate) const RECORD_LOCK_FILE: &str = "lock";
 pub(crate) const PROXY_SOCKET_FILE: &str = "docker.sock";
 /// In a session's directory: what the reaper did.
 pub(crate) const REAPER_LOG_FILE: &str = "reaper.log";
+/// Present in a session's directory while its proxy has forwarded a create whose answer it has not
+/// seen: the engine may still complete it, so whoever cleans up after a dead runner looks again.
+pub(crate) const CREATES_IN_FLIGHT_FILE: &str = "creates-in-flight";
 
 // ---- the config file ----
 

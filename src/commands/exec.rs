@@ -63,6 +63,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         })
         .process_group(0);
     session.configure(&mut command);
+    let spawning = session.spawning();
     let child = match command.spawn() {
         Ok(child) => child,
         // As a shell says it: 127 for a command that is not there, 126 for one that cannot run.
@@ -84,6 +85,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     };
     let pid = child.id() as i32;
     session.add_group(pid);
+    drop(spawning);
     let waiter = tx.clone();
     // The child is not reaped until its group has been killed for the last time (see `wait_exit`).
     drop(child);
@@ -131,8 +133,8 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
             leftovers.len()
         );
     }
-    session.remove_group(pid);
     release(pid);
+    session.remove_group(pid);
     let failed = timed_out || !exit.success();
     let end = session
         .finish(args.session.keep_on_failure && failed)

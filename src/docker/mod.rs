@@ -13,6 +13,7 @@ pub(crate) mod proxy;
 mod resource;
 pub(crate) mod sweep;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 pub(crate) use engine::{Connection, Engine, block_on};
@@ -28,13 +29,33 @@ pub(crate) fn session_filter(id: &str) -> Vec<String> {
     vec![format!("{SESSION_LABEL}={id}")]
 }
 
-/// Finds and removes one session's resources. Listing is retried within the bound too, so a daemon that
-/// restarts during the run is waited for.
+/// How many times a sweep lists again after removing: each time, only if the previous listing found
+/// something, since a create the engine completed meanwhile shows up only in a later listing.
+const RELISTS: usize = 3;
+
+/// Finds and removes one session's resources, then lists again and removes what appeared meanwhile.
+/// Listing is retried within the bound too, so a daemon that restarts during the run is waited for.
 pub(crate) fn sweep_session(engine: &Engine, id: &str) -> Result<Removal, String> {
     let deadline = Instant::now() + SWEEP_BOUND;
     block_on(async {
         let found = find_session(engine, id, deadline).await?;
-        Ok(sweep::remove(engine, &found, deadline).await)
+        let mut removal = sweep::remove(engine, &found, deadline).await;
+        let mut seen: HashSet<String> = found.into_iter().map(|r| r.id).collect();
+        for _ in 0..RELISTS {
+            if removal.containers + removal.networks + removal.volumes == 0 {
+                break;
+            }
+            let fresh: Vec<Resource> = find_session(engine, id, deadline)
+                .await?
+                .into_iter()
+                .filter(|r| seen.insert(r.id.clone()))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            removal.absorb(sweep::remove(engine, &fresh, deadline).await);
+        }
+        Ok(removal)
     })
 }
 

@@ -248,7 +248,7 @@ async fn remove_other(
     let resource = released.resource;
     let result = match resource.kind {
         Kind::Network => remove_network(engine, &resource.id, swept, deadline).await,
-        Kind::Volume => remove_volume(engine, &resource.id, deadline).await,
+        Kind::Volume => remove_volume(engine, &resource.id, swept, deadline).await,
         Kind::Container => Ok(()),
     };
     result.map_err(|e| {
@@ -398,17 +398,84 @@ async fn attached_containers(engine: &Engine, id: &str) -> Option<Vec<String>> {
     Some(inspect.containers.unwrap_or_default().into_keys().collect())
 }
 
-async fn remove_volume(engine: &Engine, name: &str, deadline: Instant) -> Result<(), String> {
+/// Removes a volume. The engine refuses one in use (409) for as long as a container uses it: one of
+/// the sweep's may still be going, so that is retried, but a container outside the sweep is not going
+/// to go, and is named at once rather than waited for until the deadline (60 s, on every later sweep).
+async fn remove_volume(
+    engine: &Engine,
+    name: &str,
+    swept: &HashSet<&str>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let unused_since = Cell::new(None::<Instant>);
     retry(deadline, || async {
-        Step::of(
-            engine
-                .docker
-                .remove_volume(name, None::<RemoveVolumeOptions>)
-                .await,
-            false,
-        )
+        let result = engine
+            .docker
+            .remove_volume(name, None::<RemoveVolumeOptions>)
+            .await;
+        if !matches!(&result, Err(e) if status(e) == Some(409)) {
+            return Step::of(result, false);
+        }
+        let Some(users) = volume_users(engine, name).await else {
+            return Step::of(result, false);
+        };
+        let foreign: Vec<&(String, String)> = users
+            .iter()
+            .filter(|(id, _)| !swept.contains(id.as_str()))
+            .collect();
+        if !foreign.is_empty() {
+            let named: Vec<String> = foreign
+                .iter()
+                .map(|(id, name)| format!("{name} ({})", &id[..id.len().min(12)]))
+                .collect();
+            return Step::Stop(format!(
+                "it is in use by container(s) outside this session: {}; remove or stop using them \
+                 (they are not ours to remove), then run the retry command",
+                named.join(", ")
+            ));
+        }
+        if !users.is_empty() {
+            unused_since.set(None);
+            return Step::of(result, false);
+        }
+        // Refused as in use while no container uses it: give the engine a moment, not the deadline.
+        let since = unused_since.get().unwrap_or_else(Instant::now);
+        unused_since.set(Some(since));
+        if since.elapsed() < STALE_COUNT_AFTER {
+            return Step::of(result, false);
+        }
+        Step::Stop(format!(
+            "the engine refuses it as in use, yet lists no container using it: {}",
+            result.err().map(|e| e.to_string()).unwrap_or_default()
+        ))
     })
     .await
+}
+
+/// The containers (id, name) the engine lists as using a volume, in any state, or `None` if it cannot
+/// list them.
+async fn volume_users(engine: &Engine, name: &str) -> Option<Vec<(String, String)>> {
+    let filters: HashMap<String, Vec<String>> =
+        HashMap::from([("volume".to_string(), vec![name.to_string()])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let listed = engine.docker.list_containers(Some(options)).await.ok()?;
+    Some(
+        listed
+            .into_iter()
+            .map(|c| {
+                let name = c
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default();
+                (c.id.unwrap_or_default(), name)
+            })
+            .collect(),
+    )
 }
 
 /// The command a user can run to retry what could not be removed.

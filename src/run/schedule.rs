@@ -208,7 +208,7 @@ impl Scheduler<'_> {
             UnitKind::Isolated => full_name(&unit.spec.binary_id, &unit.spec.tests[0]),
             _ => unit.spec.binary_id.clone(),
         };
-        self.ctx.session.remove_group(unit.pid);
+        let pid = unit.pid;
         let unit_kind = unit.spec.kind;
         let unit_test = (unit_kind == UnitKind::Isolated).then(|| unit.spec.tests[0].clone());
         let unit_binary = unit.spec.binary_id.clone();
@@ -217,6 +217,9 @@ impl Scheduler<'_> {
         let counts = !fail_fast.leaves_out(&unit.spec);
         let interrupted = self.ctx.session.interrupted_by().is_some();
         let mut finished = unit.finish(Instant::now(), self.settings, interrupted);
+        // Forgotten only now that `finish` has released its leader: until then the exited leader is a
+        // known child, which the session's zombie reaping must leave alone.
+        self.ctx.session.remove_group(pid);
         let leaked = !finished.leftovers.is_empty();
         if self.settings.leak_fails && leaked && unit_kind == UnitKind::Isolated {
             // Isolated, the test itself fails; shared, the binary does (in `leftovers`).

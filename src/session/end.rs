@@ -61,8 +61,16 @@ impl Session {
             return None;
         }
         let escaped = self.cleanup();
-        // Nobody is left to talk through the proxy; the sweep talks to the engine directly.
-        drop(self.proxy.lock().unwrap_or_else(|e| e.into_inner()).take());
+        // Nobody is left to talk through the proxy; the sweep talks to the engine directly, once the
+        // creates the proxy had already forwarded are answered (else they would appear after it).
+        let proxy = self.proxy.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let settled = proxy.is_none_or(|p| p.stop());
+        if !settled {
+            eprintln!(
+                "warning: the engine had not answered a container create when the session ended; \
+                 the session stays on record, and a later run's stale sweep looks for it again"
+            );
+        }
         let docker = match self.docker() {
             DockerState::Unused => None,
             // An engine that was never configured is not worth a word (projects without Docker).
@@ -78,7 +86,7 @@ impl Session {
             },
             DockerState::Up(engine) => Some(self.sweep_or_keep(&engine, keep)),
         };
-        self.settle_record(docker.as_ref());
+        self.settle_record(docker.as_ref(), settled);
         if let Some(reaper) = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take() {
             reaper.dismiss();
         }
@@ -94,9 +102,9 @@ impl Session {
         result.unwrap_or_else(DockerEnd::Failed)
     }
 
-    /// Kept sessions stay on record as kept; fully swept ones are forgotten; anything else stays
-    /// "finished" so the next run's stale sweep retries it.
-    fn settle_record(&self, end: Option<&DockerEnd>) {
+    /// Kept sessions stay on record as kept; fully swept ones are forgotten, unless a create may still
+    /// complete (`settled` false); anything else stays "finished" so the next run's stale sweep retries it.
+    fn settle_record(&self, end: Option<&DockerEnd>, settled: bool) {
         let Some(mut record) = self.record.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
@@ -110,6 +118,7 @@ impl Session {
             Some(DockerEnd::Failed(_)) | Some(DockerEnd::NotSwept { .. }) => {
                 record.set_status(Status::Finished).map(|_| drop(record))
             }
+            _ if !settled => record.set_status(Status::Finished).map(|_| drop(record)),
             _ => record.remove(),
         };
         if let Err(e) = result {

@@ -53,6 +53,17 @@ struct State {
     members: BTreeSet<i32>,
     /// Signals received so far (the first one decides the exit code).
     signals: Vec<Signal>,
+    /// Spawns under way: a child that exits before it is registered must not be taken for an orphan.
+    spawning: usize,
+}
+
+/// Held across spawning a process and registering it with the session (see `Session::spawning`).
+pub(crate) struct SpawnGuard<'a>(&'a Session);
+
+impl Drop for SpawnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().spawning -= 1;
+    }
 }
 
 /// The Docker engine as the session found it.
@@ -245,7 +256,10 @@ impl Session {
 
     /// Whether `pid` is a process the runner started itself (a unit, the build, the reaper).
     pub(crate) fn is_known(&self, pid: i32) -> bool {
-        let state = self.lock();
+        self.is_known_in(&self.lock(), pid)
+    }
+
+    fn is_known_in(&self, state: &State, pid: i32) -> bool {
         state.groups.contains(&pid)
             || state.members.contains(&pid)
             || self
@@ -254,6 +268,32 @@ impl Session {
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
                 .is_some_and(|r| r.pid == pid)
+    }
+
+    /// Marks a spawn as under way until the guard drops; spawn the process and register it (as a group,
+    /// a member or the reaper) while holding it.
+    pub(crate) fn spawning(&self) -> SpawnGuard<'_> {
+        self.lock().spawning += 1;
+        SpawnGuard(self)
+    }
+
+    /// Reaps the adopted children that have exited, as they come (on SIGCHLD): a unit that forks and
+    /// abandons processes in a loop would otherwise fill the pid space with zombies before it ends.
+    /// Only zombies of another process group than the runner's and not started by the runner: std and
+    /// the unit threads wait for their own children by pid, and a unit's exited leader stays unreaped
+    /// until its group is killed for the last time. Nothing is reaped while a spawn is under way, since
+    /// its child may exit before it is registered; the next SIGCHLD comes back for what was skipped.
+    pub(crate) fn reap_zombies(&self) {
+        let state = self.lock();
+        if state.spawning > 0 {
+            return;
+        }
+        let own_group = nix::unistd::getpgrp().as_raw();
+        for (pid, pgid) in orphans::zombie_children() {
+            if pgid != own_group && !self.is_known_in(&state, pid) {
+                orphans::reap_if_exited(pid);
+            }
+        }
     }
 
     /// Kills (and reaps, by pid) the processes adopted from finished units: those that left their

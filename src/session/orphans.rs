@@ -53,6 +53,33 @@ pub(crate) fn adopted(known: impl Fn(i32) -> bool) -> Vec<Escaped> {
     out
 }
 
+/// This process's children that have exited and wait to be reaped, with their process group.
+pub(crate) fn zombie_children() -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        for pid in text
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            let Some(fields) = stat_fields(pid) else {
+                continue;
+            };
+            if fields.first().is_some_and(|s| s == "Z")
+                && let Some(pgid) = fields.get(2).and_then(|g| g.parse().ok())
+            {
+                out.push((pid, pgid));
+            }
+        }
+    }
+    out
+}
+
 /// SIGKILLs an adopted child and reaps it by pid.
 pub(crate) fn kill_and_reap(pid: i32) {
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);

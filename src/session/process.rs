@@ -75,11 +75,13 @@ pub(crate) fn spawn_unit(
         .stdout(writer.try_clone()?)
         .stderr(writer)
         .process_group(0);
+    let spawning = session.spawning();
     let child = command.spawn();
     // The command holds the pipe's write ends; drop them now or the reader never sees end-of-file.
     command.stdout(Stdio::null()).stderr(Stdio::null());
     let pid = child?.id() as i32;
     session.add_group(pid);
+    drop(spawning);
 
     let tx = events.clone();
     std::thread::spawn(move || {
@@ -194,9 +196,11 @@ pub(crate) fn capture(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    let spawning = session.spawning();
     let mut child = command.spawn()?;
     let pid = child.id() as i32;
     session.add_group(pid);
+    drop(spawning);
     let read_all = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -218,8 +222,9 @@ pub(crate) fn capture(
         }
     };
     kill_leftovers(pid);
-    session.remove_group(pid);
+    // Released before it is forgotten: until then its exited leader is a known child, not an orphan.
     release(pid);
+    session.remove_group(pid);
     Ok(Captured {
         exit,
         stdout: stdout.join().unwrap_or_default(),

@@ -18,7 +18,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use super::{orphans, state};
-use crate::contract::{ENV_BINARY, ENV_MARKER, ENV_SESSION, ENV_TEST};
+use crate::contract::{CREATES_IN_FLIGHT_FILE, ENV_BINARY, ENV_MARKER, ENV_SESSION, ENV_TEST};
 use crate::docker::{self, Connection};
 
 /// The hidden subcommand's name.
@@ -93,11 +93,42 @@ pub(crate) fn run(session: &str) -> i32 {
     let killed = orphans::kill_session(session).len();
     eprintln!("reaper: killed {killed} process(es)");
     let swept = sweep(session);
-    if let (true, Ok(dir)) = (swept, state::state_dir()) {
-        let _ = std::fs::remove_dir_all(state::session_dir(&dir, session));
+    let Ok(dir) = state::state_dir() else {
+        return 0;
+    };
+    let dir = state::session_dir(&dir, session);
+    // The runner's proxy died with creates forwarded and unanswered: the engine may still complete them.
+    let in_flight = dir.join(CREATES_IN_FLIGHT_FILE).exists();
+    if in_flight {
+        watch_for_late_creates(session);
+    }
+    if swept && !in_flight {
+        let _ = std::fs::remove_dir_all(&dir);
     }
     eprintln!("reaper: done in {:.2}s", started.elapsed().as_secs_f64());
     0
+}
+
+/// How long a reaper looks for creates a dead proxy had forwarded. Nothing can tell it when the engine
+/// is done with them (their client is gone), so it watches for a while, removing what appears, and
+/// leaves the session on record for a later stale sweep.
+const LATE_CREATES_WATCH: Duration = Duration::from_secs(5);
+
+/// Sweeps the session again whenever a listing finds something, for `LATE_CREATES_WATCH`.
+fn watch_for_late_creates(session: &str) {
+    let Connection::Up(engine) = docker::connect() else {
+        return;
+    };
+    let until = Instant::now() + LATE_CREATES_WATCH;
+    while Instant::now() < until {
+        match docker::list_session(&engine, session) {
+            Ok(found) if !found.is_empty() => {
+                eprintln!("reaper: {}", docker::remove(&engine, &found).line());
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(250)),
+            Err(_) => return,
+        }
+    }
 }
 
 /// Sweeps the session's Docker resources; true when nothing is left (or there is no engine to ask).

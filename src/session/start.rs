@@ -41,12 +41,14 @@ pub(crate) fn start(
         );
     }
     let log = state::session_dir(&state, session.id()).join(REAPER_LOG_FILE);
+    let spawning = session.spawning();
     match ReaperHandle::spawn(session.id(), &log) {
         Ok(reaper) => session.set_reaper(reaper),
         Err(e) => eprintln!(
             "warning: failed to start the reaper ({e}); a killed runner will leave a stale session"
         ),
     }
+    drop(spawning);
     let docker = match docker::connect() {
         Connection::Up(engine) => DockerState::Up(engine),
         Connection::Down {

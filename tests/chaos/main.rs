@@ -4,6 +4,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod escape;
 mod never_hang;
 mod never_lie;
 mod trust;
@@ -70,6 +71,7 @@ fn main() {
     ];
     cells.extend(trust::cells());
     cells.extend(never_hang::cells());
+    cells.extend(escape::cells());
     cells.extend(never_lie::cells());
     for (name, f) in restart_cells {
         let mut cell = trial(name, f);

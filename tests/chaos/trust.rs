@@ -41,6 +41,10 @@ pub(crate) fn cells() -> Vec<Cell> {
             "a_dead_sessions_processes_are_killed_by_the_stale_sweep",
             dead_sessions_processes,
         ),
+        trial(
+            "a_session_volume_a_foreign_container_uses_is_named_at_once",
+            volume_in_foreign_use,
+        ),
     ]
 }
 
@@ -346,6 +350,61 @@ fn dead_sessions_processes() -> Result<(), Failed> {
     let _ = survivor.wait();
     result?;
     check(killed && out.status.success() && !dir.exists(), || {
+        format!("{:?}\n{}{}", out.status, stdout(&out), stderr(&out))
+    })
+}
+
+/// A dead session's volume, used by a container that is not the session's: the sweep cannot remove it
+/// and must not remove the container. It used to retry the 409 for its whole 60 s bound, on every
+/// later run's stale sweep too, without naming the volume's user. Now it names it at once; once the
+/// user is gone, the next sweep removes the volume and forgets the session.
+fn volume_in_foreign_use() -> Result<(), Failed> {
+    let mark = unique_mark("trust-inuse");
+    let state = temp_dir("trust-inuse");
+    let id = mark.replace('-', "");
+    session_volume(None, &id, &mark);
+    let dir = write_record(&state, &id, &id, ENGINE)?;
+    let user = docker(&[
+        "run",
+        "-d",
+        "--label",
+        &format!("ct-it.foreign={mark}"),
+        "-v",
+        &format!("{id}-vol:/data"),
+        image::IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    let remove_user = || {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &user])
+            .stdout(Stdio::null())
+            .status();
+    };
+    for attempt in ["first", "second"] {
+        let started = std::time::Instant::now();
+        let out = sweep(&state, &["--stale"]);
+        let took = started.elapsed();
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        let named = text.contains(&user[..12]);
+        let kept = docker(&["inspect", "-f", "{{.State.Running}}", &user]) == "true";
+        if !(out.status.code() == Some(3) && named && kept && dir.exists())
+            || took > std::time::Duration::from_secs(20)
+        {
+            remove_user();
+            return Err(format!(
+                "{attempt} sweep: {:?} in {took:?}, user named: {named}, user running: {kept}, \
+                 record kept: {}\n{text}",
+                out.status,
+                dir.exists()
+            )
+            .into());
+        }
+    }
+    remove_user();
+    let out = sweep(&state, &["--stale"]);
+    nothing_left(&mark)?;
+    check(out.status.success() && !dir.exists(), || {
         format!("{:?}\n{}{}", out.status, stdout(&out), stderr(&out))
     })
 }

@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
+use super::in_flight::InFlight;
 use super::rewrite::{Create, create_kind, merge_labels, split_version, translate_version};
 use crate::contract::{
     BINARY_LABEL, ENV_BINARY, ENV_TEST, NESTED_LABEL_PREFIX, SESSION_LABEL, TEST_LABEL,
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     pub fixed: Vec<(String, String)>,
     /// Units (binary, test) that created a container through the proxy.
     pub created: Mutex<HashSet<(String, Option<String>)>>,
+    /// Creates forwarded and not yet answered.
+    pub in_flight: InFlight,
 }
 
 /// The unit a client process belongs to: `CLEANTEST_BINARY`/`CLEANTEST_TEST` from its environment or
@@ -119,7 +122,7 @@ pub(crate) async fn serve(stream: UnixStream, shared: Arc<Shared>) {
         .and_then(|c| c.pid())
         .map(attribute)
         .unwrap_or_default();
-    let upstream: Arc<tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>> = Arc::default();
+    let upstream: UpstreamSlot = Arc::default();
     let hijacked: Arc<Mutex<Option<OnUpgrade>>> = Arc::default();
     let slot = hijacked.clone();
     let service = hyper::service::service_fn(move |req| {
@@ -157,11 +160,13 @@ fn is_hijack(method: &str, path: &str) -> bool {
             || (path.starts_with("/exec/") && path.ends_with("/start")))
 }
 
+type UpstreamSlot = Arc<tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>>;
+
 async fn handle(
     req: Request<Incoming>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     unit: &Unit,
-    upstream: &tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
+    upstream: &UpstreamSlot,
     hijacked: &Mutex<Option<OnUpgrade>>,
 ) -> Response<ProxyBody> {
     let kind = create_kind(req.method().as_str(), req.uri().path());
@@ -226,16 +231,30 @@ async fn handle(
         }
         None => body.map_err(BoxError::from).boxed(),
     };
-    let mut response =
-        match send(upstream, &shared.upstream, Request::from_parts(parts, body)).await {
-            Ok(r) => r,
-            Err(e) => {
-                return error_response(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("cleantest proxy: engine unreachable: {e}"),
-                );
-            }
-        };
+    let request = Request::from_parts(parts, body);
+    let sent = if kind.is_some() {
+        // Sent from a task of its own, which the client going away does not cancel: the engine
+        // completes a create it has received anyway, and the end of the session waits for its answer.
+        let forwarded = InFlight::forward(shared);
+        let (slot, to) = (upstream.clone(), shared.upstream.clone());
+        let task = tokio::spawn(async move {
+            let answer = send(&slot, &to, request).await;
+            drop(forwarded);
+            answer
+        });
+        task.await.unwrap_or_else(|e| Err(BoxError::from(e)))
+    } else {
+        send(upstream, &shared.upstream, request).await
+    };
+    let mut response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                &format!("cleantest proxy: engine unreachable: {e}"),
+            );
+        }
+    };
     if let (Some(Create::Container), true, Some(binary)) =
         (kind, response.status().is_success(), &unit.binary)
     {

@@ -6,6 +6,7 @@
 //! session.
 
 mod forward;
+mod in_flight;
 pub(crate) mod rewrite;
 
 use std::os::unix::fs::PermissionsExt;
@@ -13,16 +14,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use forward::{Shared, Upstream};
+use in_flight::InFlight;
 
 /// How long the accept loop waits after `accept` fails (EMFILE at a low `ulimit -n`).
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How long stopping the proxy waits for the engine to answer the creates it has already forwarded.
+/// Real creates answer in well under a second; a hung engine leaves the session on record instead.
+const IN_FLIGHT_BOUND: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A running proxy; stopped when dropped.
 pub(crate) struct Proxy {
     socket: PathBuf,
     shared: Arc<Shared>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<bool>>,
 }
 
 impl Proxy {
@@ -48,6 +54,9 @@ impl Proxy {
             session: session.to_string(),
             fixed,
             created: Mutex::default(),
+            in_flight: InFlight::new(
+                socket.with_file_name(crate::contract::CREATES_IN_FLIGHT_FILE),
+            ),
         });
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let for_thread = shared.clone();
@@ -60,7 +69,7 @@ impl Proxy {
                     .expect("runtime");
                 runtime.block_on(async move {
                     let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
-                        return;
+                        return true;
                     };
                     loop {
                         tokio::select! {
@@ -76,7 +85,11 @@ impl Proxy {
                             _ = &mut stop => break,
                         }
                     }
-                });
+                    // Accepting has stopped; what the engine was already asked to create must be
+                    // answered before the sweep lists, or it appears after it.
+                    drop(listener);
+                    for_thread.in_flight.settle(IN_FLIGHT_BOUND).await
+                })
             })
             .map_err(|e| e.to_string())?;
         Ok(Proxy {
@@ -103,16 +116,28 @@ impl Proxy {
             .iter()
             .any(|(b, t)| b == binary && (test.is_none() || t.as_deref() == test))
     }
+
+    /// Stops accepting, waits (bounded) for the answers to the creates already forwarded, and stops.
+    /// True when no create can still complete; false when the engine did not answer them all in time.
+    pub(crate) fn stop(mut self) -> bool {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> bool {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let settled = match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or(false),
+            None => true,
+        };
+        let _ = std::fs::remove_file(&self.socket);
+        settled
+    }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        let _ = std::fs::remove_file(&self.socket);
+        self.halt();
     }
 }

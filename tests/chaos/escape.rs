@@ -1,0 +1,206 @@
+//! The "nothing escapes" cells of issue 12 (B) that need no private engine: processes the run adopts.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::common::docker::*;
+use super::common::*;
+use libtest_mimic::Failed;
+
+pub(crate) fn cells() -> Vec<Cell> {
+    vec![
+        trial(
+            "orphans_are_reaped_as_they_come_not_when_the_unit_ends",
+            zombies_are_reaped,
+        ),
+        trial("a_create_in_flight_at_the_end_is_swept", || {
+            create_in_flight(false)
+        }),
+        trial(
+            "a_create_in_flight_when_the_runner_is_killed_is_swept_by_the_reaper",
+            || create_in_flight(true),
+        ),
+    ]
+}
+
+/// The zombie children of process `pid` (in any of its threads).
+fn zombie_children(pid: u32) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.starts_with(" Z")))
+        })
+        .count()
+}
+
+/// A command that abandons 500 processes which exit at once: each is re-parented to the runner (a
+/// subreaper). They used to stay zombies until the command ended (3,000 under one `exec` in the review,
+/// with pid_max 32,768); they must be reaped while the command still runs.
+fn zombies_are_reaped() -> Result<(), Failed> {
+    let mark = unique_mark("zombies");
+    let state = temp_dir("zombies");
+    let (done, go) = (state.join("done"), state.join("go"));
+    let script = format!(
+        "i=0; while [ $i -lt 500 ]; do sh -c 'true &'; i=$((i+1)); done; : > {done}; \
+         while [ ! -e {go} ]; do sleep 0.05; done",
+        done = done.display(),
+        go = go.display()
+    );
+    let mut runner = exec_in_session(&mark, &state)
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .spawn()?;
+    wait_for_file(&done, Duration::from_secs(120));
+    // Reaping follows SIGCHLD: give it a moment, bounded, then count what is left.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while zombie_children(runner.id()) > 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = zombie_children(runner.id());
+    std::fs::write(&go, "")?;
+    let status = runner.wait()?;
+    check(left <= 5, || {
+        format!("{left} zombies were left unreaped while the command ran")
+    })?;
+    check(status.success(), || format!("{status:?}"))?;
+    assert_no_survivors(&mark);
+    Ok(())
+}
+
+/// A slow link in front of the real engine: every chunk a client sends that holds a container create is
+/// held for `delay` before it goes on (the engine then completes it whether or not the client is still
+/// there, as it does for a create it has received). Writes `seen` when it holds a create, and
+/// `answered` when the engine's first bytes after it come back.
+struct SlowLink {
+    dir: PathBuf,
+}
+
+impl SlowLink {
+    fn start(delay: Duration) -> std::io::Result<SlowLink> {
+        let dir = PathBuf::from(format!("/tmp/ct-{}", unique_mark("slow")));
+        std::fs::create_dir_all(&dir)?;
+        let listener = UnixListener::bind(dir.join("s.sock"))?;
+        let marks = dir.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let marks = marks.clone();
+                std::thread::spawn(move || relay(client, &marks, delay));
+            }
+        });
+        Ok(SlowLink { dir })
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("s.sock").display())
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn relay(mut client: UnixStream, marks: &Path, delay: Duration) {
+    let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock") else {
+        return;
+    };
+    let (Ok(mut to_client), Ok(mut from_engine)) = (client.try_clone(), engine.try_clone()) else {
+        return;
+    };
+    let answered = marks.join("answered");
+    let create_sent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = create_sent.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = from_engine.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if sent.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = std::fs::write(&answered, "");
+            }
+            // The client may be gone: the engine's answer is read to its end all the same.
+            let _ = to_client.write_all(&buf[..n]);
+        }
+    });
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = client.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        if chunk.windows(18).any(|w| w == b"/containers/create") {
+            let _ = std::fs::write(marks.join("seen"), "");
+            std::thread::sleep(delay);
+            create_sent.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if engine.write_all(chunk).is_err() {
+            break;
+        }
+    }
+}
+
+/// A create the proxy forwarded just before the run was stopped completes after the sweep listed: the
+/// container stayed, labelled, and the record was deleted, so no later sweep looked for it. The end now
+/// waits for the answers to forwarded creates before it lists. With the runner SIGKILLed (`killed`),
+/// its reaper sees that a create was in flight and watches for it.
+fn create_in_flight(killed: bool) -> Result<(), Failed> {
+    let mark = unique_mark("in-flight");
+    let state = temp_dir("in-flight");
+    let link = SlowLink::start(Duration::from_secs(3))?;
+    let script = format!(
+        "docker create --label ct-it.mark={mark} {} true; sleep 1000",
+        image::IMAGE
+    );
+    let mut runner = exec_in_session(&mark, &state)
+        .env("DOCKER_HOST", link.host())
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    wait_for_file(&link.dir.join("seen"), Duration::from_secs(60));
+    let reaper = reaper_of(runner.id());
+    let signal = if killed {
+        nix::sys::signal::Signal::SIGKILL
+    } else {
+        nix::sys::signal::Signal::SIGTERM
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(runner.id() as i32), signal)?;
+    let status = runner.wait()?;
+    // Judged once the engine has answered the create, wherever that answer went, and once the reaper
+    // (when the runner was killed) is done.
+    wait_for_file(&link.dir.join("answered"), Duration::from_secs(60));
+    if killed {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while reaper.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let left = marked(&mark);
+    for id in &left {
+        let _ = docker(&["rm", "-f", id]);
+    }
+    check(left.is_empty(), || {
+        format!("the create in flight at the end was left: {left:?}")
+    })?;
+    let expected = if killed { None } else { Some(143) };
+    check(status.code() == expected, || format!("{status:?}"))?;
+    assert_no_survivors(&mark);
+    Ok(())
+}
