@@ -1,4 +1,5 @@
-//! The Docker engine connection: `DOCKER_HOST` (unix or tcp) or the default socket, API version
+//! The Docker engine connection: `DOCKER_HOST` (unix or tcp), the selected Docker context, or the
+//! default socket (see `context`), API version
 //! negotiated before anything else (Debian's 20.10 speaks API 1.41; bollard targets newer), and whether
 //! the engine is podman (whose force-remove waits for SIGTERM, so containers are killed first).
 
@@ -11,7 +12,7 @@ use bollard::Docker;
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// Per-request timeout: a removal that hangs must not hang the sweep.
 const REQUEST_TIMEOUT: u64 = 30;
-const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+use super::context::DEFAULT_SOCKET;
 
 /// A reachable engine.
 #[derive(Clone)]
@@ -33,12 +34,9 @@ pub(crate) enum Connection {
     },
 }
 
-/// Where the engine is expected: `DOCKER_HOST`, else the default socket.
+/// Where the engine is expected: `DOCKER_HOST`, else the selected context's, else the default socket.
 pub(crate) fn endpoint() -> String {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| format!("unix://{DEFAULT_SOCKET}"))
+    super::context::endpoint()
 }
 
 /// Runs a future on a small runtime of its own: the runner is thread-based and needs async only here.
@@ -52,18 +50,19 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 
 /// Connects, pings and negotiates the API version.
 pub(crate) async fn connect() -> Connection {
-    let expected = std::env::var_os("DOCKER_HOST").is_some_and(|h| !h.is_empty())
-        || std::path::Path::new(DEFAULT_SOCKET).exists();
-    let docker = Docker::connect_with_defaults()
-        .map(|d| d.with_timeout(Duration::from_secs(REQUEST_TIMEOUT)))
-        .map_err(|e| e.to_string());
-    finish_connect(endpoint(), expected, docker).await
+    let expected = super::context::configured() || std::path::Path::new(DEFAULT_SOCKET).exists();
+    let endpoint = endpoint();
+    finish_connect(endpoint.clone(), expected, client_for(&endpoint)).await
 }
 
 /// Connects to a given endpoint (`unix://PATH`, `tcp://HOST:PORT`, `http://HOST:PORT`): the engine a
 /// session record names, which may not be the one this run uses.
 pub(crate) async fn connect_to(endpoint: &str) -> Connection {
-    let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
+    finish_connect(endpoint.to_string(), true, client_for(endpoint)).await
+}
+
+fn client_for(endpoint: &str) -> Result<Docker, String> {
+    if let Some(path) = endpoint.strip_prefix("unix://") {
         Docker::connect_with_unix(path, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)
             .map_err(|e| e.to_string())
     } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
@@ -71,8 +70,7 @@ pub(crate) async fn connect_to(endpoint: &str) -> Connection {
             .map_err(|e| e.to_string())
     } else {
         Err(format!("{endpoint} is not a unix:// or tcp:// address"))
-    };
-    finish_connect(endpoint.to_string(), true, docker).await
+    }
 }
 
 async fn finish_connect(

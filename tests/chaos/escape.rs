@@ -23,6 +23,10 @@ pub(crate) fn cells() -> Vec<Cell> {
             "a_create_in_flight_when_the_runner_is_killed_is_swept_by_the_reaper",
             || create_in_flight(true),
         ),
+        trial(
+            "the_selected_docker_context_is_the_proxys_upstream",
+            docker_context_is_followed,
+        ),
     ]
 }
 
@@ -82,8 +86,8 @@ fn zombies_are_reaped() -> Result<(), Failed> {
 
 /// A slow link in front of the real engine: every chunk a client sends that holds a container create is
 /// held for `delay` before it goes on (the engine then completes it whether or not the client is still
-/// there, as it does for a create it has received). Writes `seen` when it holds a create, and
-/// `answered` when the engine's first bytes after it come back.
+/// there, as it does for a create it has received). Writes `connected` when a client connects, `seen`
+/// when it holds a create, and `answered` when the engine's first bytes after it come back.
 struct SlowLink {
     dir: PathBuf,
 }
@@ -115,6 +119,7 @@ impl Drop for SlowLink {
 }
 
 fn relay(mut client: UnixStream, marks: &Path, delay: Duration) {
+    let _ = std::fs::write(marks.join("connected"), "");
     let Ok(mut engine) = UnixStream::connect("/var/run/docker.sock") else {
         return;
     };
@@ -203,4 +208,57 @@ fn create_in_flight(killed: bool) -> Result<(), Failed> {
     check(status.code() == expected, || format!("{status:?}"))?;
     assert_no_survivors(&mark);
     Ok(())
+}
+
+/// `docker context use X` with no `DOCKER_HOST` points the CLI at X; inside a session the tests used to
+/// be sent to the default socket instead. The proxy must forward to X (here a link to the real engine
+/// that says when it is used), and the session's sweep must find what was created there.
+fn docker_context_is_followed() -> Result<(), Failed> {
+    let mark = unique_mark("context");
+    let state = temp_dir("context");
+    let config = state.join("docker-config");
+    let link = SlowLink::start(Duration::ZERO)?;
+    for args in [
+        vec![
+            "context".to_string(),
+            "create".into(),
+            "ct-context".into(),
+            "--docker".into(),
+            format!("host={}", link.host()),
+        ],
+        vec!["context".into(), "use".into(), "ct-context".into()],
+    ] {
+        let out = std::process::Command::new("docker")
+            .env("DOCKER_CONFIG", &config)
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .args(&args)
+            .output()?;
+        check_success(&out)?;
+    }
+    let label = format!("ct-it.mark={mark}");
+    let out = run(exec_in_session(&mark, &state)
+        .env("DOCKER_CONFIG", &config)
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .args([
+            "--",
+            "docker",
+            "create",
+            "--label",
+            &label,
+            image::IMAGE,
+            "true",
+        ]));
+    let left = marked(&mark);
+    for id in &left {
+        let _ = docker(&["rm", "-f", id]);
+    }
+    check(out.status.success(), || {
+        format!("{:?}\n{}{}", out.status, stdout(&out), stderr(&out))
+    })?;
+    check(link.dir.join("connected").exists(), || {
+        "the session's proxy did not forward to the selected context's engine".into()
+    })?;
+    check(left.is_empty(), || format!("left {left:?}"))
 }

@@ -44,7 +44,8 @@ pub(crate) enum Upstream {
 }
 
 impl Upstream {
-    /// From `DOCKER_HOST` (`unix://PATH`, `tcp://HOST:PORT`, `http://HOST:PORT`), else the default socket.
+    /// The engine the user's client would use (`DOCKER_HOST`, the selected context, the default socket):
+    /// `unix://PATH`, `tcp://HOST:PORT` or `http://HOST:PORT`.
     pub(crate) fn from_env() -> Result<Upstream, String> {
         let host = crate::docker::engine::endpoint();
         if let Some(path) = host.strip_prefix("unix://") {
@@ -56,7 +57,7 @@ impl Upstream {
             Ok(Upstream::Tcp(addr.trim_end_matches('/').to_string()))
         } else {
             Err(format!(
-                "DOCKER_HOST={host} is not a unix:// or tcp:// address the proxy can forward to"
+                "the Docker endpoint {host} is not a unix:// or tcp:// address the proxy can forward to"
             ))
         }
     }

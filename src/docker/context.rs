@@ -1,0 +1,89 @@
+//! Which engine the user's docker client would talk to: `DOCKER_HOST`, else the selected Docker context
+//! (`DOCKER_CONTEXT`, else `currentContext` in `$DOCKER_CONFIG/config.json`), else the default socket.
+//! The session's proxy forwards there and its sweep looks there; a context `docker context use` selected
+//! must not silently send the tests to another engine.
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+/// The default engine socket.
+pub(crate) const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// The engine endpoint (`unix://…`, `tcp://…`, …), as the docker CLI resolves it.
+pub(crate) fn endpoint() -> String {
+    if let Some(host) = non_empty_env("DOCKER_HOST") {
+        return host;
+    }
+    match selected_context() {
+        Some(name) => context_host(&name).unwrap_or_else(|e| format!("context:{name} ({e})")),
+        None => format!("unix://{DEFAULT_SOCKET}"),
+    }
+}
+
+/// Whether the user configured an engine (a `DOCKER_HOST`, or a context other than the default).
+pub(crate) fn configured() -> bool {
+    non_empty_env("DOCKER_HOST").is_some() || selected_context().is_some()
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn config_dir() -> Option<PathBuf> {
+    non_empty_env("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::home_dir().map(|h| h.join(".docker")))
+}
+
+/// The selected context's name, unless it is the built-in `default`.
+fn selected_context() -> Option<String> {
+    let name = non_empty_env("DOCKER_CONTEXT").or_else(|| {
+        let text = std::fs::read_to_string(config_dir()?.join("config.json")).ok()?;
+        let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some(config.get("currentContext")?.as_str()?.to_string())
+    })?;
+    (!name.is_empty() && name != "default").then_some(name)
+}
+
+/// The docker endpoint a named context stores, in `contexts/meta/<sha256 of its name>/meta.json`.
+fn context_host(name: &str) -> Result<String, String> {
+    let digest = Sha256::digest(name.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = config_dir().ok_or("no home directory to find the Docker contexts in")?;
+    let path = dir.join("contexts/meta").join(hex).join("meta.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "the Docker context is not readable at {}: {e}",
+            path.display()
+        )
+    })?;
+    let meta: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("the Docker context at {} is not JSON: {e}", path.display()))?;
+    meta.pointer("/Endpoints/docker/Host")
+        .and_then(|h| h.as_str())
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!(
+                "the Docker context at {} names no docker host",
+                path.display()
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_context_is_found_by_the_sha256_of_its_name() {
+        // The directory name the docker CLI gives a context named `default` (its own computation).
+        let digest = Sha256::digest(b"default");
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "37a8eec1ce19687d132fe29051dca629d164e2c4958ba141d5f4133a33f0688f"
+        );
+    }
+}
