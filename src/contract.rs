@@ -100,6 +100,9 @@ pub(crate) const REAPER_LOG_FILE: &str = "reaper.log";
 /// Present in a session's directory while its proxy has forwarded a create whose answer it has not
 /// seen: the engine may still complete it, so whoever cleans up after a dead runner looks again.
 pub(crate) const CREATES_IN_FLIGHT_FILE: &str = "creates-in-flight";
+/// A session's anonymous volumes (an image's `VOLUME`, `-v /path`), one name a line, as the proxy saw
+/// them at creation: the engine labels them not, and removes them only with their container's `v`.
+pub(crate) const ANONYMOUS_VOLUMES_FILE: &str = "anonymous-volumes";
 
 // ---- the config file ----
 

@@ -88,7 +88,8 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
         match records.iter().find(|f| &f.record.id == id) {
             Some(f) => chosen.push(f.clone()),
             None => {
-                let found = docker::list_session(&engine, id).map_err(docker_error)?;
+                let found = docker::list_session(&engine, id, &state::anonymous_volumes_of(id))
+                    .map_err(docker_error)?;
                 if session_liveness(found.iter().map(|r| &r.labels)) == Some(Liveness::Alive) {
                     return Err(Error::Usage(format!(
                         "sweep session {id}: its runner is still running on this host; stop that run first"

@@ -34,12 +34,18 @@ pub(crate) fn session_filter(id: &str) -> Vec<String> {
 /// something, since a create the engine completed meanwhile shows up only in a later listing.
 const RELISTS: usize = 3;
 
-/// Finds and removes one session's resources, then lists again and removes what appeared meanwhile.
+/// Finds and removes one session's resources (with `recorded`, the names of its anonymous volumes,
+/// which carry no label), then lists again and removes what appeared meanwhile.
 /// Listing is retried within the bound too, so a daemon that restarts during the run is waited for.
-pub(crate) fn sweep_session(engine: &Engine, id: &str) -> Result<Removal, String> {
+pub(crate) fn sweep_session(
+    engine: &Engine,
+    id: &str,
+    recorded: &[String],
+) -> Result<Removal, String> {
     let deadline = Instant::now() + SWEEP_BOUND;
     block_on(async {
-        let found = find_session(engine, id, deadline).await?;
+        let mut found = find_session(engine, id, deadline).await?;
+        found.extend(existing_volumes(engine, id, recorded, &found).await);
         let mut removal = sweep::remove(engine, &found, deadline).await;
         let mut seen: HashSet<String> = found.into_iter().map(|r| r.id).collect();
         for _ in 0..RELISTS {
@@ -60,10 +66,45 @@ pub(crate) fn sweep_session(engine: &Engine, id: &str) -> Result<Removal, String
     })
 }
 
-/// Lists one session's resources (for `--keep-on-failure` and `--dry-run`).
-pub(crate) fn list_session(engine: &Engine, id: &str) -> Result<Vec<Resource>, String> {
+/// Lists one session's resources, with those of its recorded anonymous volumes that still exist.
+pub(crate) fn list_session(
+    engine: &Engine,
+    id: &str,
+    recorded: &[String],
+) -> Result<Vec<Resource>, String> {
     let deadline = Instant::now() + SWEEP_BOUND;
-    block_on(find_session(engine, id, deadline))
+    block_on(async {
+        let mut found = find_session(engine, id, deadline).await?;
+        found.extend(existing_volumes(engine, id, recorded, &found).await);
+        Ok(found)
+    })
+}
+
+/// The recorded anonymous volumes of session `id` that still exist and are not in `found`, as
+/// resources of the session (they carry no label of their own).
+async fn existing_volumes(
+    engine: &Engine,
+    id: &str,
+    recorded: &[String],
+    found: &[Resource],
+) -> Vec<Resource> {
+    let mut out: Vec<Resource> = Vec::new();
+    for name in recorded {
+        if found.iter().chain(&out).any(|r| &r.id == name) {
+            continue;
+        }
+        if let Ok(volume) = engine.docker.inspect_volume(name).await {
+            out.push(Resource {
+                kind: Kind::Volume,
+                id: volume.name.clone(),
+                name: volume.name,
+                labels: [(SESSION_LABEL.to_string(), id.to_string())].into(),
+                created: volume.created_at.map(|t| t.unix_timestamp()),
+                ..Resource::default()
+            });
+        }
+    }
+    out
 }
 
 /// A session's resources: those labelled with its id, and those an outer session's proxy relabelled

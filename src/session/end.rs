@@ -94,10 +94,11 @@ impl Session {
     }
 
     fn sweep_or_keep(&self, engine: &Engine, keep: bool) -> DockerEnd {
+        let recorded = super::state::anonymous_volumes_of(&self.id);
         let result = if keep {
-            docker::list_session(engine, &self.id).map(DockerEnd::Kept)
+            docker::list_session(engine, &self.id, &recorded).map(DockerEnd::Kept)
         } else {
-            docker::sweep_session(engine, &self.id).map(DockerEnd::Swept)
+            docker::sweep_session(engine, &self.id, &recorded).map(DockerEnd::Swept)
         };
         result.unwrap_or_else(DockerEnd::Failed)
     }

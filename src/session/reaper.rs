@@ -121,7 +121,7 @@ fn watch_for_late_creates(session: &str) {
     };
     let until = Instant::now() + LATE_CREATES_WATCH;
     while Instant::now() < until {
-        match docker::list_session(&engine, session) {
+        match docker::list_session(&engine, session, &state::anonymous_volumes_of(session)) {
             Ok(found) if !found.is_empty() => {
                 eprintln!("reaper: {}", docker::remove(&engine, &found).line());
             }
@@ -137,13 +137,16 @@ fn sweep(session: &str) -> bool {
     let mut delay = Duration::from_millis(200);
     loop {
         match docker::connect() {
-            Connection::Up(engine) => match docker::sweep_session(&engine, session) {
-                Ok(removal) => {
-                    eprintln!("reaper: {}", removal.line());
-                    return removal.failures.is_empty();
+            Connection::Up(engine) => {
+                match docker::sweep_session(&engine, session, &state::anonymous_volumes_of(session))
+                {
+                    Ok(removal) => {
+                        eprintln!("reaper: {}", removal.line());
+                        return removal.failures.is_empty();
+                    }
+                    Err(e) => eprintln!("reaper: sweep failed: {e}"),
                 }
-                Err(e) => eprintln!("reaper: sweep failed: {e}"),
-            },
+            }
             Connection::Down {
                 expected: false, ..
             } => return true,

@@ -124,7 +124,11 @@ fn sweep_on(engine: &Engine, records: &[&FoundRecord], dry_run: bool, report: &m
     let mut found = Vec::new();
     let mut listed = Vec::new();
     for f in records {
-        let Ok(resources) = docker::list_session(engine, &f.record.id) else {
+        let Ok(resources) = docker::list_session(
+            engine,
+            &f.record.id,
+            &super::state::anonymous_volumes(&f.dir),
+        ) else {
             continue;
         };
         // A dead session's resources may belong to a live runner too: an outer session whose proxy

@@ -27,6 +27,10 @@ pub(crate) fn cells() -> Vec<Cell> {
             "the_selected_docker_context_is_the_proxys_upstream",
             docker_context_is_followed,
         ),
+        trial(
+            "volumes_a_container_creates_implicitly_are_swept",
+            implicit_volumes_are_swept,
+        ),
     ]
 }
 
@@ -261,4 +265,51 @@ fn docker_context_is_followed() -> Result<(), Failed> {
         "the session's proxy did not forward to the selected context's engine".into()
     })?;
     check(left.is_empty(), || format!("left {left:?}"))
+}
+
+/// Volumes the engine creates on its own for a container: named ones from `-v name:/path` and
+/// `--mount type=volume` (created unlabelled), and an anonymous one (`-v /path`) left behind when the
+/// test removes its container without `-v`. All three used to outlive the session.
+fn implicit_volumes_are_swept() -> Result<(), Failed> {
+    let mark = unique_mark("implicit-volumes");
+    let state = temp_dir("implicit-volumes");
+    let id = mark.replace('-', "");
+    let (bind, mount) = (format!("{id}-bind"), format!("{id}-mount"));
+    let anonymous_file = state.join("anonymous");
+    let script = format!(
+        "set -e
+         docker run -d --label ct-it.mark={mark} -v {bind}:/b --mount type=volume,source={mount},target=/m {image} sleep 1000
+         c=$(docker create -v /anon {image} true)
+         docker inspect -f '{{{{range .Mounts}}}}{{{{.Name}}}}{{{{end}}}}' $c > {anon}
+         docker rm $c",
+        image = image::IMAGE,
+        anon = anonymous_file.display()
+    );
+    let out = run(exec_in_session(&mark, &state).args(["--", "sh", "-c", &script]));
+    let anonymous = std::fs::read_to_string(&anonymous_file).unwrap_or_default();
+    let volumes = [bind.as_str(), mount.as_str(), anonymous.trim()];
+    let left: Vec<&str> = volumes
+        .iter()
+        .copied()
+        .filter(|v| {
+            !v.is_empty()
+                && std::process::Command::new("docker")
+                    .args(["volume", "inspect", v])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    let leftovers = marked(&mark);
+    for c in &leftovers {
+        let _ = docker(&["rm", "-f", c]);
+    }
+    for v in &left {
+        let _ = docker(&["volume", "rm", v]);
+    }
+    check(out.status.success() && !anonymous.trim().is_empty(), || {
+        format!("{:?}\n{}{}", out.status, stdout(&out), stderr(&out))
+    })?;
+    check(left.is_empty() && leftovers.is_empty(), || {
+        format!("left volumes {left:?} and {leftovers:?}")
+    })
 }

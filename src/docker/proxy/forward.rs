@@ -25,6 +25,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::in_flight::InFlight;
 use super::rewrite::{Create, create_kind, merge_labels, split_version, translate_version};
+use super::volumes;
 use crate::contract::{
     BINARY_LABEL, ENV_BINARY, ENV_TEST, NESTED_LABEL_PREFIX, SESSION_LABEL, TEST_LABEL,
 };
@@ -33,7 +34,7 @@ use crate::contract::{
 /// client could grow the runner without limit (a 1.4 GB body did), so a larger one gets 413.
 pub(crate) const MAX_CREATE_BODY: usize = 16 << 20;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Where the real engine is.
@@ -76,6 +77,8 @@ pub(crate) struct Shared {
     pub created: Mutex<HashSet<(String, Option<String>)>>,
     /// Creates forwarded and not yet answered.
     pub in_flight: InFlight,
+    /// Where the anonymous volumes of created containers are recorded.
+    pub anonymous_volumes: PathBuf,
 }
 
 /// The unit a client process belongs to: `CLEANTEST_BINARY`/`CLEANTEST_TEST` from its environment or
@@ -191,6 +194,7 @@ async fn handle(
             .headers
             .insert(UPGRADE, HeaderValue::from_static("tcp"));
     }
+    let mut implicit_volumes = Vec::new();
     let body: ProxyBody = match kind {
         Some(_) => {
             let bytes = match http_body_util::Limited::new(body, MAX_CREATE_BODY)
@@ -216,6 +220,10 @@ async fn handle(
             };
             let labels = labels_for(shared, unit);
             let new = match merge_labels(&bytes, &labels, SESSION_LABEL, NESTED_LABEL_PREFIX) {
+                Ok(new) if kind == Some(Create::Container) => {
+                    implicit_volumes = volumes::wanted(&new);
+                    Bytes::from(new)
+                }
                 Ok(new) => Bytes::from(new),
                 Err(refusal) => {
                     return error_response(
@@ -238,14 +246,28 @@ async fn handle(
         // completes a create it has received anyway, and the end of the session waits for its answer.
         let forwarded = InFlight::forward(shared);
         let (slot, to) = (upstream.clone(), shared.upstream.clone());
+        let labels = labels_for(shared, unit);
+        let log = shared.anonymous_volumes.clone();
+        let is_container = kind == Some(Create::Container);
         let task = tokio::spawn(async move {
-            let answer = send(&slot, &to, request).await;
+            let answer = create(
+                &slot,
+                &to,
+                request,
+                implicit_volumes,
+                &labels,
+                is_container,
+                &log,
+            );
+            let answer = answer.await;
             drop(forwarded);
             answer
         });
         task.await.unwrap_or_else(|e| Err(BoxError::from(e)))
     } else {
-        send(upstream, &shared.upstream, request).await
+        send(upstream, &shared.upstream, request)
+            .await
+            .map(|r| r.map(|b| b.map_err(BoxError::from).boxed()))
     };
     let mut response = match sent {
         Ok(r) => r,
@@ -289,7 +311,39 @@ async fn handle(
             return raw;
         }
     }
-    response.map(|b| b.map_err(BoxError::from).boxed())
+    response
+}
+
+/// Forwards a create: the named volumes a container create would make unlabelled are created labelled
+/// first, and the anonymous volumes the new container got are recorded for the sweep.
+async fn create(
+    slot: &tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
+    upstream: &Upstream,
+    request: Request<ProxyBody>,
+    implicit_volumes: Vec<volumes::Wanted>,
+    labels: &[(String, String)],
+    is_container: bool,
+    log: &std::path::Path,
+) -> Result<Response<ProxyBody>, BoxError> {
+    let named: Vec<String> = implicit_volumes.iter().map(|w| w.name.clone()).collect();
+    volumes::create_missing(upstream, implicit_volumes, labels).await?;
+    let response = send(slot, upstream, request).await?;
+    if !(is_container && response.status().is_success()) {
+        return Ok(response.map(|b| b.map_err(BoxError::from).boxed()));
+    }
+    // A create's answer is a small JSON object (`{"Id":…,"Warnings":[]}`): read it for the id.
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    let id = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| Some(v.get("Id")?.as_str()?.to_string()));
+    if let Some(id) = id {
+        volumes::record_anonymous(upstream, &id, &named, log).await;
+    }
+    Ok(Response::from_parts(
+        parts,
+        Full::new(bytes).map_err(|never| match never {}).boxed(),
+    ))
 }
 
 fn labels_for(shared: &Shared, unit: &Unit) -> Vec<(String, String)> {
@@ -320,7 +374,7 @@ async fn send(
     Ok(sender.send_request(req).await?)
 }
 
-async fn connect(upstream: &Upstream) -> Result<SendRequest<ProxyBody>, BoxError> {
+pub(super) async fn connect(upstream: &Upstream) -> Result<SendRequest<ProxyBody>, BoxError> {
     macro_rules! handshake {
         ($io:expr) => {{
             let (sender, connection) =

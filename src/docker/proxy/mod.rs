@@ -8,6 +8,7 @@
 mod forward;
 mod in_flight;
 pub(crate) mod rewrite;
+mod volumes;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,7 @@ impl Proxy {
             in_flight: InFlight::new(
                 socket.with_file_name(crate::contract::CREATES_IN_FLIGHT_FILE),
             ),
+            anonymous_volumes: socket.with_file_name(crate::contract::ANONYMOUS_VOLUMES_FILE),
         });
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let for_thread = shared.clone();

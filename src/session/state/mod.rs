@@ -49,6 +49,24 @@ pub(crate) fn session_dir(state: &Path, id: &str) -> PathBuf {
     state.join(SESSIONS_DIR).join(id)
 }
 
+/// The anonymous volumes the session's proxy recorded in `session_dir` (see the proxy's `volumes`).
+pub(crate) fn anonymous_volumes(session_dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(session_dir.join(crate::contract::ANONYMOUS_VOLUMES_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `anonymous_volumes` of session `id` in this user's state directory.
+pub(crate) fn anonymous_volumes_of(id: &str) -> Vec<String> {
+    state_dir().map_or_else(
+        |_| Vec::new(),
+        |dir| anonymous_volumes(&session_dir(&dir, id)),
+    )
+}
+
 /// Creates `dir` (and parents) with mode 0700; an existing directory is tightened to 0700.
 pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()

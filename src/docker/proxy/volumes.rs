@@ -1,0 +1,254 @@
+//! Volumes a container create would make implicitly. The engine creates a named volume that a
+//! container's `HostConfig.Binds` (`name:/path`) or `HostConfig.Mounts` (type `volume`) names and that
+//! does not exist yet, without any label, so the session's sweep would never find it. Before such a
+//! create is forwarded, the proxy creates each missing volume itself, labelled like everything else
+//! created through it (with the driver and options the container asked for). A volume that exists
+//! already is left as it is: it may be anybody's.
+//!
+//! Anonymous volumes (an image's `VOLUME`, `-v /path`) have no name to create ahead: after a create,
+//! the proxy asks the engine which ones the new container got and appends them to the session's
+//! `anonymous-volumes` file, which every sweep of the session reads.
+
+use std::io::Write;
+use std::path::Path;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::forward::{BoxError, ProxyBody, Upstream, connect};
+
+/// A named volume a container create refers to.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Wanted {
+    pub name: String,
+    driver: Option<String>,
+    options: Option<Value>,
+    labels: Map<String, Value>,
+}
+
+/// The named volumes in a container create body (already known to be valid JSON).
+pub(crate) fn wanted(body: &[u8]) -> Vec<Wanted> {
+    let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let Some(Value::Object(host)) = field(&top, "HostConfig") else {
+        return Vec::new();
+    };
+    let driver = field(host, "VolumeDriver")
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
+        .map(str::to_string);
+    let mut out = Vec::new();
+    for bind in field(host, "Binds")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        // `SOURCE:TARGET[:MODE]`; a source that is not a path is a volume name.
+        if let Some((source, _)) = bind.split_once(':')
+            && is_volume_name(source)
+        {
+            out.push(Wanted {
+                name: source.to_string(),
+                driver: driver.clone(),
+                options: None,
+                labels: Map::new(),
+            });
+        }
+    }
+    for mount in field(host, "Mounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+    {
+        let is_volume = field(mount, "Type").and_then(Value::as_str) == Some("volume");
+        let Some(source) = field(mount, "Source").and_then(Value::as_str) else {
+            continue;
+        };
+        if !is_volume || !is_volume_name(source) {
+            continue;
+        }
+        let volume_options = field(mount, "VolumeOptions").and_then(Value::as_object);
+        let config = volume_options
+            .and_then(|o| field(o, "DriverConfig"))
+            .and_then(Value::as_object);
+        out.push(Wanted {
+            name: source.to_string(),
+            driver: config
+                .and_then(|c| field(c, "Name"))
+                .and_then(Value::as_str)
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+                .or_else(|| driver.clone()),
+            options: config.and_then(|c| field(c, "Options")).cloned(),
+            labels: volume_options
+                .and_then(|o| field(o, "Labels"))
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        });
+    }
+    out.dedup_by(|a, b| a.name == b.name);
+    out
+}
+
+/// A key of a JSON object, matched as the engine's decoder matches it (ASCII case-insensitively).
+fn field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    object
+        .iter()
+        .rev()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
+}
+
+/// What the engine accepts as a volume name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`); anything else is a path or
+/// is refused by the engine itself.
+fn is_volume_name(source: &str) -> bool {
+    let mut chars = source.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Creates each wanted volume that does not exist yet, with `labels` on top of its own.
+pub(crate) async fn create_missing(
+    upstream: &Upstream,
+    wanted: Vec<Wanted>,
+    labels: &[(String, String)],
+) -> Result<(), BoxError> {
+    for volume in wanted {
+        let (status, _) = call(
+            upstream,
+            Method::GET,
+            &format!("/volumes/{}", volume.name),
+            None,
+        )
+        .await?;
+        if status != StatusCode::NOT_FOUND {
+            continue;
+        }
+        let mut all = volume.labels;
+        for (k, v) in labels {
+            all.insert(k.clone(), Value::String(v.clone()));
+        }
+        let mut body = json!({ "Name": volume.name, "Labels": all });
+        if let Some(driver) = volume.driver {
+            body["Driver"] = Value::String(driver);
+        }
+        if let Some(options) = volume.options {
+            body["DriverOpts"] = options;
+        }
+        let (status, answer) = call(
+            upstream,
+            Method::POST,
+            "/volumes/create",
+            Some(body.to_string()),
+        )
+        .await?;
+        if !status.is_success() {
+            return Err(format!(
+                "creating the volume {} labelled: {status} {}",
+                body["Name"],
+                String::from_utf8_lossy(&answer)
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Appends the anonymous volumes of the container `id` (its volume mounts that no create named) to
+/// `log`. Best effort: a volume missed here is one the container's removal with `v` still takes.
+pub(crate) async fn record_anonymous(upstream: &Upstream, id: &str, named: &[String], log: &Path) {
+    let Ok((status, body)) = call(
+        upstream,
+        Method::GET,
+        &format!("/containers/{id}/json"),
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    if !status.is_success() {
+        return;
+    }
+    let Ok(inspect) = serde_json::from_slice::<Value>(&body) else {
+        return;
+    };
+    let mut lines = String::new();
+    for mount in inspect
+        .get("Mounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let is_volume = mount.get("Type").and_then(Value::as_str) == Some("volume");
+        if let (true, Some(name)) = (is_volume, mount.get("Name").and_then(Value::as_str))
+            && !named.iter().any(|n| n == name)
+        {
+            lines.push_str(name);
+            lines.push('\n');
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .and_then(|mut f| f.write_all(lines.as_bytes()));
+    if let Err(e) = appended {
+        eprintln!(
+            "warning: failed to record anonymous volumes in {}: {e}",
+            log.display()
+        );
+    }
+}
+
+/// One request on a connection of its own; the status and the whole (small) body.
+async fn call(
+    upstream: &Upstream,
+    method: Method,
+    path: &str,
+    json_body: Option<String>,
+) -> Result<(StatusCode, Bytes), BoxError> {
+    let mut sender = connect(upstream).await?;
+    let body: ProxyBody = Full::new(Bytes::from(json_body.unwrap_or_default()))
+        .map_err(|never| match never {})
+        .boxed();
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, "docker")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(body)?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((status, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_volumes_from_binds_and_mounts_not_paths() {
+        let body = br#"{"Image":"x","hostconfig":{"Binds":["data:/d","/host:/h:ro","./rel:/r"],
+            "Mounts":[{"Type":"volume","Source":"cache","VolumeOptions":{"Labels":{"a":"b"},
+            "DriverConfig":{"Name":"local","Options":{"type":"tmpfs"}}}},
+            {"Type":"bind","Source":"/etc","Target":"/e"},{"Type":"volume","Target":"/anon"}]}}"#;
+        let found = wanted(body);
+        let names: Vec<&str> = found.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["data", "cache"]);
+        assert_eq!(found[1].driver.as_deref(), Some("local"));
+        assert_eq!(found[1].labels.get("a"), Some(&Value::String("b".into())));
+        assert!(wanted(b"{}").is_empty());
+        assert!(wanted(b"[1]").is_empty());
+    }
+}
