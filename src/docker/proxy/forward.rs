@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     pub in_flight: InFlight,
     /// Where the anonymous volumes of created containers are recorded.
     pub anonymous_volumes: PathBuf,
+    /// Whether an image declares `VOLUME`s, by image as create bodies name it.
+    pub image_volumes: Mutex<std::collections::HashMap<String, bool>>,
 }
 
 /// The unit a client process belongs to: `CLEANTEST_BINARY`/`CLEANTEST_TEST` from its environment or
@@ -194,7 +196,7 @@ async fn handle(
             .headers
             .insert(UPGRADE, HeaderValue::from_static("tcp"));
     }
-    let mut implicit_volumes = Vec::new();
+    let mut volume_plan = volumes::VolumePlan::default();
     let body: ProxyBody = match kind {
         Some(_) => {
             let bytes = match http_body_util::Limited::new(body, MAX_CREATE_BODY)
@@ -221,7 +223,7 @@ async fn handle(
             let labels = labels_for(shared, unit);
             let new = match merge_labels(&bytes, &labels, SESSION_LABEL, NESTED_LABEL_PREFIX) {
                 Ok(new) if kind == Some(Create::Container) => {
-                    implicit_volumes = volumes::wanted(&new);
+                    volume_plan = volumes::plan(&new);
                     Bytes::from(new)
                 }
                 Ok(new) => Bytes::from(new),
@@ -245,19 +247,18 @@ async fn handle(
         // Sent from a task of its own, which the client going away does not cancel: the engine
         // completes a create it has received anyway, and the end of the session waits for its answer.
         let forwarded = InFlight::forward(shared);
-        let (slot, to) = (upstream.clone(), shared.upstream.clone());
+        let slot = upstream.clone();
         let labels = labels_for(shared, unit);
-        let log = shared.anonymous_volumes.clone();
         let is_container = kind == Some(Create::Container);
+        let for_task = shared.clone();
         let task = tokio::spawn(async move {
             let answer = create(
                 &slot,
-                &to,
+                &for_task,
                 request,
-                implicit_volumes,
+                volume_plan,
                 &labels,
                 is_container,
-                &log,
             );
             let answer = answer.await;
             drop(forwarded);
@@ -318,17 +319,28 @@ async fn handle(
 /// first, and the anonymous volumes the new container got are recorded for the sweep.
 async fn create(
     slot: &tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
-    upstream: &Upstream,
+    shared: &Shared,
     request: Request<ProxyBody>,
-    implicit_volumes: Vec<volumes::Wanted>,
+    plan: volumes::VolumePlan,
     labels: &[(String, String)],
     is_container: bool,
-    log: &std::path::Path,
 ) -> Result<Response<ProxyBody>, BoxError> {
-    let named: Vec<String> = implicit_volumes.iter().map(|w| w.name.clone()).collect();
-    volumes::create_missing(upstream, implicit_volumes, labels).await?;
+    let upstream = &shared.upstream;
+    let named: Vec<String> = plan.wanted.iter().map(|w| w.name.clone()).collect();
+    volumes::create_missing(upstream, plan.wanted, labels).await?;
     let response = send(slot, upstream, request).await?;
-    if !(is_container && response.status().is_success()) {
+    // Only a container that can have anonymous volumes is inspected for them: one that declares some,
+    // or whose image does (asked once per image).
+    let anonymous_possible = is_container
+        && response.status().is_success()
+        && (plan.declares_anonymous
+            || match &plan.image {
+                Some(image) => {
+                    volumes::image_has_volumes(upstream, &shared.image_volumes, image).await
+                }
+                None => true,
+            });
+    if !anonymous_possible {
         return Ok(response.map(|b| b.map_err(BoxError::from).boxed()));
     }
     // A create's answer is a small JSON object (`{"Id":…,"Warnings":[]}`): read it for the id.
@@ -338,7 +350,7 @@ async fn create(
         .ok()
         .and_then(|v| Some(v.get("Id")?.as_str()?.to_string()));
     if let Some(id) = id {
-        volumes::record_anonymous(upstream, &id, &named, log).await;
+        volumes::record_anonymous(upstream, &id, &named, &shared.anonymous_volumes).await;
     }
     Ok(Response::from_parts(
         parts,

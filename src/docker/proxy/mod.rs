@@ -59,6 +59,7 @@ impl Proxy {
                 socket.with_file_name(crate::contract::CREATES_IN_FLIGHT_FILE),
             ),
             anonymous_volumes: socket.with_file_name(crate::contract::ANONYMOUS_VOLUMES_FILE),
+            image_volumes: Mutex::default(),
         });
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let for_thread = shared.clone();

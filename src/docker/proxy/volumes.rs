@@ -28,14 +28,38 @@ pub(crate) struct Wanted {
     labels: Map<String, Value>,
 }
 
-/// The named volumes in a container create body (already known to be valid JSON).
-pub(crate) fn wanted(body: &[u8]) -> Vec<Wanted> {
+/// What a container create body says about volumes.
+#[derive(Debug, Default)]
+pub(crate) struct VolumePlan {
+    /// Named volumes it refers to, which the engine would create if missing.
+    pub wanted: Vec<Wanted>,
+    /// It declares anonymous volumes itself (`Volumes`, as `-v /path` sends).
+    pub declares_anonymous: bool,
+    /// Its image, whose own `VOLUME`s become anonymous volumes too.
+    pub image: Option<String>,
+}
+
+/// Reads a container create body (already known to be valid JSON) for its volumes.
+pub(crate) fn plan(body: &[u8]) -> VolumePlan {
     let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(body) else {
-        return Vec::new();
+        return VolumePlan::default();
     };
-    let Some(Value::Object(host)) = field(&top, "HostConfig") else {
-        return Vec::new();
-    };
+    VolumePlan {
+        declares_anonymous: field(&top, "Volumes")
+            .and_then(Value::as_object)
+            .is_some_and(|v| !v.is_empty()),
+        image: field(&top, "Image")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        wanted: match field(&top, "HostConfig") {
+            Some(Value::Object(host)) => wanted(host),
+            _ => Vec::new(),
+        },
+    }
+}
+
+/// The named volumes of a create's `HostConfig`.
+fn wanted(host: &Map<String, Value>) -> Vec<Wanted> {
     let driver = field(host, "VolumeDriver")
         .and_then(Value::as_str)
         .filter(|d| !d.is_empty())
@@ -160,6 +184,42 @@ pub(crate) async fn create_missing(
     Ok(())
 }
 
+/// Whether `image` declares `VOLUME`s, asked of the engine once per image and remembered in `cache`.
+/// Unknown (the engine did not say) counts as yes: the container is then inspected.
+pub(crate) async fn image_has_volumes(
+    upstream: &Upstream,
+    cache: &std::sync::Mutex<std::collections::HashMap<String, bool>>,
+    image: &str,
+) -> bool {
+    if let Some(&known) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(image) {
+        return known;
+    }
+    if image.is_empty() || image.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+        return true;
+    }
+    let Ok((status, body)) = call(
+        upstream,
+        Method::GET,
+        &format!("/images/{image}/json"),
+        None,
+    )
+    .await
+    else {
+        return true;
+    };
+    let declares = !status.is_success()
+        || serde_json::from_slice::<Value>(&body).map_or(true, |v| {
+            v.pointer("/Config/Volumes")
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty())
+        });
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(image.to_string(), declares);
+    declares
+}
+
 /// Appends the anonymous volumes of the container `id` (its volume mounts that no create named) to
 /// `log`. Best effort: a volume missed here is one the container's removal with `v` still takes.
 pub(crate) async fn record_anonymous(upstream: &Upstream, id: &str, named: &[String], log: &Path) {
@@ -243,12 +303,16 @@ mod tests {
             "Mounts":[{"Type":"volume","Source":"cache","VolumeOptions":{"Labels":{"a":"b"},
             "DriverConfig":{"Name":"local","Options":{"type":"tmpfs"}}}},
             {"Type":"bind","Source":"/etc","Target":"/e"},{"Type":"volume","Target":"/anon"}]}}"#;
-        let found = wanted(body);
+        let found = plan(body).wanted;
         let names: Vec<&str> = found.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["data", "cache"]);
         assert_eq!(found[1].driver.as_deref(), Some("local"));
         assert_eq!(found[1].labels.get("a"), Some(&Value::String("b".into())));
-        assert!(wanted(b"{}").is_empty());
-        assert!(wanted(b"[1]").is_empty());
+        assert!(plan(b"{}").wanted.is_empty());
+        assert!(plan(b"[1]").wanted.is_empty());
+        let anonymous = plan(br#"{"image":"pg","Volumes":{"/data":{}}}"#);
+        assert!(anonymous.declares_anonymous);
+        assert_eq!(anonymous.image.as_deref(), Some("pg"));
+        assert!(!plan(br#"{"Image":"x","Volumes":{}}"#).declares_anonymous);
     }
 }
