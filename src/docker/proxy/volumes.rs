@@ -197,18 +197,9 @@ pub(crate) async fn image_has_volumes(
     if image.is_empty() || image.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
         return true;
     }
-    let Ok((status, body)) = call(
-        upstream,
-        Method::GET,
-        &format!("/images/{image}/json"),
-        None,
-    )
-    .await
-    else {
-        return true;
-    };
-    let declares = !status.is_success()
-        || serde_json::from_slice::<Value>(&body).map_or(true, |v| {
+    let declares = get(upstream, &format!("/images/{image}/json"))
+        .await
+        .is_none_or(|v| {
             v.pointer("/Config/Volumes")
                 .and_then(Value::as_object)
                 .is_some_and(|m| !m.is_empty())
@@ -223,20 +214,7 @@ pub(crate) async fn image_has_volumes(
 /// Appends the anonymous volumes of the container `id` (its volume mounts that no create named) to
 /// `log`. Best effort: a volume missed here is one the container's removal with `v` still takes.
 pub(crate) async fn record_anonymous(upstream: &Upstream, id: &str, named: &[String], log: &Path) {
-    let Ok((status, body)) = call(
-        upstream,
-        Method::GET,
-        &format!("/containers/{id}/json"),
-        None,
-    )
-    .await
-    else {
-        return;
-    };
-    if !status.is_success() {
-        return;
-    }
-    let Ok(inspect) = serde_json::from_slice::<Value>(&body) else {
+    let Some(inspect) = get(upstream, &format!("/containers/{id}/json")).await else {
         return;
     };
     let mut lines = String::new();
@@ -268,6 +246,15 @@ pub(crate) async fn record_anonymous(upstream: &Upstream, id: &str, named: &[Str
             log.display()
         );
     }
+}
+
+/// A GET's JSON answer, when the engine gave one with a success status.
+async fn get(upstream: &Upstream, path: &str) -> Option<Value> {
+    let (status, body) = call(upstream, Method::GET, path, None).await.ok()?;
+    if !status.is_success() {
+        return None;
+    }
+    serde_json::from_slice(&body).ok()
 }
 
 /// One request on a connection of its own; the status and the whole (small) body.
