@@ -392,6 +392,10 @@ fn volume_in_foreign_use() -> Result<(), Failed> {
             || took > std::time::Duration::from_secs(20)
         {
             remove_user();
+            // A failing cell leaves nothing either: the volume is this cell's own, by its mark.
+            for v in marked(&mark) {
+                let _ = docker(&["volume", "rm", &v]);
+            }
             return Err(format!(
                 "{attempt} sweep: {:?} in {took:?}, user named: {named}, user running: {kept}, \
                  record kept: {}\n{text}",
