@@ -44,8 +44,7 @@ pub(crate) fn sweep_session(
 ) -> Result<Removal, String> {
     let deadline = Instant::now() + SWEEP_BOUND;
     block_on(async {
-        let mut found = find_session(engine, id, deadline).await?;
-        found.extend(existing_volumes(engine, id, recorded, &found).await);
+        let found = find_with_recorded(engine, id, recorded, deadline).await?;
         let mut removal = sweep::remove(engine, &found, deadline).await;
         let mut seen: HashSet<String> = found.into_iter().map(|r| r.id).collect();
         for _ in 0..RELISTS {
@@ -73,11 +72,19 @@ pub(crate) fn list_session(
     recorded: &[String],
 ) -> Result<Vec<Resource>, String> {
     let deadline = Instant::now() + SWEEP_BOUND;
-    block_on(async {
-        let mut found = find_session(engine, id, deadline).await?;
-        found.extend(existing_volumes(engine, id, recorded, &found).await);
-        Ok(found)
-    })
+    block_on(find_with_recorded(engine, id, recorded, deadline))
+}
+
+/// `find_session`, and the recorded anonymous volumes of the session that still exist.
+async fn find_with_recorded(
+    engine: &Engine,
+    id: &str,
+    recorded: &[String],
+    deadline: Instant,
+) -> Result<Vec<Resource>, String> {
+    let mut found = find_session(engine, id, deadline).await?;
+    found.extend(existing_volumes(engine, id, recorded, &found).await);
+    Ok(found)
 }
 
 /// The recorded anonymous volumes of session `id` that still exist and are not in `found`, as

@@ -466,13 +466,8 @@ async fn volume_users(engine: &Engine, name: &str) -> Option<Vec<(String, String
         listed
             .into_iter()
             .map(|c| {
-                let name = c
-                    .names
-                    .unwrap_or_default()
-                    .first()
-                    .map(|n| n.trim_start_matches('/').to_string())
-                    .unwrap_or_default();
-                (c.id.unwrap_or_default(), name)
+                let r = container(c);
+                (r.id, r.name)
             })
             .collect(),
     )

@@ -40,16 +40,15 @@ impl LeakCheck {
         (engine, filter): (Engine, Vec<String>),
     ) {
         let questions = self.questions.get_or_insert_with(|| start(events.clone()));
-        self.pending.push(unit.clone());
         let question = Question {
             unit: unit.clone(),
             order,
             engine,
             filter,
         };
-        if questions.send(question).is_err() {
-            // The thread is gone (it could not be started): the unit goes unchecked, as with no engine.
-            self.pending.retain(|u| *u != unit);
+        // If the thread is gone (it could not be started), the unit goes unchecked, as with no engine.
+        if questions.send(question).is_ok() {
+            self.pending.push(unit);
         }
     }
 

@@ -31,53 +31,43 @@ pub(crate) struct Escaped {
     pub test: Option<String>,
 }
 
+/// The children of this process, from every thread's `children` list.
+fn children() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Children of this process that it did not start itself (`known` says which it started).
 pub(crate) fn adopted(known: impl Fn(i32) -> bool) -> Vec<Escaped> {
-    let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
-            continue;
-        };
-        for pid in text
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            if !known(pid) {
-                out.push(describe(pid));
-            }
-        }
-    }
-    out
+    children()
+        .into_iter()
+        .filter(|&pid| !known(pid))
+        .map(describe)
+        .collect()
 }
 
 /// This process's children that have exited and wait to be reaped, with their process group.
 pub(crate) fn zombie_children() -> Vec<(i32, i32)> {
-    let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
-            continue;
-        };
-        for pid in text
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            let Some(fields) = stat_fields(pid) else {
-                continue;
-            };
-            if fields.first().is_some_and(|s| s == "Z")
-                && let Some(pgid) = fields.get(2).and_then(|g| g.parse().ok())
-            {
-                out.push((pid, pgid));
+    children()
+        .into_iter()
+        .filter_map(|pid| {
+            let fields = stat_fields(pid)?;
+            if fields.first()? != "Z" {
+                return None;
             }
-        }
-    }
-    out
+            Some((pid, fields.get(2)?.parse().ok()?))
+        })
+        .collect()
 }
 
 /// SIGKILLs an adopted child and reaps it by pid.

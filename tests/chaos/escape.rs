@@ -195,9 +195,7 @@ fn create_in_flight(killed: bool) -> Result<(), Failed> {
     wait_for_file(&link.dir.join("answered"), Duration::from_secs(60));
     if killed {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while reaper.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
-            && Instant::now() < deadline
-        {
+        while reaper.is_some_and(|pid| !is_gone(&pid.to_string())) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -166,9 +166,7 @@ fn double_sigint(mode: Option<&str>) -> Result<(), Failed> {
 
 fn wait_until_dead(pid: &str) -> Result<(), Failed> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-        .is_ok_and(|s| !s.contains(") Z "))
-    {
+    while !is_gone(pid) {
         check(Instant::now() < deadline, || {
             "the first signal did not reach the test".into()
         })?;

@@ -19,9 +19,7 @@ pub(crate) fn cells() -> Vec<Cell> {
 
 /// Whether the process whose pid a fixture wrote to `marks/<test>.started` is gone (or a zombie).
 fn gone(marks: &Path, test: &str) -> bool {
-    let pid = std::fs::read_to_string(marks.join(format!("{test}.started"))).unwrap_or_default();
-    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-        .map_or(true, |s| s.contains(") Z "))
+    is_gone(&std::fs::read_to_string(marks.join(format!("{test}.started"))).unwrap_or_default())
 }
 
 /// One test leaves a container and ends while the engine is frozen; the other hangs past its 8 s

@@ -197,6 +197,12 @@ pub fn assert_no_survivors(mark: &str) {
     }
 }
 
+/// Whether the process `pid` has exited (gone, or a zombie nobody has reaped yet).
+pub fn is_gone(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+        .map_or(true, |s| s.contains(") Z "))
+}
+
 /// Waits until `path` exists (a fixture test announcing it is running); fails after `limit`.
 pub fn wait_for_file(path: &Path, limit: Duration) {
     let deadline = Instant::now() + limit;

@@ -161,7 +161,7 @@ pub(crate) fn merge_labels(
 
 /// A key as Go's decoder compares it: ASCII case folded, and the two non-ASCII letters whose simple case
 /// folding reaches ASCII (U+017F long s, U+212A Kelvin sign) taken as `s` and `k`.
-fn go_fold(key: &str) -> String {
+pub(super) fn go_fold(key: &str) -> String {
     key.chars()
         .map(|c| match c {
             '\u{17f}' => 's',

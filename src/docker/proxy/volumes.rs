@@ -18,6 +18,7 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::forward::{BoxError, ProxyBody, Upstream, connect};
+use super::rewrite::go_fold;
 
 /// A named volume a container create refers to.
 #[derive(Debug, PartialEq)]
@@ -120,12 +121,13 @@ fn wanted(host: &Map<String, Value>) -> Vec<Wanted> {
     out
 }
 
-/// A key of a JSON object, matched as the engine's decoder matches it (ASCII case-insensitively).
+/// A key of a JSON object, matched as the engine's decoder matches it (`go_fold`; the last match wins).
 fn field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    let key = go_fold(key);
     object
         .iter()
         .rev()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .find(|(k, _)| go_fold(k) == key)
         .map(|(_, v)| v)
 }
 
