@@ -60,6 +60,12 @@ pub(crate) const PID_START_LABEL: &str = "cleantest.pid-start";
 /// another session `<id>` (a `cargo cleantest` run inside this one). The proxy's own session label wins,
 /// so this one's sweep always finds it; session `<id>`'s sweep selects by this key too.
 pub(crate) const NESTED_LABEL_PREFIX: &str = "cleantest.nested.";
+/// `cleantest.role=reaper`: the session's engine-side reaper container (it carries the session label
+/// too, so that any sweep of the session removes it; the reaper's own sweep spares itself).
+pub(crate) const ROLE_LABEL: &str = "cleantest.role";
+pub(crate) const ROLE_REAPER: &str = "reaper";
+/// On the images of this binary that the engine-side reaper runs from (`cleantest-reaper:<tag>`).
+pub(crate) const REAPER_IMAGE_LABEL: &str = "cleantest.reaper-image";
 
 // ---- exit codes (the README's table) ----
 

@@ -42,6 +42,8 @@ pub(crate) enum Error {
     },
     #[error("reach the Docker engine at {endpoint}: {reason}")]
     DockerDown { endpoint: String, reason: String },
+    #[error("start the engine-side reaper ({why}): {reason}")]
+    EngineReaper { why: String, reason: String },
     #[error("select targets: `--doc` can't be mixed with other target selecting options")]
     DocMixed,
     #[error("{0}")]
@@ -82,6 +84,10 @@ impl Error {
             ),
             Error::State(_) => Some("set CLEANTEST_STATE_DIR to a writable directory"),
             Error::DockerDown { .. } => Some("start the Docker daemon or point DOCKER_HOST at it"),
+            Error::EngineReaper { .. } => Some(
+                "the engine must be able to run this binary with its socket mounted (README: \"Engine-side reaper\"); \
+                 --engine-reaper=off runs without it",
+            ),
             _ => None,
         }
     }

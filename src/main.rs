@@ -16,7 +16,7 @@ mod session;
 
 use commands::{exec, sweep};
 use contract::EXIT_USAGE;
-use session::reaper;
+use session::{engine_reaper, reaper};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +32,9 @@ fn main_with(args: Vec<String>) {
         Some("sweep") => exit_with(parse_sub::<sweep::SweepArgs>(&args).and_then(sweep::run)),
         Some("exec") => exit_with(parse_sub::<exec::ExecArgs>(&args).and_then(exec::run)),
         Some(reaper::SUBCOMMAND) if args.len() == 2 => std::process::exit(reaper::run(&args[1])),
+        Some(engine_reaper::SUBCOMMAND) if args.len() == 2 => {
+            std::process::exit(engine_reaper::run(&args[1]))
+        }
         // `cargo cleantest help [sweep|exec]`, as cargo's own `help`.
         Some("help") => {
             let mut argv = args[1..].to_vec();

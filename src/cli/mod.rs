@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub(crate) use run_args::RunArgs;
 pub(crate) use runner_opts::RunnerOpts;
-pub(crate) use session_opts::SessionOpts;
+pub(crate) use session_opts::{EngineReaperMode, SessionOpts};
 pub(crate) use targets::TargetSelection;
 pub(crate) use test_args::{RunIgnored, TestArgs};
 

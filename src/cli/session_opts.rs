@@ -5,6 +5,17 @@ use std::time::Duration;
 
 use super::parse_duration;
 
+/// When the session runs an engine-side reaper (`--engine-reaper`, profile key `engine-reaper`).
+#[derive(clap::ValueEnum, serde::Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum EngineReaperMode {
+    /// When the runner is in a PID namespace of its own, in a container, or the engine is remote.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
 /// Session options shared by test runs and `exec`: the environment lock, keeping evidence, stale sweep.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub(crate) struct SessionOpts {
@@ -31,4 +42,13 @@ pub(crate) struct SessionOpts {
     /// Do not route the session's Docker traffic through the labelling proxy
     #[arg(long, help_heading = "Session Options")]
     pub no_proxy: bool,
+    /// Run a reaper container on the engine that sweeps the session if the runner dies with its host
+    /// [default: auto: on in a PID namespace of its own, in a container, or with a remote engine]
+    #[arg(
+        long,
+        value_name = "WHEN",
+        value_enum,
+        help_heading = "Session Options"
+    )]
+    pub engine_reaper: Option<EngineReaperMode>,
 }

@@ -47,6 +47,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     let profile = start::Profile {
         lock: None,
         proxy: true,
+        engine_reaper: None,
     };
     let _lock = start::start(&session, &args.session, profile, &workspace)?;
 

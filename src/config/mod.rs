@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::RunnerOpts;
+use crate::cli::{EngineReaperMode, RunnerOpts};
 use crate::contract::CONFIG_PATH;
 use crate::errors::Error;
 use overrides::Override;
@@ -52,6 +52,8 @@ pub(crate) struct Settings {
     pub leak_fails: bool,
     /// Whether the profile leaves the labelling proxy on (`proxy = false` turns it off).
     pub proxy: bool,
+    /// The profile's `engine-reaper` (`--engine-reaper` wins).
+    pub engine_reaper: Option<EngineReaperMode>,
     overrides: Vec<Override>,
 }
 
@@ -126,6 +128,7 @@ impl Settings {
             test_threads: profile.test_threads,
             lock: profile.lock.clone(),
             proxy: profile.proxy.unwrap_or(true),
+            engine_reaper: profile.engine_reaper,
             leak_fails: match args.leak.as_deref() {
                 Some(policy) => policy == "fail",
                 None => profile.leak == Some(LeakPolicy::Fail),

@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use super::duration::ConfigDuration;
 use super::overrides::OverrideConfig;
+use crate::cli::EngineReaperMode;
 
 /// What leaving processes behind is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -31,6 +32,8 @@ pub(crate) struct ProfileConfig {
     pub leak: Option<LeakPolicy>,
     /// Route Docker traffic through the labelling proxy (`--no-proxy` sets false).
     pub proxy: Option<bool>,
+    /// `auto`, `on` or `off`: the engine-side reaper (`--engine-reaper`).
+    pub engine_reaper: Option<EngineReaperMode>,
     #[serde(default)]
     pub overrides: Vec<OverrideConfig>,
 }
@@ -48,6 +51,7 @@ impl ProfileConfig {
             lock: self.lock.clone().or_else(|| base.lock.clone()),
             leak: self.leak.or(base.leak),
             proxy: self.proxy.or(base.proxy),
+            engine_reaper: self.engine_reaper.or(base.engine_reaper),
             overrides: self
                 .overrides
                 .iter()

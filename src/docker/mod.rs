@@ -9,9 +9,11 @@ mod context;
 pub(crate) mod engine;
 #[cfg(test)]
 mod fake;
+mod own_image;
 mod plan;
 pub(crate) mod proxy;
 mod resource;
+pub(crate) mod sidecar;
 pub(crate) mod sweep;
 
 use std::collections::HashSet;
@@ -42,9 +44,24 @@ pub(crate) fn sweep_session(
     id: &str,
     recorded: &[String],
 ) -> Result<Removal, String> {
+    sweep_session_sparing(engine, id, recorded, None)
+}
+
+/// `sweep_session`, leaving alone the container whose id starts with `spare`: the engine-side reaper
+/// sweeping its own session (it removes itself by exiting).
+pub(crate) fn sweep_session_sparing(
+    engine: &Engine,
+    id: &str,
+    recorded: &[String],
+    spare: Option<&str>,
+) -> Result<Removal, String> {
     let deadline = Instant::now() + SWEEP_BOUND;
+    let spared = |r: &Resource| {
+        r.kind == Kind::Container && spare.is_some_and(|s| !s.is_empty() && r.id.starts_with(s))
+    };
     block_on(async {
-        let found = find_with_recorded(engine, id, recorded, deadline).await?;
+        let mut found = find_with_recorded(engine, id, recorded, deadline).await?;
+        found.retain(|r| !spared(r));
         let mut removal = sweep::remove(engine, &found, deadline).await;
         let mut seen: HashSet<String> = found.into_iter().map(|r| r.id).collect();
         for _ in 0..RELISTS {
@@ -54,7 +71,7 @@ pub(crate) fn sweep_session(
             let fresh: Vec<Resource> = find_session(engine, id, deadline)
                 .await?
                 .into_iter()
-                .filter(|r| seen.insert(r.id.clone()))
+                .filter(|r| !spared(r) && seen.insert(r.id.clone()))
                 .collect();
             if fresh.is_empty() {
                 break;

@@ -68,6 +68,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
                 let profile = start::Profile {
                     lock: settings.lock.as_deref(),
                     proxy: settings.proxy,
+                    engine_reaper: settings.engine_reaper,
                 };
                 start::start(&session, &args.session, profile, &workspace.root)?
             } else {

@@ -2,7 +2,7 @@
 //! `--keep-on-failure`), settle its record, dismiss the reaper; and the lines that say what that did.
 //!
 //! The order matters: processes first (a live test could create a container after the sweep listed),
-//! then the proxy, then the sweep, then the record (deleted only once nothing is left to find).
+//! then the proxy, then the engine-side reaper's dismissal, then the sweep, then the record (deleted only once nothing is left to find).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -70,6 +70,16 @@ impl Session {
                 "warning: the engine had not answered a container create when the session ended; \
                  the session stays on record, and a later run's stale sweep looks for it again"
             );
+        }
+        // Dismissed before the sweep lists, so the sweep neither counts nor keeps its container. Should
+        // the runner die from here on, the host reaper still sweeps.
+        let engine_reaper = self
+            .engine_reaper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(reaper) = engine_reaper {
+            reaper.dismiss();
         }
         let docker = match self.docker() {
             DockerState::Unused => None,

@@ -16,6 +16,7 @@
 //! `commands`.
 
 mod end;
+pub(crate) mod engine_reaper;
 mod id;
 pub(crate) mod lock;
 pub(crate) mod orphans;
@@ -39,6 +40,7 @@ use crate::contract::{
 };
 use crate::docker::proxy::Proxy;
 use crate::docker::{self, Engine};
+use engine_reaper::EngineReaper;
 use orphans::Escaped;
 use reaper::ReaperHandle;
 use state::record::OwnRecord;
@@ -87,6 +89,7 @@ pub(crate) struct Session {
     docker: Mutex<DockerState>,
     record: Mutex<Option<OwnRecord>>,
     reaper: Mutex<Option<ReaperHandle>>,
+    engine_reaper: Mutex<Option<Arc<EngineReaper>>>,
     proxy: Mutex<Option<Proxy>>,
     finished: AtomicBool,
 }
@@ -99,6 +102,7 @@ impl Session {
             docker: Mutex::default(),
             record: Mutex::default(),
             reaper: Mutex::default(),
+            engine_reaper: Mutex::default(),
             proxy: Mutex::default(),
             finished: AtomicBool::new(false),
         })
@@ -252,6 +256,11 @@ impl Session {
     /// Hands the session the reaper that will clean up if the runner dies.
     pub(crate) fn set_reaper(&self, reaper: ReaperHandle) {
         *self.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
+    }
+
+    /// Hands the session the engine-side reaper, dismissed when the session ends.
+    pub(crate) fn set_engine_reaper(&self, reaper: Arc<EngineReaper>) {
+        *self.engine_reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
     }
 
     /// Whether `pid` is a process the runner started itself (a unit, the build, the reaper).

@@ -4,14 +4,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::engine_reaper::{self, EngineReaper};
 use super::lock::{self, EnvLock};
 use super::owner::Owner;
 use super::reaper::ReaperHandle;
 use super::state::{self, record::OwnRecord};
 use super::{DockerState, Session, orphans, stale};
-use crate::cli::SessionOpts;
+use crate::cli::{EngineReaperMode, SessionOpts};
 use crate::contract::{PROXY_SOCKET_FILE, REAPER_LOG_FILE};
-use crate::docker::proxy::Proxy;
+use crate::docker::proxy::{Proxy, VolumeSink};
 use crate::docker::{self, Connection};
 use crate::errors::Error;
 
@@ -20,6 +21,8 @@ use crate::errors::Error;
 pub(crate) struct Profile<'a> {
     pub lock: Option<&'a str>,
     pub proxy: bool,
+    /// The profile's `engine-reaper` key (the command line's flag wins).
+    pub engine_reaper: Option<EngineReaperMode>,
 }
 
 /// Prepares `session` for running things in `workspace`. The returned lock is held until dropped.
@@ -80,6 +83,11 @@ pub(crate) fn start(
             eprintln!("stale sweep: {line}");
         }
     }
+    let mode = opts
+        .engine_reaper
+        .or(profile.engine_reaper)
+        .unwrap_or_default();
+    let sink = start_engine_reaper(session, &docker, mode, &endpoint)?;
     // The proxy labels what unmodified code creates; it is pointless where no engine is configured.
     let engine_max = match &docker {
         DockerState::Up(engine) => Some(engine.api_version.clone()),
@@ -88,7 +96,13 @@ pub(crate) fn start(
     };
     if let (Some(engine_max), false, true) = (engine_max, opts.no_proxy, profile.proxy) {
         let socket = state::session_dir(&state, session.id()).join(PROXY_SOCKET_FILE);
-        match Proxy::start(&socket, session.id(), Owner::me().labels(), engine_max) {
+        match Proxy::start(
+            &socket,
+            session.id(),
+            Owner::me().labels(),
+            engine_max,
+            sink,
+        ) {
             Ok(proxy) => session.set_proxy(proxy),
             // An engine that is down was warned about above, with the same bad address.
             Err(_) if !matches!(docker, DockerState::Up(_)) => {}
@@ -103,4 +117,46 @@ pub(crate) fn start(
     }
     let name = lock::lock_name(opts.lock.as_deref().or(profile.lock), workspace);
     lock::acquire(&state, &name, session.id(), opts.lock_timeout).map(Some)
+}
+
+/// Starts the engine-side reaper when `mode` (and, for `auto`, the runner's situation) asks for one.
+/// Asked for explicitly, failing to start it is an error; on `auto`, a warning. Returns what the proxy
+/// tells it of anonymous volumes.
+fn start_engine_reaper(
+    session: &Arc<Session>,
+    docker: &DockerState,
+    mode: EngineReaperMode,
+    endpoint: &str,
+) -> Result<Option<VolumeSink>, Error> {
+    let Some(why) = engine_reaper::reason(mode, endpoint) else {
+        return Ok(None);
+    };
+    let started = match docker {
+        DockerState::Up(engine) => {
+            EngineReaper::start(engine, endpoint, session.id(), Owner::me().labels())
+        }
+        DockerState::Down { reason, .. } => Err(format!("no engine answers ({reason})")),
+        DockerState::Unused => Err("no engine is in use".to_string()),
+    };
+    match started {
+        Ok(reaper) => {
+            session.set_engine_reaper(reaper.clone());
+            Ok(Some(VolumeSink(Arc::new(move |names| {
+                reaper.note_volumes(names)
+            }))))
+        }
+        Err(reason) if mode == EngineReaperMode::On => Err(Error::EngineReaper {
+            why: why.to_string(),
+            reason,
+        }),
+        // Without an engine there is nothing for it to sweep (and the engine's absence was warned about).
+        Err(_) if !matches!(docker, DockerState::Up(_)) => Ok(None),
+        Err(reason) => {
+            eprintln!(
+                "warning: failed to start the engine-side reaper ({why}): {reason}; \
+                 if the runner dies with its host reaper, the session's resources stay"
+            );
+            Ok(None)
+        }
+    }
 }

@@ -4,6 +4,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod descriptors;
+mod engine_reaper;
 mod escape;
 mod never_hang;
 mod never_lie;
@@ -73,6 +75,8 @@ fn main() {
     cells.extend(never_hang::cells());
     cells.extend(escape::cells());
     cells.extend(never_lie::cells());
+    cells.extend(engine_reaper::cells());
+    cells.extend(descriptors::cells());
     for (name, f) in restart_cells {
         let mut cell = trial(name, f);
         cell.unavailable = private_engine_problem();

@@ -69,8 +69,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
         crate::build_image(false)?;
         rows.push(sweep(&opts, &bin)?);
         rows.push(proxy(&opts, &bin)?);
-        rows.push(interrupt_or_crash(&opts, &bin, false)?);
-        rows.push(interrupt_or_crash(&opts, &bin, true)?);
+        rows.push(interrupt_or_crash(&opts, &bin, Stop::Interrupt)?);
+        rows.push(interrupt_or_crash(&opts, &bin, Stop::Crash)?);
+        if pid_namespaces_available() {
+            rows.push(interrupt_or_crash(&opts, &bin, Stop::Namespace)?);
+        } else {
+            eprintln!(
+                "bench: unshare --pid is not available here: the PID namespace kill is not measured"
+            );
+        }
     } else {
         eprintln!(
             "bench: no Docker engine answers: sweep, proxy, interrupt and crash are not measured"
@@ -154,7 +161,28 @@ fn generate_workspace(
 
 /// `cargo ARGS` in `ws` with our release binary first on PATH, as `cargo cleantest` runs for users.
 fn in_ws(bin: &Path, ws: &Path, args: &[&str]) -> Command {
-    let mut c = cargo();
+    configure(cargo(), bin, ws, args)
+}
+
+/// `in_ws`, as PID 1 of a PID namespace of its own (`unshare --fork --pid`): cargo is the namespace's
+/// init, so killing it kills every process of the run, the host reaper included.
+fn in_pid_namespace(bin: &Path, ws: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("unshare");
+    c.args(["--fork", "--pid", "--mount-proc"])
+        .arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    configure(c, bin, ws, args)
+}
+
+fn pid_namespaces_available() -> bool {
+    Command::new("unshare")
+        .args(["--fork", "--pid", "--mount-proc", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn configure(mut c: Command, bin: &Path, ws: &Path, args: &[&str]) -> Command {
     let path = format!(
         "{}:{}",
         bin.display(),
@@ -467,16 +495,33 @@ fn proxy(opts: &Opts, bin: &Path) -> Result<Row, String> {
     ))
 }
 
-/// 20 hanging isolated tests with containers (interrupt: 50 containers; crash: 20 containers and an
-/// escaped process each); SIGINT (or SIGKILL) to the runner once every container runs, timed until
-/// nothing of the run is left.
-fn interrupt_or_crash(opts: &Opts, bin: &Path, crash: bool) -> Result<Row, String> {
+/// How the run is stopped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGINT to the runner.
+    Interrupt,
+    /// SIGKILL to the runner (its host reaper cleans up).
+    Crash,
+    /// SIGKILL to PID 1 of the run's PID namespace, which takes the host reaper along (the engine-side
+    /// reaper cleans up).
+    Namespace,
+}
+
+/// 20 hanging isolated tests with containers (interrupt: 50 containers; crash and namespace: 20
+/// containers and an escaped process each); the run stopped once every container runs, timed until
+/// nothing of the run is left: no process with its mark, no container of its session.
+fn interrupt_or_crash(opts: &Opts, bin: &Path, stop: Stop) -> Result<Row, String> {
+    let crash = stop != Stop::Interrupt;
     let (tests, containers) = match (opts.smoke, crash) {
         (true, _) => (2, 4),
         (false, true) => (20, 20),
         (false, false) => (20, 50),
     };
-    let name = if crash { "crash" } else { "interrupt" };
+    let name = match stop {
+        Stop::Interrupt => "interrupt",
+        Stop::Crash => "crash",
+        Stop::Namespace => "pidns",
+    };
     let ws = generate_workspace(opts, name, 1, tests, &|t| {
         hanging_test(
             containers / tests + usize::from(t < containers % tests),
@@ -489,19 +534,19 @@ fn interrupt_or_crash(opts: &Opts, bin: &Path, crash: bool) -> Result<Row, Strin
         let _ = std::fs::remove_dir_all(&marks);
         std::fs::create_dir_all(&marks).map_err(|e| e.to_string())?;
         let threads = tests.to_string();
-        let mut command = in_ws(
-            bin,
-            ws.as_path(),
-            &[
-                "cleantest",
-                "--no-lock",
-                "--isolate",
-                "--tests",
-                "--",
-                "--test-threads",
-                &threads,
-            ],
-        );
+        let args = [
+            "cleantest",
+            "--no-lock",
+            "--isolate",
+            "--tests",
+            "--",
+            "--test-threads",
+            &threads,
+        ];
+        let mut command = match stop {
+            Stop::Namespace => in_pid_namespace(bin, ws.as_path(), &args),
+            _ => in_ws(bin, ws.as_path(), &args),
+        };
         let mark = format!("bench-{name}-{}", std::process::id());
         command
             .env("BENCH_MARKS", &marks)
@@ -522,17 +567,25 @@ fn interrupt_or_crash(opts: &Opts, bin: &Path, crash: bool) -> Result<Row, Strin
                 "{name}: expected {containers} containers running, found {running}"
             ));
         }
-        let signal = if crash { "KILL" } else { "INT" };
+        let session = session_of(&marks)?;
+        let (signal, target) = match stop {
+            Stop::Interrupt => ("INT", child.id()),
+            Stop::Crash => ("KILL", child.id()),
+            Stop::Namespace => ("KILL", namespace_init(child.id())?),
+        };
         let started = Instant::now();
-        sh(&format!("kill -{signal} {}", child.id()))?;
+        sh(&format!("kill -{signal} {target}"))?;
         let _ = child.wait();
-        // Done when no process carries the mark and no container of the run exists.
+        // Done when no process carries the mark and no container of the session exists.
         loop {
             let procs = sh(&format!(
                 "grep -l 'CT_BENCH_MARK={mark}' /proc/[0-9]*/environ 2>/dev/null | wc -l"
             ))
             .unwrap_or_default();
-            if procs.trim() == "0" && bench_containers(&mark)? == 0 {
+            if procs.trim() == "0"
+                && bench_containers(&mark)? == 0
+                && session_containers(&session)? == 0
+            {
                 break;
             }
             if started.elapsed() > Duration::from_secs(60) {
@@ -542,20 +595,25 @@ fn interrupt_or_crash(opts: &Opts, bin: &Path, crash: bool) -> Result<Row, Strin
         }
         push(&mut samples, started.elapsed().as_secs_f64());
     }
-    let (what, target) = if crash {
-        (
+    let (what, target) = match stop {
+        Stop::Crash => (
             format!(
                 "runner SIGKILLed with {containers} containers and {tests} escaped processes → all gone"
             ),
             5.0,
-        )
-    } else {
-        (
+        ),
+        Stop::Namespace => (
+            format!(
+                "runner as PID 1 of a PID namespace, killed with {containers} containers → all gone"
+            ),
+            5.0,
+        ),
+        Stop::Interrupt => (
             format!(
                 "SIGINT with {tests} hanging tests and {containers} containers → runner exited, nothing left"
             ),
             DEFAULT_GRACE_SECS + 2.0,
-        )
+        ),
     };
     let met = samples.median() <= target;
     Ok(Row {
@@ -589,9 +647,35 @@ fn hanging_test(containers: usize, crash: bool) -> String {
         assert!(out.status.success(), "{{}}", String::from_utf8_lossy(&out.stderr));
     }}
     {escape}
-    std::fs::write(format!("{{}}/{{}}", std::env::var("BENCH_MARKS").unwrap(), std::process::id()), "").unwrap();
+    std::fs::write(format!("{{}}/{{}}", std::env::var("BENCH_MARKS").unwrap(), std::process::id()), std::env::var("CLEANTEST_SESSION").unwrap()).unwrap();
     loop {{ std::thread::sleep(std::time::Duration::from_millis(100)); }}"#
     )
+}
+
+/// The session id the tests wrote in their marks.
+fn session_of(marks: &Path) -> Result<String, String> {
+    let file = std::fs::read_dir(marks)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .next()
+        .ok_or("no test wrote its mark")?;
+    std::fs::read_to_string(file.path()).map_err(|e| e.to_string())
+}
+
+/// The init of the PID namespace `unshare --fork` (pid `unshare`) made: its only child.
+fn namespace_init(unshare: u32) -> Result<u32, String> {
+    std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| "the PID namespace's init was not found".to_string())
+}
+
+/// Containers (in any state) of the session, the engine-side reaper's included.
+fn session_containers(session: &str) -> Result<usize, String> {
+    let ids = sh(&format!(
+        "docker ps -aq --filter label=cleantest.session={session}"
+    ))?;
+    Ok(ids.lines().filter(|l| !l.is_empty()).count())
 }
 
 /// Containers (in any state) that the bench run marked `mark` started.
@@ -634,6 +718,11 @@ const ANALYSIS: &str = "
   without the other side's containers, and the sides take turns going first.
 - **Interrupt and crash** are dominated by the engine removing the containers; the processes are gone
   within milliseconds of the signal.
+- **PID namespace killed.** `cargo cleantest` runs as PID 1 of a PID namespace of its own (`unshare
+  --fork --pid`), as a container's entrypoint or a CI job in a container does. Killing it kills every
+  process of the run, the host reaper included; the engine-side reaper container, whose attached stream
+  then breaks, sweeps the session and removes itself. The time is until no container of the session is
+  left, the reaper's own included.
 ";
 
 fn render(opts: &Opts, rows: &[Row]) -> String {

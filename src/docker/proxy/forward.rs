@@ -79,6 +79,8 @@ pub(crate) struct Shared {
     pub in_flight: InFlight,
     /// Where the anonymous volumes of created containers are recorded.
     pub anonymous_volumes: PathBuf,
+    /// Told the anonymous volumes recorded, besides the file.
+    pub volume_sink: Option<super::VolumeSink>,
     /// Whether an image declares `VOLUME`s, by image as create bodies name it.
     pub image_volumes: Mutex<std::collections::HashMap<String, bool>>,
 }
@@ -350,7 +352,11 @@ async fn create(
         .ok()
         .and_then(|v| Some(v.get("Id")?.as_str()?.to_string()));
     if let Some(id) = id {
-        volumes::record_anonymous(upstream, &id, &named, &shared.anonymous_volumes).await;
+        let recorded =
+            volumes::record_anonymous(upstream, &id, &named, &shared.anonymous_volumes).await;
+        if let (Some(sink), false) = (&shared.volume_sink, recorded.is_empty()) {
+            (sink.0)(&recorded);
+        }
     }
     Ok(Response::from_parts(
         parts,

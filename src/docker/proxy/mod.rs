@@ -24,6 +24,20 @@ const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50)
 /// Real creates answer in well under a second; a hung engine leaves the session on record instead.
 const IN_FLIGHT_BOUND: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// Told the names of the anonymous volumes the proxy records, as it records them: the engine-side
+/// reaper needs them too, and cannot read the session's state directory.
+#[derive(Clone)]
+pub(crate) struct VolumeSink(pub Arc<VolumeCallback>);
+
+/// What a `VolumeSink` calls with the names recorded.
+pub(crate) type VolumeCallback = dyn Fn(&[String]) + Send + Sync;
+
+impl std::fmt::Debug for VolumeSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VolumeSink")
+    }
+}
+
 /// A running proxy; stopped when dropped.
 pub(crate) struct Proxy {
     socket: PathBuf,
@@ -35,12 +49,13 @@ pub(crate) struct Proxy {
 impl Proxy {
     /// Listens on `socket` and forwards to the engine `DOCKER_HOST` names (or the default socket).
     /// `engine_max` is the engine's maximum API version, when known; `fixed` are labels set on every
-    /// resource besides the session's own.
+    /// resource besides the session's own; `volume_sink`, if any, is told the anonymous volumes recorded.
     pub(crate) fn start(
         socket: &Path,
         session: &str,
         fixed: Vec<(String, String)>,
         engine_max: Option<String>,
+        volume_sink: Option<VolumeSink>,
     ) -> Result<Proxy, String> {
         let upstream = Upstream::from_env()?;
         let _ = std::fs::remove_file(socket);
@@ -59,6 +74,7 @@ impl Proxy {
                 socket.with_file_name(crate::contract::CREATES_IN_FLIGHT_FILE),
             ),
             anonymous_volumes: socket.with_file_name(crate::contract::ANONYMOUS_VOLUMES_FILE),
+            volume_sink,
             image_volumes: Mutex::default(),
         });
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();

@@ -214,12 +214,18 @@ pub(crate) async fn image_has_volumes(
 }
 
 /// Appends the anonymous volumes of the container `id` (its volume mounts that no create named) to
-/// `log`. Best effort: a volume missed here is one the container's removal with `v` still takes.
-pub(crate) async fn record_anonymous(upstream: &Upstream, id: &str, named: &[String], log: &Path) {
+/// `log`, and returns them. Best effort: a volume missed here is one the container's removal with `v`
+/// still takes.
+pub(crate) async fn record_anonymous(
+    upstream: &Upstream,
+    id: &str,
+    named: &[String],
+    log: &Path,
+) -> Vec<String> {
     let Some(inspect) = get(upstream, &format!("/containers/{id}/json")).await else {
-        return;
+        return Vec::new();
     };
-    let mut lines = String::new();
+    let mut names = Vec::new();
     for mount in inspect
         .get("Mounts")
         .and_then(Value::as_array)
@@ -230,13 +236,13 @@ pub(crate) async fn record_anonymous(upstream: &Upstream, id: &str, named: &[Str
         if let (true, Some(name)) = (is_volume, mount.get("Name").and_then(Value::as_str))
             && !named.iter().any(|n| n == name)
         {
-            lines.push_str(name);
-            lines.push('\n');
+            names.push(name.to_string());
         }
     }
-    if lines.is_empty() {
-        return;
+    if names.is_empty() {
+        return names;
     }
+    let lines: String = names.iter().map(|n| format!("{n}\n")).collect();
     let appended = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -248,6 +254,7 @@ pub(crate) async fn record_anonymous(upstream: &Upstream, id: &str, named: &[Str
             log.display()
         );
     }
+    names
 }
 
 /// A GET's JSON answer, when the engine gave one with a success status.
