@@ -31,9 +31,33 @@ pub(crate) struct Escaped {
     pub test: Option<String>,
 }
 
+/// Whether this process is a child subreaper (`become_subreaper` succeeded).
+pub(crate) fn is_subreaper() -> bool {
+    nix::sys::prctl::get_child_subreaper().unwrap_or(false)
+}
+
 /// The children of this process, from every thread's `children` list.
 fn children() -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    children_of("self")
+}
+
+/// Every process below this one: its children, theirs, and so on.
+pub(crate) fn descendants() -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = children();
+    while let Some(pid) = stack.pop() {
+        if seen.insert(pid) {
+            out.push(pid);
+            stack.extend(children_of(&pid.to_string()));
+        }
+    }
+    out
+}
+
+/// The children of process `pid` (`self` for this one), from every thread's `children` list.
+fn children_of(pid: &str) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
     tasks
