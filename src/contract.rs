@@ -21,6 +21,9 @@ pub(crate) fn is_session_id(text: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
+/// `CLEANTEST_SERVICE_<NAME>_HOST` and `CLEANTEST_SERVICE_<NAME>_PORT_<CONTAINER_PORT>` of each session
+/// service, `<NAME>` the service's name upper-cased with every character outside `[A-Z0-9]` as `_`.
+pub(crate) const ENV_SERVICE_PREFIX: &str = "CLEANTEST_SERVICE_";
 /// The binary id of the unit (`pkg`, `pkg::it`, `pkg::bin/tool`, `doctests`, `exec`).
 pub(crate) const ENV_BINARY: &str = "CLEANTEST_BINARY";
 /// The test name of an isolated unit.
@@ -64,6 +67,8 @@ pub(crate) const NESTED_LABEL_PREFIX: &str = "cleantest.nested.";
 /// too, so that any sweep of the session removes it; the reaper's own sweep spares itself).
 pub(crate) const ROLE_LABEL: &str = "cleantest.role";
 pub(crate) const ROLE_REAPER: &str = "reaper";
+/// `cleantest.service=<name>`: a session service's container.
+pub(crate) const SERVICE_LABEL: &str = "cleantest.service";
 /// On the images of this binary that the engine-side reaper runs from (`cleantest-reaper:<tag>`).
 pub(crate) const REAPER_IMAGE_LABEL: &str = "cleantest.reaper-image";
 
@@ -79,6 +84,8 @@ pub(crate) const EXIT_USAGE: i32 = 2;
 pub(crate) const EXIT_LEFTOVERS: i32 = 3;
 /// The environment lock was not free within `--lock-timeout`.
 pub(crate) const EXIT_LOCK_TIMEOUT: i32 = 4;
+/// A session service could not be started or did not become ready; no test ran.
+pub(crate) const EXIT_SERVICE: i32 = 5;
 /// `exec` only: the command ran past `--timeout` (as coreutils' `timeout`).
 pub(crate) const EXIT_TIMEOUT: i32 = 124;
 /// `exec` only: the command does not exist (126: it cannot be run), as a shell says it.

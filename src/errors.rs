@@ -6,7 +6,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::contract::{EXIT_LOCK_TIMEOUT, EXIT_TEST_FAILED, EXIT_USAGE};
+use crate::contract::{EXIT_LOCK_TIMEOUT, EXIT_SERVICE, EXIT_TEST_FAILED, EXIT_USAGE};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
@@ -44,6 +44,13 @@ pub(crate) enum Error {
     DockerDown { endpoint: String, reason: String },
     #[error("start the engine-side reaper ({why}): {reason}")]
     EngineReaper { why: String, reason: String },
+    #[error("start the service `{name}`: {reason}{log}")]
+    Service {
+        name: String,
+        reason: String,
+        /// The last lines of its log, indented, each on a line of its own (empty when there is none).
+        log: String,
+    },
     #[error("select targets: `--doc` can't be mixed with other target selecting options")]
     DocMixed,
     #[error("{0}")]
@@ -58,6 +65,7 @@ impl Error {
             | Error::NoConfigFile { .. }
             | Error::Usage(_) => EXIT_USAGE,
             Error::LockTimeout { .. } => EXIT_LOCK_TIMEOUT,
+            Error::Service { .. } => EXIT_SERVICE,
             _ => EXIT_TEST_FAILED,
         }
     }
@@ -84,6 +92,10 @@ impl Error {
             ),
             Error::State(_) => Some("set CLEANTEST_STATE_DIR to a writable directory"),
             Error::DockerDown { .. } => Some("start the Docker daemon or point DOCKER_HOST at it"),
+            Error::Service { .. } => Some(
+                "fix the service's [services.NAME] table (README: \"Services\"), raise its `ready-timeout`, \
+                 or run without services: --no-services",
+            ),
             Error::EngineReaper { .. } => Some(
                 "the engine must be able to run this binary with its socket mounted (README: \"Engine-side reaper\"); \
                  --engine-reaper=off runs without it",

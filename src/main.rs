@@ -12,9 +12,10 @@ mod contract;
 mod docker;
 mod errors;
 mod run;
+mod services;
 mod session;
 
-use commands::{exec, sweep};
+use commands::{exec, services as services_command, sweep};
 use contract::EXIT_USAGE;
 use session::{engine_reaper, reaper};
 
@@ -31,6 +32,9 @@ fn main_with(args: Vec<String>) {
     match args.first().map(String::as_str) {
         Some("sweep") => exit_with(parse_sub::<sweep::SweepArgs>(&args).and_then(sweep::run)),
         Some("exec") => exit_with(parse_sub::<exec::ExecArgs>(&args).and_then(exec::run)),
+        Some("services") => exit_with(
+            parse_sub::<services_command::ServicesArgs>(&args).and_then(services_command::run),
+        ),
         Some(reaper::SUBCOMMAND) if args.len() == 2 => std::process::exit(reaper::run(&args[1])),
         Some(engine_reaper::SUBCOMMAND) if args.len() == 2 => {
             std::process::exit(engine_reaper::run(&args[1]))

@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["docker"],
     &["session"],
+    &["services"],
     &["run"],
     &["commands"],
     &["main"],

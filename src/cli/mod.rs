@@ -48,7 +48,7 @@ pub(crate) fn parse_limit(text: &str) -> Result<Duration, String> {
 }
 
 /// The subcommands, for `help` and for "did you mean".
-pub(crate) const SUBCOMMANDS: &[&str] = &["sweep", "exec", "help"];
+pub(crate) const SUBCOMMANDS: &[&str] = &["sweep", "exec", "services", "help"];
 
 /// The subcommand `word` is one typo away from (two for longer words), if any: `swep` → `sweep`.
 pub(crate) fn near_subcommand(word: &str) -> Option<&'static str> {

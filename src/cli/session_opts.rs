@@ -51,4 +51,7 @@ pub(crate) struct SessionOpts {
         help_heading = "Session Options"
     )]
     pub engine_reaper: Option<EngineReaperMode>,
+    /// Start none of the session services of the config file
+    #[arg(long, help_heading = "Session Options")]
+    pub no_services: bool,
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use nix::sys::signal::Signal;
 
-use crate::cli::{SessionOpts, parse_duration};
+use crate::cli::{RunnerOpts, SessionOpts, parse_duration};
+use crate::config::Settings;
 use crate::contract::{ENV_BINARY, EXEC_ID, EXIT_LEFTOVERS, EXIT_NOT_FOUND, EXIT_TIMEOUT};
 use crate::errors::Error;
 use crate::run::cargo_program;
@@ -50,6 +51,21 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         engine_reaper: None,
     };
     let _lock = start::start(&session, &args.session, profile, &workspace)?;
+    if !args.session.no_services {
+        // The default profile's services: `exec` takes no -P.
+        let settings = Settings::load(&workspace, &RunnerOpts::default())?;
+        // Its deaths are said on stderr as they happen; exec has no report to add them to.
+        let started = crate::services::start_or_keep(
+            &session,
+            &settings.services,
+            args.session.keep_on_failure,
+        );
+        // Interrupted while the services started: the signal decides the exit code.
+        if let (Err(_), Some(signal)) = (&started, session.interrupted_by()) {
+            return Ok(signals::exit_code(signal));
+        }
+        let _services = started?;
+    }
 
     let mut command = Command::new(&args.command[0]);
     command
@@ -170,7 +186,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
 
 /// The cargo workspace around the current directory (so `exec` shares the test runs' default lock),
 /// else the current directory.
-fn workspace_root() -> std::path::PathBuf {
+pub(crate) fn workspace_root() -> std::path::PathBuf {
     let cwd = std::env::current_dir().unwrap_or_default();
     let out = Command::new(cargo_program())
         .args(["locate-project", "--workspace", "--message-format", "plain"])

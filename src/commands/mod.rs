@@ -1,6 +1,7 @@
-//! The subcommands besides the test run: `exec` (any command inside a session) and `sweep` (removing
-//! the resources of sessions that are over). Thin: each parses its arguments, then calls `session` and
+//! The subcommands besides the test run: `exec` (any command inside a session), `sweep` (removing
+//! the resources of sessions that are over) and `services` (what a profile's services would export). Thin: each parses its arguments, then calls `session` and
 //! `docker`; the policy lives there.
 
 pub(crate) mod exec;
+pub(crate) mod services;
 pub(crate) mod sweep;

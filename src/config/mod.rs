@@ -4,8 +4,12 @@
 //! `default` profile, built-in defaults. Named profiles inherit from `[profile.default]`.
 
 mod duration;
+mod memory;
 mod overrides;
 mod profile;
+mod ready;
+pub(crate) mod services;
+pub(crate) mod template;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +36,8 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
 struct ConfigFile {
     #[serde(default)]
     profile: BTreeMap<String, ProfileConfig>,
+    #[serde(default)]
+    services: BTreeMap<String, services::ServiceConfig>,
 }
 
 /// The settings of one run, after every source has been applied.
@@ -54,6 +60,8 @@ pub(crate) struct Settings {
     pub proxy: bool,
     /// The profile's `engine-reaper` (`--engine-reaper` wins).
     pub engine_reaper: Option<EngineReaperMode>,
+    /// The session services of the profile, each after its dependencies.
+    pub services: Vec<services::ServiceSpec>,
     overrides: Vec<Override>,
 }
 
@@ -103,6 +111,13 @@ impl Settings {
                 message: "`test-threads` must be at least 1".into(),
             });
         }
+        let services =
+            services::resolve(&file.services, profile.services.as_deref()).map_err(|message| {
+                Error::Config {
+                    path: path.clone(),
+                    message,
+                }
+            })?;
         let settings = Settings {
             timeout: args
                 .timeout
@@ -129,6 +144,7 @@ impl Settings {
             lock: profile.lock.clone(),
             proxy: profile.proxy.unwrap_or(true),
             engine_reaper: profile.engine_reaper,
+            services,
             leak_fails: match args.leak.as_deref() {
                 Some(policy) => policy == "fail",
                 None => profile.leak == Some(LeakPolicy::Fail),

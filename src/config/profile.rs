@@ -34,6 +34,8 @@ pub(crate) struct ProfileConfig {
     pub proxy: Option<bool>,
     /// `auto`, `on` or `off`: the engine-side reaper (`--engine-reaper`).
     pub engine_reaper: Option<EngineReaperMode>,
+    /// Which `[services.NAME]` start (default: all defined).
+    pub services: Option<Vec<String>>,
     #[serde(default)]
     pub overrides: Vec<OverrideConfig>,
 }
@@ -52,6 +54,7 @@ impl ProfileConfig {
             leak: self.leak.or(base.leak),
             proxy: self.proxy.or(base.proxy),
             engine_reaper: self.engine_reaper.or(base.engine_reaper),
+            services: self.services.clone().or_else(|| base.services.clone()),
             overrides: self
                 .overrides
                 .iter()

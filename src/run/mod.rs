@@ -35,6 +35,7 @@ use crate::cli::{RunArgs, TestArgs, near_subcommand};
 use crate::config::Settings;
 use crate::contract::{EXIT_LEFTOVERS, EXIT_OK, EXIT_TEST_FAILED};
 use crate::errors::Error;
+use crate::services::Monitor;
 use crate::session::process::capture;
 use crate::session::{CleanupGuard, Session, docker_lines, signals, start};
 use cargo::{Built, TestBinary, Workspace};
@@ -70,9 +71,19 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
                     proxy: settings.proxy,
                     engine_reaper: settings.engine_reaper,
                 };
-                start::start(&session, &args.session, profile, &workspace.root)?
+                let lock = start::start(&session, &args.session, profile, &workspace.root)?;
+                let services = if args.session.no_services {
+                    Monitor::default()
+                } else {
+                    crate::services::start_or_keep(
+                        &session,
+                        &settings.services,
+                        args.session.keep_on_failure,
+                    )?
+                };
+                (lock, services)
             } else {
-                None
+                (None, Monitor::default())
             };
             Ok((workspace, settings, runners, lock))
         });
@@ -95,7 +106,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     // cargo has printed why the build failed; reading the workspace fails for the same reason (a
     // missing manifest), so the build's error goes first and cargo's reason is printed once.
     let built = built?;
-    let (workspace, settings, runners, _env_lock) = prepared?;
+    let (workspace, settings, runners, (_env_lock, services)) = prepared?;
     let binaries = workspace.test_binaries(built, &runners);
     if args.no_run {
         return Ok(EXIT_OK);
@@ -183,11 +194,14 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         fail_fast: !args.no_fail_fast,
         events,
         leaks: Default::default(),
+        services: services.clone(),
     };
     let (mut summary, reporter) = scheduler.run(plan, started);
     let tests_failed =
         !summary.problems.is_empty() || summary.results.iter().any(|r| r.outcome.is_failure());
     let keep = args.session.keep_on_failure && tests_failed;
+    // Asked before the session ends: its sweep stops the services, which is no news.
+    summary.service_deaths = services.deaths();
     let end = session.finish(keep).unwrap_or_default();
     summary.kept = keep;
     let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());

@@ -13,6 +13,7 @@ use super::report::{
 };
 use super::unit::{CommandContext, RunningUnit, UnitKind, UnitSpec, outcome_of};
 use crate::config::Settings;
+use crate::services::{Death, Monitor};
 use crate::session::process::{Event, UnitId};
 
 /// Runs a plan to the end (or to an interrupt).
@@ -24,6 +25,8 @@ pub(crate) struct Scheduler<'a> {
     pub fail_fast: bool,
     pub events: (Sender<Event>, Receiver<Event>),
     pub leaks: LeakCheck,
+    /// The session's services: a failure reported after one of them stopped says so.
+    pub services: Monitor,
 }
 
 impl Scheduler<'_> {
@@ -247,7 +250,11 @@ impl Scheduler<'_> {
                     binary: unit_binary.clone(),
                     name: name.clone(),
                 }));
+            let deaths = self.services.deaths();
             for mut result in std::mem::take(&mut finished.results) {
+                if result.outcome.is_failure() && !deaths.is_empty() {
+                    annotate(&mut result, &deaths);
+                }
                 // Only failures' output is shown (and passes' with --show-output): drop the rest.
                 let keep = result.outcome.is_failure()
                     || (result.outcome == Outcome::Passed && self.reporter.keeps_passing_output());
@@ -469,4 +476,17 @@ fn recovered(summary: &mut RunSummary, rerun: TestResult) {
         "[output from a rerun of this test alone with --exact, which {verdict}; the shared run was \
          stopped before libtest printed the original]\n{text}"
     ));
+}
+
+/// Adds to a failure's note that services had stopped before it was reported.
+fn annotate(result: &mut TestResult, deaths: &[Death]) {
+    let lines: Vec<String> = deaths
+        .iter()
+        .map(|d| format!("note: {} before this failure was reported", d.line()))
+        .collect();
+    let note = match result.note.take() {
+        Some(note) => format!("{note}\n{}", lines.join("\n")),
+        None => lines.join("\n"),
+    };
+    result.note = Some(note);
 }

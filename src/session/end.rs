@@ -53,6 +53,11 @@ pub(crate) struct SessionEnd {
 }
 
 impl Session {
+    /// Whether the session has begun to end (its sweep may be stopping containers).
+    pub(crate) fn is_ending(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
     /// Ends the session: kills its processes (groups, adopted escapees, anything carrying its id), then
     /// sweeps its Docker resources, or keeps them when `keep` (`--keep-on-failure` after a failure),
     /// settles its record and dismisses the reaper. Runs once; later calls return None.

@@ -57,7 +57,7 @@ fn is_remote(endpoint: &str) -> bool {
 
 /// The kernel gives the initial PID namespace a fixed inode (`PROC_PID_INIT_INO`); any other is a
 /// namespace whose init can take the host reaper down with it.
-fn in_child_pid_namespace() -> bool {
+pub(crate) fn in_child_pid_namespace() -> bool {
     const INITIAL: &str = "pid:[4026531836]";
     std::fs::read_link("/proc/self/ns/pid").is_ok_and(|l| l.as_os_str() != INITIAL)
 }

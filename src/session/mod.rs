@@ -91,6 +91,8 @@ pub(crate) struct Session {
     reaper: Mutex<Option<ReaperHandle>>,
     engine_reaper: Mutex<Option<Arc<EngineReaper>>>,
     proxy: Mutex<Option<Proxy>>,
+    /// What the session's services tell every process (`CLEANTEST_SERVICE_*` and their exports).
+    service_env: Mutex<Vec<(String, String)>>,
     finished: AtomicBool,
 }
 
@@ -104,6 +106,7 @@ impl Session {
             reaper: Mutex::default(),
             engine_reaper: Mutex::default(),
             proxy: Mutex::default(),
+            service_env: Mutex::default(),
             finished: AtomicBool::new(false),
         })
     }
@@ -140,7 +143,17 @@ impl Session {
         if env.iter().any(|(k, _)| *k == ENV_DOCKER_HOST) {
             command.env_remove(ENV_DOCKER_CONTEXT);
         }
-        command.envs(env)
+        let services = self
+            .service_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        command.envs(env).envs(services)
+    }
+
+    /// Sets what the session's services tell every process started from now on.
+    pub(crate) fn set_service_env(&self, env: Vec<(String, String)>) {
+        *self.service_env.lock().unwrap_or_else(|e| e.into_inner()) = env;
     }
 
     /// Starts routing the session's Docker traffic through `proxy`.

@@ -20,6 +20,10 @@ pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
         let suite = suites.entry(r.binary.as_str()).or_insert_with(|| {
             let mut s = TestSuite::new(r.binary.clone());
             s.add_property(("cleantest.session", summary.session.as_str()));
+            for death in &summary.service_deaths {
+                let key = format!("cleantest.service.{}", death.service);
+                s.add_property((key.as_str(), death.what().as_str()));
+            }
             s
         });
         let mut status = match r.outcome {

@@ -122,6 +122,8 @@ pub(crate) struct RunSummary {
     pub kept: bool,
     /// What the session's end did with Docker resources, printed just before the total.
     pub docker_lines: Vec<String>,
+    /// Session services that stopped during the run.
+    pub service_deaths: Vec<crate::services::Death>,
     /// Tests (or whole binaries) that never started because the run was interrupted: listed in the
     /// summary and in JUnit as skipped, not counted in the total line (cargo test never reached them).
     pub not_run: Vec<NotRun>,

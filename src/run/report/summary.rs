@@ -93,6 +93,15 @@ pub(super) fn write_summary(
         }
     }
     write_not_run(out, s)?;
+    if !s.service_deaths.is_empty() {
+        writeln!(
+            out,
+            "\nservices that stopped during the run (failures after it may follow from it):"
+        )?;
+        for death in &s.service_deaths {
+            writeln!(out, "    {}", death.line())?;
+        }
+    }
     for line in &s.docker_lines {
         writeln!(out, "{line}")?;
     }

@@ -1,0 +1,77 @@
+//! `cargo cleantest services [-P PROFILE]`: the session services the selected profile starts, in start
+//! order, with what each exports to every process of the session. Starts nothing.
+
+use clap::Parser;
+
+use crate::cli::RunnerOpts;
+use crate::config::Settings;
+use crate::config::services::ServiceSpec;
+use crate::contract::ENV_SERVICE_PREFIX;
+use crate::errors::Error;
+use crate::services::env_name;
+
+/// `cargo cleantest services [-P PROFILE]`
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo-cleantest services",
+    bin_name = "cargo cleantest services"
+)]
+#[command(
+    about = "Print the session services of a profile, their start order and what they export"
+)]
+pub(crate) struct ServicesArgs {
+    /// The config profile [default: default]
+    #[arg(short = 'P', long, value_name = "NAME", env = "CLEANTEST_PROFILE")]
+    pub config_profile: Option<String>,
+}
+
+pub(crate) fn run(args: ServicesArgs) -> Result<i32, Error> {
+    let workspace = super::exec::workspace_root();
+    let opts = RunnerOpts {
+        config_profile: args.config_profile.clone(),
+        ..RunnerOpts::default()
+    };
+    let settings = Settings::load(&workspace, &opts)?;
+    let profile = args.config_profile.as_deref().unwrap_or("default");
+    if settings.services.is_empty() {
+        println!("profile `{profile}` starts no services");
+        return Ok(0);
+    }
+    println!("profile `{profile}` starts, in this order:");
+    for spec in &settings.services {
+        for line in describe(spec) {
+            println!("{line}");
+        }
+    }
+    Ok(0)
+}
+
+/// A service's lines: what it runs, what it waits for, what it exports.
+fn describe(spec: &ServiceSpec) -> Vec<String> {
+    let mut head = format!("  {}: {}", spec.name, spec.image);
+    if !spec.depends_on.is_empty() {
+        head.push_str(&format!(" (after {})", spec.depends_on.join(", ")));
+    }
+    let mut out = vec![head];
+    let ready: Vec<String> = spec.ready.iter().map(ToString::to_string).collect();
+    out.push(format!(
+        "    ready: {} (within {})",
+        if ready.is_empty() {
+            "once running".to_string()
+        } else {
+            ready.join(", ")
+        },
+        humantime::format_duration(spec.ready_timeout)
+    ));
+    let name = env_name(&spec.name);
+    out.push(format!("    {ENV_SERVICE_PREFIX}{name}_HOST=127.0.0.1"));
+    for port in &spec.ports {
+        out.push(format!(
+            "    {ENV_SERVICE_PREFIX}{name}_PORT_{port}=<host port published for {port}>"
+        ));
+    }
+    for (key, template) in &spec.export {
+        out.push(format!("    {key}={template}"));
+    }
+    out
+}

@@ -1,0 +1,161 @@
+//! Session services: the containers a suite needs (postgres, redis, nats), declared in
+//! `[services.NAME]`, started once per session on its start path while cargo builds, each after what
+//! it depends on and independent ones in parallel, gated by their readiness checks, and shared by every
+//! process of the session through published ports and the environment. They carry the session's labels,
+//! so the session's sweep (or any reaper's) removes them with everything else: nothing here tears down.
+//!
+//! - `env`: the names and values every process of the session gets.
+//! - `ready`: the readiness checks, polled with backoff until the service's `ready-timeout`.
+//! - `start`: the session network, and every service started in dependency order.
+//! - `monitor`: a service that stops during the run, reported at once and remembered for the report.
+//!
+//! This layer uses `docker` and the session's id and owner; it never imports `run` or `commands`.
+
+mod env;
+mod monitor;
+mod ready;
+mod start;
+
+pub(crate) use env::{env_name, env_of};
+pub(crate) use monitor::{Death, Monitor};
+pub(crate) use start::start_all;
+
+use std::sync::Arc;
+
+use crate::config::services::ServiceSpec;
+use crate::errors::Error;
+use crate::session::owner::Owner;
+use crate::session::{DockerState, Session, docker_lines, engine_reaper};
+
+/// `start_for`; when a service fails and `keep` (`--keep-on-failure`), the session ends at once keeping
+/// its resources, the failed service's container among them, and says how to inspect them.
+pub(crate) fn start_or_keep(
+    session: &Arc<Session>,
+    specs: &[ServiceSpec],
+    keep: bool,
+) -> Result<Monitor, Error> {
+    let started = start_for(session, specs);
+    if let (Err(_), true) = (&started, keep)
+        && let Some(end) = session.finish(true)
+        && let Some(docker) = &end.docker
+    {
+        for line in docker_lines(docker, session.id()) {
+            eprintln!("{line}");
+        }
+    }
+    started
+}
+
+/// Starts the session's services on its engine and hands their environment to the session, so that
+/// every process it starts from now on gets it, then watches them. Says on stderr what is up, and how
+/// long it took.
+pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result<Monitor, Error> {
+    if specs.is_empty() {
+        return Ok(Monitor::default());
+    }
+    let engine = match session.docker() {
+        DockerState::Up(engine) => Some(engine),
+        _ => None,
+    };
+    // The container's pid is a pid of our /proc only with a local engine, seen from the host's
+    // PID namespace.
+    let local = crate::docker::engine::endpoint().starts_with("unix://")
+        && !engine_reaper::in_child_pid_namespace();
+    let started = std::time::Instant::now();
+    let running = start_all(
+        engine.as_ref(),
+        session.id(),
+        &Owner::me().labels(),
+        specs,
+        local,
+        &|| session.interrupted_by().is_some(),
+    )?;
+    session.set_service_env(running.iter().flat_map(env_of).collect());
+    let names: Vec<String> = running
+        .iter()
+        .map(|r| {
+            let ports: Vec<String> = r.ports.iter().map(|(c, h)| format!("{h}->{c}")).collect();
+            format!("{} ({})", r.name, ports.join(", "))
+        })
+        .collect();
+    eprintln!(
+        "services: {} ready in {:.2}s",
+        names.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    let Some(engine) = engine else {
+        return Ok(Monitor::default());
+    };
+    let ending = session.clone();
+    Ok(Monitor::watch(
+        &engine,
+        &running,
+        started,
+        Arc::new(move || ending.is_ending()),
+    ))
+}
+
+/// A service that is up and ready.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    pub name: String,
+    pub id: String,
+    /// Where the tests reach it.
+    pub host: String,
+    /// (container port, published host port).
+    pub ports: Vec<(u16, u16)>,
+    /// The service's `export`s, rendered.
+    pub exports: Vec<(String, String)>,
+}
+
+/// Why a service is not up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    NoEngine(String),
+    Network(String),
+    Image(String),
+    Start(String),
+    Exited {
+        code: i64,
+        oom_killed: bool,
+    },
+    Gone,
+    NotReady {
+        check: String,
+        timeout: String,
+    },
+    Dependency(String),
+    /// Another service failed, so this one stopped waiting.
+    Abandoned,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::NoEngine(reason) => write!(f, "no Docker engine answers ({reason})"),
+            Failure::Network(e) | Failure::Image(e) | Failure::Start(e) => f.write_str(e),
+            Failure::Exited {
+                code,
+                oom_killed: true,
+            } => write!(
+                f,
+                "its container was OOM-killed (exit code {code}) before it was ready"
+            ),
+            Failure::Exited { code, .. } => {
+                write!(
+                    f,
+                    "its container exited with code {code} before it was ready"
+                )
+            }
+            Failure::Gone => f.write_str("its container was removed before it was ready"),
+            Failure::NotReady { check, timeout } => write!(
+                f,
+                "the readiness check `{check}` did not pass within its ready-timeout of {timeout}"
+            ),
+            Failure::Dependency(dep) => {
+                write!(f, "the service `{dep}` it depends on did not start")
+            }
+            Failure::Abandoned => f.write_str("another service failed first"),
+        }
+    }
+}

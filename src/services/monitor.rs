@@ -1,0 +1,120 @@
+//! Watching the session's services while the tests run: a thread per service waits on the engine
+//! (`wait?condition=not-running`: no polling) and reports a container that stops before the session
+//! ends, at once: "service db exited with code 137 (OOM-killed) at 12.3s". The run annotates the
+//! failures reported after it, and says it in the summary and in JUnit, so that "the database died"
+//! is not read as "40 tests failed".
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::Running;
+use crate::docker::Engine;
+use crate::docker::container::{self, State};
+
+/// A service whose container stopped during the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Death {
+    pub service: String,
+    pub code: i64,
+    pub oom_killed: bool,
+    /// Removed (by someone else) rather than exited.
+    pub removed: bool,
+    /// Since the run started.
+    pub at: Duration,
+}
+
+impl Death {
+    /// `exited with code 137 (OOM-killed) at 12.3s`.
+    pub(crate) fn what(&self) -> String {
+        if self.removed {
+            return format!("was removed at {:.1}s", self.at.as_secs_f64());
+        }
+        let oom = if self.oom_killed { " (OOM-killed)" } else { "" };
+        format!(
+            "exited with code {}{oom} at {:.1}s",
+            self.code,
+            self.at.as_secs_f64()
+        )
+    }
+
+    /// `service db exited with code 137 at 12.3s`.
+    pub(crate) fn line(&self) -> String {
+        format!("service {} {}", self.service, self.what())
+    }
+}
+
+/// The deaths seen so far; cheap to clone and to ask.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Monitor {
+    deaths: Arc<Mutex<Vec<Death>>>,
+}
+
+impl Monitor {
+    /// Starts watching `running`. `ending` says the session is ending: its sweep stops the services,
+    /// which is no news.
+    pub(crate) fn watch(
+        engine: &Engine,
+        running: &[Running],
+        started: Instant,
+        ending: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> Monitor {
+        let monitor = Monitor::default();
+        for service in running {
+            let (engine, service, deaths, ending) = (
+                engine.clone(),
+                service.clone(),
+                monitor.deaths.clone(),
+                ending.clone(),
+            );
+            let _ = std::thread::Builder::new()
+                .name(format!("service-{}", service.name))
+                .spawn(move || {
+                    container::wait_stopped(&engine, &service.id);
+                    if ending() {
+                        return;
+                    }
+                    let (code, oom_killed, removed) = match container::state(&engine, &service.id) {
+                        State::Exited { code, oom_killed } => (code, oom_killed, false),
+                        State::Running { .. } | State::Gone => (-1, false, true),
+                    };
+                    let death = Death {
+                        service: service.name.clone(),
+                        code,
+                        oom_killed,
+                        removed,
+                        at: started.elapsed(),
+                    };
+                    eprintln!("\n{}", death.line());
+                    deaths.lock().unwrap_or_else(|e| e.into_inner()).push(death);
+                });
+        }
+        monitor
+    }
+
+    pub(crate) fn deaths(&self) -> Vec<Death> {
+        self.deaths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_death_says_which_service_how_and_when() {
+        let death = Death {
+            service: "db".into(),
+            code: 137,
+            oom_killed: true,
+            removed: false,
+            at: Duration::from_millis(12_345),
+        };
+        assert_eq!(
+            death.line(),
+            "service db exited with code 137 (OOM-killed) at 12.3s"
+        );
+    }
+}

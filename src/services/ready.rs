@@ -1,0 +1,198 @@
+//! Readiness: a service is ready when its container runs and every one of its checks passes, polled
+//! with backoff (50 ms doubling to 1 s) until its `ready-timeout`. A container that exits first fails
+//! at once, with its exit code.
+//!
+//! `tcp`: with a local engine, the container's own socket table (`/proc/<pid>/net/tcp{,6}` of its init,
+//! in its network namespace) must show the port listening. A connect to the published port proves
+//! nothing there: docker's userland proxy accepts it whether or not the service listens. Where the
+//! table cannot be read (a remote engine), a connect to the published port counts only if the peer does
+//! not close it at once.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use super::Failure;
+use crate::config::services::{Ready, ServiceSpec};
+use crate::docker::Engine;
+use crate::docker::container::{self, State};
+
+/// How one check is reached.
+pub(crate) struct Target<'a> {
+    pub engine: &'a Engine,
+    pub id: &'a str,
+    /// (container port, published host port).
+    pub ports: &'a [(u16, u16)],
+    /// Whether the container's pid is a pid of this host's /proc.
+    pub local: bool,
+}
+
+/// Waits until the service is ready, it fails, or `abort` says to stop (another service failed, or the
+/// run was interrupted).
+pub(crate) fn wait(
+    target: &Target<'_>,
+    spec: &ServiceSpec,
+    abort: &dyn Fn() -> bool,
+) -> Result<(), Failure> {
+    let deadline = Instant::now() + spec.ready_timeout;
+    let mut pending: Vec<&Ready> = spec.ready.iter().collect();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let pid = match container::state(target.engine, target.id) {
+            State::Running { pid } => pid,
+            State::Exited { code, oom_killed } => return Err(Failure::Exited { code, oom_killed }),
+            State::Gone => return Err(Failure::Gone),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        pending.retain(|check| !passes(target, pid, check, left));
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if abort() {
+            return Err(Failure::Abandoned);
+        }
+        if Instant::now() + delay > deadline {
+            return Err(Failure::NotReady {
+                check: pending[0].to_string(),
+                timeout: humantime::format_duration(spec.ready_timeout).to_string(),
+            });
+        }
+        // Polling the container's state: the engine has no event for "ready".
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn passes(target: &Target<'_>, pid: i64, check: &Ready, left: Duration) -> bool {
+    match check {
+        Ready::Tcp(port) => match target.local.then(|| listening(pid, *port)).flatten() {
+            Some(listening) => listening,
+            None => published(target, *port).is_some_and(accepts),
+        },
+        Ready::Log { text, times } => container::logs(target.engine, target.id, None)
+            .is_ok_and(|log| log.matches(text.as_str()).count() >= *times as usize),
+        Ready::Exec(argv) => {
+            let bound = left.clamp(Duration::from_secs(1), Duration::from_secs(10));
+            container::exec(target.engine, target.id, argv, bound) == Ok(0)
+        }
+        Ready::Http { port, path } => published(target, *port).is_some_and(|a| http_ok(a, path)),
+    }
+}
+
+fn published(target: &Target<'_>, port: u16) -> Option<SocketAddr> {
+    let host = target.ports.iter().find(|(c, _)| *c == port)?.1;
+    Some(SocketAddr::from(([127, 0, 0, 1], host)))
+}
+
+/// Whether the network namespace of `pid` has a socket listening on `port`; None when its tables
+/// cannot be read.
+fn listening(pid: i64, port: u16) -> Option<bool> {
+    let mut any = false;
+    let mut read = false;
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        read = true;
+        any |= table_listens(&text, port);
+    }
+    read.then_some(any)
+}
+
+/// In a `/proc/net/tcp` table: a line whose local port is `port` in state `0A` (LISTEN).
+fn table_listens(text: &str, port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    text.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1).unwrap_or("");
+        let state = fields.nth(1).unwrap_or("");
+        local.ends_with(&wanted) && state == "0A"
+    })
+}
+
+/// A connect that the peer does not close at once (a proxy in front of nothing closes it).
+fn accepts(address: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// `GET path` answered with a 2xx or 3xx status.
+fn http_ok(address: SocketAddr, path: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 64];
+    let mut got = 0;
+    while got < 12 {
+        match stream.read(&mut head[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..got]);
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok());
+    status.is_some_and(|s| (200..400).contains(&s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000   999        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1
+";
+
+    #[test]
+    fn only_a_listening_socket_on_the_port_counts() {
+        assert!(table_listens(TABLE, 5432));
+        // 8080 (1F90) is an established connection, not a listener.
+        assert!(!table_listens(TABLE, 8080));
+        assert!(!table_listens(TABLE, 6379));
+        assert!(!table_listens("", 5432));
+    }
+
+    #[test]
+    fn nothing_listening_is_not_ready() {
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = unused.local_addr().unwrap();
+        drop(unused);
+        assert!(!accepts(address));
+        assert!(!http_ok(address, "/"));
+    }
+
+    #[test]
+    fn an_http_server_answering_200_is_ready_and_500_is_not() {
+        for (status, ok) in [("200 OK", true), ("302 Found", true), ("500 Oops", false)] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            let server = std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(format!("HTTP/1.0 {status}\r\n\r\n").as_bytes());
+            });
+            assert_eq!(http_ok(address, "/health"), ok, "{status}");
+            server.join().unwrap();
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Starting a session's services: one user-defined network for the session (each service on it under
+//! its name, so `nats://queue:4222` works from one service to another), then a thread per service that
+//! waits for what it depends on, pulls its image if the engine lacks it and can, creates and starts
+//! its container, and waits until it is ready. Independent services start in parallel; the first
+//! failure stops the others from waiting on.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use super::ready::{self, Target};
+use super::{Failure, Running};
+use crate::config::services::ServiceSpec;
+use crate::contract::{SERVICE_LABEL, SESSION_LABEL};
+use crate::docker::Engine;
+use crate::docker::container::{self, ContainerSpec};
+use crate::errors::Error;
+
+/// How long pulling a missing image may take (no registry may answer at all).
+const PULL_BOUND: Duration = Duration::from_secs(120);
+/// Lines of a failed service's log shown.
+const LOG_TAIL: usize = 20;
+/// Where tests reach the services (published on loopback).
+const HOST: &str = "127.0.0.1";
+
+/// What became of one service.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Ready(Running),
+    Failed {
+        failure: Failure,
+        id: Option<String>,
+    },
+}
+
+/// Everything the service threads share.
+struct Board {
+    outcomes: Mutex<HashMap<String, Outcome>>,
+    changed: Condvar,
+    abort: AtomicBool,
+}
+
+/// Starts `specs` (each after its dependencies, which come first in `specs`) on `engine`, labelled with
+/// the session and `owner`. `local`: the engine runs on this host, in this PID namespace. `stop` says
+/// the run was interrupted: waiting for readiness ends.
+pub(crate) fn start_all(
+    engine: Option<&Engine>,
+    session: &str,
+    owner: &[(String, String)],
+    specs: &[ServiceSpec],
+    local: bool,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<Running>, Error> {
+    let Some(first) = specs.first() else {
+        return Ok(Vec::new());
+    };
+    let fail = |name: &str, failure: Failure| Error::Service {
+        name: name.to_string(),
+        reason: failure.to_string(),
+        log: String::new(),
+    };
+    let Some(engine) = engine else {
+        return Err(fail(
+            &first.name,
+            Failure::NoEngine("none is configured or running".into()),
+        ));
+    };
+    let mut labels = vec![(SESSION_LABEL.to_string(), session.to_string())];
+    labels.extend(owner.iter().cloned());
+    let network = format!("cleantest-{session}");
+    container::create_network(engine, &network, &labels)
+        .map_err(|e| fail(&first.name, Failure::Network(e)))?;
+    let board = Board {
+        outcomes: Mutex::default(),
+        changed: Condvar::new(),
+        abort: AtomicBool::new(false),
+    };
+    std::thread::scope(|scope| {
+        for spec in specs {
+            let (board, labels, network) = (&board, &labels, &network);
+            scope.spawn(move || {
+                let outcome = match wait_for(board, &spec.depends_on) {
+                    Err(dep) => Outcome::Failed {
+                        failure: Failure::Dependency(dep),
+                        id: None,
+                    },
+                    Ok(()) => {
+                        let abort = || board.abort.load(Ordering::SeqCst) || stop();
+                        start_one(engine, spec, labels, network, local, &abort)
+                    }
+                };
+                if matches!(outcome, Outcome::Failed { .. }) {
+                    board.abort.store(true, Ordering::SeqCst);
+                }
+                let mut outcomes = board.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+                outcomes.insert(spec.name.clone(), outcome);
+                board.changed.notify_all();
+            });
+        }
+    });
+    let outcomes = board
+        .outcomes
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    collect(engine, specs, outcomes)
+}
+
+/// Blocks until every dependency has an outcome; the name of one that failed, if any did.
+fn wait_for(board: &Board, deps: &[String]) -> Result<(), String> {
+    let mut outcomes = board.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        for dep in deps {
+            if let Some(Outcome::Failed { .. }) = outcomes.get(dep) {
+                return Err(dep.clone());
+            }
+        }
+        if deps.iter().all(|d| outcomes.contains_key(d)) {
+            return Ok(());
+        }
+        outcomes = board
+            .changed
+            .wait(outcomes)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+fn start_one(
+    engine: &Engine,
+    spec: &ServiceSpec,
+    labels: &[(String, String)],
+    network: &str,
+    local: bool,
+    abort: &dyn Fn() -> bool,
+) -> Outcome {
+    let failed = |failure, id| Outcome::Failed { failure, id };
+    if let Err(e) = container::ensure_image(engine, &spec.image, PULL_BOUND) {
+        return failed(Failure::Image(e), None);
+    }
+    let mut labels = labels.to_vec();
+    labels.push((SERVICE_LABEL.to_string(), spec.name.clone()));
+    let container = ContainerSpec {
+        image: spec.image.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        cmd: spec.command.clone(),
+        env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        ports: spec.ports.clone(),
+        labels,
+        network: network.to_string(),
+        alias: spec.name.clone(),
+        memory: spec.memory,
+        cpus: spec.cpus,
+        tmpfs: spec.tmpfs.clone(),
+    };
+    let id = match container::run(engine, &container) {
+        Ok(id) => id,
+        Err(e) => return failed(Failure::Start(e), None),
+    };
+    let ports = match container::host_ports(engine, &id) {
+        Ok(ports) => ports,
+        Err(e) => return failed(Failure::Start(e), Some(id)),
+    };
+    let target = Target {
+        engine,
+        id: &id,
+        ports: &ports,
+        local,
+    };
+    if let Err(failure) = ready::wait(&target, spec, abort) {
+        return failed(failure, Some(id));
+    }
+    let exports = spec
+        .export
+        .iter()
+        .map(|(key, template)| {
+            let value = template.render(HOST, &spec.name, |p| {
+                ports.iter().find(|(c, _)| *c == p).map(|(_, h)| *h)
+            });
+            (key.clone(), value)
+        })
+        .collect();
+    Outcome::Ready(Running {
+        name: spec.name.clone(),
+        id,
+        host: HOST.to_string(),
+        ports,
+        exports,
+    })
+}
+
+/// The running services in order, or the error of the first service that failed for a reason of its
+/// own (not a dependency's, not abandoned), with the tail of its log.
+fn collect(
+    engine: &Engine,
+    specs: &[ServiceSpec],
+    mut outcomes: HashMap<String, Outcome>,
+) -> Result<Vec<Running>, Error> {
+    let own = |f: &Failure| !matches!(f, Failure::Dependency(_) | Failure::Abandoned);
+    let first = specs
+        .iter()
+        .filter_map(|s| match outcomes.get(&s.name) {
+            Some(Outcome::Failed { failure, id }) => Some((s, failure, id)),
+            _ => None,
+        })
+        .min_by_key(|(_, failure, _)| !own(failure));
+    if let Some((spec, failure, id)) = first {
+        let log = id
+            .as_deref()
+            .and_then(|id| container::logs(engine, id, Some(LOG_TAIL)).ok())
+            .map(|log| indent(&log))
+            .unwrap_or_default();
+        return Err(Error::Service {
+            name: spec.name.clone(),
+            reason: failure.to_string(),
+            log,
+        });
+    }
+    Ok(specs
+        .iter()
+        .filter_map(|s| match outcomes.remove(&s.name) {
+            Some(Outcome::Ready(running)) => Some(running),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The log tail as lines under the error, or nothing when the log is empty.
+fn indent(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return "\n  its log is empty".to_string();
+    }
+    let mut out = format!("\n  the last {} line(s) of its log:", lines.len());
+    for line in lines {
+        out.push_str("\n    | ");
+        out.push_str(line);
+    }
+    out
+}

@@ -1,0 +1,369 @@
+//! Session services against the real engine (`fixtures/services`, busybox services on the fixture
+//! image): the contract's environment in both modes and in doctests, one container per service for the
+//! whole run, `depends-on` order and each readiness kind (the services sleep before they listen, and
+//! the fixture's probes fail if they run too early), exit 5 with the log tail, `--keep-on-failure`, a
+//! service killed mid-run, `--no-services`, and SIGINT or SIGKILL while services start.
+//!
+//! A run's containers are found by the owner label `cleantest.pid=<runner pid>`: the runner is started
+//! directly, so the child's pid is the owner's.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::docker::*;
+use common::*;
+use libtest_mimic::Failed;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn main() {
+    run_trials(vec![
+        trial(
+            "every_process_in_both_modes_and_doctests_shares_one_container_per_service",
+            shared_by_every_process,
+        ),
+        trial(
+            "a_service_that_exits_stops_the_run_with_exit_5_and_its_log_tail",
+            failing_service_exits_5,
+        ),
+        trial(
+            "a_service_not_ready_within_its_ready_timeout_exits_5",
+            slow_service_exits_5,
+        ),
+        trial(
+            "keep_on_failure_keeps_a_failed_service",
+            keep_on_failure_keeps_the_service,
+        ),
+        trial(
+            "a_service_killed_mid_run_is_reported_in_junit",
+            killed_service_is_reported,
+        ),
+        trial(
+            "no_services_starts_none_and_exec_gets_the_default_ones",
+            no_services_and_exec,
+        ),
+        trial("sigint_while_services_start_leaves_nothing", || {
+            stopped_while_starting(Signal::SIGINT)
+        }),
+        trial("sigkill_while_services_start_leaves_nothing", || {
+            stopped_while_starting(Signal::SIGKILL)
+        }),
+        trial(
+            "the_services_command_lists_them_in_start_order",
+            services_command,
+        ),
+    ]);
+}
+
+fn services_run(mark: &str, state: &Path, out: &Path) -> Command {
+    let mut command = cleantest("services", mark);
+    command
+        .env("CLEANTEST_STATE_DIR", state)
+        .env("CT_IT_OUT", out)
+        .arg("--no-lock");
+    command
+}
+
+/// Containers (any state) whose owner is the runner `pid`.
+fn owned_by(pid: u32) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=cleantest.pid={pid}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Networks whose owner is the runner `pid`.
+fn networks_of(pid: u32) -> Vec<String> {
+    docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=cleantest.pid={pid}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Runs to the end; the runner's pid and its output.
+fn run_owned(mut command: Command) -> Result<(u32, std::process::Output), Failed> {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    Ok((pid, child.wait_with_output()?))
+}
+
+/// `SERVICE HOSTNAME` lines of every probe file in `dir`, by service.
+fn seen_by_service(dir: &Path) -> (usize, BTreeMap<String, BTreeSet<String>>) {
+    let mut files = 0;
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        files += 1;
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            if let Some((service, host)) = line.split_once(' ') {
+                seen.entry(service.into()).or_default().insert(host.into());
+            }
+        }
+    }
+    (files, seen)
+}
+
+fn shared_by_every_process() -> Result<(), Failed> {
+    let mut hosts_of_runs = Vec::new();
+    for mode in [None, Some("--isolate")] {
+        let mark = unique_mark("services-shared");
+        let (state, out) = (temp_dir("state"), temp_dir("probes"));
+        let (pid, output) = run_owned({
+            let mut c = services_run(&mark, &state, &out);
+            c.args(mode);
+            c
+        })?;
+        check(output.status.code() == Some(0), || {
+            format!(
+                "{mode:?}: exit {:?}\n{}\n{}",
+                output.status.code(),
+                stdout(&output),
+                stderr(&output)
+            )
+        })?;
+        let (files, seen) = seen_by_service(&out);
+        // a_one, a_two, b_one and the doctest: each a process of its own in isolated mode.
+        check(files >= 4, || format!("{mode:?}: {files} probe files"))?;
+        for service in ["queue", "logged", "execd", "web"] {
+            let hosts = seen.get(service).cloned().unwrap_or_default();
+            check(hosts.len() == 1, || {
+                format!("{mode:?}: {service} was served by {hosts:?}")
+            })?;
+        }
+        hosts_of_runs.push(seen["queue"].clone());
+        check(
+            owned_by(pid).is_empty() && networks_of(pid).is_empty(),
+            || {
+                format!(
+                    "{mode:?}: the services outlived the run: {:?}",
+                    owned_by(pid)
+                )
+            },
+        )?;
+        let _ = std::fs::remove_dir_all(&state);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    check(hosts_of_runs[0] != hosts_of_runs[1], || {
+        "two runs shared one container".into()
+    })
+}
+
+fn failing_service_exits_5() -> Result<(), Failed> {
+    let mark = unique_mark("services-broken");
+    let (state, out) = (temp_dir("state"), temp_dir("probes"));
+    let (pid, output) = run_owned({
+        let mut c = services_run(&mark, &state, &out);
+        c.args(["-P", "broken"]);
+        c
+    })?;
+    let err = stderr(&output);
+    check(output.status.code() == Some(5), || {
+        format!("exit {:?}: {err}", output.status.code())
+    })?;
+    // The tail of the service's own log, both streams.
+    check(
+        err.contains("broken-service-says-hello") && err.contains("broken-service-gives-up"),
+        || format!("no log tail: {err}"),
+    )?;
+    check(seen_by_service(&out).0 == 0, || "a test ran".into())?;
+    check(
+        owned_by(pid).is_empty() && networks_of(pid).is_empty(),
+        || format!("left: {:?} {:?}", owned_by(pid), networks_of(pid)),
+    )?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
+
+fn slow_service_exits_5() -> Result<(), Failed> {
+    let mark = unique_mark("services-never");
+    let (state, out) = (temp_dir("state"), temp_dir("probes"));
+    let (pid, output) = run_owned({
+        let mut c = services_run(&mark, &state, &out);
+        c.args(["-P", "never"]);
+        c
+    })?;
+    let err = stderr(&output);
+    check(output.status.code() == Some(5), || {
+        format!("exit {:?}: {err}", output.status.code())
+    })?;
+    check(err.contains("tcp 7000"), || {
+        format!("the check is not named: {err}")
+    })?;
+    check(owned_by(pid).is_empty(), || {
+        format!("left: {:?}", owned_by(pid))
+    })?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
+
+fn keep_on_failure_keeps_the_service() -> Result<(), Failed> {
+    let mark = unique_mark("services-keep");
+    let (state, out) = (temp_dir("state"), temp_dir("probes"));
+    let (pid, output) = run_owned({
+        let mut c = services_run(&mark, &state, &out);
+        c.args(["-P", "broken", "--keep-on-failure"]);
+        c
+    })?;
+    let kept = owned_by(pid);
+    let session = kept
+        .first()
+        .map(|id| {
+            docker(&[
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"cleantest.session\"}}",
+                id,
+            ])
+        })
+        .unwrap_or_default();
+    let swept = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+        .env("CLEANTEST_STATE_DIR", &state)
+        .args(["sweep", "--session", session.trim()])
+        .output()?;
+    check(output.status.code() == Some(5), || {
+        format!("exit {:?}: {}", output.status.code(), stderr(&output))
+    })?;
+    check(kept.len() == 1, || format!("kept: {kept:?}"))?;
+    check(swept.status.success() && owned_by(pid).is_empty(), || {
+        format!("the kept service was not swept: {}", stderr(&swept))
+    })?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
+
+fn killed_service_is_reported() -> Result<(), Failed> {
+    let mark = unique_mark("services-victim");
+    let (state, out) = (temp_dir("state"), temp_dir("probes"));
+    let junit = state.join("junit.xml");
+    let (pid, output) = run_owned({
+        let mut c = services_run(&mark, &state, &out);
+        c.args(["-P", "victim", "--junit"]).arg(&junit).args([
+            "--test",
+            "a",
+            "--",
+            "--ignored",
+            "kills_its_service_then_fails",
+        ]);
+        c
+    })?;
+    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    check(output.status.code() == Some(101), || {
+        format!("exit {:?}: {}", output.status.code(), stderr(&output))
+    })?;
+    check(
+        xml.contains("cleantest.service.victim") && xml.contains("exited with code 137"),
+        || format!("the service's death is not in the JUnit report:\n{xml}"),
+    )?;
+    check(owned_by(pid).is_empty(), || {
+        format!("left: {:?}", owned_by(pid))
+    })?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
+
+fn no_services_and_exec() -> Result<(), Failed> {
+    let mark = unique_mark("services-exec");
+    let state = temp_dir("state");
+    let env_of = |extra: &[&str]| -> Result<String, Failed> {
+        let output = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+            .current_dir(fixture("services"))
+            .env("CLEANTEST_STATE_DIR", &state)
+            .env("CT_IT_MARK", &mark)
+            .args(["exec", "--no-lock"])
+            .args(extra)
+            .args(["--", "env"])
+            .output()?;
+        check(output.status.success(), || stderr(&output))?;
+        Ok(stdout(&output))
+    };
+    let without = env_of(&["--no-services"])?;
+    let with = env_of(&[])?;
+    check(!without.contains("CLEANTEST_SERVICE_"), || without.clone())?;
+    for name in [
+        "CLEANTEST_SERVICE_QUEUE_HOST=127.0.0.1",
+        "CLEANTEST_SERVICE_QUEUE_PORT_4222=",
+        "CLEANTEST_SERVICE_EXECD_PORT_6000=",
+        "WEB_URL=http://127.0.0.1:",
+    ] {
+        check(with.contains(name), || format!("no {name} in:\n{with}"))?;
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
+
+/// A signal while a service waits for its readiness check (profile `slow`, never ready): the run stops
+/// without waiting for the timeout, and nothing of it is left (SIGKILL: the reaper sweeps).
+fn stopped_while_starting(signal: Signal) -> Result<(), Failed> {
+    let mark = unique_mark("services-stop");
+    let (state, out) = (temp_dir("state"), temp_dir("probes"));
+    let mut child: Child = services_run(&mark, &state, &out)
+        .args(["-P", "slow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while owned_by(pid).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check(!owned_by(pid).is_empty(), || {
+        "the service never started".into()
+    })?;
+    let stopped = Instant::now();
+    kill(Pid::from_raw(pid as i32), signal)?;
+    let status = child.wait()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(owned_by(pid).is_empty() && networks_of(pid).is_empty()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check(
+        owned_by(pid).is_empty() && networks_of(pid).is_empty(),
+        || format!("left: {:?} {:?}", owned_by(pid), networks_of(pid)),
+    )?;
+    if signal == Signal::SIGINT {
+        check(status.code() == Some(130), || format!("{status:?}"))?;
+        // Not held up by the service's 60 s ready-timeout.
+        check(stopped.elapsed() < Duration::from_secs(30), || {
+            format!("the run took {:?} to stop", stopped.elapsed())
+        })?;
+    }
+    assert_no_survivors(&mark);
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
+
+fn services_command() -> Result<(), Failed> {
+    let output = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+        .current_dir(fixture("services"))
+        .arg("services")
+        .output()?;
+    let text = stdout(&output);
+    let at = |name: &str| text.find(&format!("  {name}: "));
+    check(output.status.success(), || stderr(&output))?;
+    check(
+        matches!((at("queue"), at("web")), (Some(q), Some(w)) if q < w),
+        || format!("queue is not listed before web:\n{text}"),
+    )?;
+    check(
+        text.contains("WEB_URL=http://{host}:{port:8080}/queue"),
+        || text.clone(),
+    )
+}
