@@ -100,6 +100,9 @@ pub(crate) fn exit_for_signal(signal: i32) -> i32 {
 
 /// `sessions/<id>/` holds one session's record, lock, proxy socket and reaper log.
 pub(crate) const SESSIONS_DIR: &str = "sessions";
+/// `service-logs/<id>/<service>.log`: the logs of a session's services, kept when its tests failed or
+/// a service stopped during the run (the session's own directory goes when it is swept).
+pub(crate) const SERVICE_LOGS_DIR: &str = "service-logs";
 /// `locks/<name>.lock` and `locks/<name>.holder`: the environment locks.
 pub(crate) const LOCKS_DIR: &str = "locks";
 /// In a session's directory: who ran, where, which engine, status.

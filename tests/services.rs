@@ -8,6 +8,8 @@
 //! directly, so the child's pid is the owner's.
 
 mod common;
+#[path = "../xtask/src/service_image.rs"]
+mod service_image;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -21,7 +23,13 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 fn main() {
+    let mut postgres = trial(
+        "a_real_postgres_service_is_shared_by_every_test_process",
+        real_postgres,
+    );
+    postgres.unavailable = postgres_problem();
     run_trials(vec![
+        postgres,
         trial(
             "every_process_in_both_modes_and_doctests_shares_one_container_per_service",
             shared_by_every_process,
@@ -57,6 +65,58 @@ fn main() {
             services_command,
         ),
     ]);
+}
+
+/// Why the postgres image cannot be built or used here, if it cannot.
+fn postgres_problem() -> Option<String> {
+    if !Path::new("/usr/lib/postgresql/15/bin/postgres").exists() {
+        return Some("postgresql-15 is not installed (apt-get install postgresql-15)".into());
+    }
+    let psql = Command::new("psql").arg("--version").output();
+    if !psql.is_ok_and(|o| o.status.success()) {
+        return Some("psql is not installed".into());
+    }
+    None
+}
+
+/// The real postgres image as a service: two isolated tests, each its own process, share one server.
+fn real_postgres() -> Result<(), Failed> {
+    service_image::build("postgres", false)?;
+    let mark = unique_mark("services-pg");
+    let (state, out) = (temp_dir("state"), temp_dir("probes"));
+    let (pid, output) = run_owned({
+        let mut c = services_run(&mark, &state, &out);
+        c.args([
+            "-P",
+            "postgres",
+            "--isolate",
+            "--test",
+            "pg",
+            "--",
+            "--ignored",
+        ]);
+        c
+    })?;
+    check(output.status.code() == Some(0), || {
+        format!(
+            "exit {:?}\n{}\n{}",
+            output.status.code(),
+            stdout(&output),
+            stderr(&output)
+        )
+    })?;
+    let (files, seen) = seen_by_service(&out);
+    let servers = seen.get("db").cloned().unwrap_or_default();
+    check(files == 2 && servers.len() == 1, || {
+        format!("{files} probes, servers {servers:?}")
+    })?;
+    check(
+        owned_by(pid).is_empty() && networks_of(pid).is_empty(),
+        || format!("left: {:?}", owned_by(pid)),
+    )?;
+    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(())
 }
 
 fn services_run(mark: &str, state: &Path, out: &Path) -> Command {
@@ -272,6 +332,17 @@ fn killed_service_is_reported() -> Result<(), Failed> {
         xml.contains("cleantest.service.victim") && xml.contains("exited with code 137"),
         || format!("the service's death is not in the JUnit report:\n{xml}"),
     )?;
+    // The failed run kept the service's log, saved before the sweep.
+    let logs: Vec<_> = std::fs::read_dir(state.join("service-logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|session| session.path().join("victim.log"))
+        .filter(|log| log.is_file())
+        .collect();
+    check(logs.len() == 1, || {
+        format!("the service's log was not kept: {logs:?}")
+    })?;
     check(owned_by(pid).is_empty(), || {
         format!("left: {:?}", owned_by(pid))
     })?;

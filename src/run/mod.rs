@@ -33,10 +33,11 @@ pub(crate) use cargo_env::cargo_program;
 
 use crate::cli::{RunArgs, TestArgs, near_subcommand};
 use crate::config::Settings;
-use crate::contract::{EXIT_LEFTOVERS, EXIT_OK, EXIT_TEST_FAILED};
+use crate::contract::{EXIT_LEFTOVERS, EXIT_OK, EXIT_TEST_FAILED, SERVICE_LOGS_DIR};
 use crate::errors::Error;
 use crate::services::Monitor;
 use crate::session::process::capture;
+use crate::session::state;
 use crate::session::{CleanupGuard, Session, docker_lines, signals, start};
 use cargo::{Built, TestBinary, Workspace};
 use report::{Leftover, Reporter};
@@ -202,6 +203,11 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let keep = args.session.keep_on_failure && tests_failed;
     // Asked before the session ends: its sweep stops the services, which is no news.
     summary.service_deaths = services.deaths();
+    if tests_failed || !summary.service_deaths.is_empty() {
+        summary.service_logs = state::state_dir()
+            .ok()
+            .and_then(|dir| services.save_logs(&dir.join(SERVICE_LOGS_DIR).join(session.id())));
+    }
     let end = session.finish(keep).unwrap_or_default();
     summary.kept = keep;
     let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());

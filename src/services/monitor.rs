@@ -2,8 +2,9 @@
 //! (`wait?condition=not-running`: no polling) and reports a container that stops before the session
 //! ends, at once: "service db exited with code 137 (OOM-killed) at 12.3s". The run annotates the
 //! failures reported after it, and says it in the summary and in JUnit, so that "the database died"
-//! is not read as "40 tests failed".
+//! is not read as "40 tests failed". It also saves the services' logs when the run wants them kept.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,10 +44,20 @@ impl Death {
     }
 }
 
-/// The deaths seen so far; cheap to clone and to ask.
-#[derive(Debug, Clone, Default)]
+/// The deaths seen so far, and what is watched; cheap to clone and to ask.
+#[derive(Clone, Default)]
 pub(crate) struct Monitor {
     deaths: Arc<Mutex<Vec<Death>>>,
+    engine: Option<Engine>,
+    services: Vec<Running>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("services", &self.services)
+            .finish()
+    }
 }
 
 impl Monitor {
@@ -58,7 +69,11 @@ impl Monitor {
         started: Instant,
         ending: Arc<dyn Fn() -> bool + Send + Sync>,
     ) -> Monitor {
-        let monitor = Monitor::default();
+        let monitor = Monitor {
+            engine: Some(engine.clone()),
+            services: running.to_vec(),
+            ..Monitor::default()
+        };
         for service in running {
             let (engine, service, deaths, ending) = (
                 engine.clone(),
@@ -89,6 +104,29 @@ impl Monitor {
                 });
         }
         monitor
+    }
+
+    /// Writes each service's whole log to `dir/<service>.log` (before the sweep removes them); the
+    /// directory, when any log was written.
+    pub(crate) fn save_logs(&self, dir: &Path) -> Option<PathBuf> {
+        let engine = self.engine.as_ref()?;
+        let mut wrote = false;
+        for service in &self.services {
+            let Ok(log) = container::logs(engine, &service.id, None) else {
+                continue;
+            };
+            let saved = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(dir.join(format!("{}.log", service.name)), log));
+            match saved {
+                Ok(()) => wrote = true,
+                Err(e) => eprintln!(
+                    "warning: failed to save the log of service {} in {}: {e}",
+                    service.name,
+                    dir.display()
+                ),
+            }
+        }
+        wrote.then(|| dir.to_path_buf())
     }
 
     pub(crate) fn deaths(&self) -> Vec<Death> {

@@ -3,7 +3,8 @@
 //! - `cargo xtask ci`: what CI checks, in CI's order (formatting, clippy, the test suite, the
 //!   benchmark harness at smoke size), so a developer runs exactly what `.ci/run` runs.
 //! - `cargo xtask demo`: `cargo cleantest` on the demo fixture workspace.
-//! - `cargo xtask image [--rebuild]`: the local `cleantest-fixture:latest` image the Docker tests use.
+//! - `cargo xtask image [--rebuild]`: the local `cleantest-fixture:latest` image the Docker tests use;
+//!   `cargo xtask image postgres|redis [--rebuild]`: real service images from Debian's packages.
 //! - `cargo xtask bench [--smoke] [--runs N]`: the benchmarks behind `BENCHMARKS.md`.
 //! - `cargo xtask conformance [--ci] [--only NAME]`: counts and exit codes against cargo test on
 //!   pinned crates.io packages, behind `CONFORMANCE.md`.
@@ -11,6 +12,7 @@
 mod bench;
 mod conformance;
 mod image;
+mod service_image;
 
 use std::process::{Command, ExitCode};
 
@@ -19,12 +21,22 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("demo") => demo(&args[1..]),
-        Some("image") => build_image(args.iter().any(|a| a == "--rebuild")),
+        Some("image") => {
+            let rebuild = args.iter().any(|a| a == "--rebuild");
+            match args
+                .get(1)
+                .map(String::as_str)
+                .filter(|a| !a.starts_with('-'))
+            {
+                Some(name) => service_image::build(name, rebuild),
+                None => build_image(rebuild),
+            }
+        }
         Some("bench") => bench::run(&args[1..]),
         Some("conformance") => conformance::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|demo [ARGS...]|image [--rebuild]|bench [--smoke] [--runs N]|conformance [--ci] [--only NAME]>"
+                "usage: cargo xtask <ci|demo [ARGS...]|image [postgres|redis] [--rebuild]|bench [--smoke] [--runs N]|conformance [--ci] [--only NAME]>"
             );
             return ExitCode::from(2);
         }

@@ -124,6 +124,8 @@ pub(crate) struct RunSummary {
     pub docker_lines: Vec<String>,
     /// Session services that stopped during the run.
     pub service_deaths: Vec<crate::services::Death>,
+    /// Where the services' logs were saved (when tests failed or a service stopped).
+    pub service_logs: Option<std::path::PathBuf>,
     /// Tests (or whole binaries) that never started because the run was interrupted: listed in the
     /// summary and in JUnit as skipped, not counted in the total line (cargo test never reached them).
     pub not_run: Vec<NotRun>,

@@ -102,6 +102,9 @@ pub(super) fn write_summary(
             writeln!(out, "    {}", death.line())?;
         }
     }
+    if let Some(dir) = &s.service_logs {
+        writeln!(out, "\nservice logs: {}", dir.display())?;
+    }
     for line in &s.docker_lines {
         writeln!(out, "{line}")?;
     }
