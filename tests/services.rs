@@ -64,6 +64,10 @@ fn main() {
             "the_services_command_lists_them_in_start_order",
             services_command,
         ),
+        trial(
+            "a_compose_files_services_start_healthy_first_and_leave_nothing",
+            compose_services,
+        ),
     ]);
 }
 
@@ -437,4 +441,45 @@ fn services_command() -> Result<(), Failed> {
         text.contains("WEB_URL=http://{host}:{port:8080}/queue"),
         || text.clone(),
     )
+}
+
+/// The compose profile: `app` waits for `store`'s healthcheck and reads what it wrote into their shared
+/// named volume; the named and the anonymous volume go with the session.
+fn compose_services() -> Result<(), Failed> {
+    let mark = unique_mark("services-compose");
+    let (state, out) = (temp_dir("state"), temp_dir("probes"));
+    let (pid, output) = run_owned({
+        let mut c = services_run(&mark, &state, &out);
+        c.args(["-P", "compose", "--test", "compose", "--", "--ignored"]);
+        c
+    })?;
+    check(output.status.code() == Some(0), || {
+        format!(
+            "exit {:?}\n{}\n{}",
+            output.status.code(),
+            stdout(&output),
+            stderr(&output)
+        )
+    })?;
+    let volumes = std::fs::read_to_string(out.join("volumes")).unwrap_or_default();
+    let left: Vec<&str> = volumes
+        .split_whitespace()
+        .filter(|v| {
+            Command::new("docker")
+                .args(["volume", "inspect", v])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    check(
+        volumes.split_whitespace().count() == 2 && left.is_empty(),
+        || format!("volumes {volumes:?}, left {left:?}"),
+    )?;
+    check(
+        owned_by(pid).is_empty() && networks_of(pid).is_empty(),
+        || format!("left: {:?}", owned_by(pid)),
+    )?;
+    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(())
 }

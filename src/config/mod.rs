@@ -3,6 +3,7 @@
 //! Precedence, highest first: command line, environment (`CLEANTEST_*`), the selected profile, the
 //! `default` profile, built-in defaults. Named profiles inherit from `[profile.default]`.
 
+mod compose;
 mod duration;
 mod memory;
 mod overrides;
@@ -111,8 +112,29 @@ impl Settings {
                 message: "`test-threads` must be at least 1".into(),
             });
         }
+        let mut defined = file.services.clone();
+        if let Some(compose) = &profile.compose_file {
+            let compose_path = root.join(compose);
+            let fail = |message: String| Error::Config {
+                path: compose_path.clone(),
+                message,
+            };
+            let (services, warnings) = compose::read(&compose_path).map_err(fail)?;
+            for warning in warnings {
+                eprintln!("warning: {}: {warning}", compose_path.display());
+            }
+            for (name, service) in services {
+                if defined.contains_key(&name) {
+                    return Err(fail(format!(
+                        "service `{name}` is also defined in {}; rename one of them",
+                        path.display()
+                    )));
+                }
+                defined.insert(name, service);
+            }
+        }
         let services =
-            services::resolve(&file.services, profile.services.as_deref()).map_err(|message| {
+            services::resolve(&defined, profile.services.as_deref()).map_err(|message| {
                 Error::Config {
                     path: path.clone(),
                     message,

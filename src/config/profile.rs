@@ -36,6 +36,8 @@ pub(crate) struct ProfileConfig {
     pub engine_reaper: Option<EngineReaperMode>,
     /// Which `[services.NAME]` start (default: all defined).
     pub services: Option<Vec<String>>,
+    /// A compose file whose services become services of the session (relative to the workspace root).
+    pub compose_file: Option<String>,
     #[serde(default)]
     pub overrides: Vec<OverrideConfig>,
 }
@@ -55,6 +57,10 @@ impl ProfileConfig {
             proxy: self.proxy.or(base.proxy),
             engine_reaper: self.engine_reaper.or(base.engine_reaper),
             services: self.services.clone().or_else(|| base.services.clone()),
+            compose_file: self
+                .compose_file
+                .clone()
+                .or_else(|| base.compose_file.clone()),
             overrides: self
                 .overrides
                 .iter()

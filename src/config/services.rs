@@ -38,6 +38,24 @@ pub(crate) struct ServiceConfig {
     pub tmpfs: Vec<String>,
     #[serde(default)]
     pub export: BTreeMap<String, String>,
+    /// Volumes mounted (compose files only).
+    #[serde(skip)]
+    pub mounts: Vec<Mount>,
+}
+
+/// A volume a service mounts (from a compose file's `volumes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mount {
+    /// A named volume of the session: created labelled, swept with it.
+    Named { name: String, target: String },
+    /// An anonymous volume: removed with its container.
+    Anonymous { target: String },
+    /// A directory or file of the host.
+    Bind {
+        source: std::path::PathBuf,
+        target: String,
+        read_only: bool,
+    },
 }
 
 /// A service, checked, as the session starts it.
@@ -57,6 +75,7 @@ pub(crate) struct ServiceSpec {
     pub cpus: Option<f64>,
     pub tmpfs: Vec<String>,
     pub export: Vec<(String, Template)>,
+    pub mounts: Vec<Mount>,
 }
 
 /// Checks the defined services and resolves the ones that start: `selected` (the profile's `services`;
@@ -208,6 +227,7 @@ fn check(
         cpus: config.cpus,
         tmpfs: config.tmpfs.clone(),
         export,
+        mounts: config.mounts.clone(),
     })
 }
 

@@ -33,6 +33,10 @@ pub(crate) struct ContainerSpec {
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub tmpfs: Vec<String>,
+    /// `SOURCE:TARGET[:ro]`: named volumes and host paths.
+    pub binds: Vec<String>,
+    /// Targets of anonymous volumes.
+    pub anonymous: Vec<String>,
 }
 
 /// A container's state, as far as the runner cares.
@@ -63,6 +67,22 @@ pub(crate) fn create_network(
     block_on(engine.docker.create_network(request))
         .map(|r| r.id)
         .map_err(|e| format!("create the network {name}: {e}"))
+}
+
+/// Creates a volume with these labels (an existing one of that name is fine: the caller names it).
+pub(crate) fn create_volume(
+    engine: &Engine,
+    name: &str,
+    labels: &[(String, String)],
+) -> Result<(), String> {
+    let request = bollard::models::VolumeCreateRequest {
+        name: Some(name.to_string()),
+        labels: Some(labels.iter().cloned().collect()),
+        ..Default::default()
+    };
+    block_on(engine.docker.create_volume(request))
+        .map(|_| ())
+        .map_err(|e| format!("create the volume {name}: {e}"))
 }
 
 /// Whether the engine has `image`; if not, one pull is tried, bounded (no registry may be reachable).
@@ -117,6 +137,7 @@ pub(crate) fn run(engine: &Engine, spec: &ContainerSpec) -> Result<String, Strin
         env: Some(spec.env.clone()),
         labels: Some(spec.labels.iter().cloned().collect()),
         exposed_ports: Some(spec.ports.iter().map(port_key).collect()),
+        volumes: Some(spec.anonymous.clone()),
         host_config: Some(HostConfig {
             port_bindings: Some(bindings),
             network_mode: Some(spec.network.clone()),
@@ -128,6 +149,7 @@ pub(crate) fn run(engine: &Engine, spec: &ContainerSpec) -> Result<String, Strin
                     .map(|t| (t.clone(), String::new()))
                     .collect(),
             ),
+            binds: Some(spec.binds.clone()),
             ..HostConfig::default()
         }),
         networking_config: Some(NetworkingConfig {

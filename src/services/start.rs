@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::ready::{self, Target};
 use super::{Failure, Running};
-use crate::config::services::ServiceSpec;
+use crate::config::services::{Mount, ServiceSpec};
 use crate::contract::{SERVICE_LABEL, SESSION_LABEL};
 use crate::docker::Engine;
 use crate::docker::container::{self, ContainerSpec};
@@ -23,6 +23,11 @@ const PULL_BOUND: Duration = Duration::from_secs(120);
 const LOG_TAIL: usize = 20;
 /// Where tests reach the services (published on loopback).
 const HOST: &str = "127.0.0.1";
+
+/// The engine's name of a compose file's named volume in this session.
+fn volume_name(session: &str, name: &str) -> String {
+    format!("cleantest-{session}-{name}")
+}
 
 /// What became of one service.
 #[derive(Debug, Clone)]
@@ -71,6 +76,15 @@ pub(crate) fn start_all(
     let network = format!("cleantest-{session}");
     container::create_network(engine, &network, &labels)
         .map_err(|e| fail(&first.name, Failure::Network(e)))?;
+    // Named volumes may be shared by several services: each is made once, labelled like the rest.
+    for spec in specs {
+        for mount in &spec.mounts {
+            if let Mount::Named { name, .. } = mount {
+                container::create_volume(engine, &volume_name(session, name), &labels)
+                    .map_err(|e| fail(&spec.name, Failure::Start(e)))?;
+            }
+        }
+    }
     let board = Board {
         outcomes: Mutex::default(),
         changed: Condvar::new(),
@@ -137,8 +151,31 @@ fn start_one(
     if let Err(e) = container::ensure_image(engine, &spec.image, PULL_BOUND) {
         return failed(Failure::Image(e), None);
     }
+    let session = labels
+        .iter()
+        .find(|(k, _)| k == SESSION_LABEL)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let mut labels = labels.to_vec();
     labels.push((SERVICE_LABEL.to_string(), spec.name.clone()));
+    let (mut binds, mut anonymous) = (Vec::new(), Vec::new());
+    for mount in &spec.mounts {
+        match mount {
+            Mount::Named { name, target } => {
+                binds.push(format!("{}:{target}", volume_name(&session, name)))
+            }
+            Mount::Anonymous { target } => anonymous.push(target.clone()),
+            Mount::Bind {
+                source,
+                target,
+                read_only,
+            } => binds.push(format!(
+                "{}:{target}{}",
+                source.display(),
+                if *read_only { ":ro" } else { "" }
+            )),
+        }
+    }
     let container = ContainerSpec {
         image: spec.image.clone(),
         entrypoint: spec.entrypoint.clone(),
@@ -151,6 +188,8 @@ fn start_one(
         memory: spec.memory,
         cpus: spec.cpus,
         tmpfs: spec.tmpfs.clone(),
+        binds,
+        anonymous,
     };
     let id = match container::run(engine, &container) {
         Ok(id) => id,
