@@ -106,20 +106,37 @@ fn demo(extra: &[String]) -> Result<(), String> {
         "build cargo-cleantest (a few minutes on a fresh checkout)",
         cargo().args(["build", "--package", "cargo-cleantest"]),
     )?;
-    step(
-        "run cargo cleantest on fixtures/demo",
-        cargo()
-            .args([
-                "run",
-                "--quiet",
-                "--package",
-                "cargo-cleantest",
-                "--",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .args(extra),
-    )
+    eprintln!(
+        "xtask: build the demo's database image cleantest-postgres:15 (from Debian's postgresql-15)"
+    );
+    service_image::build("postgres", false)?;
+    eprintln!("xtask: run cargo cleantest on fixtures/demo");
+    let status = cargo()
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "cargo-cleantest",
+            "--",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        // Every binary runs, so the summary shows all of it (cargo test would stop at the failure).
+        .arg("--no-fail-fast")
+        .args(extra)
+        .status()
+        .map_err(|e| format!("run cargo cleantest on fixtures/demo: {e}"))?;
+    // One demo test hangs on purpose and is stopped by its timeout: 101, as cargo test exits for a
+    // failed test.
+    match status.code() {
+        Some(code @ (0 | 101)) => {
+            eprintln!(
+                "xtask: the demo ran (exit {code}: its hanging test failed by timeout, on purpose)"
+            );
+            Ok(())
+        }
+        _ => Err(format!("run cargo cleantest on fixtures/demo ({status})")),
+    }
 }
 
 pub(crate) fn build_image(rebuild: bool) -> Result<(), String> {
