@@ -2,6 +2,8 @@
 //! and the docker CLI, side by side, alternating runs, medians with min–max. Writes `BENCHMARKS.md`
 //! (`--smoke`: tiny sizes, one run, nothing asserted, written under target/bench/ instead).
 
+mod services;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -78,6 +80,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 "bench: unshare --pid is not available here: the PID namespace kill is not measured"
             );
         }
+        rows.extend(services::rows(&opts, &bin)?);
     } else {
         eprintln!(
             "bench: no Docker engine answers: sweep, proxy, interrupt and crash are not measured"
