@@ -24,6 +24,8 @@ pub(crate) fn is_session_id(text: &str) -> bool {
 /// `CLEANTEST_SERVICE_<NAME>_HOST` and `CLEANTEST_SERVICE_<NAME>_PORT_<CONTAINER_PORT>` of each session
 /// service, `<NAME>` the service's name upper-cased with every character outside `[A-Z0-9]` as `_`.
 pub(crate) const ENV_SERVICE_PREFIX: &str = "CLEANTEST_SERVICE_";
+/// The control socket's path: where `cleantest::Service::start` asks the runner for a shared container.
+pub(crate) const ENV_CONTROL: &str = "CLEANTEST_CONTROL";
 /// The binary id of the unit (`pkg`, `pkg::it`, `pkg::bin/tool`, `doctests`, `exec`).
 pub(crate) const ENV_BINARY: &str = "CLEANTEST_BINARY";
 /// The test name of an isolated unit.
@@ -111,6 +113,8 @@ pub(crate) const RECORD_FILE: &str = "record.json";
 pub(crate) const RECORD_LOCK_FILE: &str = "lock";
 /// In a session's directory: the Docker API proxy's socket.
 pub(crate) const PROXY_SOCKET_FILE: &str = "docker.sock";
+/// In a session's directory: the control socket (`CLEANTEST_CONTROL`).
+pub(crate) const CONTROL_SOCKET_FILE: &str = "control.sock";
 /// In a session's directory: what the reaper did.
 pub(crate) const REAPER_LOG_FILE: &str = "reaper.log";
 /// Present in a session's directory while its proxy has forwarded a create whose answer it has not

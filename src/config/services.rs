@@ -139,6 +139,35 @@ fn visit(
     Ok(())
 }
 
+/// A service test code asks for (`cleantest::Service`): checked as a config service is, with no
+/// dependencies.
+pub(crate) fn on_demand(
+    name: &str,
+    image: String,
+    command: Option<Vec<String>>,
+    env: Vec<(String, String)>,
+    ports: Vec<u16>,
+    ready: Vec<Ready>,
+    ready_timeout: Option<Duration>,
+) -> Result<ServiceSpec, String> {
+    let config = ServiceConfig {
+        image,
+        command,
+        entrypoint: None,
+        env: env.into_iter().collect(),
+        ports,
+        ready: ReadyList(ready),
+        ready_timeout: ready_timeout.map(ConfigDuration),
+        depends_on: Vec::new(),
+        memory: None,
+        cpus: None,
+        tmpfs: Vec::new(),
+        export: BTreeMap::new(),
+        mounts: Vec::new(),
+    };
+    check(name, &config, &BTreeMap::new())
+}
+
 /// Whether `name` can name a service: a container alias and a part of an environment variable.
 fn is_service_name(name: &str) -> bool {
     let mut chars = name.chars();

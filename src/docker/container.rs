@@ -69,6 +69,15 @@ pub(crate) fn create_network(
         .map_err(|e| format!("create the network {name}: {e}"))
 }
 
+/// Whether a network of this name exists.
+pub(crate) fn network_exists(engine: &Engine, name: &str) -> bool {
+    block_on(engine.docker.inspect_network(
+        name,
+        None::<bollard::query_parameters::InspectNetworkOptions>,
+    ))
+    .is_ok()
+}
+
 /// Creates a volume with these labels (an existing one of that name is fine: the caller names it).
 pub(crate) fn create_volume(
     engine: &Engine,

@@ -255,6 +255,15 @@ impl Scheduler<'_> {
                 if result.outcome.is_failure() && !deaths.is_empty() {
                     annotate(&mut result, &deaths);
                 }
+                if result.outcome == Outcome::TimedOut
+                    && let Some(service) = self.services.waited_for(&result.binary, &result.name)
+                {
+                    let note = format!("timed out waiting for service {service}");
+                    result.note = Some(match result.note.take() {
+                        Some(old) => format!("{old}\n{note}"),
+                        None => note,
+                    });
+                }
                 // Only failures' output is shown (and passes' with --show-output): drop the rest.
                 let keep = result.outcome.is_failure()
                     || (result.outcome == Outcome::Passed && self.reporter.keeps_passing_output());

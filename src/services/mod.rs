@@ -8,9 +8,11 @@
 //! - `ready`: the readiness checks, polled with backoff until the service's `ready-timeout`.
 //! - `start`: the session network, and every service started in dependency order.
 //! - `monitor`: a service that stops during the run, reported at once and remembered for the report.
+//! - `control`: the control socket, where test code asks for shared containers (`cleantest::Service`).
 //!
 //! This layer uses `docker` and the session's id and owner; it never imports `run` or `commands`.
 
+mod control;
 mod env;
 mod monitor;
 mod ready;
@@ -23,9 +25,10 @@ pub(crate) use start::start_all;
 use std::sync::Arc;
 
 use crate::config::services::ServiceSpec;
+use crate::contract::{CONTROL_SOCKET_FILE, ENV_CONTROL, SESSION_LABEL};
 use crate::errors::Error;
 use crate::session::owner::Owner;
-use crate::session::{DockerState, Session, docker_lines, engine_reaper};
+use crate::session::{DockerState, Session, docker_lines, engine_reaper, state};
 
 /// `start_for`; when a service fails and `keep` (`--keep-on-failure`), the session ends at once keeping
 /// its resources, the failed service's container among them, and says how to inspect them.
@@ -47,12 +50,9 @@ pub(crate) fn start_or_keep(
 }
 
 /// Starts the session's services on its engine and hands their environment to the session, so that
-/// every process it starts from now on gets it, then watches them. Says on stderr what is up, and how
-/// long it took.
+/// every process it starts from now on gets it, then watches them; and serves the control socket, where
+/// test code asks for more (`cleantest::Service`). Says on stderr what is up, and how long it took.
 pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result<Monitor, Error> {
-    if specs.is_empty() {
-        return Ok(Monitor::default());
-    }
     let engine = match session.docker() {
         DockerState::Up(engine) => Some(engine),
         _ => None,
@@ -62,37 +62,74 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
     let local = crate::docker::engine::endpoint().starts_with("unix://")
         && !engine_reaper::in_child_pid_namespace();
     let started = std::time::Instant::now();
-    let running = start_all(
-        engine.as_ref(),
-        session.id(),
-        &Owner::me().labels(),
-        specs,
-        local,
-        &|| session.interrupted_by().is_some(),
-    )?;
-    session.set_service_env(running.iter().flat_map(env_of).collect());
-    let names: Vec<String> = running
-        .iter()
-        .map(|r| {
-            let ports: Vec<String> = r.ports.iter().map(|(c, h)| format!("{h}->{c}")).collect();
-            format!("{} ({})", r.name, ports.join(", "))
-        })
-        .collect();
-    eprintln!(
-        "services: {} ready in {:.2}s",
-        names.join(", "),
-        started.elapsed().as_secs_f64()
-    );
-    let Some(engine) = engine else {
-        return Ok(Monitor::default());
+    let ending: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let session = session.clone();
+        Arc::new(move || session.is_ending() || session.interrupted_by().is_some())
     };
-    let ending = session.clone();
-    Ok(Monitor::watch(
-        &engine,
-        &running,
-        started,
-        Arc::new(move || ending.is_ending()),
-    ))
+    let monitor = match &engine {
+        Some(engine) => {
+            let session = session.clone();
+            Monitor::new(engine, started, Arc::new(move || session.is_ending()))
+        }
+        None => Monitor::default(),
+    };
+    let labels = {
+        let mut labels = vec![(SESSION_LABEL.to_string(), session.id().to_string())];
+        labels.extend(Owner::me().labels());
+        labels
+    };
+    let mut env = Vec::new();
+    if !specs.is_empty() {
+        let running = start_all(
+            engine.as_ref(),
+            session.id(),
+            &Owner::me().labels(),
+            specs,
+            local,
+            &|| session.interrupted_by().is_some(),
+        )?;
+        env.extend(running.iter().flat_map(env_of));
+        let names: Vec<String> = running
+            .iter()
+            .map(|r| {
+                let ports: Vec<String> = r.ports.iter().map(|(c, h)| format!("{h}->{c}")).collect();
+                format!("{} ({})", r.name, ports.join(", "))
+            })
+            .collect();
+        eprintln!(
+            "services: {} ready in {:.2}s",
+            names.join(", "),
+            started.elapsed().as_secs_f64()
+        );
+        for service in &running {
+            monitor.add(service);
+        }
+    }
+    let context = control::Context {
+        engine,
+        session: session.id().to_string(),
+        labels,
+        local,
+        monitor: monitor.clone(),
+        ending,
+        network: std::sync::Mutex::new(()),
+    };
+    let served = state::state_dir().and_then(|dir| {
+        let path = state::session_dir(&dir, session.id()).join(CONTROL_SOCKET_FILE);
+        control::serve(&path, context)
+    });
+    match served {
+        Ok(control) => {
+            env.push((ENV_CONTROL.to_string(), control.path.display().to_string()));
+            // Before the session's sweep lists: no start may complete after it.
+            session.on_end(Box::new(move || control.stop()));
+        }
+        Err(e) => eprintln!(
+            "warning: failed to serve the control socket ({e}); cleantest::Service cannot start services"
+        ),
+    }
+    session.set_service_env(env);
+    Ok(monitor)
 }
 
 /// A service that is up and ready.

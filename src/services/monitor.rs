@@ -48,8 +48,17 @@ impl Death {
 #[derive(Clone, Default)]
 pub(crate) struct Monitor {
     deaths: Arc<Mutex<Vec<Death>>>,
-    engine: Option<Engine>,
-    services: Vec<Running>,
+    watch: Option<Arc<Watch>>,
+    services: Arc<Mutex<Vec<Running>>>,
+    /// The units waiting in `cleantest::Service::start`: (binary, test or "") → service.
+    waiting: Arc<Mutex<Vec<(String, String, String)>>>,
+}
+
+/// What watching needs.
+struct Watch {
+    engine: Engine,
+    started: Instant,
+    ending: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -61,57 +70,89 @@ impl std::fmt::Debug for Monitor {
 }
 
 impl Monitor {
-    /// Starts watching `running`. `ending` says the session is ending: its sweep stops the services,
-    /// which is no news.
-    pub(crate) fn watch(
+    /// A monitor of services on `engine`. `ending` says the session is ending: its sweep stops the
+    /// services, which is no news.
+    pub(crate) fn new(
         engine: &Engine,
-        running: &[Running],
         started: Instant,
         ending: Arc<dyn Fn() -> bool + Send + Sync>,
     ) -> Monitor {
-        let monitor = Monitor {
-            engine: Some(engine.clone()),
-            services: running.to_vec(),
+        Monitor {
+            watch: Some(Arc::new(Watch {
+                engine: engine.clone(),
+                started,
+                ending,
+            })),
             ..Monitor::default()
-        };
-        for service in running {
-            let (engine, service, deaths, ending) = (
-                engine.clone(),
-                service.clone(),
-                monitor.deaths.clone(),
-                ending.clone(),
-            );
-            let _ = std::thread::Builder::new()
-                .name(format!("service-{}", service.name))
-                .spawn(move || {
-                    container::wait_stopped(&engine, &service.id);
-                    if ending() {
-                        return;
-                    }
-                    let (code, oom_killed, removed) = match container::state(&engine, &service.id) {
-                        State::Exited { code, oom_killed } => (code, oom_killed, false),
-                        State::Running { .. } | State::Gone => (-1, false, true),
-                    };
-                    let death = Death {
-                        service: service.name.clone(),
-                        code,
-                        oom_killed,
-                        removed,
-                        at: started.elapsed(),
-                    };
-                    eprintln!("\n{}", death.line());
-                    deaths.lock().unwrap_or_else(|e| e.into_inner()).push(death);
-                });
         }
-        monitor
+    }
+
+    /// Starts watching a service that is up.
+    pub(crate) fn add(&self, service: &Running) {
+        let Some(watch) = self.watch.clone() else {
+            return;
+        };
+        self.services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(service.clone());
+        let (service, deaths) = (service.clone(), self.deaths.clone());
+        let _ = std::thread::Builder::new()
+            .name(format!("service-{}", service.name))
+            .spawn(move || {
+                let engine = &watch.engine;
+                container::wait_stopped(engine, &service.id);
+                if (watch.ending)() {
+                    return;
+                }
+                let (code, oom_killed, removed) = match container::state(engine, &service.id) {
+                    State::Exited { code, oom_killed } => (code, oom_killed, false),
+                    State::Running { .. } | State::Gone => (-1, false, true),
+                };
+                let death = Death {
+                    service: service.name.clone(),
+                    code,
+                    oom_killed,
+                    removed,
+                    at: watch.started.elapsed(),
+                };
+                eprintln!("\n{}", death.line());
+                deaths.lock().unwrap_or_else(|e| e.into_inner()).push(death);
+            });
+    }
+
+    /// Notes that the unit (`binary`, `test` or empty in shared mode) waits for `service` to start, or
+    /// (`waits` false) no longer does.
+    pub(crate) fn waiting(&self, binary: &str, test: &str, service: &str, waits: bool) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = (binary.to_string(), test.to_string(), service.to_string());
+        if waits {
+            waiting.push(entry);
+        } else if let Some(at) = waiting.iter().position(|w| *w == entry) {
+            waiting.remove(at);
+        }
+    }
+
+    /// The service a unit's test is waiting for, if any: a shared binary waits as a whole.
+    pub(crate) fn waited_for(&self, binary: &str, test: &str) -> Option<String> {
+        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting
+            .iter()
+            .find(|(b, t, _)| b == binary && (t == test || t.is_empty()))
+            .map(|(_, _, s)| s.clone())
     }
 
     /// Writes each service's whole log to `dir/<service>.log` (before the sweep removes them); the
     /// directory, when any log was written.
     pub(crate) fn save_logs(&self, dir: &Path) -> Option<PathBuf> {
-        let engine = self.engine.as_ref()?;
+        let engine = &self.watch.as_ref()?.engine;
+        let services = self
+            .services
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut wrote = false;
-        for service in &self.services {
+        for service in &services {
             let Ok(log) = container::logs(engine, &service.id, None) else {
                 continue;
             };

@@ -24,6 +24,24 @@ const LOG_TAIL: usize = 20;
 /// Where tests reach the services (published on loopback).
 const HOST: &str = "127.0.0.1";
 
+/// The session's network.
+fn network_name(session: &str) -> String {
+    format!("cleantest-{session}")
+}
+
+/// Makes the session's network unless it exists (the config's services made it, or an earlier start).
+pub(crate) fn ensure_network(
+    engine: &Engine,
+    session: &str,
+    labels: &[(String, String)],
+) -> Result<(), String> {
+    let name = network_name(session);
+    if container::network_exists(engine, &name) {
+        return Ok(());
+    }
+    container::create_network(engine, &name, labels).map(|_| ())
+}
+
 /// The engine's name of a compose file's named volume in this session.
 fn volume_name(session: &str, name: &str) -> String {
     format!("cleantest-{session}-{name}")
@@ -73,8 +91,7 @@ pub(crate) fn start_all(
     };
     let mut labels = vec![(SESSION_LABEL.to_string(), session.to_string())];
     labels.extend(owner.iter().cloned());
-    let network = format!("cleantest-{session}");
-    container::create_network(engine, &network, &labels)
+    container::create_network(engine, &network_name(session), &labels)
         .map_err(|e| fail(&first.name, Failure::Network(e)))?;
     // Named volumes may be shared by several services: each is made once, labelled like the rest.
     for spec in specs {
@@ -92,7 +109,7 @@ pub(crate) fn start_all(
     };
     std::thread::scope(|scope| {
         for spec in specs {
-            let (board, labels, network) = (&board, &labels, &network);
+            let (board, labels) = (&board, &labels);
             scope.spawn(move || {
                 let outcome = match wait_for(board, &spec.depends_on) {
                     Err(dep) => Outcome::Failed {
@@ -101,7 +118,10 @@ pub(crate) fn start_all(
                     },
                     Ok(()) => {
                         let abort = || board.abort.load(Ordering::SeqCst) || stop();
-                        start_one(engine, spec, labels, network, local, &abort)
+                        match start_one(engine, spec, labels, session, local, &abort) {
+                            Ok(running) => Outcome::Ready(running),
+                            Err((failure, id)) => Outcome::Failed { failure, id },
+                        }
                     }
                 };
                 if matches!(outcome, Outcome::Failed { .. }) {
@@ -139,30 +159,28 @@ fn wait_for(board: &Board, deps: &[String]) -> Result<(), String> {
     }
 }
 
-fn start_one(
+/// Starts one service on the session's network (`session`'s), labelled with `labels` and its name, and
+/// waits until it is ready; why not, with its container's id when it was created.
+pub(crate) fn start_one(
     engine: &Engine,
     spec: &ServiceSpec,
     labels: &[(String, String)],
-    network: &str,
+    session: &str,
     local: bool,
     abort: &dyn Fn() -> bool,
-) -> Outcome {
-    let failed = |failure, id| Outcome::Failed { failure, id };
+) -> Result<Running, (Failure, Option<String>)> {
+    let network = network_name(session);
+    let failed = |failure, id| Err((failure, id));
     if let Err(e) = container::ensure_image(engine, &spec.image, PULL_BOUND) {
         return failed(Failure::Image(e), None);
     }
-    let session = labels
-        .iter()
-        .find(|(k, _)| k == SESSION_LABEL)
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
     let mut labels = labels.to_vec();
     labels.push((SERVICE_LABEL.to_string(), spec.name.clone()));
     let (mut binds, mut anonymous) = (Vec::new(), Vec::new());
     for mount in &spec.mounts {
         match mount {
             Mount::Named { name, target } => {
-                binds.push(format!("{}:{target}", volume_name(&session, name)))
+                binds.push(format!("{}:{target}", volume_name(session, name)))
             }
             Mount::Anonymous { target } => anonymous.push(target.clone()),
             Mount::Bind {
@@ -183,7 +201,7 @@ fn start_one(
         env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         ports: spec.ports.clone(),
         labels,
-        network: network.to_string(),
+        network: network.clone(),
         alias: spec.name.clone(),
         memory: spec.memory,
         cpus: spec.cpus,
@@ -218,7 +236,7 @@ fn start_one(
             (key.clone(), value)
         })
         .collect();
-    Outcome::Ready(Running {
+    Ok(Running {
         name: spec.name.clone(),
         id,
         host: HOST.to_string(),

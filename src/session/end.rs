@@ -66,6 +66,10 @@ impl Session {
             return None;
         }
         let escaped = self.cleanup();
+        let hooks = std::mem::take(&mut *self.end_hooks.lock().unwrap_or_else(|e| e.into_inner()));
+        for hook in hooks {
+            hook();
+        }
         // Nobody is left to talk through the proxy; the sweep talks to the engine directly, once the
         // creates the proxy had already forwarded are answered (else they would appear after it).
         let proxy = self.proxy.lock().unwrap_or_else(|e| e.into_inner()).take();

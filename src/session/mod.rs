@@ -93,6 +93,8 @@ pub(crate) struct Session {
     proxy: Mutex<Option<Proxy>>,
     /// What the session's services tell every process (`CLEANTEST_SERVICE_*` and their exports).
     service_env: Mutex<Vec<(String, String)>>,
+    /// Run when the session ends, after its processes are killed and before its sweep lists.
+    end_hooks: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     finished: AtomicBool,
 }
 
@@ -107,6 +109,7 @@ impl Session {
             engine_reaper: Mutex::default(),
             proxy: Mutex::default(),
             service_env: Mutex::default(),
+            end_hooks: Mutex::default(),
             finished: AtomicBool::new(false),
         })
     }
@@ -149,6 +152,15 @@ impl Session {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         command.envs(env).envs(services)
+    }
+
+    /// Runs `hook` when the session ends, after its processes are killed and before its sweep lists:
+    /// what could still create resources (the control socket) stops there.
+    pub(crate) fn on_end(&self, hook: Box<dyn FnOnce() + Send>) {
+        self.end_hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
     }
 
     /// Sets what the session's services tell every process started from now on.

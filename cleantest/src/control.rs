@@ -1,0 +1,143 @@
+//! The client side of the runner's control socket (`CLEANTEST_CONTROL`, a unix socket in the session's
+//! state directory): one request line of JSON, one answer line, protocol version 1 (documented in
+//! cargo-cleantest's ARCHITECTURE.md).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+
+use serde_json::{json, Value};
+
+use super::{Endpoint, Error, Ready, Service};
+
+/// The socket's path, set by the runner for every process of the session.
+const ENV_CONTROL: &str = "CLEANTEST_CONTROL";
+/// The protocol version this crate speaks.
+const VERSION: u64 = 1;
+
+/// Asks the runner to start `service` (or get it, if started), on behalf of the code at `site`.
+pub(crate) fn start(service: &Service, site: &str) -> Result<Endpoint, Error> {
+    let path = std::env::var(ENV_CONTROL).map_err(|_| Error::Control {
+        reason: format!(
+            "{ENV_CONTROL} is not set: the run has --no-services, this cargo cleantest is too old to \
+             start services from test code (update it), or the process was started outside the session"
+        ),
+    })?;
+    let request = json!({
+        "v": VERSION,
+        "op": "start",
+        "name": service.name,
+        "site": site,
+        "spec": spec(service),
+    });
+    let fail = |e: std::io::Error| Error::Control {
+        reason: format!("{path}: {e}"),
+    };
+    let mut stream = UnixStream::connect(&path).map_err(fail)?;
+    let mut line = request.to_string();
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(fail)?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(fail)?;
+    endpoint(&service.name, &answer)
+}
+
+/// The spec as the runner reads it.
+fn spec(service: &Service) -> Value {
+    let ready: Vec<Value> = service
+        .ready
+        .iter()
+        .map(|r| match r {
+            Ready::Tcp(port) => json!({ "tcp": port }),
+            Ready::Log(text) => json!({ "log": text }),
+            Ready::Exec(argv) => json!({ "exec": argv }),
+            Ready::Http(port, path) => json!({ "http": port, "path": path }),
+        })
+        .collect();
+    json!({
+        "image": service.image,
+        "command": service.command,
+        "env": service.env,
+        "ports": service.ports,
+        "ready": ready,
+        "ready_timeout_ms": service.ready_timeout.map(|d| d.as_millis() as u64),
+    })
+}
+
+/// The endpoint in the runner's answer, or the error it gives.
+fn endpoint(name: &str, answer: &str) -> Result<Endpoint, Error> {
+    let value: Value = serde_json::from_str(answer.trim()).map_err(|e| Error::Control {
+        reason: format!("the runner's answer is not JSON ({e}): {:?}", answer.trim()),
+    })?;
+    if value.get("ok").and_then(Value::as_bool) != Some(true) {
+        let reason = value
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("the runner gave no reason")
+            .to_string();
+        return Err(Error::Start {
+            service: name.to_string(),
+            reason,
+        });
+    }
+    let endpoint = value.get("endpoint").ok_or_else(|| Error::Control {
+        reason: "the runner's answer has no endpoint".into(),
+    })?;
+    let host = endpoint
+        .get("host")
+        .and_then(Value::as_str)
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let ports = endpoint
+        .get("ports")
+        .and_then(Value::as_object)
+        .map(|ports| {
+            ports
+                .iter()
+                .filter_map(|(c, h)| Some((c.parse().ok()?, u16::try_from(h.as_u64()?).ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Endpoint {
+        name: name.to_string(),
+        host,
+        ports,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_become_endpoints_or_errors() {
+        let ok = r#"{"v":1,"ok":true,"endpoint":{"host":"127.0.0.1","ports":{"6379":49153}}}"#;
+        let cache = endpoint("cache", ok).unwrap();
+        assert_eq!(cache.port(6379), Ok(49153));
+        let refused = r#"{"v":1,"ok":false,"error":"container abc has died"}"#;
+        assert!(matches!(
+            endpoint("cache", refused),
+            Err(Error::Start { .. })
+        ));
+        assert!(matches!(
+            endpoint("cache", "garbage"),
+            Err(Error::Control { .. })
+        ));
+    }
+
+    #[test]
+    fn a_spec_carries_every_setting() {
+        let s = Service::new("cache", "redis")
+            .command(["redis-server"])
+            .env("K", "V")
+            .port(6379)
+            .ready_tcp(6379)
+            .ready_http(8080, "/h");
+        let v = spec(&s);
+        assert_eq!(v["image"], "redis");
+        assert_eq!(v["ports"][0], 6379);
+        assert_eq!(v["ready"][1]["path"], "/h");
+        assert_eq!(v["env"][0][1], "V");
+    }
+}

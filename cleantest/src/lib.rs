@@ -1,0 +1,418 @@
+//! # cleantest
+//!
+//! The test-author side of [cargo-cleantest](https://crates.io/crates/cargo-cleantest): typed endpoints
+//! for the session services a suite declares in `.config/cleantest.toml`, and shared containers declared
+//! in test code that the runner starts once for the whole session, shares with every test process
+//! (every binary, every isolated test, every doctest) and removes when the session ends.
+//!
+//! It is blocking, needs nothing but std and serde_json, and works the same from sync tests and from
+//! any async runtime. Add it as a dev-dependency:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! cleantest = "0.1"
+//! ```
+//!
+//! A service declared in the config file:
+//!
+//! ```
+//! match cleantest::service("db") {
+//!     Ok(db) => {
+//!         let url = db.render("postgres://postgres@{host}:{port:5432}/postgres").unwrap();
+//!         assert!(url.starts_with("postgres://"));
+//!     }
+//!     // Under plain `cargo test`, or without a `db` service: an error that says what to do.
+//!     Err(e) => eprintln!("{e}"),
+//! }
+//! ```
+//!
+//! A container declared in test code, started on demand by the runner, the same one for every caller
+//! in the session:
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! let cache = cleantest::Service::new("cache", "cleantest-redis:7")
+//!     .command(["redis-server", "--save", ""])
+//!     .port(6379)
+//!     .ready_tcp(6379)
+//!     .ready_timeout(Duration::from_secs(60))
+//!     .start();
+//! match cache {
+//!     Ok(cache) => println!("redis at {}:{}", cache.host(), cache.port(6379).unwrap()),
+//!     Err(e) => eprintln!("{e}"),
+//! }
+//! ```
+//!
+//! Outside `cargo cleantest` every function returns [`Error::NotInSession`], whose message says how to
+//! run the tests; nothing is started behind the user's back.
+
+mod control;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// The session id's variable, set by the runner for every process of the session.
+const ENV_SESSION: &str = "CLEANTEST_SESSION";
+/// `CLEANTEST_SERVICE_<NAME>_HOST` and `_PORT_<CONTAINER_PORT>`.
+const ENV_SERVICE_PREFIX: &str = "CLEANTEST_SERVICE_";
+
+/// What went wrong. Every message says what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Not running under `cargo cleantest`.
+    NotInSession,
+    /// The session has no service of that name.
+    UnknownService { name: String, known: Vec<String> },
+    /// The service does not publish that container port.
+    UnknownPort {
+        service: String,
+        port: u16,
+        published: Vec<u16>,
+    },
+    /// A template names something that cannot be rendered.
+    Template { template: String, reason: String },
+    /// The runner could not start the service, or it is not healthy.
+    Start { service: String, reason: String },
+    /// The runner's control socket could not be used.
+    Control { reason: String },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotInSession => f.write_str(
+                "not running under cargo cleantest: run the tests with `cargo cleantest` instead of \
+                 `cargo test` (install it with `cargo install cargo-cleantest`)",
+            ),
+            Error::UnknownService { name, known } if known.is_empty() => write!(
+                f,
+                "this session has no service `{name}`: declare it as [services.{name}] in \
+                 .config/cleantest.toml, or start it with cleantest::Service"
+            ),
+            Error::UnknownService { name, known } => write!(
+                f,
+                "this session has no service `{name}` (it has: {}); declare it as [services.{name}] \
+                 in .config/cleantest.toml, or start it with cleantest::Service",
+                known.join(", ")
+            ),
+            Error::UnknownPort {
+                service,
+                port,
+                published,
+            } => write!(
+                f,
+                "service `{service}` does not publish container port {port} (it publishes: {}); add \
+                 it to the service's ports",
+                published
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Error::Template { template, reason } => write!(f, "cannot render {template:?}: {reason}"),
+            Error::Start { service, reason } => write!(f, "service `{service}`: {reason}"),
+            Error::Control { reason } => write!(
+                f,
+                "cannot reach cargo cleantest's control socket: {reason}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The id of the session this process belongs to (`CLEANTEST_SESSION`), if it runs under
+/// `cargo cleantest`.
+///
+/// ```
+/// if let Some(id) = cleantest::session() {
+///     println!("session {id}");
+/// }
+/// ```
+pub fn session() -> Option<String> {
+    std::env::var(ENV_SESSION).ok().filter(|s| !s.is_empty())
+}
+
+/// Where a service is reached from the tests: its host and its published ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    name: String,
+    host: String,
+    /// Container port → published host port.
+    ports: BTreeMap<u16, u16>,
+}
+
+impl Endpoint {
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The host that reaches it (`127.0.0.1` with a local engine).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The published host port of container port `container`.
+    pub fn port(&self, container: u16) -> Result<u16, Error> {
+        self.ports
+            .get(&container)
+            .copied()
+            .ok_or_else(|| Error::UnknownPort {
+                service: self.name.clone(),
+                port: container,
+                published: self.ports.keys().copied().collect(),
+            })
+    }
+
+    /// `template` with `{host}`, `{port:N}` and `{name}` filled in; `{{` and `}}` are braces.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), cleantest::Error> {
+    /// # let db = cleantest::Endpoint::for_tests("db", "127.0.0.1", &[(5432, 49153)]);
+    /// let url = db.render("postgres://postgres@{host}:{port:5432}/{name}")?;
+    /// assert_eq!(url, "postgres://postgres@127.0.0.1:49153/db");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn render(&self, template: &str) -> Result<String, Error> {
+        let fail = |reason: String| Error::Template {
+            template: template.to_string(),
+            reason,
+        };
+        let mut out = String::new();
+        let mut rest = template;
+        while let Some(at) = rest.find(['{', '}']) {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at..];
+            if tail.starts_with("{{") || tail.starts_with("}}") {
+                out.push_str(&tail[..1]);
+                rest = &tail[2..];
+                continue;
+            }
+            if tail.starts_with('}') {
+                return Err(fail("a lone `}` (write `}}` for a brace)".into()));
+            }
+            let end = tail
+                .find('}')
+                .ok_or_else(|| fail("a `{` is not closed".into()))?;
+            match &tail[1..end] {
+                "host" => out.push_str(&self.host),
+                "name" => out.push_str(&self.name),
+                other => match other.strip_prefix("port:").map(str::parse::<u16>) {
+                    Some(Ok(port)) => out.push_str(&self.port(port)?.to_string()),
+                    _ => {
+                        return Err(fail(format!(
+                            "unknown placeholder `{{{other}}}` (known: {{host}}, {{name}}, {{port:N}})"
+                        )));
+                    }
+                },
+            }
+            rest = &tail[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// An endpoint made by hand, for examples and tests of code that takes one.
+    pub fn for_tests(name: &str, host: &str, ports: &[(u16, u16)]) -> Endpoint {
+        Endpoint {
+            name: name.to_string(),
+            host: host.to_string(),
+            ports: ports.iter().copied().collect(),
+        }
+    }
+}
+
+/// `<NAME>` of the environment names: upper case, every character outside `[A-Z0-9]` as `_`.
+fn env_name(service: &str) -> String {
+    service
+        .chars()
+        .map(|c| match c.to_ascii_uppercase() {
+            c @ ('A'..='Z' | '0'..='9') => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+/// A service of the session: one declared in `.config/cleantest.toml` (or its compose file), or one a
+/// test started with [`Service::start`]. Read from the environment the runner gives every process.
+pub fn service(name: &str) -> Result<Endpoint, Error> {
+    if session().is_none() {
+        return Err(Error::NotInSession);
+    }
+    let prefix = format!("{ENV_SERVICE_PREFIX}{}_", env_name(name));
+    let Ok(host) = std::env::var(format!("{prefix}HOST")) else {
+        return Err(Error::UnknownService {
+            name: name.to_string(),
+            known: known_services(),
+        });
+    };
+    let port_prefix = format!("{prefix}PORT_");
+    let ports = std::env::vars()
+        .filter_map(|(k, v)| {
+            let container = k.strip_prefix(&port_prefix)?.parse().ok()?;
+            Some((container, v.parse().ok()?))
+        })
+        .collect();
+    Ok(Endpoint {
+        name: name.to_string(),
+        host,
+        ports,
+    })
+}
+
+/// The services the environment names (as their environment names, lower-cased).
+fn known_services() -> Vec<String> {
+    let mut known: Vec<String> = std::env::vars()
+        .filter_map(|(k, _)| {
+            let rest = k.strip_prefix(ENV_SERVICE_PREFIX)?;
+            Some(rest.strip_suffix("_HOST")?.to_ascii_lowercase())
+        })
+        .collect();
+    known.sort();
+    known
+}
+
+/// A readiness check, as config services have them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ready {
+    Tcp(u16),
+    Log(String),
+    Exec(Vec<String>),
+    Http(u16, String),
+}
+
+/// A container shared by the whole session, declared in test code and started by the runner the first
+/// time any process of the session asks for it. Every later call, from any process, gets the same
+/// container, after a health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    name: String,
+    image: String,
+    command: Option<Vec<String>>,
+    env: Vec<(String, String)>,
+    ports: Vec<u16>,
+    ready: Vec<Ready>,
+    ready_timeout: Option<Duration>,
+}
+
+impl Service {
+    /// A service named `name` (the same name means the same container in one session) of `image`.
+    pub fn new(name: &str, image: &str) -> Service {
+        Service {
+            name: name.to_string(),
+            image: image.to_string(),
+            command: None,
+            env: Vec::new(),
+            ports: Vec::new(),
+            ready: Vec::new(),
+            ready_timeout: None,
+        }
+    }
+
+    /// The command the container runs (the image's entrypoint stays).
+    pub fn command<I, S>(mut self, argv: I) -> Service
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.command = Some(argv.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// An environment variable of the container.
+    pub fn env(mut self, key: &str, value: &str) -> Service {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// A container port to publish on the tests' host, at a free port.
+    pub fn port(mut self, container: u16) -> Service {
+        self.ports.push(container);
+        self
+    }
+
+    /// Ready when something listens on this container port (published with [`Service::port`]).
+    pub fn ready_tcp(mut self, container: u16) -> Service {
+        self.ready.push(Ready::Tcp(container));
+        self
+    }
+
+    /// Ready when the container's log holds `text`.
+    pub fn ready_log(mut self, text: &str) -> Service {
+        self.ready.push(Ready::Log(text.to_string()));
+        self
+    }
+
+    /// Ready when this command, run in the container, exits 0.
+    pub fn ready_exec<I, S>(mut self, argv: I) -> Service
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.ready
+            .push(Ready::Exec(argv.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Ready when `GET path` on this container port answers 2xx or 3xx.
+    pub fn ready_http(mut self, container: u16, path: &str) -> Service {
+        self.ready.push(Ready::Http(container, path.to_string()));
+        self
+    }
+
+    /// How long it may take to become ready (default: 60 s).
+    pub fn ready_timeout(mut self, timeout: Duration) -> Service {
+        self.ready_timeout = Some(timeout);
+        self
+    }
+
+    /// Asks the runner for the service: the first caller in the session starts it and waits until it
+    /// is ready, concurrent callers wait for that start, later callers get it at once. Blocks; the
+    /// calling test's timeout keeps counting meanwhile.
+    #[track_caller]
+    pub fn start(self) -> Result<Endpoint, Error> {
+        let site = std::panic::Location::caller().to_string();
+        if session().is_none() {
+            return Err(Error::NotInSession);
+        }
+        control::start(&self, &site)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_fills_placeholders_and_names_what_is_wrong() {
+        let db = Endpoint::for_tests("db", "127.0.0.1", &[(5432, 49153)]);
+        assert_eq!(
+            db.render("{{x}} {host}:{port:5432}/{name}").unwrap(),
+            "{x} 127.0.0.1:49153/db"
+        );
+        assert!(matches!(
+            db.render("{port:6379}"),
+            Err(Error::UnknownPort { port: 6379, .. })
+        ));
+        for bad in ["{hots}", "{host", "a}b"] {
+            let e = db.render(bad).unwrap_err();
+            assert!(matches!(e, Error::Template { .. }), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_become_environment_names() {
+        assert_eq!(env_name("my-cache.v2"), "MY_CACHE_V2");
+    }
+
+    #[test]
+    fn the_error_outside_a_session_says_how_to_run_the_tests() {
+        let message = Error::NotInSession.to_string();
+        assert!(message.contains("cargo cleantest") && message.contains("cargo install"));
+    }
+}

@@ -1,0 +1,497 @@
+//! The control socket: how test code (`cleantest::Service::start`) asks the runner for a container
+//! shared by the whole session. A unix socket in the session's state directory (0600), its path in
+//! `CLEANTEST_CONTROL`; protocol version 1, one JSON line each way (ARCHITECTURE.md):
+//!
+//! - request: `{"v":1,"op":"start","name":N,"site":"file:line","spec":{"image":…,"command":[…]|null,
+//!   "env":[[k,v]…],"ports":[…],"ready":[{"tcp":P}|{"log":T}|{"exec":[…]}|{"http":P,"path":S}…],
+//!   "ready_timeout_ms":M|null}}`;
+//! - answer: `{"v":1,"ok":true,"endpoint":{"name":N,"host":H,"ports":{"P":HOSTPORT}}}` or
+//!   `{"v":1,"ok":false,"error":E}`.
+//!
+//! Only processes of the session are served (the peer's pid, by `SO_PEERCRED`, must carry the
+//! session's id or descend from the runner). The first caller for a name starts the container (labelled
+//! like every session resource, on the session network) and waits until it is ready; concurrent
+//! callers wait for that start; later callers get it after a health check (a dead one is an error,
+//! never silently replaced). The same name with another spec is an error naming both call sites.
+//! `stop` (before the session's sweep) refuses new requests and waits for starts under way, so that
+//! no container appears after the sweep has listed.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::start;
+use super::{Monitor, Running};
+use crate::config::services::{self as config, Ready, ServiceSpec};
+use crate::docker::Engine;
+use crate::docker::container::{self, State};
+
+/// The protocol version served.
+const VERSION: u64 = 1;
+/// The longest request line read.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// How long `stop` waits for starts under way (they end early once the session ends).
+const STOP_BOUND: Duration = Duration::from_secs(30);
+
+/// What the server knows.
+pub(crate) struct Context {
+    pub engine: Option<Engine>,
+    pub session: String,
+    /// The session's and its owner's labels.
+    pub labels: Vec<(String, String)>,
+    pub local: bool,
+    pub monitor: Monitor,
+    /// The session is ending (or was interrupted): waiting for readiness stops.
+    pub ending: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Held while the session network is made: two first starts at once would make two networks of
+    /// one name (the engine allows that, and then refuses to attach to either).
+    pub network: Mutex<()>,
+}
+
+/// One name's service.
+enum Entry {
+    Starting {
+        spec: String,
+        site: String,
+    },
+    Ready {
+        spec: String,
+        site: String,
+        running: Running,
+    },
+    Failed {
+        spec: String,
+        site: String,
+        error: String,
+    },
+}
+
+impl Entry {
+    fn spec_and_site(&self) -> (&str, &str) {
+        match self {
+            Entry::Starting { spec, site }
+            | Entry::Ready { spec, site, .. }
+            | Entry::Failed { spec, site, .. } => (spec, site),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    entries: HashMap<String, Entry>,
+    /// Starts under way.
+    starting: usize,
+    closed: bool,
+}
+
+/// The running server.
+pub(crate) struct Control {
+    pub path: PathBuf,
+    registry: Arc<(Mutex<Registry>, Condvar)>,
+}
+
+impl Control {
+    /// Refuses new requests and waits (bounded) for the starts under way to end.
+    pub(crate) fn stop(&self) {
+        let (lock, changed) = &*self.registry;
+        let mut registry = lock.lock().unwrap_or_else(|e| e.into_inner());
+        registry.closed = true;
+        let deadline = Instant::now() + STOP_BOUND;
+        while registry.starting > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            registry = changed
+                .wait_timeout(registry, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(registry);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Listens on `path` (0600) and serves the session's processes on threads of their own.
+pub(crate) fn serve(path: &Path, context: Context) -> std::io::Result<Control> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let registry: Arc<(Mutex<Registry>, Condvar)> = Arc::default();
+    let (context, shared) = (Arc::new(context), registry.clone());
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else {
+                    // Out of descriptors: let open connections finish.
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                let (context, registry) = (context.clone(), shared.clone());
+                let _ = std::thread::Builder::new()
+                    .name("control-client".into())
+                    .spawn(move || handle(stream, &context, &registry));
+            }
+        })?;
+    Ok(Control {
+        path: path.to_path_buf(),
+        registry,
+    })
+}
+
+fn handle(mut stream: UnixStream, context: &Context, registry: &(Mutex<Registry>, Condvar)) {
+    let answer = match caller(&stream, &context.session) {
+        Err(refusal) => json!({"v": VERSION, "ok": false, "error": refusal}),
+        Ok(unit) => {
+            let mut line = String::new();
+            let read = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
+            match read {
+                Ok(_) => match request(&line) {
+                    Ok((name, site, spec, key)) => answer(start_or_get(
+                        context, registry, &unit, &name, &site, &spec, &key,
+                    )),
+                    Err(e) => json!({"v": VERSION, "ok": false, "error": e}),
+                },
+                Err(e) => json!({"v": VERSION, "ok": false, "error": e.to_string()}),
+            }
+        }
+    };
+    let _ = writeln!(stream, "{answer}");
+}
+
+fn answer(result: Result<Running, String>) -> Value {
+    match result {
+        Ok(running) => {
+            let ports: serde_json::Map<String, Value> = running
+                .ports
+                .iter()
+                .map(|(c, h)| (c.to_string(), json!(h)))
+                .collect();
+            json!({"v": VERSION, "ok": true, "endpoint": {
+                "name": running.name, "host": running.host, "ports": ports}})
+        }
+        Err(error) => json!({"v": VERSION, "ok": false, "error": error}),
+    }
+}
+
+/// The unit a peer belongs to (`binary`, `test`), if it is a process of the session.
+fn caller(stream: &UnixStream, session: &str) -> Result<(String, String), String> {
+    let credentials =
+        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+            .map_err(|e| format!("cannot identify the caller: {e}"))?;
+    let pid = credentials.pid();
+    let environ = |pid: i32| std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let var = |env: &[u8], key: &str| -> Option<String> {
+        env.split(|b| *b == 0).find_map(|kv| {
+            let text = std::str::from_utf8(kv).ok()?;
+            Some(text.strip_prefix(key)?.strip_prefix('=')?.to_string())
+        })
+    };
+    let env = environ(pid);
+    let member = var(&env, crate::contract::ENV_SESSION).as_deref() == Some(session)
+        || descends_from_me(pid);
+    if !member {
+        return Err(format!(
+            "process {pid} is not part of session {session}: only its tests may start its services"
+        ));
+    }
+    Ok((
+        var(&env, crate::contract::ENV_BINARY).unwrap_or_default(),
+        var(&env, crate::contract::ENV_TEST).unwrap_or_default(),
+    ))
+}
+
+/// Whether `pid`'s ancestry reaches this process.
+fn descends_from_me(mut pid: i32) -> bool {
+    let me = std::process::id() as i32;
+    for _ in 0..64 {
+        if pid == me {
+            return true;
+        }
+        let Some(parent) =
+            crate::session::orphans::stat_fields(pid).and_then(|f| f.get(1)?.parse::<i32>().ok())
+        else {
+            return false;
+        };
+        if parent <= 1 {
+            return false;
+        }
+        pid = parent;
+    }
+    false
+}
+
+/// A request's name, call site, checked spec, and the spec as text (to compare callers' specs).
+fn request(line: &str) -> Result<(String, String, ServiceSpec, String), String> {
+    let value: Value =
+        serde_json::from_str(line.trim()).map_err(|e| format!("the request is not JSON: {e}"))?;
+    if value.get("v").and_then(Value::as_u64) != Some(VERSION) {
+        return Err(format!(
+            "protocol version {} is not served (this runner speaks {VERSION}): update cleantest or cargo-cleantest",
+            value.get("v").map_or("none".to_string(), Value::to_string)
+        ));
+    }
+    if value.get("op").and_then(Value::as_str) != Some("start") {
+        return Err("unknown operation (known: start)".into());
+    }
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    let name = text(&value, "name").ok_or("the request names no service")?;
+    let site = text(&value, "site").unwrap_or_else(|| "an unknown call site".into());
+    let raw = value.get("spec").ok_or("the request has no spec")?;
+    let strings = |v: Option<&Value>| -> Option<Vec<String>> {
+        v?.as_array()?
+            .iter()
+            .map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    let image = text(raw, "image").ok_or("the spec has no image")?;
+    let command = raw.get("command").filter(|c| !c.is_null());
+    let command = match command {
+        Some(c) => Some(strings(Some(c)).ok_or("`command` is not a list of strings")?),
+        None => None,
+    };
+    let env = raw
+        .get("env")
+        .and_then(Value::as_array)
+        .map(|pairs| {
+            pairs
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        p.get(0)?.as_str()?.to_string(),
+                        p.get(1)?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let port = |v: &Value| v.as_u64().and_then(|p| u16::try_from(p).ok());
+    let ports = raw
+        .get("ports")
+        .and_then(Value::as_array)
+        .map(|ps| ps.iter().map(port).collect::<Option<Vec<u16>>>())
+        .unwrap_or(Some(Vec::new()))
+        .ok_or("`ports` is not a list of port numbers")?;
+    let mut ready = Vec::new();
+    for check in raw
+        .get("ready")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        ready.push(if let Some(p) = check.get("tcp").and_then(port) {
+            Ready::Tcp(p)
+        } else if let Some(text) = text(check, "log") {
+            Ready::Log { text, times: 1 }
+        } else if let Some(argv) = strings(check.get("exec")).filter(|a| !a.is_empty()) {
+            Ready::Exec(argv)
+        } else if let Some(p) = check.get("http").and_then(port) {
+            Ready::Http {
+                port: p,
+                path: text(check, "path").unwrap_or_else(|| "/".into()),
+            }
+        } else {
+            return Err(format!("unknown readiness check {check}"));
+        });
+    }
+    let timeout = raw
+        .get("ready_timeout_ms")
+        .and_then(Value::as_u64)
+        .map(Duration::from_millis);
+    let spec = config::on_demand(&name, image, command, env, ports, ready, timeout)?;
+    Ok((name, site, spec, raw.to_string()))
+}
+
+fn start_or_get(
+    context: &Context,
+    registry: &(Mutex<Registry>, Condvar),
+    unit: &(String, String),
+    name: &str,
+    site: &str,
+    spec: &ServiceSpec,
+    key: &str,
+) -> Result<Running, String> {
+    let (lock, changed) = registry;
+    let mut reg = lock.lock().unwrap_or_else(|e| e.into_inner());
+    if reg.closed {
+        return Err("the session is ending".into());
+    }
+    let waiting = matches!(reg.entries.get(name), Some(Entry::Starting { .. }));
+    if waiting {
+        context.monitor.waiting(&unit.0, &unit.1, name, true);
+    }
+    while let Some(Entry::Starting { spec: other, .. }) = reg.entries.get(name) {
+        if other != key {
+            break;
+        }
+        reg = changed.wait(reg).unwrap_or_else(|e| e.into_inner());
+    }
+    if waiting {
+        context.monitor.waiting(&unit.0, &unit.1, name, false);
+    }
+    if let Some(entry) = reg.entries.get(name) {
+        let (other, other_site) = entry.spec_and_site();
+        if other != key {
+            return Err(format!(
+                "`{name}` is already declared with another spec at {other_site}: {other}; this call at \
+                 {site} asks for {key}"
+            ));
+        }
+        return match entry {
+            Entry::Ready { running, .. } => healthy(context, running),
+            Entry::Failed { error, .. } => Err(error.clone()),
+            Entry::Starting { .. } => Err("the start did not finish".into()),
+        };
+    }
+    reg.entries.insert(
+        name.to_string(),
+        Entry::Starting {
+            spec: key.to_string(),
+            site: site.to_string(),
+        },
+    );
+    reg.starting += 1;
+    drop(reg);
+    context.monitor.waiting(&unit.0, &unit.1, name, true);
+    let result = start_now(context, unit, spec);
+    context.monitor.waiting(&unit.0, &unit.1, name, false);
+    let mut reg = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let (spec, site) = (key.to_string(), site.to_string());
+    let entry = match &result {
+        Ok(running) => Entry::Ready {
+            spec,
+            site,
+            running: running.clone(),
+        },
+        Err(error) => Entry::Failed {
+            spec,
+            site,
+            error: error.clone(),
+        },
+    };
+    reg.entries.insert(name.to_string(), entry);
+    reg.starting -= 1;
+    changed.notify_all();
+    result
+}
+
+/// Starts the service for `unit`, saying so on the runner's output with the time it took.
+fn start_now(
+    context: &Context,
+    unit: &(String, String),
+    spec: &ServiceSpec,
+) -> Result<Running, String> {
+    let engine = context
+        .engine
+        .as_ref()
+        .ok_or("no Docker engine answers for this session")?;
+    let who = match unit {
+        (binary, test) if !test.is_empty() => format!("{binary}::{test}"),
+        (binary, _) if !binary.is_empty() => binary.clone(),
+        _ => "a process of the session".into(),
+    };
+    eprintln!("starting service {} for {who}", spec.name);
+    let started = Instant::now();
+    {
+        let _one_at_a_time = context.network.lock().unwrap_or_else(|e| e.into_inner());
+        start::ensure_network(engine, &context.session, &context.labels)?;
+    }
+    let result = start::start_one(
+        engine,
+        spec,
+        &context.labels,
+        &context.session,
+        context.local,
+        &*context.ending,
+    );
+    match result {
+        Ok(running) => {
+            eprintln!(
+                "service {} ready in {:.2}s",
+                spec.name,
+                started.elapsed().as_secs_f64()
+            );
+            context.monitor.add(&running);
+            Ok(running)
+        }
+        Err((failure, id)) => {
+            let tail = id
+                .as_deref()
+                .and_then(|id| container::logs(engine, id, Some(20)).ok())
+                .map(|log| format!("; the end of its log: {}", log.trim().replace('\n', " | ")))
+                .unwrap_or_default();
+            Err(format!("{failure}{tail}"))
+        }
+    }
+}
+
+/// A started service, if its container still runs; a dead one is reported, not replaced.
+fn healthy(context: &Context, running: &Running) -> Result<Running, String> {
+    let Some(engine) = &context.engine else {
+        return Ok(running.clone());
+    };
+    let short = &running.id[..running.id.len().min(12)];
+    match container::state(engine, &running.id) {
+        State::Running { .. } => Ok(running.clone()),
+        State::Exited { code, oom_killed } => Err(format!(
+            "its container {short} has died (exit code {code}{}); it is not replaced",
+            if oom_killed { ", OOM-killed" } else { "" }
+        )),
+        State::Gone => Err(format!(
+            "its container {short} was removed; it is not replaced"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_checked_like_a_config_service() {
+        let line = r#"{"v":1,"op":"start","name":"cache","site":"t.rs:3","spec":{"image":"redis","command":["redis-server"],"env":[["K","V"]],"ports":[6379],"ready":[{"tcp":6379},{"http":6379,"path":"/h"}],"ready_timeout_ms":5000}}"#;
+        let (name, site, spec, _) = request(line).unwrap();
+        assert_eq!((name.as_str(), site.as_str()), ("cache", "t.rs:3"));
+        assert_eq!(spec.ports, vec![6379]);
+        assert_eq!(spec.ready_timeout, Duration::from_secs(5));
+        assert_eq!(spec.env, vec![("K".to_string(), "V".to_string())]);
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong_and_never_panic() {
+        for (line, says) in [
+            ("", "not JSON"),
+            ("[]", "protocol version"),
+            (r#"{"v":2}"#, "protocol version 2"),
+            (r#"{"v":1,"op":"stop"}"#, "unknown operation"),
+            (r#"{"v":1,"op":"start"}"#, "names no service"),
+            (r#"{"v":1,"op":"start","name":"x","spec":{}}"#, "no image"),
+            (
+                r#"{"v":1,"op":"start","name":"x","spec":{"image":"i","ready":[{"tcp":1}]}}"#,
+                "add it to `ports`",
+            ),
+            (
+                r#"{"v":1,"op":"start","name":"x","spec":{"image":"i","ports":[70000]}}"#,
+                "port numbers",
+            ),
+            (
+                r#"{"v":1,"op":"start","name":"-x","spec":{"image":"i"}}"#,
+                "service name",
+            ),
+            (
+                r#"{"v":1,"op":"start","name":"x","spec":{"image":"i","ready":[{"nope":1}]}}"#,
+                "unknown readiness",
+            ),
+        ] {
+            let err = request(line).unwrap_err();
+            assert!(err.contains(says), "{line}: {err}");
+        }
+    }
+}

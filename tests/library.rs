@@ -1,0 +1,228 @@
+//! The test-author crate `cleantest` against the real engine (`fixtures/library`): a container declared
+//! in test code is started once for the whole session (two binaries, the doctest, `--isolate`), a
+//! second spec for a name and a dead service are errors, and plain `cargo test` gets an error that says
+//! how to run the tests, with nothing started.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::docker::*;
+use common::*;
+use libtest_mimic::Failed;
+
+fn main() {
+    run_trials(vec![
+        trial(
+            "a_service_declared_in_code_is_one_container_for_the_whole_session",
+            one_container_per_session,
+        ),
+        trial(
+            "a_second_spec_and_a_dead_service_are_errors",
+            conflicts_and_deaths,
+        ),
+        trial(
+            "plain_cargo_test_gets_an_error_that_says_how_to_run_the_tests",
+            outside_a_session,
+        ),
+        trial(
+            "a_timeout_while_a_test_waits_for_a_service_says_so",
+            timeout_while_waiting,
+        ),
+        trial(
+            "the_control_socket_refuses_processes_outside_the_session",
+            outsiders_are_refused,
+        ),
+    ]);
+}
+
+fn library_run(mark: &str, state: &Path, out: &Path) -> Command {
+    let mut command = cleantest("library", mark);
+    command
+        .env("CLEANTEST_STATE_DIR", state)
+        .env("CT_IT_OUT", out)
+        .arg("--no-lock")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Containers (any state) whose owner is the runner `pid`.
+fn owned_by(pid: u32) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=cleantest.pid={pid}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+fn hostnames(dir: &Path) -> (usize, BTreeSet<String>) {
+    let mut files = 0;
+    let mut hosts = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        files += 1;
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        hosts.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("echo "))
+                .map(str::to_string),
+        );
+    }
+    (files, hosts)
+}
+
+fn one_container_per_session() -> Result<(), Failed> {
+    for mode in [None, Some("--isolate")] {
+        let mark = unique_mark("library");
+        let (state, out) = (temp_dir("state"), temp_dir("probes"));
+        let child = library_run(&mark, &state, &out).args(mode).spawn()?;
+        let pid = child.id();
+        let output = child.wait_with_output()?;
+        check(output.status.code() == Some(0), || {
+            format!(
+                "{mode:?}: exit {:?}\n{}\n{}",
+                output.status.code(),
+                stdout(&output),
+                stderr(&output)
+            )
+        })?;
+        let (files, hosts) = hostnames(&out);
+        // Five tests in two binaries, and the doctest.
+        check(files == 6 && hosts.len() == 1, || {
+            format!("{mode:?}: {files} probes served by {hosts:?}")
+        })?;
+        check(owned_by(pid).is_empty(), || {
+            format!("{mode:?}: left {:?}", owned_by(pid))
+        })?;
+        let _ = std::fs::remove_dir_all(&state);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    Ok(())
+}
+
+fn conflicts_and_deaths() -> Result<(), Failed> {
+    let mark = unique_mark("library-errors");
+    let (state, out) = (temp_dir("state"), temp_dir("probes"));
+    let child = library_run(&mark, &state, &out)
+        .args(["--test", "a", "--", "--ignored"])
+        .spawn()?;
+    let pid = child.id();
+    let output = child.wait_with_output()?;
+    check(output.status.code() == Some(0), || {
+        format!(
+            "exit {:?}\n{}\n{}",
+            output.status.code(),
+            stdout(&output),
+            stderr(&output)
+        )
+    })?;
+    check(owned_by(pid).is_empty(), || {
+        format!("left {:?}", owned_by(pid))
+    })?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
+
+fn outside_a_session() -> Result<(), Failed> {
+    let before = docker(&["ps", "-aq", "--filter", "ancestor=cleantest-fixture:latest"]);
+    let output = cargo_test("library")
+        .args(["--test", "b"])
+        .env_remove("CLEANTEST_SESSION")
+        .env_remove("CLEANTEST_CONTROL")
+        .output()?;
+    let after = docker(&["ps", "-aq", "--filter", "ancestor=cleantest-fixture:latest"]);
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    check(!output.status.success(), || {
+        "the tests passed without a session".into()
+    })?;
+    check(
+        text.contains("run the tests with `cargo cleantest`") && text.contains("cargo install"),
+        || format!("the error does not say how to run the tests:\n{text}"),
+    )?;
+    check(before == after, || "a container was started".into())
+}
+
+fn timeout_while_waiting() -> Result<(), Failed> {
+    let mark = unique_mark("library-timeout");
+    let (state, out) = (temp_dir("state"), temp_dir("probes"));
+    let junit = state.join("junit.xml");
+    let child = library_run(&mark, &state, &out)
+        .args(["--timeout", "3s", "--isolate", "--junit"])
+        .arg(&junit)
+        .args([
+            "--test",
+            "b",
+            "--",
+            "--ignored",
+            "waits_for_a_service_that_never_comes",
+        ])
+        .spawn()?;
+    let pid = child.id();
+    let output = child.wait_with_output()?;
+    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    check(output.status.code() == Some(101), || {
+        format!("exit {:?}\n{}", output.status.code(), stderr(&output))
+    })?;
+    check(xml.contains("timed out waiting for service never"), || {
+        format!("the timeout does not say what it waited for:\n{xml}")
+    })?;
+    check(owned_by(pid).is_empty(), || {
+        format!("left {:?}", owned_by(pid))
+    })?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
+
+/// A process that is not part of the session (this test) is refused, whatever it sends, and the
+/// runner keeps serving its own.
+fn outsiders_are_refused() -> Result<(), Failed> {
+    use std::io::{BufRead, BufReader, Write};
+    let mark = unique_mark("library-outsider");
+    let state = temp_dir("state");
+    let said = state.join("control");
+    let script = format!(
+        "echo $CLEANTEST_CONTROL > {}; exec sleep 1000",
+        said.display()
+    );
+    let mut runner = exec_in_session(&mark, &state)
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    wait_for_file(&said, std::time::Duration::from_secs(60));
+    let path = std::fs::read_to_string(&said).unwrap_or_default();
+    let mut answers = Vec::new();
+    for request in [
+        r#"{"v":1,"op":"start","name":"x","spec":{"image":"cleantest-fixture:latest"}}"#,
+        "not json at all",
+        "",
+    ] {
+        let mut stream = std::os::unix::net::UnixStream::connect(path.trim())?;
+        writeln!(stream, "{request}")?;
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer)?;
+        answers.push(answer);
+    }
+    let alive = runner.try_wait()?.is_none();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(runner.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = runner.wait();
+    let _ = std::fs::remove_dir_all(&state);
+    check(alive, || "the runner died".into())?;
+    for answer in &answers {
+        check(
+            answer.contains(r#""ok":false"#) && answer.contains("not part of session"),
+            || format!("an outsider was served: {answer}"),
+        )?;
+    }
+    assert_no_survivors(&mark);
+    Ok(())
+}
