@@ -60,6 +60,7 @@ fn spec(service: &Service) -> Value {
         "command": service.command,
         "env": service.env,
         "ports": service.ports,
+        "tmpfs": service.tmpfs,
         "ready": ready,
         "ready_timeout_ms": service.ready_timeout.map(|d| d.as_millis() as u64),
     })

@@ -3,7 +3,7 @@
 //! `CLEANTEST_CONTROL`; protocol version 1, one JSON line each way (ARCHITECTURE.md):
 //!
 //! - request: `{"v":1,"op":"start","name":N,"site":"file:line","spec":{"image":…,"command":[…]|null,
-//!   "env":[[k,v]…],"ports":[…],"ready":[{"tcp":P}|{"log":T}|{"exec":[…]}|{"http":P,"path":S}…],
+//!   "env":[[k,v]…],"ports":[…],"tmpfs":[…],"ready":[{"tcp":P}|{"log":T}|{"exec":[…]}|{"http":P,"path":S}…],
 //!   "ready_timeout_ms":M|null}}`;
 //! - answer: `{"v":1,"ok":true,"endpoint":{"name":N,"host":H,"ports":{"P":HOSTPORT}}}` or
 //!   `{"v":1,"ok":false,"error":E}`.
@@ -279,6 +279,7 @@ fn request(line: &str) -> Result<(String, String, ServiceSpec, String), String> 
         .map(|ps| ps.iter().map(port).collect::<Option<Vec<u16>>>())
         .unwrap_or(Some(Vec::new()))
         .ok_or("`ports` is not a list of port numbers")?;
+    let tmpfs = strings(raw.get("tmpfs")).unwrap_or_default();
     let mut ready = Vec::new();
     for check in raw
         .get("ready")
@@ -305,7 +306,8 @@ fn request(line: &str) -> Result<(String, String, ServiceSpec, String), String> 
         .get("ready_timeout_ms")
         .and_then(Value::as_u64)
         .map(Duration::from_millis);
-    let spec = config::on_demand(&name, image, command, env, ports, ready, timeout)?;
+    let mut spec = config::on_demand(&name, image, command, env, ports, ready, timeout)?;
+    spec.tmpfs = tmpfs;
     Ok((name, site, spec, raw.to_string()))
 }
 

@@ -1,5 +1,5 @@
 //! Readiness: a service is ready when its container runs and every one of its checks passes, polled
-//! with backoff (50 ms doubling to 1 s) until its `ready-timeout`. A container that exits first fails
+//! with backoff (50 ms doubling to 250 ms) until its `ready-timeout`. A container that exits first fails
 //! at once, with its exit code.
 //!
 //! `tcp`: with a local engine, the container's own socket table (`/proc/<pid>/net/tcp{,6}` of its init,
@@ -16,6 +16,10 @@ use super::Failure;
 use crate::config::services::{Ready, ServiceSpec};
 use crate::docker::Engine;
 use crate::docker::container::{self, State};
+
+/// The longest pause between polls: a service is seen ready at most this long after it is, and
+/// a poll (an inspect, maybe an exec) costs the engine a few milliseconds.
+const MAX_POLL: Duration = Duration::from_millis(250);
 
 /// How one check is reached.
 pub(crate) struct Target<'a> {
@@ -59,7 +63,7 @@ pub(crate) fn wait(
         }
         // Polling the container's state: the engine has no event for "ready".
         std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_secs(1));
+        delay = (delay * 2).min(MAX_POLL);
     }
 }
 

@@ -2,7 +2,8 @@
 //! (connect, create a table, insert, select, through the host's psql), on `cleantest-postgres:15`,
 //! three ways: (a) a container per test, created, waited for and removed by the test, as careful
 //! testcontainers users do; (b) one container per binary in a `static`, never removed (the leak the
-//! runner's sweep cleans); (c) a session service. Then a cold build with a session service: how long
+//! runner's sweep cleans); (c) a session service; (c′) the same service declared in test code
+//! (`cleantest::Service`, started on demand through the control socket). Then a cold build with a session service: how long
 //! after the build's end the first test starts. Every way must leave 0 containers.
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,16 @@ pub fn test(table: &str) {
             run("docker", &["rm", "-f", "-v", &id]);
         }
         Ok("per-binary") => work(SHARED.get_or_init(|| start().1), table),
+        Ok("in-code") => {
+            let db = cleantest::Service::new("db", "cleantest-postgres:15")
+                .command(["postgres", "-c", "fsync=off"])
+                .port(5432)
+                .tmpfs("/var/lib/postgresql/data")
+                .ready_exec(["/usr/lib/postgresql/15/bin/pg_isready", "-h", "127.0.0.1", "-q"])
+                .start()
+                .unwrap_or_else(|e| panic!("{e}"));
+            work(&db.render("postgres://postgres@{host}:{port:5432}/postgres").unwrap(), table)
+        }
         _ => work(&std::env::var("DATABASE_URL").unwrap(), table),
     }
 }
@@ -74,6 +85,10 @@ ports = [5432]
 ready = { exec = ["/usr/lib/postgresql/15/bin/pg_isready", "-h", "127.0.0.1", "-q"] }
 tmpfs = ["/var/lib/postgresql/data"]
 export = { DATABASE_URL = "postgres://postgres@{host}:{port:5432}/postgres" }
+
+# The same database declared in test code (cleantest::Service) instead.
+[profile.code]
+services = []
 "#;
 
 /// The rows, or why they are not measured here.
@@ -86,12 +101,17 @@ pub(super) fn rows(opts: &Opts, bin: &Path) -> Result<Vec<Row>, String> {
     let (binaries, per_binary) = if opts.smoke { (2, 2) } else { (4, 10) };
     let ws = workspace(opts, binaries, per_binary, false)?;
     let runs = opts.runs.min(3);
-    let (mut per_test, mut per_binary_static, mut service) =
-        (Samples::default(), Samples::default(), Samples::default());
+    let (mut per_test, mut per_binary_static, mut service, mut in_code) = (
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+    );
     for _ in 0..runs {
-        push(&mut per_test, way(bin, &ws, Some("per-test"))?);
-        push(&mut per_binary_static, way(bin, &ws, Some("per-binary"))?);
-        push(&mut service, way(bin, &ws, None)?);
+        push(&mut per_test, way(bin, &ws, "per-test")?);
+        push(&mut per_binary_static, way(bin, &ws, "per-binary")?);
+        push(&mut service, way(bin, &ws, "service")?);
+        push(&mut in_code, way(bin, &ws, "in-code")?);
     }
     let tests = binaries * per_binary;
     let mut rows = vec![
@@ -108,6 +128,26 @@ pub(super) fn rows(opts: &Opts, bin: &Path) -> Result<Vec<Row>, String> {
                 "{tests} postgres tests: a session service vs a container per binary in a `static` (wall)"
             ),
             &service,
+            &per_binary_static,
+            "s",
+            0.6,
+            true,
+        ),
+        row(
+            &format!(
+                "{tests} postgres tests: declared in code (cleantest::Service) vs a container per test (wall)"
+            ),
+            &in_code,
+            &per_test,
+            "s",
+            0.15,
+            true,
+        ),
+        row(
+            &format!(
+                "{tests} postgres tests: declared in code (cleantest::Service) vs a container per binary in a `static` (wall)"
+            ),
+            &in_code,
             &per_binary_static,
             "s",
             0.6,
@@ -132,7 +172,14 @@ fn workspace(
     for sub in ["tests", "src", ".config"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
     }
-    let deps = if heavy { "regex = \"1\"\n" } else { "" };
+    let cleantest = opts.root.join("cleantest");
+    let mut deps = format!(
+        "cleantest = {{ path = {:?} }}\n",
+        cleantest.display().to_string()
+    );
+    if heavy {
+        deps.push_str("regex = \"1\"\n");
+    }
     let manifest = format!(
         "[package]\nname = \"bench-{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n{deps}\n[workspace]\n"
     );
@@ -179,20 +226,23 @@ fn postgres_containers() -> Result<usize, String> {
 }
 
 /// One run of the workspace one way (`mode`: the tests' own containers; None: the session service).
-fn way(bin: &Path, ws: &Path, mode: Option<&str>) -> Result<f64, String> {
+fn way(bin: &Path, ws: &Path, mode: &str) -> Result<f64, String> {
     let before = postgres_containers()?;
     let mut args = vec!["cleantest", "--no-lock"];
-    if mode.is_some() {
-        args.push("--no-services");
+    match mode {
+        // The tests start their own containers: no session service.
+        "per-test" | "per-binary" => args.push("--no-services"),
+        // No config service, the control socket on.
+        "in-code" => args.extend(["-P", "code"]),
+        _ => {}
     }
     let mut command = in_ws(bin, ws, &args);
-    command.env("BENCH_PG_MODE", mode.unwrap_or("service"));
+    command.env("BENCH_PG_MODE", mode);
     let (seconds, _) = timed(&mut command)?;
     let after = postgres_containers()?;
     if after != before {
         return Err(format!(
-            "{} left {} postgres container(s)",
-            mode.unwrap_or("the session service"),
+            "{mode} left {} postgres container(s)",
             after.saturating_sub(before)
         ));
     }
