@@ -49,19 +49,6 @@ fn library_run(mark: &str, state: &Path, out: &Path) -> Command {
     command
 }
 
-/// Containers (any state) whose owner is the runner `pid`.
-fn owned_by(pid: u32) -> Vec<String> {
-    docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=cleantest.pid={pid}"),
-    ])
-    .lines()
-    .map(str::to_string)
-    .collect()
-}
-
 fn hostnames(dir: &Path) -> (usize, BTreeSet<String>) {
     let mut files = 0;
     let mut hosts = BTreeSet::new();
@@ -84,14 +71,7 @@ fn one_container_per_session() -> Result<(), Failed> {
         let child = library_run(&mark, &state, &out).args(mode).spawn()?;
         let pid = child.id();
         let output = child.wait_with_output()?;
-        check(output.status.code() == Some(0), || {
-            format!(
-                "{mode:?}: exit {:?}\n{}\n{}",
-                output.status.code(),
-                stdout(&output),
-                stderr(&output)
-            )
-        })?;
+        check_exit(&output, 0)?;
         let (files, hosts) = hostnames(&out);
         // Five tests in two binaries, and the doctest.
         check(files == 6 && hosts.len() == 1, || {
@@ -114,17 +94,8 @@ fn conflicts_and_deaths() -> Result<(), Failed> {
         .spawn()?;
     let pid = child.id();
     let output = child.wait_with_output()?;
-    check(output.status.code() == Some(0), || {
-        format!(
-            "exit {:?}\n{}\n{}",
-            output.status.code(),
-            stdout(&output),
-            stderr(&output)
-        )
-    })?;
-    check(owned_by(pid).is_empty(), || {
-        format!("left {:?}", owned_by(pid))
-    })?;
+    check_exit(&output, 0)?;
+    check_nothing_owned(pid)?;
     let _ = std::fs::remove_dir_all(&state);
     Ok(())
 }
@@ -166,15 +137,11 @@ fn timeout_while_waiting() -> Result<(), Failed> {
     let pid = child.id();
     let output = child.wait_with_output()?;
     let xml = std::fs::read_to_string(&junit).unwrap_or_default();
-    check(output.status.code() == Some(101), || {
-        format!("exit {:?}\n{}", output.status.code(), stderr(&output))
-    })?;
+    check_exit(&output, 101)?;
     check(xml.contains("timed out waiting for service never"), || {
         format!("the timeout does not say what it waited for:\n{xml}")
     })?;
-    check(owned_by(pid).is_empty(), || {
-        format!("left {:?}", owned_by(pid))
-    })?;
+    check_nothing_owned(pid)?;
     let _ = std::fs::remove_dir_all(&state);
     Ok(())
 }

@@ -101,23 +101,13 @@ fn real_postgres() -> Result<(), Failed> {
         ]);
         c
     })?;
-    check(output.status.code() == Some(0), || {
-        format!(
-            "exit {:?}\n{}\n{}",
-            output.status.code(),
-            stdout(&output),
-            stderr(&output)
-        )
-    })?;
+    check_exit(&output, 0)?;
     let (files, seen) = seen_by_service(&out);
     let servers = seen.get("db").cloned().unwrap_or_default();
     check(files == 2 && servers.len() == 1, || {
         format!("{files} probes, servers {servers:?}")
     })?;
-    check(
-        owned_by(pid).is_empty() && networks_of(pid).is_empty(),
-        || format!("left: {:?}", owned_by(pid)),
-    )?;
+    check_nothing_owned(pid)?;
     let _ = std::fs::remove_dir_all(&state);
     let _ = std::fs::remove_dir_all(&out);
     Ok(())
@@ -130,43 +120,6 @@ fn services_run(mark: &str, state: &Path, out: &Path) -> Command {
         .env("CT_IT_OUT", out)
         .arg("--no-lock");
     command
-}
-
-/// Containers (any state) whose owner is the runner `pid`.
-fn owned_by(pid: u32) -> Vec<String> {
-    docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=cleantest.pid={pid}"),
-    ])
-    .lines()
-    .map(str::to_string)
-    .collect()
-}
-
-/// Networks whose owner is the runner `pid`.
-fn networks_of(pid: u32) -> Vec<String> {
-    docker(&[
-        "network",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("label=cleantest.pid={pid}"),
-    ])
-    .lines()
-    .map(str::to_string)
-    .collect()
-}
-
-/// Runs to the end; the runner's pid and its output.
-fn run_owned(mut command: Command) -> Result<(u32, std::process::Output), Failed> {
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let pid = child.id();
-    Ok((pid, child.wait_with_output()?))
 }
 
 /// `SERVICE HOSTNAME` lines of every probe file in `dir`, by service.
@@ -195,14 +148,7 @@ fn shared_by_every_process() -> Result<(), Failed> {
             c.args(mode);
             c
         })?;
-        check(output.status.code() == Some(0), || {
-            format!(
-                "{mode:?}: exit {:?}\n{}\n{}",
-                output.status.code(),
-                stdout(&output),
-                stderr(&output)
-            )
-        })?;
+        check_exit(&output, 0)?;
         let (files, seen) = seen_by_service(&out);
         // a_one, a_two, b_one and the doctest: each a process of its own in isolated mode.
         check(files >= 4, || format!("{mode:?}: {files} probe files"))?;
@@ -213,15 +159,7 @@ fn shared_by_every_process() -> Result<(), Failed> {
             })?;
         }
         hosts_of_runs.push(seen["queue"].clone());
-        check(
-            owned_by(pid).is_empty() && networks_of(pid).is_empty(),
-            || {
-                format!(
-                    "{mode:?}: the services outlived the run: {:?}",
-                    owned_by(pid)
-                )
-            },
-        )?;
+        check_nothing_owned(pid)?;
         let _ = std::fs::remove_dir_all(&state);
         let _ = std::fs::remove_dir_all(&out);
     }
@@ -239,19 +177,14 @@ fn failing_service_exits_5() -> Result<(), Failed> {
         c
     })?;
     let err = stderr(&output);
-    check(output.status.code() == Some(5), || {
-        format!("exit {:?}: {err}", output.status.code())
-    })?;
+    check_exit(&output, 5)?;
     // The tail of the service's own log, both streams.
     check(
         err.contains("broken-service-says-hello") && err.contains("broken-service-gives-up"),
         || format!("no log tail: {err}"),
     )?;
     check(seen_by_service(&out).0 == 0, || "a test ran".into())?;
-    check(
-        owned_by(pid).is_empty() && networks_of(pid).is_empty(),
-        || format!("left: {:?} {:?}", owned_by(pid), networks_of(pid)),
-    )?;
+    check_nothing_owned(pid)?;
     let _ = std::fs::remove_dir_all(&state);
     Ok(())
 }
@@ -265,15 +198,11 @@ fn slow_service_exits_5() -> Result<(), Failed> {
         c
     })?;
     let err = stderr(&output);
-    check(output.status.code() == Some(5), || {
-        format!("exit {:?}: {err}", output.status.code())
-    })?;
+    check_exit(&output, 5)?;
     check(err.contains("tcp 7000"), || {
         format!("the check is not named: {err}")
     })?;
-    check(owned_by(pid).is_empty(), || {
-        format!("left: {:?}", owned_by(pid))
-    })?;
+    check_nothing_owned(pid)?;
     let _ = std::fs::remove_dir_all(&state);
     Ok(())
 }
@@ -302,9 +231,7 @@ fn keep_on_failure_keeps_the_service() -> Result<(), Failed> {
         .env("CLEANTEST_STATE_DIR", &state)
         .args(["sweep", "--session", session.trim()])
         .output()?;
-    check(output.status.code() == Some(5), || {
-        format!("exit {:?}: {}", output.status.code(), stderr(&output))
-    })?;
+    check_exit(&output, 5)?;
     check(kept.len() == 1, || format!("kept: {kept:?}"))?;
     check(swept.status.success() && owned_by(pid).is_empty(), || {
         format!("the kept service was not swept: {}", stderr(&swept))
@@ -329,9 +256,7 @@ fn killed_service_is_reported() -> Result<(), Failed> {
         c
     })?;
     let xml = std::fs::read_to_string(&junit).unwrap_or_default();
-    check(output.status.code() == Some(101), || {
-        format!("exit {:?}: {}", output.status.code(), stderr(&output))
-    })?;
+    check_exit(&output, 101)?;
     check(
         xml.contains("cleantest.service.victim") && xml.contains("exited with code 137"),
         || format!("the service's death is not in the JUnit report:\n{xml}"),
@@ -347,9 +272,7 @@ fn killed_service_is_reported() -> Result<(), Failed> {
     check(logs.len() == 1, || {
         format!("the service's log was not kept: {logs:?}")
     })?;
-    check(owned_by(pid).is_empty(), || {
-        format!("left: {:?}", owned_by(pid))
-    })?;
+    check_nothing_owned(pid)?;
     let _ = std::fs::remove_dir_all(&state);
     Ok(())
 }
@@ -406,13 +329,12 @@ fn stopped_while_starting(signal: Signal) -> Result<(), Failed> {
     kill(Pid::from_raw(pid as i32), signal)?;
     let status = child.wait()?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !(owned_by(pid).is_empty() && networks_of(pid).is_empty()) && Instant::now() < deadline {
+    while !(owned_by(pid).is_empty() && networks_owned_by(pid).is_empty())
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
-    check(
-        owned_by(pid).is_empty() && networks_of(pid).is_empty(),
-        || format!("left: {:?} {:?}", owned_by(pid), networks_of(pid)),
-    )?;
+    check_nothing_owned(pid)?;
     if signal == Signal::SIGINT {
         check(status.code() == Some(130), || format!("{status:?}"))?;
         // Not held up by the service's 60 s ready-timeout.
@@ -453,14 +375,7 @@ fn compose_services() -> Result<(), Failed> {
         c.args(["-P", "compose", "--test", "compose", "--", "--ignored"]);
         c
     })?;
-    check(output.status.code() == Some(0), || {
-        format!(
-            "exit {:?}\n{}\n{}",
-            output.status.code(),
-            stdout(&output),
-            stderr(&output)
-        )
-    })?;
+    check_exit(&output, 0)?;
     let volumes = std::fs::read_to_string(out.join("volumes")).unwrap_or_default();
     let left: Vec<&str> = volumes
         .split_whitespace()
@@ -475,10 +390,7 @@ fn compose_services() -> Result<(), Failed> {
         volumes.split_whitespace().count() == 2 && left.is_empty(),
         || format!("volumes {volumes:?}, left {left:?}"),
     )?;
-    check(
-        owned_by(pid).is_empty() && networks_of(pid).is_empty(),
-        || format!("left: {:?}", owned_by(pid)),
-    )?;
+    check_nothing_owned(pid)?;
     let _ = std::fs::remove_dir_all(&state);
     let _ = std::fs::remove_dir_all(&out);
     Ok(())

@@ -367,3 +367,61 @@ pub fn exec_in_session(mark: &str, state: &Path) -> Command {
         .args(["exec", "--no-lock"]);
     command
 }
+
+/// Containers (any state) whose owner is the runner `pid` (its owner label `cleantest.pid`): what a
+/// run started directly left, when the runner is the test's own child.
+pub fn owned_by(pid: u32) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=cleantest.pid={pid}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Networks whose owner is the runner `pid`.
+pub fn networks_owned_by(pid: u32) -> Vec<String> {
+    docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=cleantest.pid={pid}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Runs to the end with its output captured: the runner's pid (for `owned_by`) and its output.
+pub fn run_owned(mut command: Command) -> Result<(u32, std::process::Output), Failed> {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    Ok((pid, child.wait_with_output()?))
+}
+
+/// The run exited with `code`; else its exit code and both outputs.
+pub fn check_exit(output: &std::process::Output, code: i32) -> Result<(), Failed> {
+    check(output.status.code() == Some(code), || {
+        format!(
+            "exit {:?}, not {code}\n{}\n{}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// No container and no network of the runner `pid` is left.
+pub fn check_nothing_owned(pid: u32) -> Result<(), Failed> {
+    let (containers, networks) = (owned_by(pid), networks_owned_by(pid));
+    check(containers.is_empty() && networks.is_empty(), || {
+        format!("left: containers {containers:?}, networks {networks:?}")
+    })
+}
