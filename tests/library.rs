@@ -4,6 +4,8 @@
 //! how to run the tests, with nothing started.
 
 mod common;
+#[path = "../xtask/src/service_image.rs"]
+mod service_image;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -14,7 +16,26 @@ use common::*;
 use libtest_mimic::Failed;
 
 fn main() {
-    run_trials(vec![
+    let redis_problem = redis_problem();
+    let redis_cells: Vec<Cell> = [
+        (
+            "a_real_redis_declared_in_code_is_one_container_in_both_modes",
+            redis_shared as fn() -> Result<(), Failed>,
+        ),
+        (
+            "a_real_redis_declared_in_code_is_gone_after_a_failure_a_timeout_sigint_and_sigkill",
+            redis_gone_however_the_run_ends,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, f)| {
+        let mut cell = trial(name, f);
+        cell.unavailable = redis_problem.clone();
+        cell
+    })
+    .collect();
+    let mut cells = redis_cells;
+    cells.extend(vec![
         trial(
             "a_service_declared_in_code_is_one_container_for_the_whole_session",
             one_container_per_session,
@@ -36,6 +57,7 @@ fn main() {
             outsiders_are_refused,
         ),
     ]);
+    run_trials(cells);
 }
 
 fn library_run(mark: &str, state: &Path, out: &Path) -> Command {
@@ -191,5 +213,119 @@ fn outsiders_are_refused() -> Result<(), Failed> {
         )?;
     }
     assert_no_survivors(&mark);
+    Ok(())
+}
+
+/// Why the redis image cannot be built here, if it cannot.
+fn redis_problem() -> Option<String> {
+    (!Path::new("/usr/bin/redis-server").exists())
+        .then(|| "redis-server is not installed (apt-get install redis-server)".to_string())
+}
+
+fn redis_run(mark: &str, state: &Path, out: &Path) -> Command {
+    let mut command = cleantest("shared-redis", mark);
+    command
+        .env("CLEANTEST_STATE_DIR", state)
+        .env("CT_IT_OUT", out)
+        .arg("--no-lock");
+    command
+}
+
+/// The redis run ids the tests wrote.
+fn run_ids(dir: &Path) -> (usize, BTreeSet<String>) {
+    let mut probes = 0;
+    let mut ids = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for id in text.lines().filter_map(|l| l.strip_prefix("redis ")) {
+            probes += 1;
+            ids.insert(id.to_string());
+        }
+    }
+    (probes, ids)
+}
+
+/// Ten tests in two binaries, shared mode and `--isolate`: one redis server for the whole session.
+fn redis_shared() -> Result<(), Failed> {
+    service_image::build("redis", false)?;
+    for mode in [None, Some("--isolate")] {
+        let mark = unique_mark("redis");
+        let (state, out) = (temp_dir("state"), temp_dir("probes"));
+        let (pid, output) = run_owned({
+            let mut c = redis_run(&mark, &state, &out);
+            c.args(mode);
+            c
+        })?;
+        check_exit(&output, 0)?;
+        let (probes, ids) = run_ids(&out);
+        check(probes == 10 && ids.len() == 1, || {
+            format!("{mode:?}: {probes} tests saw servers {ids:?}")
+        })?;
+        check_nothing_owned(pid)?;
+        let _ = std::fs::remove_dir_all(&state);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    Ok(())
+}
+
+/// Whatever way the run ends — a failed test, a timeout, SIGINT, the runner SIGKILLed — nothing of
+/// the session's redis is left.
+fn redis_gone_however_the_run_ends() -> Result<(), Failed> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    service_image::build("redis", false)?;
+    for (name, args) in [
+        (
+            "fail",
+            vec!["--test", "b", "--", "--ignored", "fails_on_purpose"],
+        ),
+        (
+            "timeout",
+            vec!["--timeout", "2s", "--test", "b", "--", "--ignored", "hangs"],
+        ),
+    ] {
+        let mark = unique_mark("redis-end");
+        let (state, out) = (temp_dir("state"), temp_dir("probes"));
+        let (pid, output) = run_owned({
+            let mut c = redis_run(&mark, &state, &out);
+            c.args(&args);
+            c
+        })?;
+        check(output.status.code() == Some(101), || {
+            format!("{name}: exit {:?}", output.status.code())
+        })?;
+        check(run_ids(&out).0 == 1, || {
+            format!("{name}: redis was not used")
+        })?;
+        check_nothing_owned(pid)?;
+        let _ = std::fs::remove_dir_all(&state);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    for signal in [Signal::SIGINT, Signal::SIGKILL] {
+        let mark = unique_mark("redis-signal");
+        let (state, out) = (temp_dir("state"), temp_dir("probes"));
+        let mut child = redis_run(&mark, &state, &out)
+            .args(["--test", "b", "--", "--ignored", "hangs"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let pid = child.id();
+        wait_for_file(&out.join("hanging"), std::time::Duration::from_secs(120));
+        check(!owned_by(pid).is_empty(), || "no redis ran".into())?;
+        kill(Pid::from_raw(pid as i32), signal)?;
+        let status = child.wait()?;
+        // SIGKILL: the reaper sweeps after the runner; give it its time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !owned_by(pid).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        check_nothing_owned(pid)?;
+        if signal == Signal::SIGINT {
+            check(status.code() == Some(130), || format!("{status:?}"))?;
+        }
+        assert_no_survivors(&mark);
+        let _ = std::fs::remove_dir_all(&state);
+        let _ = std::fs::remove_dir_all(&out);
+    }
     Ok(())
 }
