@@ -123,13 +123,29 @@ fn conflicts_and_deaths() -> Result<(), Failed> {
 }
 
 fn outside_a_session() -> Result<(), Failed> {
-    let before = docker(&["ps", "-aq", "--filter", "ancestor=cleantest-fixture:latest"]);
+    // Other cells run beside this one, but their containers carry a session; one started behind the
+    // user's back would not.
+    let unlabelled = || {
+        docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            "ancestor=cleantest-fixture:latest",
+            "--format",
+            "{{.ID}} {{.Label \"cleantest.session\"}}",
+        ])
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 1)
+        .map(str::to_string)
+        .collect::<BTreeSet<String>>()
+    };
+    let before = unlabelled();
     let output = cargo_test("library")
         .args(["--test", "b"])
         .env_remove("CLEANTEST_SESSION")
         .env_remove("CLEANTEST_CONTROL")
         .output()?;
-    let after = docker(&["ps", "-aq", "--filter", "ancestor=cleantest-fixture:latest"]);
+    let after = unlabelled();
     let text = format!("{}{}", stdout(&output), stderr(&output));
     check(!output.status.success(), || {
         "the tests passed without a session".into()
