@@ -148,17 +148,12 @@ pub(crate) fn kill_leftovers(pgid: i32) -> Vec<String> {
 
 /// `pid command line` of every live (not zombie) process in a group whose leader has exited.
 ///
-/// With the runner a child subreaper, every process of the group that descends from the leader has
-/// been re-parented into the runner's subtree, so only that subtree is read: a scan of all of /proc
-/// reads every process of the machine, once per unit (the isolated bench's 1,000 units spent a third of
-/// the runner's CPU there). A process that joined the group from elsewhere (`setpgid` by a
-/// non-descendant) is not described, but the group's SIGKILL (`kill_leftovers`) still reaches it.
+/// Only processes that can be in the group are read (`candidates`): a scan of all of /proc reads every
+/// process of the machine, once per unit (the isolated bench's 1,000 units spent a third of the
+/// runner's CPU there). A process that joined the group from elsewhere (`setpgid` by an older
+/// process) may not be described, but the group's SIGKILL (`kill_leftovers`) still reaches it.
 pub(crate) fn group_members(pgid: i32) -> Vec<String> {
-    let candidates = if super::orphans::is_subreaper() {
-        super::orphans::descendants()
-    } else {
-        all_pids()
-    };
+    let candidates = candidates(pgid);
     let mut out = Vec::new();
     for pid in candidates {
         let Some(fields) = super::orphans::stat_fields(pid) else {
@@ -178,6 +173,24 @@ pub(crate) fn group_members(pgid: i32) -> Vec<String> {
         }
     }
     out
+}
+
+/// The processes that can be members of the group `leader` started: those created after it (a pid
+/// above its, or any pid once pids have wrapped since: the last pid handed out is below the
+/// leader's), and the runner's own subtree, where a subreaper finds what the leader left.
+fn candidates(leader: i32) -> std::collections::BTreeSet<i32> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok());
+    let wrapped = last.is_none_or(|last| last < leader);
+    let mut pids: std::collections::BTreeSet<i32> = all_pids()
+        .into_iter()
+        .filter(|&p| wrapped || p > leader)
+        .collect();
+    if super::orphans::is_subreaper() {
+        pids.extend(super::orphans::descendants());
+    }
+    pids
 }
 
 /// Every pid in /proc.
