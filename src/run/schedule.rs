@@ -258,11 +258,10 @@ impl Scheduler<'_> {
                 if result.outcome == Outcome::TimedOut
                     && let Some(service) = self.services.waited_for(&result.binary, &result.name)
                 {
-                    let note = format!("timed out waiting for service {service}");
-                    result.note = Some(match result.note.take() {
-                        Some(old) => format!("{old}\n{note}"),
-                        None => note,
-                    });
+                    add_note(
+                        &mut result,
+                        format!("timed out waiting for service {service}"),
+                    );
                 }
                 // Only failures' output is shown (and passes' with --show-output): drop the rest.
                 let keep = result.outcome.is_failure()
@@ -489,13 +488,16 @@ fn recovered(summary: &mut RunSummary, rerun: TestResult) {
 
 /// Adds to a failure's note that services had stopped before it was reported.
 fn annotate(result: &mut TestResult, deaths: &[Death]) {
-    let lines: Vec<String> = deaths
-        .iter()
-        .map(|d| format!("note: {} before this failure was reported", d.line()))
-        .collect();
-    let note = match result.note.take() {
-        Some(note) => format!("{note}\n{}", lines.join("\n")),
-        None => lines.join("\n"),
-    };
-    result.note = Some(note);
+    for death in deaths {
+        let line = format!("note: {} before this failure was reported", death.line());
+        add_note(result, line);
+    }
+}
+
+/// Appends a line to a result's note.
+fn add_note(result: &mut TestResult, line: String) {
+    result.note = Some(match result.note.take() {
+        Some(note) => format!("{note}\n{line}"),
+        None => line,
+    });
 }

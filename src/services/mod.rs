@@ -83,7 +83,7 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
         let running = start_all(
             engine.as_ref(),
             session.id(),
-            &Owner::me().labels(),
+            &labels,
             specs,
             local,
             &|| session.interrupted_by().is_some(),

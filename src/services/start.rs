@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::ready::{self, Target};
 use super::{Failure, Running};
 use crate::config::services::{Mount, ServiceSpec};
-use crate::contract::{SERVICE_LABEL, SESSION_LABEL};
+use crate::contract::SERVICE_LABEL;
 use crate::docker::Engine;
 use crate::docker::container::{self, ContainerSpec};
 use crate::errors::Error;
@@ -65,12 +65,12 @@ struct Board {
 }
 
 /// Starts `specs` (each after its dependencies, which come first in `specs`) on `engine`, labelled with
-/// the session and `owner`. `local`: the engine runs on this host, in this PID namespace. `stop` says
+/// `labels` (the session's and its owner's). `local`: the engine runs on this host, in this PID namespace. `stop` says
 /// the run was interrupted: waiting for readiness ends.
 pub(crate) fn start_all(
     engine: Option<&Engine>,
     session: &str,
-    owner: &[(String, String)],
+    labels: &[(String, String)],
     specs: &[ServiceSpec],
     local: bool,
     stop: &(dyn Fn() -> bool + Sync),
@@ -89,15 +89,13 @@ pub(crate) fn start_all(
             Failure::NoEngine("none is configured or running".into()),
         ));
     };
-    let mut labels = vec![(SESSION_LABEL.to_string(), session.to_string())];
-    labels.extend(owner.iter().cloned());
-    container::create_network(engine, &network_name(session), &labels)
+    container::create_network(engine, &network_name(session), labels)
         .map_err(|e| fail(&first.name, Failure::Network(e)))?;
     // Named volumes may be shared by several services: each is made once, labelled like the rest.
     for spec in specs {
         for mount in &spec.mounts {
             if let Mount::Named { name, .. } = mount {
-                container::create_volume(engine, &volume_name(session, name), &labels)
+                container::create_volume(engine, &volume_name(session, name), labels)
                     .map_err(|e| fail(&spec.name, Failure::Start(e)))?;
             }
         }
@@ -109,7 +107,7 @@ pub(crate) fn start_all(
     };
     std::thread::scope(|scope| {
         for spec in specs {
-            let (board, labels) = (&board, &labels);
+            let board = &board;
             scope.spawn(move || {
                 let outcome = match wait_for(board, &spec.depends_on) {
                     Err(dep) => Outcome::Failed {

@@ -150,16 +150,22 @@ fn generate_workspace(
         }
         std::fs::write(dir.join(format!("tests/b{b:02}.rs")), text).map_err(|e| e.to_string())?;
     }
+    build_workspace(&dir, name)?;
+    Ok(dir)
+}
+
+/// Builds a generated workspace's tests into its own target directory, before anything is timed.
+fn build_workspace(dir: &Path, name: &str) -> Result<(), String> {
     let status = cargo()
         .args(["test", "--no-run", "--quiet"])
-        .current_dir(&dir)
+        .current_dir(dir)
         .env("CARGO_TARGET_DIR", dir.join("target"))
         .status()
         .map_err(|e| e.to_string())?;
     if !status.success() {
         return Err(format!("build the {name} bench workspace"));
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// `cargo ARGS` in `ws` with our release binary first on PATH, as `cargo cleantest` runs for users.

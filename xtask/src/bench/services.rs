@@ -114,46 +114,24 @@ pub(super) fn rows(opts: &Opts, bin: &Path) -> Result<Vec<Row>, String> {
         push(&mut in_code, way(bin, &ws, "in-code")?);
     }
     let tests = binaries * per_binary;
-    let mut rows = vec![
-        row(
-            &format!("{tests} postgres tests: a session service vs a container per test (wall)"),
-            &service,
-            &per_test,
-            "s",
-            0.15,
-            true,
-        ),
-        row(
-            &format!(
-                "{tests} postgres tests: a session service vs a container per binary in a `static` (wall)"
+    // (c) and (c′) against (a) and (b), with the targets.
+    let mut rows = Vec::new();
+    for (ours, how) in [
+        (&service, "a session service"),
+        (&in_code, "declared in code (cleantest::Service)"),
+    ] {
+        for (theirs, other, target) in [
+            (&per_test, "a container per test", 0.15),
+            (
+                &per_binary_static,
+                "a container per binary in a `static`",
+                0.6,
             ),
-            &service,
-            &per_binary_static,
-            "s",
-            0.6,
-            true,
-        ),
-        row(
-            &format!(
-                "{tests} postgres tests: declared in code (cleantest::Service) vs a container per test (wall)"
-            ),
-            &in_code,
-            &per_test,
-            "s",
-            0.15,
-            true,
-        ),
-        row(
-            &format!(
-                "{tests} postgres tests: declared in code (cleantest::Service) vs a container per binary in a `static` (wall)"
-            ),
-            &in_code,
-            &per_binary_static,
-            "s",
-            0.6,
-            true,
-        ),
-    ];
+        ] {
+            let what = format!("{tests} postgres tests: {how} vs {other} (wall)");
+            rows.push(row(&what, ours, theirs, "s", target, true));
+        }
+    }
     rows.push(cold_build(opts, bin, binaries, per_binary)?);
     Ok(rows)
 }
@@ -205,15 +183,7 @@ fn workspace(
         }
         write(&format!("tests/b{b:02}.rs"), &text)?;
     }
-    let status = super::cargo()
-        .args(["test", "--no-run", "--quiet"])
-        .current_dir(&dir)
-        .env("CARGO_TARGET_DIR", dir.join("target"))
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("build the {name} bench workspace"));
-    }
+    super::build_workspace(&dir, name)?;
     Ok(dir)
 }
 
