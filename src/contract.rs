@@ -39,6 +39,16 @@ pub(crate) const ENV_DOCKER_CONTEXT: &str = "DOCKER_CONTEXT";
 
 /// Where session records and locks live.
 pub(crate) const ENV_STATE_DIR: &str = "CLEANTEST_STATE_DIR";
+/// The run a session belongs to, shared by the shards of one CI run (labelled `cleantest.run`). Also
+/// given to every process of the session.
+pub(crate) const ENV_RUN_ID: &str = "CLEANTEST_RUN_ID";
+/// Where the run id comes from when `CLEANTEST_RUN_ID` is not set: the CI's own run, as
+/// `(variables joined by '-', CI)`.
+pub(crate) const RUN_ID_SOURCES: &[(&[&str], &str)] = &[
+    (&["GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT"], "GitHub Actions"),
+    (&["CI_PIPELINE_ID"], "GitLab CI"),
+    (&["BUILDKITE_BUILD_ID"], "Buildkite"),
+];
 
 // ---- binary ids with a fixed meaning ----
 
@@ -51,6 +61,8 @@ pub(crate) const EXEC_ID: &str = "exec";
 
 /// Every resource of a session carries `cleantest.session=<id>`; the sweep selects by it alone.
 pub(crate) const SESSION_LABEL: &str = "cleantest.session";
+/// The run (`CLEANTEST_RUN_ID`) of the session, on every resource of it: `sweep --run` selects by it.
+pub(crate) const RUN_LABEL: &str = "cleantest.run";
 /// The unit that created a resource through the proxy.
 pub(crate) const BINARY_LABEL: &str = "cleantest.binary";
 /// The isolated test that created a resource through the proxy.

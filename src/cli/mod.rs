@@ -5,7 +5,10 @@
 //! nothing of the crate but `contract`.
 
 mod cargo_flags;
+mod ci_opts;
 mod flags;
+mod guard_opts;
+mod memory;
 mod run_args;
 mod runner_opts;
 mod session_opts;
@@ -14,6 +17,9 @@ mod test_args;
 
 use std::time::Duration;
 
+pub(crate) use ci_opts::{CiOpts, FlakyResult, Partition, PartitionKind};
+pub(crate) use guard_opts::GuardOpts;
+pub(crate) use memory::{Memory, human_bytes};
 pub(crate) use run_args::RunArgs;
 pub(crate) use runner_opts::RunnerOpts;
 pub(crate) use session_opts::{EngineReaperMode, SessionOpts};

@@ -42,6 +42,9 @@ pub(crate) struct RunnerOpts {
     )]
     pub config_profile: Option<String>,
 
+    #[command(flatten)]
+    pub ci: super::CiOpts,
+
     /// Whether `--isolate` came from the command line or the environment (so the profile may not
     /// override it).
     #[arg(skip)]

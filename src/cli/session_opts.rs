@@ -54,4 +54,6 @@ pub(crate) struct SessionOpts {
     /// Start none of the session services of the config file
     #[arg(long, help_heading = "Session Options")]
     pub no_services: bool,
+    #[command(flatten)]
+    pub guard: super::GuardOpts,
 }

@@ -45,15 +45,16 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     let (tx, rx) = mpsc::channel();
     signals::install(session.clone(), tx.clone())?;
     let workspace = workspace_root();
+    // The default profile: `exec` takes no -P. Its services and resource guard apply.
+    let settings = Settings::load(&workspace, &RunnerOpts::default(), &args.session.guard)?;
     let profile = start::Profile {
         lock: None,
         proxy: true,
         engine_reaper: None,
+        guard: &settings.guard,
     };
     let _lock = start::start(&session, &args.session, profile, &workspace)?;
     if !args.session.no_services {
-        // The default profile's services: `exec` takes no -P.
-        let settings = Settings::load(&workspace, &RunnerOpts::default())?;
         // Its deaths are said on stderr as they happen; exec has no report to add them to.
         let started = crate::services::start_or_keep(
             &session,

@@ -31,7 +31,7 @@ pub(crate) fn run(args: ServicesArgs) -> Result<i32, Error> {
         config_profile: args.config_profile.clone(),
         ..RunnerOpts::default()
     };
-    let settings = Settings::load(&workspace, &opts)?;
+    let settings = Settings::load(&workspace, &opts, &Default::default())?;
     let profile = args.config_profile.as_deref().unwrap_or("default");
     if settings.services.is_empty() {
         println!("profile `{profile}` starts no services");
@@ -64,7 +64,8 @@ fn describe(spec: &ServiceSpec) -> Vec<String> {
         humantime::format_duration(spec.ready_timeout)
     ));
     let name = env_name(&spec.name);
-    out.push(format!("    {ENV_SERVICE_PREFIX}{name}_HOST=127.0.0.1"));
+    let (host, _) = crate::docker::context::published_at(&crate::docker::engine::endpoint());
+    out.push(format!("    {ENV_SERVICE_PREFIX}{name}_HOST={host}"));
     for port in &spec.ports {
         out.push(format!(
             "    {ENV_SERVICE_PREFIX}{name}_PORT_{port}=<host port published for {port}>"

@@ -12,10 +12,11 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::cli::parse_duration;
-use crate::contract::{EXIT_LEFTOVERS, EXIT_OK, SESSION_LABEL};
+use crate::contract::{EXIT_LEFTOVERS, EXIT_OK, RUN_LABEL, SESSION_LABEL, is_session_id};
 use crate::docker::{self, Connection, Removal, Resource};
 use crate::errors::Error;
 use crate::session::owner::{Liveness, session_liveness};
+use crate::session::run_id;
 use crate::session::stale::{print_resources, short, sweep_records};
 use crate::session::state::record::{self, FoundRecord, Status};
 use crate::session::state::{self, now_secs};
@@ -48,6 +49,12 @@ pub(crate) struct SweepArgs {
     /// With --all or --older-than: also sweep sessions of other hosts (their liveness can't be checked)
     #[arg(long)]
     pub other_hosts: bool,
+    /// Sweep every session of this CI run (CLEANTEST_RUN_ID), across its shards and hosts
+    #[arg(long = "run", value_name = "ID")]
+    pub run: Option<String>,
+    /// With --run: also sweep sessions of the run whose runner is still running on this host
+    #[arg(long, requires = "run")]
+    pub include_live: bool,
     /// List what would be removed; remove nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -59,11 +66,13 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
         && !args.kept
         && !args.all
         && args.older_than.is_none()
+        && args.run.is_none()
     {
         return Err(Error::Usage(
-            "sweep without a selection; pass --session ID, --stale, --kept, --all or --older-than DURATION".into(),
+            "sweep without a selection; pass --session ID, --run ID, --stale, --kept, --all or --older-than DURATION".into(),
         ));
     }
+    let run = args.run.as_deref().map(run_id::check).transpose()?;
     let engine = match docker::connect() {
         Connection::Up(engine) => engine,
         Connection::Down {
@@ -104,6 +113,27 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
         let kept = args.kept && !f.alive && f.record.status == Status::Kept;
         if (stale || kept) && !chosen.iter().any(|c| c.record.id == f.record.id) {
             chosen.push(f.clone());
+        }
+    }
+    if let Some(run) = &run {
+        let found = docker::list(&engine, &[format!("{RUN_LABEL}={run}")]).map_err(docker_error)?;
+        let sessions = of_run(&found, &live, args.include_live);
+        for (session, held) in &sessions {
+            if let Some(why) = held {
+                eprintln!("left session {session} of run {run}: {why}");
+                continue;
+            }
+            // A live record (--include-live) is not settled here: its runner settles it.
+            match records.iter().find(|f| &f.record.id == session && !f.alive) {
+                Some(f) => chosen.push(f.clone()),
+                None => loose.extend(
+                    docker::list_session(&engine, session, &state::anonymous_volumes_of(session))
+                        .map_err(docker_error)?,
+                ),
+            }
+        }
+        if sessions.is_empty() {
+            eprintln!("no resource of run {run} on this engine");
         }
     }
     if args.all || args.older_than.is_some() {
@@ -178,6 +208,33 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
     } else {
         EXIT_LEFTOVERS
     })
+}
+
+/// The sessions of a run's resources, each with why it is left alone, if it is: a session whose runner
+/// is alive on this host is swept only with `--include-live`. Another host's sessions are named by the
+/// run, so they are swept (their liveness cannot be checked from here).
+fn of_run(
+    found: &[Resource],
+    live: &HashSet<String>,
+    include_live: bool,
+) -> Vec<(String, Option<&'static str>)> {
+    let mut by_session: HashMap<&str, Vec<&HashMap<String, String>>> = HashMap::new();
+    for r in found {
+        by_session.entry(session_of(r)).or_default().push(&r.labels);
+    }
+    let mut out: Vec<(String, Option<&'static str>)> = by_session
+        .into_iter()
+        .filter(|(session, _)| is_session_id(session))
+        .map(|(session, labels)| {
+            let alive = live.contains(session) || session_liveness(labels) == Some(Liveness::Alive);
+            let held = (alive && !include_live).then_some(
+                "its runner is still running on this host (pass --include-live to sweep it too)",
+            );
+            (session.to_string(), held)
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn session_of(r: &Resource) -> &str {

@@ -5,6 +5,7 @@
 
 mod compose;
 mod duration;
+pub(crate) mod guard;
 mod memory;
 mod overrides;
 mod profile;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::{EngineReaperMode, RunnerOpts};
+use crate::cli::{EngineReaperMode, FlakyResult, GuardOpts, RunnerOpts};
 use crate::contract::CONFIG_PATH;
 use crate::errors::Error;
 use overrides::Override;
@@ -63,12 +64,22 @@ pub(crate) struct Settings {
     pub engine_reaper: Option<EngineReaperMode>,
     /// The session services of the profile, each after its dependencies.
     pub services: Vec<services::ServiceSpec>,
+    /// How many times a failed test runs again (overrides may say otherwise: `retries_for`).
+    pub retries: u32,
+    /// A flaky test counts as failed (`flaky-result = "fail"`).
+    pub flaky_fails: bool,
+    /// The resource guard's limits.
+    pub guard: guard::Guard,
     overrides: Vec<Override>,
 }
 
 impl Settings {
     /// Resolves the settings for a workspace whose root is `root`.
-    pub(crate) fn load(root: &Path, args: &RunnerOpts) -> Result<Settings, Error> {
+    pub(crate) fn load(
+        root: &Path,
+        args: &RunnerOpts,
+        guard: &GuardOpts,
+    ) -> Result<Settings, Error> {
         let path = root.join(CONFIG_PATH);
         let file = read_config(&path)?;
         let name = args.config_profile.as_deref().unwrap_or("default");
@@ -167,6 +178,17 @@ impl Settings {
             proxy: profile.proxy.unwrap_or(true),
             engine_reaper: profile.engine_reaper,
             services,
+            retries: args.ci.retries.or(profile.retries).unwrap_or(0),
+            flaky_fails: args.ci.flaky_result.or(profile.flaky_result) == Some(FlakyResult::Fail),
+            guard: guard::Guard::resolve(
+                guard,
+                guard::GuardConfig {
+                    max_containers: profile.max_containers,
+                    max_memory: profile.max_memory,
+                    default_memory: profile.default_memory,
+                    min_free_memory: profile.min_free_memory,
+                },
+            ),
             leak_fails: match args.leak.as_deref() {
                 Some(policy) => policy == "fail",
                 None => profile.leak == Some(LeakPolicy::Fail),
@@ -198,6 +220,12 @@ impl Settings {
     pub(crate) fn grace_for(&self, binary_id: &str, test: &str) -> Duration {
         self.first_override(binary_id, test, |o| o.grace_period)
             .unwrap_or(self.grace_period)
+    }
+
+    /// How many times one failed test runs again: the first matching override, else the run's.
+    pub(crate) fn retries_for(&self, binary_id: &str, test: &str) -> u32 {
+        self.first_override(binary_id, test, |o| o.retries)
+            .unwrap_or(self.retries)
     }
 
     /// What the first override that matches the test and sets `key` says.
@@ -257,7 +285,7 @@ mod tests {
         ));
         std::fs::create_dir_all(dir.join(".config")).unwrap();
         std::fs::write(dir.join(CONFIG_PATH), text).unwrap();
-        let out = Settings::load(&dir, args);
+        let out = Settings::load(&dir, args, &GuardOpts::default());
         std::fs::remove_dir_all(&dir).unwrap();
         out
     }
@@ -325,7 +353,7 @@ timeout = "1m"
     #[test]
     fn no_file_means_builtin_defaults() {
         let dir = std::env::temp_dir().join("cleantest-config-none-here");
-        let s = Settings::load(&dir, &RunnerOpts::default()).unwrap();
+        let s = Settings::load(&dir, &RunnerOpts::default(), &GuardOpts::default()).unwrap();
         assert_eq!(s.timeout, DEFAULT_TIMEOUT);
         assert_eq!(s.grace_period, DEFAULT_GRACE);
         assert!(!s.isolate);

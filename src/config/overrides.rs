@@ -15,6 +15,8 @@ pub(crate) struct OverrideConfig {
     pub filter: String,
     pub timeout: Option<ConfigDuration>,
     pub grace_period: Option<ConfigDuration>,
+    /// How many times a failed test matching the filter runs again.
+    pub retries: Option<u32>,
 }
 
 /// A compiled override.
@@ -23,6 +25,7 @@ pub(crate) struct Override {
     matcher: GlobMatcher,
     pub timeout: Option<Duration>,
     pub grace_period: Option<Duration>,
+    pub retries: Option<u32>,
 }
 
 impl Override {
@@ -37,6 +40,7 @@ impl Override {
             matcher: glob.compile_matcher(),
             timeout: config.timeout.map(|d| d.0),
             grace_period: config.grace_period.map(|d| d.0),
+            retries: config.retries,
         })
     }
 

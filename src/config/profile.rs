@@ -3,8 +3,9 @@
 use serde::Deserialize;
 
 use super::duration::ConfigDuration;
+use super::memory::Memory;
 use super::overrides::OverrideConfig;
-use crate::cli::EngineReaperMode;
+use crate::cli::{EngineReaperMode, FlakyResult};
 
 /// What leaving processes behind is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -38,6 +39,15 @@ pub(crate) struct ProfileConfig {
     pub services: Option<Vec<String>>,
     /// A compose file whose services become services of the session (relative to the workspace root).
     pub compose_file: Option<String>,
+    /// How many times a failed test runs again (`--retries`).
+    pub retries: Option<u32>,
+    /// `pass` or `fail`: what a flaky test counts as (`--flaky-result`).
+    pub flaky_result: Option<FlakyResult>,
+    /// The resource guard (`config::guard`).
+    pub max_containers: Option<u64>,
+    pub max_memory: Option<Memory>,
+    pub default_memory: Option<Memory>,
+    pub min_free_memory: Option<Memory>,
     #[serde(default)]
     pub overrides: Vec<OverrideConfig>,
 }
@@ -61,6 +71,12 @@ impl ProfileConfig {
                 .compose_file
                 .clone()
                 .or_else(|| base.compose_file.clone()),
+            retries: self.retries.or(base.retries),
+            flaky_result: self.flaky_result.or(base.flaky_result),
+            max_containers: self.max_containers.or(base.max_containers),
+            max_memory: self.max_memory.or(base.max_memory),
+            default_memory: self.default_memory.or(base.default_memory),
+            min_free_memory: self.min_free_memory.or(base.min_free_memory),
             overrides: self
                 .overrides
                 .iter()

@@ -24,8 +24,10 @@ pub(crate) struct ContainerSpec {
     pub cmd: Option<Vec<String>>,
     /// `KEY=VALUE`.
     pub env: Vec<String>,
-    /// Container ports (tcp) to publish on 127.0.0.1, each at a free host port.
+    /// Container ports (tcp) to publish on `publish_ip`, each at a free host port.
     pub ports: Vec<u16>,
+    /// The host IP ports are published on (`context::published_at`).
+    pub publish_ip: String,
     pub labels: Vec<(String, String)>,
     /// The network to join, and the alias to be known by on it.
     pub network: String,
@@ -133,7 +135,7 @@ pub(crate) fn run(engine: &Engine, spec: &ContainerSpec) -> Result<String, Strin
         .iter()
         .map(|p| {
             let binding = PortBinding {
-                host_ip: Some("127.0.0.1".into()),
+                host_ip: Some(spec.publish_ip.clone()),
                 host_port: Some(String::new()),
             };
             (port_key(p), Some(vec![binding]))

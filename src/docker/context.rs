@@ -21,6 +21,41 @@ pub(crate) fn endpoint() -> String {
     }
 }
 
+/// Where the engine publishes ports: `(host, bind)`, the address tests reach a published port at and
+/// the host IP it is published on. A `tcp://` or `http://` engine publishes on its own host: on every
+/// interface of it (`0.0.0.0`), reached at the endpoint's host name, unless that name is a loopback
+/// address, which keeps the ports on loopback. A local engine publishes on `127.0.0.1`.
+pub(crate) fn published_at(endpoint: &str) -> (String, String) {
+    const LOOPBACK: &str = "127.0.0.1";
+    match remote_host(endpoint) {
+        Some(host) if is_loopback(&host) => (host, LOOPBACK.into()),
+        Some(host) => (host, "0.0.0.0".into()),
+        None => (LOOPBACK.into(), LOOPBACK.into()),
+    }
+}
+
+/// The host of a `tcp://HOST:PORT` or `http://HOST:PORT` endpoint (brackets of an IPv6 address taken
+/// off).
+fn remote_host(endpoint: &str) -> Option<String> {
+    let rest = endpoint
+        .strip_prefix("tcp://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .or_else(|| endpoint.strip_prefix("https://"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Whether the user configured an engine (a `DOCKER_HOST`, or a context other than the default).
 pub(crate) fn configured() -> bool {
     non_empty_env("DOCKER_HOST").is_some() || selected_context().is_some()
@@ -75,6 +110,28 @@ fn context_host(name: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn services_are_published_on_the_engines_host() {
+        let at = |e: &str| published_at(e);
+        assert_eq!(
+            at("unix:///var/run/docker.sock"),
+            ("127.0.0.1".into(), "127.0.0.1".into())
+        );
+        assert_eq!(
+            at("tcp://127.0.0.1:2375"),
+            ("127.0.0.1".into(), "127.0.0.1".into())
+        );
+        assert_eq!(
+            at("tcp://ci-docker:2376"),
+            ("ci-docker".into(), "0.0.0.0".into())
+        );
+        assert_eq!(
+            at("tcp://10.1.2.3:2376/"),
+            ("10.1.2.3".into(), "0.0.0.0".into())
+        );
+        assert_eq!(at("tcp://[::1]:2375"), ("::1".into(), "127.0.0.1".into()));
+    }
 
     #[test]
     fn a_context_is_found_by_the_sha256_of_its_name() {

@@ -6,7 +6,7 @@
 //! never imports `session` or `run`. Callers say which label filter to act on.
 
 pub(crate) mod container;
-mod context;
+pub(crate) mod context;
 pub(crate) mod engine;
 #[cfg(test)]
 mod fake;
@@ -16,6 +16,7 @@ pub(crate) mod proxy;
 mod resource;
 pub(crate) mod sidecar;
 pub(crate) mod sweep;
+pub(crate) mod usage;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

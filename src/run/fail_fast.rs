@@ -102,6 +102,8 @@ mod tests {
             attempt: 0,
             order,
             recovery: false,
+            retry: 0,
+            exact: false,
         }
     }
 

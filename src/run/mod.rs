@@ -17,8 +17,10 @@ mod fail_fast;
 mod harness;
 mod leak_check;
 mod list;
+mod partition;
 mod plan;
 mod report;
+mod retry;
 mod schedule;
 mod target_runner;
 mod tracker;
@@ -31,7 +33,7 @@ use std::time::Instant;
 
 pub(crate) use cargo_env::cargo_program;
 
-use crate::cli::{RunArgs, TestArgs, near_subcommand};
+use crate::cli::{RunArgs, TestArgs, human_bytes, near_subcommand};
 use crate::config::Settings;
 use crate::contract::{EXIT_LEFTOVERS, EXIT_OK, EXIT_TEST_FAILED, SERVICE_LOGS_DIR};
 use crate::errors::Error;
@@ -63,7 +65,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let (prepared, built) = std::thread::scope(|scope| {
         let prepare = scope.spawn(|| -> Result<_, Error> {
             let workspace = Workspace::load(&args)?;
-            let settings = Settings::load(&workspace.root, &args.runner)?;
+            let settings = Settings::load(&workspace.root, &args.runner, &args.session.guard)?;
             let runners =
                 target_runner::Runners::load(&args.compilation.target, &args.cargo_config);
             let lock = if runs_tests {
@@ -71,6 +73,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
                     lock: settings.lock.as_deref(),
                     proxy: settings.proxy,
                     engine_reaper: settings.engine_reaper,
+                    guard: &settings.guard,
                 };
                 let lock = start::start(&session, &args.session, profile, &workspace.root)?;
                 let services = if args.session.no_services {
@@ -165,7 +168,22 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         cpus,
         settings.list_timeout,
     );
-    let plan = plan::plan(binaries, listings, settings.isolate, threads, doctests);
+    let partition = args.runner.ci.partition;
+    let plan = plan::plan(
+        binaries,
+        listings,
+        settings.isolate,
+        threads,
+        doctests,
+        partition,
+    );
+    if let Some(line) = &plan.partition_line {
+        eprintln!("{line}");
+        if plan.queue.is_empty() {
+            eprintln!("nothing to run in this shard");
+        }
+    }
+    let partition_line = plan.partition_line.clone();
     if let Some(sub) = args
         .testname
         .as_deref()
@@ -192,10 +210,13 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         },
         reporter,
         slots: slots.max(1),
-        fail_fast: !args.no_fail_fast,
+        // `--max-fail N` replaces cargo test's fail-fast; `--no-fail-fast` is no limit at all.
+        fail_fast: !args.no_fail_fast && args.runner.ci.max_fail.is_none(),
         events,
         leaks: Default::default(),
         services: services.clone(),
+        retries: Default::default(),
+        max_fail: args.runner.ci.max_fail,
     };
     let (mut summary, reporter) = scheduler.run(plan, started);
     let tests_failed =
@@ -210,6 +231,14 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     }
     let end = session.finish(keep).unwrap_or_default();
     summary.kept = keep;
+    summary.partition = partition_line;
+    summary.peak = end.peak.filter(|p| p.containers > 0).map(|p| {
+        format!(
+            "session peak: {} container(s) at once, {} of memory in use (sampled from the engine's stats)",
+            p.containers,
+            human_bytes(p.memory)
+        )
+    });
     let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());
     if !end.escaped.is_empty() {
         summary.leftovers.push(Leftover {

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use super::cargo::TestBinary;
 use super::harness::Harness;
 use super::list::Listing;
+use super::partition::{self, Items};
 use super::report::{Outcome, TestResult};
 use super::unit::{UnitKind, UnitSpec};
+use crate::cli::Partition;
 use crate::contract::DOCTESTS_ID;
 
 /// The work of a run, before it starts.
@@ -22,6 +24,8 @@ pub(crate) struct Plan {
     pub filtered_out: usize,
     /// Tests known before the run (doctests are counted as they finish).
     pub total: usize,
+    /// `partition hash:2/3: 20 of 61 tests`, with `--partition`.
+    pub partition_line: Option<String>,
 }
 
 /// How a binary's tests run: `Whole` for a binary that cannot be listed (a bench harness, a plain
@@ -36,16 +40,38 @@ pub(crate) fn unit_kind(harness: Harness, isolate: bool) -> UnitKind {
     }
 }
 
-/// Builds the queue: the doctests first, then each binary's units as `unit_kind` says.
+/// Builds the queue: the doctests first, then each binary's units as `unit_kind` says; with a
+/// partition, only this shard's tests (the others count as filtered out).
 pub(crate) fn plan(
     binaries: Vec<Arc<TestBinary>>,
     listings: Vec<Option<Listing>>,
     isolate: bool,
     threads: usize,
     doctests: bool,
+    partition: Option<Partition>,
 ) -> Plan {
     let mut plan = Plan::default();
-    for (binary, listing) in binaries.into_iter().zip(listings) {
+    let runs_whole: Vec<bool> = binaries
+        .iter()
+        .zip(&listings)
+        .map(|(b, l)| l.is_none() || unit_kind(b.harness, isolate) == UnitKind::Whole)
+        .collect();
+    let shard = partition.map(|p| {
+        let items: Vec<Items<'_>> = binaries
+            .iter()
+            .zip(&listings)
+            .zip(&runs_whole)
+            .map(|((b, l), whole)| Items {
+                binary_id: &b.id,
+                order: b.order,
+                tests: l.as_ref().filter(|_| !whole).map(|l| l.tests.as_slice()),
+            })
+            .collect();
+        partition::assign(p, &items)
+    });
+    let (mut listed, mut taken, mut whole_taken) = (0, 0, 0);
+    for (index, (binary, listing)) in binaries.into_iter().zip(listings).enumerate() {
+        let in_shard = |i: usize| shard.as_ref().is_none_or(|s| s[index][i]);
         let spec = |kind, tests, threads| UnitSpec {
             kind,
             binary_id: binary.id.clone(),
@@ -55,23 +81,42 @@ pub(crate) fn plan(
             attempt: 0,
             order: binary.order,
             recovery: false,
+            retry: 0,
+            exact: false,
         };
         let listing = match listing {
-            Some(listing) if unit_kind(binary.harness, isolate) != UnitKind::Whole => listing,
+            Some(listing) if !runs_whole[index] => listing,
             _ => {
-                plan.queue
-                    .push_back(spec(UnitKind::Whole, Vec::new(), threads));
+                if in_shard(0) {
+                    whole_taken += 1;
+                    plan.queue
+                        .push_back(spec(UnitKind::Whole, Vec::new(), threads));
+                }
                 continue;
             }
         };
-        plan.filtered_out += listing.filtered_out;
+        let mut listing = listing;
+        listed += listing.tests.len();
+        let all = std::mem::take(&mut listing.tests);
+        let others = all.len();
+        listing.tests = all
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, t)| in_shard(i).then_some(t))
+            .collect();
+        taken += listing.tests.len();
+        // Another shard's tests are filtered out here, as a filter would have left them out.
+        plan.filtered_out += listing.filtered_out + others - listing.tests.len();
         plan.total += listing.tests.len();
         if listing.tests.is_empty() {
             continue;
         }
         if !isolate {
-            plan.queue
-                .push_back(spec(UnitKind::Shared, listing.tests, threads));
+            // A shard names its tests exactly: the user's filters alone would run the other shards'.
+            plan.queue.push_back(UnitSpec {
+                exact: shard.is_some(),
+                ..spec(UnitKind::Shared, listing.tests, threads)
+            });
             continue;
         }
         for test in listing.tests {
@@ -85,6 +130,17 @@ pub(crate) fn plan(
         }
     }
     let after_binaries = plan.queue.iter().map(|s| s.order + 1).max().unwrap_or(0);
+    let doctests = doctests && partition.is_none_or(partition::takes_doctests);
+    if let Some(p) = partition {
+        let mut line = format!("partition {p}: {taken} of {listed} tests");
+        if whole_taken > 0 {
+            line.push_str(&format!(", and {whole_taken} binaries run whole"));
+        }
+        if doctests {
+            line.push_str(", and the doctests");
+        }
+        plan.partition_line = Some(line);
+    }
     if doctests {
         // First, not last: `cargo test --doc` spends most of its time starting cargo and compiling the
         // doctests, which overlaps well with the test binaries.
@@ -98,6 +154,8 @@ pub(crate) fn plan(
             // cargo test runs the doctests after every binary.
             order: after_binaries,
             recovery: false,
+            retry: 0,
+            exact: false,
         });
     }
     plan

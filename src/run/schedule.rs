@@ -11,6 +11,7 @@ use super::plan::Plan;
 use super::report::{
     Leftover, NotRun, Outcome, Reporter, RunSummary, TestResult, UnitProblem, full_name,
 };
+use super::retry::{Next, Retries};
 use super::unit::{CommandContext, RunningUnit, UnitKind, UnitSpec, outcome_of};
 use crate::config::Settings;
 use crate::services::{Death, Monitor};
@@ -27,6 +28,10 @@ pub(crate) struct Scheduler<'a> {
     pub leaks: LeakCheck,
     /// The session's services: a failure reported after one of them stopped says so.
     pub services: Monitor,
+    /// Failed tests waiting for a retry.
+    pub retries: Retries,
+    /// `--max-fail N`: no unit starts after N failures.
+    pub max_fail: Option<u32>,
 }
 
 impl Scheduler<'_> {
@@ -48,7 +53,8 @@ impl Scheduler<'_> {
         loop {
             let now = Instant::now();
             let stopping = self.ctx.session.interrupted_by().is_some();
-            while !stopping && running.len() < self.slots {
+            let max_reached = self.max_reached(&summary);
+            while !stopping && !max_reached && running.len() < self.slots {
                 let Some(spec) = queue.pop_front() else { break };
                 if fail_fast.leaves_out(&spec) {
                     continue; // fail-fast: nothing after the first failing binary, as cargo test
@@ -67,7 +73,7 @@ impl Scheduler<'_> {
                 next_id += 1;
             }
             if running.is_empty()
-                && (queue.is_empty() || stopping)
+                && (queue.is_empty() || stopping || max_reached)
                 && self.leak_checks_settled(&mut end_wait, now, signals_seen)
             {
                 break;
@@ -147,12 +153,28 @@ impl Scheduler<'_> {
         }
         if self.ctx.session.interrupted_by().is_some() {
             summary.not_run.extend(queue.iter().flat_map(not_run_of));
+        } else if self.max_reached(&summary) && !queue.is_empty() {
+            summary.max_fail = self.max_fail;
+            summary
+                .max_fail_skipped
+                .extend(queue.iter().flat_map(not_run_of));
+        }
+        // Failures whose retry never ran count as the failures they were.
+        for result in self.retries.drain() {
+            self.reporter.test_finished(&result);
+            summary.results.push(result);
         }
         fail_fast.apply(&mut summary);
         summary.elapsed = started.elapsed();
         summary.session = self.ctx.session.id().to_string();
         summary.interrupted = self.ctx.session.interrupted_by().is_some();
         (summary, self.reporter)
+    }
+
+    /// Whether `--max-fail` is reached: no unit starts any more.
+    fn max_reached(&self, summary: &RunSummary) -> bool {
+        self.max_fail
+            .is_some_and(|max| summary.failures() >= max as usize)
     }
 
     /// With fail-fast, a failure in the binary of run order `order` stops the binaries after it.
@@ -217,6 +239,8 @@ impl Scheduler<'_> {
         let unit_binary = unit.spec.binary_id.clone();
         let order = unit.spec.order;
         let recovery = unit.spec.recovery;
+        let spec = unit.spec.clone();
+        let mut retries = Vec::new();
         let counts = !fail_fast.leaves_out(&unit.spec);
         let interrupted = self.ctx.session.interrupted_by().is_some();
         let mut finished = unit.finish(Instant::now(), self.settings, interrupted);
@@ -251,7 +275,20 @@ impl Scheduler<'_> {
                     name: name.clone(),
                 }));
             let deaths = self.services.deaths();
-            for mut result in std::mem::take(&mut finished.results) {
+            for result in std::mem::take(&mut finished.results) {
+                let mut result = match self.retries.take(result, &spec, self.settings) {
+                    Next::Retry(retry) => {
+                        let of = self.settings.retries_for(&retry.binary_id, &retry.tests[0]);
+                        self.reporter
+                            .retry(&retry.binary_id, &retry.tests[0], retry.retry, of);
+                        retries.push(retry);
+                        continue;
+                    }
+                    Next::Count(result) => result,
+                };
+                if result.is_flaky() {
+                    self.reporter.flaky(&result);
+                }
                 if result.outcome.is_failure() && !deaths.is_empty() {
                     annotate(&mut result, &deaths);
                 }
@@ -296,7 +333,15 @@ impl Scheduler<'_> {
         if !counts || interrupted {
             return Vec::new();
         }
-        finished.recover.into_iter().chain(finished.rerun).collect()
+        // A test that will run again alone shows its output then: no recovery rerun for it.
+        finished
+            .recover
+            .retain(|r| !self.retries.holds(&r.binary_id, &r.tests[0]));
+        retries
+            .into_iter()
+            .chain(finished.recover)
+            .chain(finished.rerun)
+            .collect()
     }
 
     /// Processes that left their unit's group and were adopted by the runner: killed once the unit they
@@ -448,7 +493,8 @@ impl Scheduler<'_> {
 
 /// The tests of a unit that never started (the whole binary when its tests are not known).
 fn not_run_of(spec: &UnitSpec) -> Vec<NotRun> {
-    if spec.recovery {
+    // A retry's test is counted as the failure it was held back for.
+    if spec.recovery || spec.retry > 0 {
         return Vec::new();
     }
     let names: Vec<String> = match spec.kind {

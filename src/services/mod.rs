@@ -27,7 +27,6 @@ use std::sync::Arc;
 use crate::config::services::ServiceSpec;
 use crate::contract::{CONTROL_SOCKET_FILE, ENV_CONTROL, SESSION_LABEL};
 use crate::errors::Error;
-use crate::session::owner::Owner;
 use crate::session::{DockerState, Session, docker_lines, engine_reaper, state};
 
 /// `start_for`; when a service fails and `keep` (`--keep-on-failure`), the session ends at once keeping
@@ -75,7 +74,7 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
     };
     let labels = {
         let mut labels = vec![(SESSION_LABEL.to_string(), session.id().to_string())];
-        labels.extend(Owner::me().labels());
+        labels.extend(session.labels());
         labels
     };
     let mut env = Vec::new();

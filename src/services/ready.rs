@@ -9,7 +9,7 @@
 //! not close it at once.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::Failure;
@@ -24,6 +24,8 @@ const MAX_POLL: Duration = Duration::from_millis(250);
 /// How one check is reached.
 pub(crate) struct Target<'a> {
     pub engine: &'a Engine,
+    /// Where published ports are reached (the engine's host).
+    pub host: &'a str,
     pub id: &'a str,
     /// (container port, published host port).
     pub ports: &'a [(u16, u16)],
@@ -84,8 +86,8 @@ fn passes(target: &Target<'_>, pid: i64, check: &Ready, left: Duration) -> bool 
 }
 
 fn published(target: &Target<'_>, port: u16) -> Option<SocketAddr> {
-    let host = target.ports.iter().find(|(c, _)| *c == port)?.1;
-    Some(SocketAddr::from(([127, 0, 0, 1], host)))
+    let published = target.ports.iter().find(|(c, _)| *c == port)?.1;
+    (target.host, published).to_socket_addrs().ok()?.next()
 }
 
 /// Whether the network namespace of `pid` has a socket listening on `port`; None when its tables

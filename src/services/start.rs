@@ -13,16 +13,14 @@ use super::ready::{self, Target};
 use super::{Failure, Running};
 use crate::config::services::{Mount, ServiceSpec};
 use crate::contract::SERVICE_LABEL;
-use crate::docker::Engine;
 use crate::docker::container::{self, ContainerSpec};
+use crate::docker::{Engine, context};
 use crate::errors::Error;
 
 /// How long pulling a missing image may take (no registry may answer at all).
 const PULL_BOUND: Duration = Duration::from_secs(120);
 /// Lines of a failed service's log shown.
 const LOG_TAIL: usize = 20;
-/// Where tests reach the services (published on loopback).
-const HOST: &str = "127.0.0.1";
 
 /// The session's network.
 fn network_name(session: &str) -> String {
@@ -192,7 +190,10 @@ pub(crate) fn start_one(
             )),
         }
     }
+    // A remote engine publishes on its own host, where tests reach the services too.
+    let (host, publish_ip) = context::published_at(&crate::docker::engine::endpoint());
     let container = ContainerSpec {
+        publish_ip,
         image: spec.image.clone(),
         entrypoint: spec.entrypoint.clone(),
         cmd: spec.command.clone(),
@@ -216,6 +217,7 @@ pub(crate) fn start_one(
         Err(e) => return failed(Failure::Start(e), Some(id)),
     };
     let target = Target {
+        host: &host,
         engine,
         id: &id,
         ports: &ports,
@@ -228,7 +230,7 @@ pub(crate) fn start_one(
         .export
         .iter()
         .map(|(key, template)| {
-            let value = template.render(HOST, &spec.name, |p| {
+            let value = template.render(&host, &spec.name, |p| {
                 ports.iter().find(|(c, _)| *c == p).map(|(_, h)| *h)
             });
             (key.clone(), value)
@@ -237,7 +239,7 @@ pub(crate) fn start_one(
     Ok(Running {
         name: spec.name.clone(),
         id,
-        host: HOST.to_string(),
+        host: host.clone(),
         ports,
         exports,
     })

@@ -12,6 +12,7 @@ use super::orphans::Escaped;
 use super::state::record::Status;
 use super::{DockerState, Session};
 use crate::contract::SESSION_LABEL;
+use crate::docker::usage::Peak;
 use crate::docker::{self, Engine, Kind, Removal, Resource};
 
 /// How long the end of a session waits for an engine that was down at its start.
@@ -50,6 +51,8 @@ pub(crate) struct SessionEnd {
     pub docker: Option<DockerEnd>,
     /// Processes of the session still alive at the end (escaped their group), killed.
     pub escaped: Vec<Escaped>,
+    /// The most containers the session had at once, and the most memory they used (sampled).
+    pub peak: Option<Peak>,
 }
 
 impl Session {
@@ -73,7 +76,16 @@ impl Session {
         // Nobody is left to talk through the proxy; the sweep talks to the engine directly, once the
         // creates the proxy had already forwarded are answered (else they would appear after it).
         let proxy = self.proxy.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let counted = proxy.as_ref().map_or(0, |p| p.peak_containers());
         let settled = proxy.is_none_or(|p| p.stop());
+        let sampler = self.usage.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let peak = sampler.map(|s| {
+            let sampled = s.stop();
+            Peak {
+                containers: sampled.containers.max(counted),
+                ..sampled
+            }
+        });
         if !settled {
             eprintln!(
                 "warning: the engine had not answered a container create when the session ended; \
@@ -109,7 +121,11 @@ impl Session {
         if let Some(reaper) = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take() {
             reaper.dismiss();
         }
-        Some(SessionEnd { docker, escaped })
+        Some(SessionEnd {
+            docker,
+            escaped,
+            peak,
+        })
     }
 
     fn sweep_or_keep(&self, engine: &Engine, keep: bool) -> DockerEnd {

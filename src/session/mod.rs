@@ -23,6 +23,7 @@ pub(crate) mod orphans;
 pub(crate) mod owner;
 pub(crate) mod process;
 pub(crate) mod reaper;
+pub(crate) mod run_id;
 pub(crate) mod signals;
 pub(crate) mod stale;
 pub(crate) mod start;
@@ -36,7 +37,8 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use crate::contract::{
-    BINARY_LABEL, ENV_DOCKER_CONTEXT, ENV_DOCKER_HOST, ENV_MARKER, ENV_SESSION, TEST_LABEL,
+    BINARY_LABEL, ENV_DOCKER_CONTEXT, ENV_DOCKER_HOST, ENV_MARKER, ENV_RUN_ID, ENV_SESSION,
+    TEST_LABEL,
 };
 use crate::docker::proxy::Proxy;
 use crate::docker::{self, Engine};
@@ -96,6 +98,10 @@ pub(crate) struct Session {
     /// Run when the session ends, after its processes are killed and before its sweep lists.
     end_hooks: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     finished: AtomicBool,
+    /// The CI run the session is a shard of (`run_id`).
+    run: Mutex<Option<String>>,
+    /// Samples the session's containers for the end-of-run peaks.
+    usage: Mutex<Option<crate::docker::usage::Sampler>>,
 }
 
 impl Session {
@@ -111,6 +117,8 @@ impl Session {
             service_env: Mutex::default(),
             end_hooks: Mutex::default(),
             finished: AtomicBool::new(false),
+            run: Mutex::default(),
+            usage: Mutex::default(),
         })
     }
 
@@ -133,7 +141,32 @@ impl Session {
         {
             env.push((ENV_DOCKER_HOST, proxy.docker_host()));
         }
+        if let Some(run) = self.run_id() {
+            env.push((ENV_RUN_ID, run));
+        }
         env
+    }
+
+    /// The run id (`CLEANTEST_RUN_ID` or the CI's), set by `start`.
+    pub(crate) fn run_id(&self) -> Option<String> {
+        self.run.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Starts sampling the session's containers (count and memory) until it ends.
+    pub(crate) fn set_sampler(&self, sampler: crate::docker::usage::Sampler) {
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = Some(sampler);
+    }
+
+    pub(crate) fn set_run_id(&self, run: Option<String>) {
+        *self.run.lock().unwrap_or_else(|e| e.into_inner()) = run;
+    }
+
+    /// The labels every resource of the session carries besides `cleantest.session`: its owner's
+    /// (which prove the runner alive or dead) and its run's.
+    pub(crate) fn labels(&self) -> Vec<(String, String)> {
+        let mut labels = owner::Owner::me().labels();
+        labels.extend(run_id::label(self.run_id().as_deref()));
+        labels
     }
 
     /// Sets the session's environment on a command. `DOCKER_CONTEXT` is removed while the proxy runs:

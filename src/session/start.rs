@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use super::engine_reaper::{self, EngineReaper};
 use super::lock::{self, EnvLock};
-use super::owner::Owner;
 use super::reaper::ReaperHandle;
 use super::state::{self, record::OwnRecord};
-use super::{DockerState, Session, orphans, stale};
-use crate::cli::{EngineReaperMode, SessionOpts};
+use super::{DockerState, Session, orphans, run_id, stale};
+use crate::cli::{EngineReaperMode, SessionOpts, human_bytes};
+use crate::config::guard::Guard;
 use crate::contract::{PROXY_SOCKET_FILE, REAPER_LOG_FILE};
 use crate::docker::proxy::{Proxy, VolumeSink};
+use crate::docker::usage::Sampler;
 use crate::docker::{self, Connection};
 use crate::errors::Error;
 
@@ -23,6 +24,8 @@ pub(crate) struct Profile<'a> {
     pub proxy: bool,
     /// The profile's `engine-reaper` key (the command line's flag wins).
     pub engine_reaper: Option<EngineReaperMode>,
+    /// The resource guard: the proxy applies its limits to container creates.
+    pub guard: &'a Guard,
 }
 
 /// Prepares `session` for running things in `workspace`. The returned lock is held until dropped.
@@ -32,6 +35,8 @@ pub(crate) fn start(
     profile: Profile<'_>,
     workspace: &Path,
 ) -> Result<Option<EnvLock>, Error> {
+    session.set_run_id(run_id::from_env()?);
+    check_free_memory(profile.guard)?;
     let state = state::state_dir().map_err(Error::State)?;
     let endpoint = docker::engine::endpoint();
     let record =
@@ -99,9 +104,10 @@ pub(crate) fn start(
         match Proxy::start(
             &socket,
             session.id(),
-            Owner::me().labels(),
+            session.labels(),
             engine_max,
             sink,
+            profile.guard.clone(),
         ) {
             Ok(proxy) => session.set_proxy(proxy),
             // An engine that is down was warned about above, with the same bad address.
@@ -110,6 +116,9 @@ pub(crate) fn start(
                 "warning: failed to start the Docker proxy ({e}); only labelled resources will be swept"
             ),
         }
+    }
+    if let DockerState::Up(engine) = &docker {
+        session.set_sampler(Sampler::start(engine, docker::session_filter(session.id())));
     }
     session.set_docker(docker);
     if opts.no_lock {
@@ -133,7 +142,7 @@ fn start_engine_reaper(
     };
     let started = match docker {
         DockerState::Up(engine) => {
-            EngineReaper::start(engine, endpoint, session.id(), Owner::me().labels())
+            EngineReaper::start(engine, endpoint, session.id(), session.labels())
         }
         DockerState::Down { reason, .. } => Err(format!("no engine answers ({reason})")),
         DockerState::Unused => Err("no engine is in use".to_string()),
@@ -159,4 +168,42 @@ fn start_engine_reaper(
             Ok(None)
         }
     }
+}
+
+/// `min-free-memory`: at start, a warning (an error with `--require-free-memory`) when the host has
+/// less memory available than asked for. A test run that starts short of memory is what took hosts down.
+fn check_free_memory(guard: &Guard) -> Result<(), Error> {
+    let Some(min) = &guard.min_free_memory else {
+        return Ok(());
+    };
+    let Some(available) = available_memory() else {
+        eprintln!(
+            "warning: cannot read MemAvailable from /proc/meminfo; min-free-memory not checked"
+        );
+        return Ok(());
+    };
+    if available >= min.value {
+        return Ok(());
+    }
+    let what = format!(
+        "the host has {} of memory available, less than {} ({})",
+        human_bytes(available),
+        human_bytes(min.value),
+        min.source
+    );
+    if guard.require_free_memory {
+        return Err(Error::Usage(format!(
+            "start the session: {what}; free memory, lower the limit, or drop --require-free-memory"
+        )));
+    }
+    eprintln!("warning: {what}");
+    Ok(())
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -214,6 +214,8 @@ pub struct PrivateEngine {
     child: Option<std::process::Child>,
     /// Whether the host had the shared engine's `docker0` when this engine started.
     host_bridge: bool,
+    /// Also listening on `tcp://127.0.0.1:PORT` of its network namespace (loopback brought up).
+    tcp: Option<u16>,
 }
 
 fn host_bridge_exists() -> bool {
@@ -238,6 +240,16 @@ pub fn private_engine_problem() -> Option<String> {
 impl PrivateEngine {
     /// Starts it in a short directory under /tmp (unix socket paths are limited to 108 bytes).
     pub fn start() -> Result<PrivateEngine, Failed> {
+        Self::start_with(None)
+    }
+
+    /// Starts it also listening on TCP, at `127.0.0.1:port` of its own network namespace: a remote
+    /// engine for a runner started in that namespace (`in_namespace`).
+    pub fn start_with_tcp(port: u16) -> Result<PrivateEngine, Failed> {
+        Self::start_with(Some(port))
+    }
+
+    fn start_with(tcp: Option<u16>) -> Result<PrivateEngine, Failed> {
         let dir = std::path::PathBuf::from(format!("/tmp/ct-{}", crate::common::unique_mark("e")));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("daemon.json"), "{}")?;
@@ -245,6 +257,7 @@ impl PrivateEngine {
             dir,
             child: None,
             host_bridge: host_bridge_exists(),
+            tcp,
         };
         engine.up()?;
         let load = Command::new("sh")
@@ -282,8 +295,23 @@ impl PrivateEngine {
             .open(d.join("log"))?;
         // A network namespace of its own: a dockerd started with `--bridge=none` deletes the default
         // `docker0` interface it finds at start, which in the host's namespace belongs to the shared engine.
-        let child = Command::new("unshare")
-            .args(["--net", "dockerd"])
+        let mut command = Command::new("unshare");
+        command.arg("--net");
+        if let Some(port) = self.tcp {
+            // The new namespace's loopback is down: up first, then dockerd in the same process.
+            command
+                .args([
+                    "sh",
+                    "-c",
+                    "ip link set lo up && exec \"$@\"",
+                    "sh",
+                    "dockerd",
+                ])
+                .args(["--host", &format!("tcp://127.0.0.1:{port}")]);
+        } else {
+            command.arg("dockerd");
+        }
+        let child = command
             .arg("--config-file")
             .arg(d.join("daemon.json"))
             .args(["--host", &self.host()])
@@ -312,6 +340,18 @@ impl PrivateEngine {
             })?;
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// `nsenter` into the engine's network namespace, where its TCP address is reachable: prefix of
+    /// a command to run there.
+    pub fn in_namespace(&self, program: &str) -> Command {
+        let pid = self.child.as_ref().map_or(0, |c| c.id());
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .arg("--")
+            .arg(program);
+        command
     }
 
     /// Freezes the daemon (SIGSTOP): it accepts connections and answers nothing, a hung engine.

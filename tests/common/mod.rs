@@ -64,6 +64,13 @@ pub fn limits(timeout: &str, grace: &str) -> [String; 4] {
 /// `cargo-cleantest` in a fixture workspace, tagged with `mark`.
 pub fn cleantest(fixture_name: &str, mark: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"));
+    in_fixture(&mut command, fixture_name, mark);
+    command
+}
+
+/// The directory and environment of a run in a fixture workspace (`cleantest`), for a command that
+/// starts `cargo-cleantest` some other way.
+pub fn in_fixture(command: &mut Command, fixture_name: &str, mark: &str) {
     command
         .current_dir(fixture(fixture_name))
         .env("CARGO_TARGET_DIR", fixture_target_dir())
@@ -74,11 +81,15 @@ pub fn cleantest(fixture_name: &str, mark: &str) -> Command {
         .env("CLEANTEST_STATE_DIR", target_dir().join("it-state"))
         .env("CI", "true")
         .env_remove("CLEANTEST_PROFILE")
+        // A run id only where a test sets one, whatever CI runs the suite.
+        .env_remove("CLEANTEST_RUN_ID")
+        .env_remove("GITHUB_RUN_ID")
+        .env_remove("CI_PIPELINE_ID")
+        .env_remove("BUILDKITE_BUILD_ID")
         .env_remove("CLEANTEST_TIMEOUT")
         .env_remove("CLEANTEST_GRACE_PERIOD")
         .env_remove("CLEANTEST_ISOLATE")
         .env_remove("RUST_TEST_THREADS");
-    command
 }
 
 /// `cargo test` in a fixture workspace, with the same target directory.

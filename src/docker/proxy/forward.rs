@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
+use super::guard;
 use super::in_flight::InFlight;
 use super::rewrite::{Create, create_kind, merge_labels, split_version, translate_version};
 use super::volumes;
@@ -83,6 +84,12 @@ pub(crate) struct Shared {
     pub volume_sink: Option<super::VolumeSink>,
     /// Whether an image declares `VOLUME`s, by image as create bodies name it.
     pub image_volumes: Mutex<std::collections::HashMap<String, bool>>,
+    /// The resource guard's limits (`guard`).
+    pub guard: crate::config::guard::Guard,
+    /// Held from a container create's admission to its answer: creates are admitted one at a time.
+    pub admission: tokio::sync::Mutex<()>,
+    /// The most containers the session had, as counted at admissions.
+    pub peak: Mutex<u64>,
 }
 
 /// The unit a client process belongs to: `CLEANTEST_BINARY`/`CLEANTEST_TEST` from its environment or
@@ -225,7 +232,12 @@ async fn handle(
             let labels = labels_for(shared, unit);
             let new = match merge_labels(&bytes, &labels, SESSION_LABEL, NESTED_LABEL_PREFIX) {
                 Ok(new) if kind == Some(Create::Container) => {
+                    let new = match shared.guard.default_memory {
+                        Some(bytes) => guard::with_default_memory(&new, bytes),
+                        None => new,
+                    };
                     volume_plan = volumes::plan(&new);
+                    volume_plan.memory = guard::memory_of(&new);
                     Bytes::from(new)
                 }
                 Ok(new) => Bytes::from(new),
@@ -328,9 +340,21 @@ async fn create(
     is_container: bool,
 ) -> Result<Response<ProxyBody>, BoxError> {
     let upstream = &shared.upstream;
+    let admitted = if is_container && shared.guard.limits_creates() {
+        let held = shared.admission.lock().await;
+        match guard::admit(shared, plan.memory).await {
+            Ok(before) => Some((held, before)),
+            Err(refusal) => return Ok(error_response(guard::REFUSED, &refusal)),
+        }
+    } else {
+        None
+    };
     let named: Vec<String> = plan.wanted.iter().map(|w| w.name.clone()).collect();
     volumes::create_missing(upstream, plan.wanted, labels).await?;
     let response = send(slot, upstream, request).await?;
+    if let (Some((_held, before)), true) = (&admitted, response.status().is_success()) {
+        guard::created(shared, *before);
+    }
     // Only a container that can have anonymous volumes is inspected for them: one that declares some,
     // or whose image does (asked once per image).
     let anonymous_possible = is_container
@@ -417,6 +441,10 @@ fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
             .boxed(),
     );
     *response.status_mut() = status;
+    // The docker CLI shows `message` only from a JSON answer that says it is one.
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
         .headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));

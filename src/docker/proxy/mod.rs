@@ -6,6 +6,7 @@
 //! session.
 
 mod forward;
+mod guard;
 mod in_flight;
 pub(crate) mod rewrite;
 mod volumes;
@@ -56,6 +57,7 @@ impl Proxy {
         fixed: Vec<(String, String)>,
         engine_max: Option<String>,
         volume_sink: Option<VolumeSink>,
+        guard: crate::config::guard::Guard,
     ) -> Result<Proxy, String> {
         let upstream = Upstream::from_env()?;
         let _ = std::fs::remove_file(socket);
@@ -76,6 +78,9 @@ impl Proxy {
             anonymous_volumes: socket.with_file_name(crate::contract::ANONYMOUS_VOLUMES_FILE),
             volume_sink,
             image_volumes: Mutex::default(),
+            guard,
+            admission: tokio::sync::Mutex::default(),
+            peak: Mutex::default(),
         });
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let for_thread = shared.clone();
@@ -117,6 +122,11 @@ impl Proxy {
             shutdown: Some(shutdown),
             thread: Some(thread),
         })
+    }
+
+    /// The most containers the session had at a create's admission (0 when the guard is off).
+    pub(crate) fn peak_containers(&self) -> u64 {
+        *self.shared.peak.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `unix://<socket>`, the `DOCKER_HOST` units get.

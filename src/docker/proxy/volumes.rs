@@ -38,6 +38,8 @@ pub(crate) struct VolumePlan {
     pub declares_anonymous: bool,
     /// Its image, whose own `VOLUME`s become anonymous volumes too.
     pub image: Option<String>,
+    /// The memory limit it asks for (0: none), for the resource guard.
+    pub memory: u64,
 }
 
 /// Reads a container create body (already known to be valid JSON) for its volumes.
@@ -56,6 +58,7 @@ pub(crate) fn plan(body: &[u8]) -> VolumePlan {
             Some(Value::Object(host)) => wanted(host),
             _ => Vec::new(),
         },
+        memory: 0,
     }
 }
 
@@ -267,7 +270,7 @@ async fn get(upstream: &Upstream, path: &str) -> Option<Value> {
 }
 
 /// One request on a connection of its own; the status and the whole (small) body.
-async fn call(
+pub(super) async fn call(
     upstream: &Upstream,
     method: Method,
     path: &str,

@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{
+    FlakyOrRerun, NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
+};
 
-use super::{Outcome, RunSummary, TestResult};
+use super::{Attempt, Outcome, RunSummary, TestResult};
 use crate::errors::Error;
 
 pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
@@ -44,6 +46,12 @@ pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
         if let Some(message) = r.note.clone().or_else(|| failure_message(r)) {
             status.set_message(message);
         }
+        // Earlier failed runs, as surefire and nextest write them: `flakyFailure` in a test that
+        // passed (or is failed only by `flaky-result = "fail"`), `rerunFailure` in one that never did.
+        status.add_reruns(r.attempts.iter().map(rerun));
+        if r.flaky_failed {
+            status.set_rerun_kind(FlakyOrRerun::Flaky);
+        }
         let mut case = TestCase::new(r.name.clone(), status);
         case.set_classname(r.binary.clone()).set_time(r.duration);
         if let Some(out) = r.output.as_deref().filter(|_| r.outcome.is_failure()) {
@@ -61,12 +69,25 @@ pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
         case.set_system_out_lossy(&p.output);
         suite.add_test_case(case);
     }
-    for n in &summary.not_run {
+    let max_fail = summary
+        .max_fail
+        .map(|n| format!("not run: --max-fail {n} was reached before it started"));
+    let not_run = summary
+        .not_run
+        .iter()
+        .map(|n| (n, "not run: the run was interrupted before it started"))
+        .chain(
+            summary
+                .max_fail_skipped
+                .iter()
+                .map(|n| (n, max_fail.as_deref().unwrap_or_default())),
+        );
+    for (n, why) in not_run {
         let suite = suites
             .entry(n.binary.as_str())
             .or_insert_with(|| TestSuite::new(n.binary.clone()));
         let mut status = TestCaseStatus::skipped();
-        status.set_message("not run: the run was interrupted before it started");
+        status.set_message(why);
         let mut case = TestCase::new(n.name.clone(), status);
         case.set_classname(n.binary.clone());
         suite.add_test_case(case);
@@ -77,6 +98,26 @@ pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     }
     std::fs::write(path, xml).map_err(|e| fail(e.to_string()))
+}
+
+/// One earlier failed run of a retried test.
+fn rerun(attempt: &Attempt) -> TestRerun {
+    let mut rerun = TestRerun::new(NonSuccessKind::Failure);
+    rerun.set_time(attempt.duration);
+    if attempt.outcome == Outcome::TimedOut {
+        rerun.set_type("timeout");
+    }
+    let as_result = TestResult {
+        output: attempt.output.clone(),
+        ..TestResult::new("", String::new(), attempt.outcome)
+    };
+    if let Some(message) = attempt.note.clone().or_else(|| failure_message(&as_result)) {
+        rerun.set_message(message);
+    }
+    if let Some(out) = attempt.output.as_deref() {
+        rerun.set_system_out_lossy(out);
+    }
+    rerun
 }
 
 /// The line a failed test's output gives as its reason: the panic message after libtest's

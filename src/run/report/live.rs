@@ -108,6 +108,23 @@ impl Reporter {
         }
     }
 
+    /// A failed test about to run again (`--retries`).
+    pub(crate) fn retry(&self, binary: &str, name: &str, retry: u32, of: u32) {
+        self.line(&format!(
+            "test {} ... RETRY {retry}/{of} (alone, with --exact)",
+            full_name(binary, name)
+        ));
+    }
+
+    /// A test that passed after failing.
+    pub(crate) fn flaky(&self, result: &TestResult) {
+        let tries = result.attempts.len() + 1;
+        self.line(&format!(
+            "test {} ... FLAKY (passed on try {tries} of {tries})",
+            result.full_name()
+        ));
+    }
+
     /// A test's own output line, shown as it comes with `--nocapture`.
     pub(crate) fn test_output(&self, line: &str) {
         if self.nocapture {

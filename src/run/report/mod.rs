@@ -56,6 +56,19 @@ pub(crate) struct TestResult {
     /// Counted in the total line. A binary run whole that printed no results of its own gets one
     /// binary-level result, shown and written to JUnit but not counted, as cargo test counts none.
     pub counted: bool,
+    /// The failed runs before this one (`--retries`), oldest first: with a pass, the test is flaky.
+    pub attempts: Vec<Attempt>,
+    /// A flaky test failed by `flaky-result = "fail"`.
+    pub flaky_failed: bool,
+}
+
+/// One failed run of a test that was retried.
+#[derive(Debug, Clone)]
+pub(crate) struct Attempt {
+    pub outcome: Outcome,
+    pub duration: Duration,
+    pub output: Option<String>,
+    pub note: Option<String>,
 }
 
 impl TestResult {
@@ -70,7 +83,15 @@ impl TestResult {
             note: None,
             announced: false,
             counted: true,
+            attempts: Vec::new(),
+            flaky_failed: false,
         }
+    }
+
+    /// Failed, then passed on a retry (counted as passed unless `flaky-result = "fail"` made it a
+    /// failure, which keeps its attempts).
+    pub(crate) fn is_flaky(&self) -> bool {
+        !self.attempts.is_empty() && (self.outcome == Outcome::Passed || self.flaky_failed)
     }
 
     /// `binary::name`, or the binary alone for a binary-level result.
@@ -132,6 +153,13 @@ pub(crate) struct RunSummary {
     /// Binaries fail-fast left out after the first failing one, in cargo test's order (their results,
     /// if they ran alongside, are not counted, as cargo test would not have reached them).
     pub fail_fast_skipped: Vec<String>,
+    /// `--max-fail N` when it was reached, and the tests (or whole binaries) it kept from starting.
+    pub max_fail: Option<u32>,
+    pub max_fail_skipped: Vec<NotRun>,
+    /// `partition hash:2/3: 20 of 61 tests`, with `--partition`.
+    pub partition: Option<String>,
+    /// The session's peak container count and memory, when it had containers.
+    pub peak: Option<String>,
 }
 
 /// A test (or a whole binary, with an empty name) that never started.
@@ -147,6 +175,16 @@ impl RunSummary {
             .iter()
             .filter(|r| r.counted && r.outcome == outcome)
             .count()
+    }
+
+    /// Failures that count against `--max-fail`: failed tests and failed processes.
+    pub(crate) fn failures(&self) -> usize {
+        self.problems.len()
+            + self
+                .results
+                .iter()
+                .filter(|r| r.outcome.is_failure())
+                .count()
     }
 
     pub(crate) fn failed(&self) -> bool {

@@ -61,6 +61,7 @@ pub(super) fn write_summary(
             writeln!(out, "    {} (process failed)", p.binary)?;
         }
     }
+    write_flaky(out, s)?;
     if !s.leftovers.is_empty() {
         let containers = if s.kept {
             "containers kept for inspection"
@@ -108,6 +109,12 @@ pub(super) fn write_summary(
     for line in &s.docker_lines {
         writeln!(out, "{line}")?;
     }
+    if let Some(peak) = &s.peak {
+        writeln!(out, "{peak}")?;
+    }
+    if let Some(partition) = &s.partition {
+        writeln!(out, "\n{partition}")?;
+    }
     if let Some(why) = interrupted {
         writeln!(
             out,
@@ -119,7 +126,42 @@ pub(super) fn write_summary(
     writeln!(out, "{}", s.total_line())
 }
 
-/// What never ran: tests an interrupt stopped before they started, binaries fail-fast left out.
+/// Tests that failed, then passed on a retry.
+fn write_flaky(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
+    let flaky: Vec<&TestResult> = s.results.iter().filter(|r| r.is_flaky()).collect();
+    if flaky.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nflaky tests (failed, then passed on a retry):")?;
+    for r in flaky {
+        let tries = r.attempts.len() + 1;
+        let counted = if r.flaky_failed {
+            "; counted as failed (flaky-result = \"fail\")"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "    {} FLAKY (passed on try {tries} of {tries}{counted})",
+            r.full_name()
+        )?;
+    }
+    Ok(())
+}
+
+/// Names up to ten tests of a list, then how many more.
+fn write_names(out: &mut impl Write, names: &[super::NotRun]) -> std::io::Result<()> {
+    for n in names.iter().take(10) {
+        writeln!(out, "    {}", super::full_name(&n.binary, &n.name))?;
+    }
+    if names.len() > 10 {
+        writeln!(out, "    ... and {} more", names.len() - 10)?;
+    }
+    Ok(())
+}
+
+/// What never ran: tests an interrupt or `--max-fail` stopped before they started, binaries fail-fast
+/// left out.
 fn write_not_run(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
     if !s.not_run.is_empty() {
         writeln!(
@@ -128,12 +170,17 @@ fn write_not_run(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
 not run: {} (the run was interrupted before they started; not counted below)",
             plural(s.not_run.len(), "test")
         )?;
-        for n in s.not_run.iter().take(10) {
-            writeln!(out, "    {}", super::full_name(&n.binary, &n.name))?;
-        }
-        if s.not_run.len() > 10 {
-            writeln!(out, "    ... and {} more", s.not_run.len() - 10)?;
-        }
+        write_names(out, &s.not_run)?;
+    }
+    if let (Some(max), false) = (s.max_fail, s.max_fail_skipped.is_empty()) {
+        writeln!(
+            out,
+            "
+not run after {} (--max-fail {max}): {}; not counted below",
+            plural(max as usize, "failure"),
+            plural(s.max_fail_skipped.len(), "test")
+        )?;
+        write_names(out, &s.max_fail_skipped)?;
     }
     if !s.fail_fast_skipped.is_empty() {
         writeln!(

@@ -40,6 +40,10 @@ pub(crate) struct UnitSpec {
     /// A rerun of a failed test, alone, only to recover the output its killed binary never printed:
     /// its result is not counted, its output goes to the original failure.
     pub recovery: bool,
+    /// A retry of a failed test (`--retries`): which one, from 1; 0 for a first run.
+    pub retry: u32,
+    /// Name the tests exactly even on a first shared run (a partition's share of a binary).
+    pub exact: bool,
 }
 
 /// What the unit commands are built from.
@@ -68,6 +72,19 @@ impl UnitSpec {
             threads: 1,
             attempt: self.attempt + 1,
             recovery: true,
+            ..self.clone()
+        }
+    }
+
+    /// One failed test again, alone with `--exact`: retry number `retry` (`--retries`).
+    pub(crate) fn retry(&self, test: String, retry: u32) -> UnitSpec {
+        UnitSpec {
+            kind: UnitKind::Isolated,
+            tests: vec![test],
+            threads: 1,
+            attempt: self.attempt + 1,
+            recovery: false,
+            retry,
             ..self.clone()
         }
     }
@@ -103,7 +120,7 @@ impl UnitSpec {
 
     fn test_args(&self, args: &TestArgs, harness: Harness) -> Vec<OsString> {
         let mut out: Vec<OsString> = Vec::new();
-        if self.kind == UnitKind::Shared && self.attempt == 0 {
+        if self.names_by_filter() {
             out.extend(args.selection().into_iter().map(OsString::from));
         } else {
             // Reruns and isolated tests name their tests exactly; the ignored mode still decides
@@ -128,11 +145,17 @@ impl UnitSpec {
             out.push("--show-output".into());
         }
         out.extend(args.passthrough.iter().map(OsString::from));
-        if (self.kind != UnitKind::Shared || self.attempt > 0) && self.names_look_like_flags() {
+        if !self.names_by_filter() && self.names_look_like_flags() {
             out.push("--".into());
             out.extend(self.tests.iter().map(OsString::from));
         }
         out
+    }
+
+    /// A first shared run selects its tests with the user's own filters, as cargo test does; every
+    /// other run names them exactly.
+    fn names_by_filter(&self) -> bool {
+        self.kind == UnitKind::Shared && self.attempt == 0 && !self.exact
     }
 
     fn names_look_like_flags(&self) -> bool {

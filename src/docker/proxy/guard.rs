@@ -1,0 +1,188 @@
+//! The resource guard at the proxy: a container create that would take the session over
+//! `max-containers` or `max-memory` is answered with an HTTP error naming the limit and where it is set
+//! (the test sees the failure; nothing is created), and a create that sets no memory limit gets
+//! `default-memory`. Creates are admitted one at a time, so two at once cannot both take the last place.
+
+use hyper::{Method, StatusCode};
+use serde_json::{Map, Value};
+
+use super::forward::{Shared, Upstream};
+use super::rewrite::go_fold;
+use super::volumes::call;
+use crate::cli::human_bytes;
+use crate::contract::{ROLE_LABEL, SESSION_LABEL};
+
+/// The status of a refusal: the engine's own for a request it will not carry out.
+pub(crate) const REFUSED: StatusCode = StatusCode::FORBIDDEN;
+
+/// `body` (a container create) with `HostConfig.Memory` set to `bytes` when it sets none (or 0, which
+/// the engine reads as none). Keys are matched as the engine's decoder matches them.
+pub(crate) fn with_default_memory(body: &[u8], bytes: u64) -> Vec<u8> {
+    let Ok(Value::Object(mut root)) = serde_json::from_slice::<Value>(body) else {
+        return body.to_vec();
+    };
+    if memory_of_root(&root) != 0 {
+        return body.to_vec();
+    }
+    let host_key = last_key(&root, "HostConfig").unwrap_or_else(|| "HostConfig".to_string());
+    let host = root
+        .entry(host_key)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !host.is_object() {
+        *host = Value::Object(Map::new());
+    }
+    if let Value::Object(host) = host {
+        host.retain(|k, _| go_fold(k) != "memory");
+        host.insert("Memory".into(), Value::from(bytes));
+    }
+    serde_json::to_vec(&Value::Object(root)).unwrap_or_else(|_| body.to_vec())
+}
+
+/// The memory limit a container create asks for (0: none).
+pub(crate) fn memory_of(body: &[u8]) -> u64 {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(root)) => memory_of_root(&root),
+        _ => 0,
+    }
+}
+
+fn memory_of_root(root: &Map<String, Value>) -> u64 {
+    let host = last_key(root, "HostConfig").and_then(|k| root.get(&k)?.as_object().cloned());
+    host.and_then(|h| h.get(&last_key(&h, "Memory")?)?.as_u64())
+        .unwrap_or(0)
+}
+
+/// The last key of `object` that the engine's decoder takes for `key`.
+fn last_key(object: &Map<String, Value>, key: &str) -> Option<String> {
+    let key = go_fold(key);
+    object.keys().rev().find(|k| go_fold(k) == key).cloned()
+}
+
+/// Whether the session may create one more container asking for `memory` bytes: Ok is how many it has
+/// now, Err the message of the refusal. The engine is asked what the session has now, so removed
+/// containers free their place.
+pub(crate) async fn admit(shared: &Shared, memory: u64) -> Result<u64, String> {
+    let guard = &shared.guard;
+    let containers = session_containers(&shared.upstream, &shared.session).await?;
+    if let Some(max) = &guard.max_containers
+        && containers.len() as u64 >= max.value
+    {
+        return Err(format!(
+            "cleantest: this session already has {} containers ({}); remove some first, or raise the limit",
+            containers.len(),
+            max.source,
+        ));
+    }
+    if let Some(max) = &guard.max_memory {
+        if memory == 0 {
+            return Err(format!(
+                "cleantest: this container sets no memory limit, so it cannot be counted against {} ({}); \
+                 give it one, or set default-memory",
+                human_bytes(max.value),
+                max.source
+            ));
+        }
+        let mut used = 0;
+        for (id, running) in &containers {
+            if *running {
+                used += limit_of(&shared.upstream, id).await;
+            }
+        }
+        if used + memory > max.value {
+            return Err(format!(
+                "cleantest: this session's running containers already have {} of memory limits; {} more \
+                 would go over {} ({})",
+                human_bytes(used),
+                human_bytes(memory),
+                human_bytes(max.value),
+                max.source
+            ));
+        }
+    }
+    Ok(containers.len() as u64)
+}
+
+/// A create admitted with `before` containers in the session succeeded: the session has one more.
+pub(crate) fn created(shared: &Shared, before: u64) {
+    let mut peak = shared.peak.lock().unwrap_or_else(|e| e.into_inner());
+    *peak = (*peak).max(before + 1);
+}
+
+/// The session's containers (id, running), the engine-side reaper left out: it is not the tests'.
+async fn session_containers(
+    upstream: &Upstream,
+    session: &str,
+) -> Result<Vec<(String, bool)>, String> {
+    let filters =
+        serde_json::json!({ "label": [format!("{SESSION_LABEL}={session}")] }).to_string();
+    let path = format!(
+        "/containers/json?all=1&filters={}",
+        percent_encode(&filters)
+    );
+    let (status, body) = call(upstream, Method::GET, &path, None)
+        .await
+        .map_err(|e| format!("cleantest: cannot count the session's containers: {e}"))?;
+    let list: Vec<Value> = serde_json::from_slice(&body)
+        .ok()
+        .filter(|_| status.is_success())
+        .ok_or_else(|| format!("cleantest: cannot count the session's containers: {status}"))?;
+    Ok(list
+        .iter()
+        .filter(|c| c.pointer(&format!("/Labels/{ROLE_LABEL}")).is_none())
+        .filter_map(|c| {
+            let id = c.get("Id")?.as_str()?.to_string();
+            Some((
+                id,
+                c.get("State").and_then(Value::as_str) == Some("running"),
+            ))
+        })
+        .collect())
+}
+
+/// A container's memory limit (0 when it has none or the engine does not say).
+async fn limit_of(upstream: &Upstream, id: &str) -> u64 {
+    let Ok((status, body)) = call(
+        upstream,
+        Method::GET,
+        &format!("/containers/{id}/json"),
+        None,
+    )
+    .await
+    else {
+        return 0;
+    };
+    serde_json::from_slice::<Value>(&body)
+        .ok()
+        .filter(|_| status.is_success())
+        .and_then(|v| v.pointer("/HostConfig/Memory")?.as_u64())
+        .unwrap_or(0)
+}
+
+/// A query value with everything but unreserved characters escaped.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_memory_fills_only_a_missing_or_zero_limit() {
+        let set = with_default_memory(br#"{"Image":"x"}"#, 512 << 20);
+        assert_eq!(memory_of(&set), 512 << 20);
+        let zero = with_default_memory(br#"{"HostConfig":{"memory":0}}"#, 64 << 20);
+        assert_eq!(memory_of(&zero), 64 << 20);
+        let own = br#"{"hostconfig":{"Memory":100000000}}"#;
+        assert_eq!(with_default_memory(own, 64 << 20), own.to_vec());
+        assert_eq!(memory_of(b"not json"), 0);
+        assert_eq!(with_default_memory(b"[1]", 1), b"[1]".to_vec());
+    }
+}

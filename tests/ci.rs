@@ -1,0 +1,214 @@
+//! CI at scale without an engine: `--partition` (every test of `fixtures/ci` in exactly one shard, in
+//! both modes, for hash and slice), `--retries` with FLAKY reporting and JUnit's flaky elements,
+//! `flaky-result = "fail"`, per-override retries, and `--max-fail`, on `fixtures/flaky`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+
+/// The test cases of a JUnit report as `classname::name`, with the elements inside each case.
+fn cases(xml: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for chunk in xml.split("<testcase ").skip(1) {
+        let attr = |key: &str| {
+            let start = chunk.find(&format!("{key}=\""))? + key.len() + 2;
+            let len = chunk[start..].find('"')?;
+            Some(chunk[start..start + len].to_string())
+        };
+        let (Some(name), Some(class)) = (attr("name"), attr("classname")) else {
+            continue;
+        };
+        let body = match chunk.find("/>") {
+            Some(end) if !chunk[..end].contains('>') => String::new(),
+            _ => chunk[..chunk.find("</testcase>").unwrap_or(chunk.len())].to_string(),
+        };
+        out.push((format!("{class}::{name}"), body));
+    }
+    out
+}
+
+fn junit_run(
+    fixture: &str,
+    dir: &Path,
+    label: &str,
+    args: &[&str],
+) -> (Output, Vec<(String, String)>) {
+    let junit = dir.join(format!("{label}.xml"));
+    let mark = unique_mark(label);
+    let out = run(cleantest(fixture, &mark)
+        .arg("--junit")
+        .arg(&junit)
+        .args(args)
+        .env("CT_CI_FLAKY_DIR", dir));
+    assert_no_survivors(&mark);
+    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    (out, cases(&xml))
+}
+
+fn names(cases: &[(String, String)]) -> BTreeSet<String> {
+    cases.iter().map(|(n, _)| n.clone()).collect()
+}
+
+#[test]
+fn shards_are_disjoint_and_cover_every_test_in_both_modes() {
+    let dir = temp_dir("partitions");
+    let (out, all) = junit_run("ci", &dir, "all", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let all = names(&all);
+    assert_eq!(all.len(), 61, "60 tests and a doctest: {all:?}");
+    for mode in [None, Some("--isolate")] {
+        for kind in ["hash", "slice"] {
+            let mut seen: BTreeSet<String> = BTreeSet::new();
+            for shard in 1..=3 {
+                let spec = format!("{kind}:{shard}/3");
+                let mut args = vec!["--partition", spec.as_str()];
+                args.extend(mode);
+                let (out, cases) = junit_run("ci", &dir, &format!("{kind}-{shard}"), &args);
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{spec} {mode:?}: {}",
+                    stderr(&out)
+                );
+                let mine = names(&cases);
+                assert!(
+                    mine.is_disjoint(&seen),
+                    "{spec} {mode:?} runs tests another shard ran: {:?}",
+                    mine.intersection(&seen).collect::<Vec<_>>()
+                );
+                let listed = mine.iter().filter(|n| !n.starts_with("doctests::")).count();
+                let line = format!("partition {spec}: {listed} of 60 tests");
+                assert!(
+                    stdout(&out).contains(&line),
+                    "{spec}: no `{line}` in\n{}",
+                    stdout(&out)
+                );
+                let totals = last_totals(&out);
+                assert_eq!(totals.passed, mine.len(), "{spec} {mode:?}");
+                assert_eq!(totals.filtered_out, 60 - listed, "{spec} {mode:?}");
+                seen.extend(mine);
+            }
+            assert_eq!(seen, all, "{kind} shards in {mode:?} cover every test");
+        }
+    }
+}
+
+#[test]
+fn a_malformed_partition_is_one_line_and_exit_2() {
+    for bad in ["hash:4/3", "slice:0/2", "count:1", "modulo:1/2", "hash:a/b"] {
+        let out = run(cleantest("ci", &unique_mark("bad-partition")).args(["--partition", bad]));
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let errors: Vec<String> = stderr(&out)
+            .lines()
+            .filter(|l| l.starts_with("error"))
+            .map(String::from)
+            .collect();
+        assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+        assert!(errors[0].contains("--partition"), "{bad}: {errors:?}");
+    }
+}
+
+#[test]
+fn a_shard_with_no_test_is_not_an_error() {
+    let dir = temp_dir("empty-shard");
+    // The filter leaves one test (and no doctests): slice 3 of 3 gets none of it.
+    let (out, cases) = junit_run("ci", &dir, "empty", &["--partition", "slice:3/3", "lib_07"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(cases.is_empty(), "{cases:?}");
+    assert!(
+        stdout(&out).contains("partition slice:3/3: 0 of 1 tests"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(last_totals(&out).passed, 0);
+}
+
+#[test]
+fn a_test_that_passes_on_a_retry_is_flaky_in_both_modes() {
+    for mode in [None, Some("--isolate")] {
+        let dir = temp_dir("flaky");
+        let mut args = vec!["--retries", "1"];
+        args.extend(mode);
+        args.extend(["--", "flaky_once", "steady"]);
+        let (out, cases) = junit_run("flaky", &dir, "flaky", &args);
+        assert_eq!(out.status.code(), Some(0), "{mode:?}: {}", stdout(&out));
+        let totals = last_totals(&out);
+        assert_eq!((totals.passed, totals.failed), (2, 0), "{mode:?}");
+        assert!(
+            stdout(&out).contains("ct-flaky::unsteady::flaky_once FLAKY"),
+            "{}",
+            stdout(&out)
+        );
+        let (_, flaky) = cases
+            .iter()
+            .find(|(n, _)| n.ends_with("::flaky_once"))
+            .unwrap();
+        assert!(flaky.contains("<flakyFailure"), "{mode:?}: {flaky}");
+        assert!(!flaky.contains("<failure"), "{mode:?}: {flaky}");
+
+        // Without a retry, the same first run is a failure.
+        let dir = temp_dir("not-retried");
+        let (out, _) = junit_run("flaky", &dir, "once", &["--", "flaky_once"]);
+        assert_eq!(out.status.code(), Some(101), "{}", stdout(&out));
+        assert_eq!(last_totals(&out).failed, 1);
+    }
+}
+
+#[test]
+fn flaky_result_fail_and_per_override_retries_from_the_profile() {
+    let dir = temp_dir("strict");
+    let (out, cases) = junit_run(
+        "flaky",
+        &dir,
+        "strict",
+        &["-P", "strict", "--", "flaky_once", "broken_a"],
+    );
+    assert_eq!(out.status.code(), Some(101), "{}", stdout(&out));
+    let totals = last_totals(&out);
+    assert_eq!((totals.passed, totals.failed), (0, 2), "{}", stdout(&out));
+    let case = |name: &str| {
+        cases
+            .iter()
+            .find(|(n, _)| n.ends_with(name))
+            .unwrap()
+            .1
+            .clone()
+    };
+    let flaky = case("::flaky_once");
+    assert!(
+        flaky.contains("<failure") && flaky.contains("<flakyFailure"),
+        "{flaky}"
+    );
+    // broken_a: three retries by its override, so three earlier runs besides the last failure.
+    let broken = case("::broken_a");
+    assert_eq!(broken.matches("<rerunFailure").count(), 3, "{broken}");
+    assert!(broken.contains("<failure"), "{broken}");
+}
+
+#[test]
+fn max_fail_starts_nothing_after_the_limit() {
+    let dir = temp_dir("max-fail");
+    let args = ["--isolate", "--max-fail", "1", "--", "--test-threads", "1"];
+    let (out, cases) = junit_run("flaky", &dir, "max-fail", &args);
+    assert_eq!(out.status.code(), Some(101), "{}", stdout(&out));
+    let failures = cases.iter().filter(|(_, b)| b.contains("<failure")).count();
+    let skipped = cases
+        .iter()
+        .filter(|(_, b)| b.contains("--max-fail 1"))
+        .count();
+    assert_eq!(failures, 1, "{cases:?}");
+    assert!(
+        skipped >= 1,
+        "the tests after the failure are listed as not run: {cases:?}"
+    );
+    assert_eq!(last_totals(&out).failed, 1);
+
+    // --no-fail-fast and --max-fail contradict each other.
+    let out =
+        run(cleantest("flaky", &unique_mark("both")).args(["--no-fail-fast", "--max-fail", "2"]));
+    assert_eq!(out.status.code(), Some(2));
+}
