@@ -212,3 +212,25 @@ fn max_fail_starts_nothing_after_the_limit() {
         run(cleantest("flaky", &unique_mark("both")).args(["--no-fail-fast", "--max-fail", "2"]));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn engines_the_proxy_cannot_reach_are_refused_before_any_test_runs() {
+    let dir = temp_dir("no-certs");
+    let cases: [(&str, Option<&Path>); 2] = [
+        ("ssh://ci@example.invalid", None),
+        // TLS asked for, and no certificate to present.
+        ("tcp://127.0.0.1:9", Some(&dir)),
+    ];
+    for (host, certs) in cases {
+        let mut command = cleantest("ci", &unique_mark("refused-engine"));
+        command.env("DOCKER_HOST", host);
+        if let Some(certs) = certs {
+            command
+                .env("DOCKER_TLS_VERIFY", "1")
+                .env("DOCKER_CERT_PATH", certs);
+        }
+        let out = run(&mut command);
+        assert_eq!(out.status.code(), Some(2), "{host}: {}", stderr(&out));
+        assert!(!stdout(&out).contains("test result"), "{host}: no test ran");
+    }
+}

@@ -20,6 +20,15 @@ fn main() {
         remote_engine,
     );
     remote.unavailable = private_engine_problem();
+    let mut tls = trial(
+        "a_tls_engine_runs_tests_a_service_and_the_engine_side_reaper",
+        tls_engine,
+    );
+    tls.unavailable = private_engine_problem().or_else(|| {
+        let openssl = Command::new("openssl").arg("version").output();
+        (!openssl.is_ok_and(|o| o.status.success()))
+            .then(|| "no openssl binary to make the certificates".to_string())
+    });
     run_trials(vec![
         trial(
             "two_kept_sessions_of_one_run_are_removed_by_one_sweep_run",
@@ -34,6 +43,7 @@ fn main() {
             resource_guard,
         ),
         remote,
+        tls,
     ]);
 }
 
@@ -214,5 +224,147 @@ fn remote_engine() -> Result<(), Failed> {
     check(left.is_empty(), || {
         format!("left on the remote engine: {left:?}")
     })?;
+    engine.check_host_untouched()
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as the docker docs make them:
+/// `ca.pem`, `server-cert.pem`, `server-key.pem`, and the client's `cert.pem` and `key.pem`.
+fn make_certs(dir: &std::path::Path) -> Result<(), Failed> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )?;
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+    let steps: [&[&str]; 5] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ct-ca",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server-key.pem",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            "server-cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=client",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ],
+    ];
+    for step in steps {
+        let out = Command::new("openssl")
+            .args(step)
+            .current_dir(dir)
+            .output()?;
+        check(out.status.success(), || {
+            format!("openssl {step:?}: {}", String::from_utf8_lossy(&out.stderr))
+        })?;
+    }
+    Ok(())
+}
+
+/// The same run against a dockerd that takes only TLS clients (`--tlsverify`) on its TCP port, with
+/// `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`: the proxy's upstream, bollard's client (services, the
+/// sweep) and the engine-side reaper's attached link all speak TLS. (Here the reaper runs: it is only
+/// dismissed, and the socket it mounts is never used for a sweep.) Without the client certificate the
+/// run is refused before anything starts.
+fn tls_engine() -> Result<(), Failed> {
+    let certs = temp_dir("tls-certs");
+    make_certs(&certs)?;
+    let engine = PrivateEngine::start_with_tls(2376, &certs)?;
+    let mark = unique_mark("tls");
+    let mut command = engine.in_namespace(binary());
+    in_fixture(&mut command, "guard", &mark);
+    command
+        .args(["-P", "remote", "--engine-reaper", "on"])
+        .env("DOCKER_HOST", "tcp://127.0.0.1:2376")
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &certs)
+        .env("CT_GUARD_COUNT", "2");
+    let (_, out) = run_owned(command)?;
+    check_exit(&out, 0)?;
+    let totals = last_totals(&out);
+    check(totals.passed == 3, || {
+        format!("{totals:?}\n{}", stdout(&out))
+    })?;
+    check(
+        stdout(&out).contains("session peak: 3 container(s)"),
+        || format!("two test containers and the service:\n{}", stdout(&out)),
+    )?;
+    let left = matching(Some(&engine.host()), "label=cleantest.session");
+    check(left.is_empty(), || {
+        format!("left on the TLS engine: {left:?}")
+    })?;
+
+    // No client certificate: refused with exit 2 before any test runs.
+    std::fs::remove_file(certs.join("key.pem"))?;
+    let mut command = engine.in_namespace(binary());
+    in_fixture(&mut command, "guard", &format!("{mark}-nokey"));
+    command
+        .env("DOCKER_HOST", "tcp://127.0.0.1:2376")
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &certs);
+    let (_, out) = run_owned(command)?;
+    check_exit(&out, 2)?;
     engine.check_host_untouched()
 }

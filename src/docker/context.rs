@@ -56,6 +56,26 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Why the runner cannot use the engine at `endpoint`, if it cannot: `ssh://`, which the proxy cannot
+/// forward to, or TLS files that cannot be read. Tests sent there unproxied would create unlabelled
+/// resources, so such a run is refused rather than run without cleanup.
+pub(crate) fn unsupported(endpoint: &str) -> Option<String> {
+    let tunnel = "tunnel the engine's socket instead (ssh -nNT -L /tmp/engine.sock:/var/run/docker.sock HOST) \
+                  and set DOCKER_HOST=unix:///tmp/engine.sock";
+    if endpoint.starts_with("ssh://") {
+        return Some(format!(
+            "use the engine at {endpoint}: ssh:// engines are not supported yet; {tunnel}"
+        ));
+    }
+    if !endpoint.starts_with("tcp://") {
+        return None;
+    }
+    let tls =
+        super::tls::Tls::from_env().and_then(|tls| tls.map(|t| t.client_config()).transpose());
+    tls.err()
+        .map(|e| format!("use the TLS engine at {endpoint}: {e}"))
+}
+
 /// Whether the user configured an engine (a `DOCKER_HOST`, or a context other than the default).
 pub(crate) fn configured() -> bool {
     non_empty_env("DOCKER_HOST").is_some() || selected_context().is_some()

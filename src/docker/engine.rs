@@ -66,8 +66,18 @@ fn client_for(endpoint: &str) -> Result<Docker, String> {
         Docker::connect_with_unix(path, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)
             .map_err(|e| e.to_string())
     } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
-        Docker::connect_with_http(endpoint, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| e.to_string())
+        match super::tls::Tls::from_env()? {
+            Some(tls) if endpoint.starts_with("tcp://") => Docker::connect_with_ssl(
+                endpoint,
+                &tls.key(),
+                &tls.cert(),
+                &tls.ca(),
+                REQUEST_TIMEOUT,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            _ => Docker::connect_with_http(endpoint, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION),
+        }
+        .map_err(|e| e.to_string())
     } else {
         Err(format!("{endpoint} is not a unix:// or tcp:// address"))
     }

@@ -16,6 +16,7 @@ pub(crate) mod proxy;
 mod resource;
 pub(crate) mod sidecar;
 pub(crate) mod sweep;
+pub(crate) mod tls;
 pub(crate) mod usage;
 
 use std::collections::HashSet;

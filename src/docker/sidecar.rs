@@ -19,6 +19,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
+use tokio_rustls::rustls::{ClientConnection, StreamOwned};
 
 use super::own_image::{self, OwnImage};
 use super::{Engine, block_on};
@@ -170,6 +171,7 @@ impl Sidecar {
 enum Link {
     Unix(BufReader<UnixStream>),
     Tcp(BufReader<TcpStream>),
+    Tls(Box<BufReader<StreamOwned<ClientConnection, TcpStream>>>),
 }
 
 impl Link {
@@ -177,6 +179,7 @@ impl Link {
         match self {
             Link::Unix(s) => s.get_mut().write_all(bytes),
             Link::Tcp(s) => s.get_mut().write_all(bytes),
+            Link::Tls(s) => s.get_mut().write_all(bytes),
         }
     }
 
@@ -184,6 +187,7 @@ impl Link {
         match self {
             Link::Unix(s) => s.get_ref().set_read_timeout(timeout),
             Link::Tcp(s) => s.get_ref().set_read_timeout(timeout),
+            Link::Tls(s) => s.get_ref().sock.set_read_timeout(timeout),
         }
     }
 }
@@ -193,6 +197,7 @@ impl Read for Link {
         match self {
             Link::Unix(s) => s.read(buf),
             Link::Tcp(s) => s.read(buf),
+            Link::Tls(s) => s.read(buf),
         }
     }
 }
@@ -202,6 +207,7 @@ impl BufRead for Link {
         match self {
             Link::Unix(s) => s.fill_buf(),
             Link::Tcp(s) => s.fill_buf(),
+            Link::Tls(s) => s.fill_buf(),
         }
     }
 
@@ -209,6 +215,7 @@ impl BufRead for Link {
         match self {
             Link::Unix(s) => s.consume(n),
             Link::Tcp(s) => s.consume(n),
+            Link::Tls(s) => s.consume(n),
         }
     }
 }
@@ -224,8 +231,19 @@ fn attach(endpoint: &str, id: &str) -> Result<Link, String> {
             .strip_prefix("tcp://")
             .or_else(|| endpoint.strip_prefix("http://"))
             .ok_or_else(|| format!("attach at {endpoint}: not a unix:// or tcp:// address"))?;
-        let stream = TcpStream::connect(address.trim_end_matches('/')).map_err(fail)?;
-        Link::Tcp(BufReader::new(stream))
+        let address = address.trim_end_matches('/');
+        let stream = TcpStream::connect(address).map_err(fail)?;
+        match super::tls::Tls::from_env()? {
+            Some(tls) if endpoint.starts_with("tcp://") => {
+                let name = super::tls::server_name(address)?;
+                let connection = ClientConnection::new(tls.client_config()?, name)
+                    .map_err(|e| format!("attach at {endpoint}: {e}"))?;
+                Link::Tls(Box::new(BufReader::new(StreamOwned::new(
+                    connection, stream,
+                ))))
+            }
+            _ => Link::Tcp(BufReader::new(stream)),
+        }
     };
     link.set_read_timeout(Some(IO_TIMEOUT)).map_err(fail)?;
     let request = format!(

@@ -42,16 +42,21 @@ impl Sampler {
             .name("cleantest-usage".into())
             .spawn(move || {
                 let mut peak = Peak::default();
-                while !stopped.load(Ordering::SeqCst) {
+                loop {
+                    // A last sample once stopped: the end of a run, before its sweep, is when most
+                    // containers may exist (left running), and a short run may have had no sample yet.
+                    let last = stopped.load(Ordering::SeqCst);
                     if let Ok(Some(now)) = block_on(async {
                         tokio::time::timeout(SAMPLE_BOUND, sample(&engine, &filter)).await
                     }) {
                         peak.containers = peak.containers.max(now.containers);
                         peak.memory = peak.memory.max(now.memory);
                     }
+                    if last {
+                        return peak;
+                    }
                     std::thread::park_timeout(PERIOD);
                 }
-                peak
             })
             .ok();
         Sampler { stop, thread }

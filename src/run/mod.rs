@@ -11,6 +11,7 @@
 //! The session's cleanup guard is taken first, so every way out of here (return, error, panic) ends the
 //! session's processes. Nothing below `run` imports it.
 
+mod amend;
 mod cargo;
 mod cargo_env;
 mod fail_fast;

@@ -37,8 +37,11 @@ pub(crate) fn start(
 ) -> Result<Option<EnvLock>, Error> {
     session.set_run_id(run_id::from_env()?);
     check_free_memory(profile.guard)?;
-    let state = state::state_dir().map_err(Error::State)?;
     let endpoint = docker::engine::endpoint();
+    if let Some(why) = docker::context::unsupported(&endpoint) {
+        return Err(Error::Usage(why));
+    }
+    let state = state::state_dir().map_err(Error::State)?;
     let record =
         OwnRecord::create(&state, session.id(), workspace, &endpoint).map_err(Error::State)?;
     session.set_record(record);

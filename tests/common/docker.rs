@@ -216,6 +216,8 @@ pub struct PrivateEngine {
     host_bridge: bool,
     /// Also listening on `tcp://127.0.0.1:PORT` of its network namespace (loopback brought up).
     tcp: Option<u16>,
+    /// With TLS on that port: the directory of `ca.pem`, `server-cert.pem` and `server-key.pem`.
+    tls: Option<std::path::PathBuf>,
 }
 
 fn host_bridge_exists() -> bool {
@@ -240,16 +242,24 @@ pub fn private_engine_problem() -> Option<String> {
 impl PrivateEngine {
     /// Starts it in a short directory under /tmp (unix socket paths are limited to 108 bytes).
     pub fn start() -> Result<PrivateEngine, Failed> {
-        Self::start_with(None)
+        Self::start_with(None, None)
     }
 
     /// Starts it also listening on TCP, at `127.0.0.1:port` of its own network namespace: a remote
     /// engine for a runner started in that namespace (`in_namespace`).
     pub fn start_with_tcp(port: u16) -> Result<PrivateEngine, Failed> {
-        Self::start_with(Some(port))
+        Self::start_with(Some(port), None)
     }
 
-    fn start_with(tcp: Option<u16>) -> Result<PrivateEngine, Failed> {
+    /// `start_with_tcp` with `--tlsverify` and the certificates in `certs`.
+    pub fn start_with_tls(port: u16, certs: &Path) -> Result<PrivateEngine, Failed> {
+        Self::start_with(Some(port), Some(certs.to_path_buf()))
+    }
+
+    fn start_with(
+        tcp: Option<u16>,
+        tls: Option<std::path::PathBuf>,
+    ) -> Result<PrivateEngine, Failed> {
         let dir = std::path::PathBuf::from(format!("/tmp/ct-{}", crate::common::unique_mark("e")));
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("daemon.json"), "{}")?;
@@ -258,6 +268,7 @@ impl PrivateEngine {
             child: None,
             host_bridge: host_bridge_exists(),
             tcp,
+            tls,
         };
         engine.up()?;
         let load = Command::new("sh")
@@ -308,6 +319,16 @@ impl PrivateEngine {
                     "dockerd",
                 ])
                 .args(["--host", &format!("tcp://127.0.0.1:{port}")]);
+            if let Some(certs) = &self.tls {
+                command
+                    .arg("--tlsverify")
+                    .arg("--tlscacert")
+                    .arg(certs.join("ca.pem"))
+                    .arg("--tlscert")
+                    .arg(certs.join("server-cert.pem"))
+                    .arg("--tlskey")
+                    .arg(certs.join("server-key.pem"));
+            }
         } else {
             command.arg("dockerd");
         }

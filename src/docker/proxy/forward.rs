@@ -20,8 +20,10 @@ use hyper::header::{
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::rustls::ClientConfig;
 
 use super::guard;
 use super::in_flight::InFlight;
@@ -43,6 +45,12 @@ pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
 pub(crate) enum Upstream {
     Unix(PathBuf),
     Tcp(String),
+    /// `tcp://` with `DOCKER_TLS_VERIFY` (`docker::tls`).
+    Tls {
+        address: String,
+        name: ServerName<'static>,
+        config: Arc<ClientConfig>,
+    },
 }
 
 impl Upstream {
@@ -56,7 +64,15 @@ impl Upstream {
             .strip_prefix("tcp://")
             .or_else(|| host.strip_prefix("http://"))
         {
-            Ok(Upstream::Tcp(addr.trim_end_matches('/').to_string()))
+            let address = addr.trim_end_matches('/').to_string();
+            match crate::docker::tls::Tls::from_env()? {
+                Some(tls) if host.starts_with("tcp://") => Ok(Upstream::Tls {
+                    name: crate::docker::tls::server_name(&address)?,
+                    config: tls.client_config()?,
+                    address,
+                }),
+                _ => Ok(Upstream::Tcp(address)),
+            }
         } else {
             Err(format!(
                 "the Docker endpoint {host} is not a unix:// or tcp:// address the proxy can forward to"
@@ -430,6 +446,15 @@ pub(super) async fn connect(upstream: &Upstream) -> Result<SendRequest<ProxyBody
     Ok(match upstream {
         Upstream::Unix(path) => handshake!(UnixStream::connect(path).await?),
         Upstream::Tcp(addr) => handshake!(TcpStream::connect(addr).await?),
+        Upstream::Tls {
+            address,
+            name,
+            config,
+        } => {
+            let tcp = TcpStream::connect(address).await?;
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            handshake!(connector.connect(name.clone(), tcp).await?)
+        }
     })
 }
 
