@@ -71,29 +71,18 @@ fn one_sweep_per_run() -> Result<(), Failed> {
     let mark = unique_mark("runid");
     let run = format!("{mark}-shards");
     for shard in 1..=2 {
-        let (_, out) = run_owned({
-            let mut c = cleantest("guard", &format!("{mark}-{shard}"));
-            c.args(["--keep-on-failure"])
-                .env("CLEANTEST_RUN_ID", &run)
-                .env("CT_GUARD_FAIL", "1");
-            c
-        })?;
-        check_exit(&out, 101)?;
+        kept_failure(&format!("{mark}-{shard}"), &[("CLEANTEST_RUN_ID", &run)])?;
     }
     let kept = of_run(&run);
     check(kept.len() == 2, || {
         format!("two kept containers of the run, found {kept:?}")
     })?;
     let other_run = format!("{}-7", mark.replace('-', "_"));
-    let (_, out) = run_owned({
-        let mut c = cleantest("guard", &format!("{mark}-other"));
-        c.args(["--keep-on-failure"])
-            .env("GITHUB_RUN_ID", mark.replace('-', "_"))
-            .env("GITHUB_RUN_ATTEMPT", "7")
-            .env("CT_GUARD_FAIL", "1");
-        c
-    })?;
-    check_exit(&out, 101)?;
+    let github_run = mark.replace('-', "_");
+    kept_failure(
+        &format!("{mark}-other"),
+        &[("GITHUB_RUN_ID", &github_run), ("GITHUB_RUN_ATTEMPT", "7")],
+    )?;
     let other = of_run(&other_run);
     check(other.len() == 1, || {
         format!("GitHub's run id labels the session: {other:?}")
@@ -110,6 +99,17 @@ fn one_sweep_per_run() -> Result<(), Failed> {
     check(of_run(&other_run).is_empty(), || {
         "the other run is swept by its own id".into()
     })
+}
+
+/// A run of `fixtures/guard` that leaves a container, fails, and keeps it (`--keep-on-failure`).
+fn kept_failure(mark: &str, env: &[(&str, &str)]) -> Result<(), Failed> {
+    let mut command = cleantest("guard", mark);
+    command
+        .args(["--keep-on-failure"])
+        .env("CT_GUARD_FAIL", "1")
+        .envs(env.iter().copied());
+    let (_, out) = run_owned(command)?;
+    check_exit(&out, 101)
 }
 
 /// A session of the run still running (an `exec` holding a container) is left by `sweep --run`, and
@@ -236,91 +236,38 @@ fn make_certs(dir: &std::path::Path) -> Result<(), Failed> {
         "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
     )?;
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
-    let steps: [&[&str]; 5] = [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ct-ca",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server-key.pem",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-out",
-            "server-cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=client",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca-key.pem",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-        ],
-    ];
-    for step in steps {
-        let out = Command::new("openssl")
-            .args(step)
-            .current_dir(dir)
-            .output()?;
-        check(out.status.success(), || {
-            format!("openssl {step:?}: {}", String::from_utf8_lossy(&out.stderr))
-        })?;
+    openssl(
+        dir,
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 2 -subj /CN=ct-ca",
+    )?;
+    for (who, key, cert, name) in [
+        ("server", "server-key.pem", "server-cert.pem", "127.0.0.1"),
+        ("client", "key.pem", "cert.pem", "client"),
+    ] {
+        openssl(
+            dir,
+            &format!("req -newkey rsa:2048 -nodes -keyout {key} -out {who}.csr -subj /CN={name}"),
+        )?;
+        openssl(
+            dir,
+            &format!(
+                "x509 -req -in {who}.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -out {cert} \
+                 -days 2 -extfile {who}.ext"
+            ),
+        )?;
     }
     Ok(())
+}
+
+/// `openssl ARGS` (split at spaces) in `dir`.
+fn openssl(dir: &std::path::Path, args: &str) -> Result<(), Failed> {
+    let out = Command::new("openssl")
+        .args(args.split_whitespace())
+        .current_dir(dir)
+        .output()?;
+    check(out.status.success(), || {
+        format!("openssl {args}: {}", String::from_utf8_lossy(&out.stderr))
+    })
 }
 
 /// The same run against a dockerd that takes only TLS clients (`--tlsverify`) on its TCP port, with
