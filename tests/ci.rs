@@ -234,3 +234,27 @@ fn engines_the_proxy_cannot_reach_are_refused_before_any_test_runs() {
         assert!(!stdout(&out).contains("test result"), "{host}: no test ran");
     }
 }
+
+#[test]
+fn list_with_a_partition_lists_the_shards_tests() {
+    let listed = |args: &[&str]| -> BTreeSet<String> {
+        let out = run(cleantest("ci", &unique_mark("list-shard"))
+            .args(args)
+            .args(["--", "--list"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .map(str::to_string)
+            .collect()
+    };
+    let all = listed(&[]);
+    assert_eq!(all.len(), 61, "{all:?}");
+    let mut union = BTreeSet::new();
+    for shard in 1..=3 {
+        let mine = listed(&["--partition", &format!("hash:{shard}/3")]);
+        assert!(mine.is_disjoint(&union), "shard {shard}");
+        union.extend(mine);
+    }
+    assert_eq!(union, all);
+}

@@ -18,6 +18,7 @@ mod fail_fast;
 mod harness;
 mod leak_check;
 mod list;
+mod list_mode;
 mod partition;
 mod plan;
 mod report;
@@ -27,7 +28,6 @@ mod target_runner;
 mod tracker;
 mod unit;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Instant;
@@ -39,7 +39,6 @@ use crate::config::Settings;
 use crate::contract::{EXIT_LEFTOVERS, EXIT_OK, EXIT_TEST_FAILED, SERVICE_LOGS_DIR};
 use crate::errors::Error;
 use crate::services::Monitor;
-use crate::session::process::capture;
 use crate::session::state;
 use crate::session::{CleanupGuard, Session, docker_lines, signals, start};
 use cargo::{Built, TestBinary, Workspace};
@@ -133,18 +132,22 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     if args.no_fail_fast {
         doc_cargo_args.push("--no-fail-fast".into());
     }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if test_args.list {
-        return list_mode(
-            &binaries,
-            &test_args,
-            &session,
-            &settings,
+        let listing = list_mode::ListMode {
+            binaries: &binaries,
+            test_args: &test_args,
+            session: &session,
+            settings: &settings,
             doctests,
-            &doc_cargo_args,
-        );
+            doc_cargo_args: &doc_cargo_args,
+        };
+        return match args.runner.ci.partition {
+            Some(partition) => listing.shard(partition, cpus),
+            None => listing.all(),
+        };
     }
 
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = test_args
         .test_threads
         .or(settings.test_threads)
@@ -268,49 +271,4 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         None if summary.failed() => EXIT_TEST_FAILED,
         None => EXIT_OK,
     })
-}
-
-/// `-- --list`: each binary's own listing, as cargo test prints it.
-fn list_mode(
-    binaries: &[Arc<TestBinary>],
-    test_args: &TestArgs,
-    session: &Arc<Session>,
-    settings: &Settings,
-    doctests: bool,
-    doc_cargo_args: &[String],
-) -> Result<i32, Error> {
-    let mut args = test_args.selection();
-    args.push("--list".into());
-    args.extend(test_args.passthrough.iter().cloned());
-    let mut commands = Vec::new();
-    for binary in binaries {
-        eprintln!(
-            "     Running {} ({})",
-            binary.id,
-            binary.executable.display()
-        );
-        let mut command = binary.command();
-        command.args(&args);
-        commands.push((binary.executable.display().to_string(), command));
-    }
-    if doctests {
-        let mut command = Command::new(cargo_program());
-        command
-            .args(["test", "--doc"])
-            .args(doc_cargo_args)
-            .arg("--")
-            .args(&args);
-        commands.push(("cargo test --doc".into(), command));
-    }
-    for (program, mut command) in commands {
-        session.configure(&mut command);
-        let out = capture(&mut command, session, settings.timeout)
-            .map_err(|source| Error::Spawn { program, source })?;
-        print!("{}", out.stdout);
-        eprint!("{}", out.stderr);
-        if !out.exit.success() {
-            return Ok(EXIT_TEST_FAILED);
-        }
-    }
-    Ok(EXIT_OK)
 }
