@@ -3,9 +3,9 @@
 //! A `Sampler` keeps the peaks, on a thread of its own, until it is stopped.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
 use std::time::Duration;
 
 use bollard::query_parameters::{ListContainersOptionsBuilder, StatsOptionsBuilder};
@@ -18,6 +18,8 @@ use crate::contract::ROLE_LABEL;
 /// proxy counts creates itself). Each sample is a list and one stats call per running container: at a
 /// second, a suite with 50 containers asks the engine 50 cheap questions a second.
 const PERIOD: Duration = Duration::from_secs(1);
+/// Stats calls in flight at once.
+const STATS_AT_ONCE: usize = 4;
 /// Bound on one sample's engine calls: the last one is waited for at the end of the run, which a hung
 /// engine must not hold up for long (the sweep after it has bounds of its own).
 const SAMPLE_BOUND: Duration = Duration::from_secs(2);
@@ -32,54 +34,71 @@ pub(crate) struct Peak {
 /// Samples the containers matching a label filter until stopped.
 pub(crate) struct Sampler {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Peak>>,
+    peak: Arc<Mutex<Peak>>,
+    engine: Engine,
+    filter: Vec<String>,
+    thread: Option<Thread>,
 }
 
 impl Sampler {
     pub(crate) fn start(engine: &Engine, filter: Vec<String>) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
-        let engine = engine.clone();
-        let stopped = stop.clone();
+        let peak = Arc::new(Mutex::new(Peak::default()));
+        let (stopped, seen, on, watched) =
+            (stop.clone(), peak.clone(), engine.clone(), filter.clone());
         let thread = std::thread::Builder::new()
             .name("cleantest-usage".into())
             .spawn(move || {
-                let mut peak = Peak::default();
-                loop {
-                    // A last sample once stopped: the end of a run, before its sweep, is when most
-                    // containers may exist (left running), and a short run may have had no sample yet.
-                    let last = stopped.load(Ordering::SeqCst);
+                while !stopped.load(Ordering::SeqCst) {
                     if let Ok(Some(now)) = block_on(async {
-                        tokio::time::timeout(SAMPLE_BOUND, sample(&engine, &filter)).await
+                        tokio::time::timeout(SAMPLE_BOUND, sample(&on, &watched, true)).await
                     }) {
-                        peak.containers = peak.containers.max(now.containers);
-                        peak.memory = peak.memory.max(now.memory);
-                    }
-                    if last {
-                        return peak;
+                        seen.lock().unwrap_or_else(|e| e.into_inner()).absorb(now);
                     }
                     std::thread::park_timeout(PERIOD);
                 }
             })
-            .ok();
-        Sampler { stop, thread }
+            .ok()
+            .map(|handle| handle.thread().clone());
+        Sampler {
+            stop,
+            peak,
+            engine: engine.clone(),
+            filter,
+            thread,
+        }
     }
 
-    /// Stops sampling; the peaks seen.
-    pub(crate) fn stop(mut self) -> Peak {
+    /// Stops sampling; the peaks seen. A sample under way is not waited for (it ends on its own): the
+    /// end of a run waits only for one last count, since the end, before the sweep, is when most
+    /// containers may exist (left running), and a short run may have had no sample yet.
+    pub(crate) fn stop(self) -> Peak {
         self.stop.store(true, Ordering::SeqCst);
-        match self.thread.take() {
-            Some(thread) => {
-                thread.thread().unpark();
-                thread.join().unwrap_or_default()
-            }
-            None => Peak::default(),
+        if let Some(thread) = &self.thread {
+            thread.unpark();
         }
+        let last = block_on(async {
+            tokio::time::timeout(SAMPLE_BOUND, sample(&self.engine, &self.filter, false)).await
+        });
+        let mut peak = *self.peak.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(Some(now)) = last {
+            peak.absorb(now);
+        }
+        peak
     }
 }
 
-/// One sample: the containers (the engine-side reaper is not one of the session's own) and the memory
-/// the running ones use.
-async fn sample(engine: &Engine, filter: &[String]) -> Option<Peak> {
+impl Peak {
+    fn absorb(&mut self, now: Peak) {
+        self.containers = self.containers.max(now.containers);
+        self.memory = self.memory.max(now.memory);
+    }
+}
+
+/// One sample: the containers (the engine-side reaper is not one of the session's own) and, with
+/// `memory`, the memory the running ones use (a few stats calls at once, so that a suite with many
+/// containers does not flood the engine).
+async fn sample(engine: &Engine, filter: &[String], memory: bool) -> Option<Peak> {
     let filters: HashMap<String, Vec<String>> =
         HashMap::from([("label".to_string(), filter.to_vec())]);
     let containers = engine
@@ -96,11 +115,17 @@ async fn sample(engine: &Engine, filter: &[String]) -> Option<Peak> {
         .into_iter()
         .filter(|c| c.labels.as_ref().and_then(|l| l.get(ROLE_LABEL)).is_none())
         .collect();
-    let running = own
+    let running: Vec<String> = own
         .iter()
         .filter(|c| c.state.as_ref().map(|s| s.to_string()).as_deref() == Some("running"))
-        .filter_map(|c| c.id.clone());
-    let usages = futures_util::future::join_all(running.map(|id| memory_of(engine, id))).await;
+        .filter_map(|c| c.id.clone())
+        .filter(|_| memory)
+        .collect();
+    let usages: Vec<u64> = futures_util::stream::iter(running)
+        .map(|id| memory_of(engine, id))
+        .buffer_unordered(STATS_AT_ONCE)
+        .collect()
+        .await;
     Some(Peak {
         containers: own.len() as u64,
         memory: usages.into_iter().sum(),
