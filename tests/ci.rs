@@ -258,3 +258,25 @@ fn list_with_a_partition_lists_the_shards_tests() {
     }
     assert_eq!(union, all);
 }
+
+#[test]
+fn min_free_memory_warns_and_refuses_with_require_free_memory() {
+    // No host has a thousand terabytes available.
+    let huge = ["--min-free-memory", "1000000g"];
+    let out = run(cleantest("ci", &unique_mark("free-memory"))
+        .args(huge)
+        .arg("lib_07"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning only: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("min-free-memory"), "{}", stderr(&out));
+    assert_eq!(last_totals(&out).passed, 1);
+    let out = run(cleantest("ci", &unique_mark("free-memory"))
+        .args(huge)
+        .args(["--require-free-memory", "lib_07"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("test result"), "no test ran");
+}

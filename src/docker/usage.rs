@@ -35,8 +35,6 @@ pub(crate) struct Peak {
 pub(crate) struct Sampler {
     stop: Arc<AtomicBool>,
     peak: Arc<Mutex<Peak>>,
-    engine: Engine,
-    filter: Vec<String>,
     thread: Option<Thread>,
 }
 
@@ -44,14 +42,13 @@ impl Sampler {
     pub(crate) fn start(engine: &Engine, filter: Vec<String>) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(Mutex::new(Peak::default()));
-        let (stopped, seen, on, watched) =
-            (stop.clone(), peak.clone(), engine.clone(), filter.clone());
+        let (stopped, seen, on) = (stop.clone(), peak.clone(), engine.clone());
         let thread = std::thread::Builder::new()
             .name("cleantest-usage".into())
             .spawn(move || {
                 while !stopped.load(Ordering::SeqCst) {
                     if let Ok(Some(now)) = block_on(async {
-                        tokio::time::timeout(SAMPLE_BOUND, sample(&on, &watched, true)).await
+                        tokio::time::timeout(SAMPLE_BOUND, sample(&on, &filter, true)).await
                     }) {
                         seen.lock().unwrap_or_else(|e| e.into_inner()).absorb(now);
                     }
@@ -60,36 +57,23 @@ impl Sampler {
             })
             .ok()
             .map(|handle| handle.thread().clone());
-        Sampler {
-            stop,
-            peak,
-            engine: engine.clone(),
-            filter,
-            thread,
-        }
+        Sampler { stop, peak, thread }
     }
 
-    /// Stops sampling; the peaks seen. A sample under way is not waited for (it ends on its own): the
-    /// end of a run waits only for one last count, since the end, before the sweep, is when most
-    /// containers may exist (left running), and a short run may have had no sample yet.
+    /// Stops sampling; the peaks seen. A sample under way is not waited for: it ends on its own, and
+    /// the end of a run must not wait on the engine for a number (the sweep, which lists anyway, says
+    /// how many containers were left at the end).
     pub(crate) fn stop(self) -> Peak {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = &self.thread {
             thread.unpark();
         }
-        let last = block_on(async {
-            tokio::time::timeout(SAMPLE_BOUND, sample(&self.engine, &self.filter, false)).await
-        });
-        let mut peak = *self.peak.lock().unwrap_or_else(|e| e.into_inner());
-        if let Ok(Some(now)) = last {
-            peak.absorb(now);
-        }
-        peak
+        *self.peak.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Peak {
-    fn absorb(&mut self, now: Peak) {
+    pub(crate) fn absorb(&mut self, now: Peak) {
         self.containers = self.containers.max(now.containers);
         self.memory = self.memory.max(now.memory);
     }

@@ -79,13 +79,7 @@ impl Session {
         let counted = proxy.as_ref().map_or(0, |p| p.peak_containers());
         let settled = proxy.is_none_or(|p| p.stop());
         let sampler = self.usage.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let peak = sampler.map(|s| {
-            let sampled = s.stop();
-            Peak {
-                containers: sampled.containers.max(counted),
-                ..sampled
-            }
-        });
+        let mut peak = sampler.map(|s| s.stop());
         if !settled {
             eprintln!(
                 "warning: the engine had not answered a container create when the session ended; \
@@ -117,6 +111,20 @@ impl Session {
             },
             DockerState::Up(engine) => Some(self.sweep_or_keep(&engine, keep)),
         };
+        if let Some(peak) = &mut peak {
+            // What was left at the end, as the sweep (or the keep) listed it, is a count too.
+            let left = match &docker {
+                Some(DockerEnd::Swept(r)) => r.containers as u64,
+                Some(DockerEnd::Kept(found)) => {
+                    found.iter().filter(|r| r.kind == Kind::Container).count() as u64
+                }
+                _ => 0,
+            };
+            peak.absorb(Peak {
+                containers: counted.max(left),
+                memory: 0,
+            });
+        }
         self.settle_record(docker.as_ref(), settled);
         if let Some(reaper) = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take() {
             reaper.dismiss();
