@@ -162,6 +162,10 @@ pub(crate) fn group_members(pgid: i32) -> Vec<String> {
         if fields.len() < 3 || fields[0] == "Z" || fields[2].parse::<i32>() != Ok(pgid) {
             continue;
         }
+        // A probed pid may be a thread's id (/proc answers for those too): one line per process.
+        if !is_process(pid) {
+            continue;
+        }
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline)
             .replace('\0', " ")
@@ -175,22 +179,40 @@ pub(crate) fn group_members(pgid: i32) -> Vec<String> {
     out
 }
 
+/// How many pids above a leader are looked up one by one rather than by listing /proc: listing it
+/// walks every process of the machine, which a unit's end paid twice for a trivial test.
+const PROBE_LIMIT: i32 = 4096;
+
 /// The processes that can be members of the group `leader` started: those created after it (a pid
 /// above its, or any pid once pids have wrapped since: the last pid handed out is below the
-/// leader's), and the runner's own subtree, where a subreaper finds what the leader left.
+/// leader's), and the runner's own subtree, where a subreaper finds what the leader left. Without a
+/// wrap, every pid created after the leader is in `leader+1..=last`: a short range is probed pid by
+/// pid (most are gone, and a missing /proc entry costs one failed open).
 fn candidates(leader: i32) -> std::collections::BTreeSet<i32> {
     let last = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
         .ok()
         .and_then(|t| t.trim().parse::<i32>().ok());
-    let wrapped = last.is_none_or(|last| last < leader);
-    let mut pids: std::collections::BTreeSet<i32> = all_pids()
-        .into_iter()
-        .filter(|&p| wrapped || p > leader)
-        .collect();
+    let mut pids: std::collections::BTreeSet<i32> = match last {
+        Some(last) if last >= leader && last - leader <= PROBE_LIMIT => {
+            (leader + 1..=last).collect()
+        }
+        Some(last) if last >= leader => all_pids().into_iter().filter(|&p| p > leader).collect(),
+        // Wrapped since the leader (or unknown): anything may be newer.
+        _ => all_pids().into_iter().collect(),
+    };
     if super::orphans::is_subreaper() {
         pids.extend(super::orphans::descendants());
     }
     pids
+}
+
+/// Whether `pid` is a process (its thread group's id), not another thread of one.
+fn is_process(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .is_some_and(|tgid| tgid.trim().parse::<i32>() == Ok(pid))
 }
 
 /// Every pid in /proc.
@@ -259,4 +281,41 @@ pub(crate) fn capture(
         stderr: stderr.join().unwrap_or_default(),
         timed_out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// A leftover with several threads is one process, though /proc answers for each thread's id.
+    #[test]
+    fn a_leftover_with_threads_is_reported_once() {
+        let script = "import threading, time\n\
+                      for _ in range(3): threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n\
+                      print('ready', flush=True)\n\
+                      time.sleep(60)\n";
+        // The group's leader (sh) leaves python running in its group and exits.
+        let mut leader = Command::new("sh")
+            .arg("-c")
+            .arg("python3 -c \"$0\" &")
+            .arg(script)
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        let pgid = leader.id() as i32;
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(leader.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        leader.wait().unwrap();
+        let found = group_members(pgid);
+        signal_group(pgid, Signal::SIGKILL);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("python3"), "{found:?}");
+    }
 }

@@ -64,6 +64,8 @@ pub(crate) struct RunningUnit {
     leftovers: Vec<String>,
     /// Heartbeat periods already reported, by test index (`WHOLE` for a whole unit).
     heartbeats: HashMap<usize, u32>,
+    /// The group was looked into and SIGKILLed after its leader exited (`kill_leftovers`).
+    group_killed: bool,
 }
 
 /// The heartbeat key of a whole unit, whose running tests are not known.
@@ -99,6 +101,7 @@ impl RunningUnit {
             last_progress: now,
             leftovers: Vec::new(),
             heartbeats: HashMap::new(),
+            group_killed: false,
         })
     }
 
@@ -138,6 +141,8 @@ impl RunningUnit {
                 self.leftovers.push(found);
             }
         }
+        // Once the leader has exited, the group's SIGKILL leaves nothing a later look would report.
+        self.group_killed |= self.exit.is_some();
     }
 
     pub(crate) fn on_eof(&mut self) {
