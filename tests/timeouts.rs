@@ -70,7 +70,12 @@ fn a_background_process_left_by_a_test_is_killed_when_it_ends() {
             stat.is_empty() || stat.contains(") Z "),
             "the leaked sleep {pid} is alive: {stat}"
         );
-        assert!(stdout(&out).contains("left behind"), "{}", stdout(&out));
+        assert!(
+            stdout(&out).contains("left behind"),
+            "leaked {pid}:\n{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
     }
 }
 

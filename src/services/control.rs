@@ -146,22 +146,27 @@ pub(crate) fn serve(path: &Path, context: Context) -> std::io::Result<Control> {
     })
 }
 
+/// How long a client may take to send its request line (the crate sends it at once).
+const REQUEST_READ_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn handle(mut stream: UnixStream, context: &Context, registry: &(Mutex<Registry>, Condvar)) {
+    // The request is read before a refusal too: a peer whose request was never read would find the
+    // connection closed under its write (EPIPE) instead of reading why.
+    let mut line = String::new();
+    // A peer that never sends its line does not hold a thread for long.
+    let _ = stream.set_read_timeout(Some(REQUEST_READ_BOUND));
+    let read = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
     let answer = match caller(&stream, &context.session) {
         Err(refusal) => json!({"v": VERSION, "ok": false, "error": refusal}),
-        Ok(unit) => {
-            let mut line = String::new();
-            let read = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
-            match read {
-                Ok(_) => match request(&line) {
-                    Ok((name, site, spec, key)) => answer(start_or_get(
-                        context, registry, &unit, &name, &site, &spec, &key,
-                    )),
-                    Err(e) => json!({"v": VERSION, "ok": false, "error": e}),
-                },
-                Err(e) => json!({"v": VERSION, "ok": false, "error": e.to_string()}),
-            }
-        }
+        Ok(unit) => match read {
+            Ok(_) => match request(&line) {
+                Ok((name, site, spec, key)) => answer(start_or_get(
+                    context, registry, &unit, &name, &site, &spec, &key,
+                )),
+                Err(e) => json!({"v": VERSION, "ok": false, "error": e}),
+            },
+            Err(e) => json!({"v": VERSION, "ok": false, "error": e.to_string()}),
+        },
     };
     let _ = writeln!(stream, "{answer}");
 }
