@@ -142,19 +142,7 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
             .map(|d| now_secs().saturating_sub(d.as_secs()) as i64);
         let everything =
             docker::list(&engine, &[SESSION_LABEL.to_string()]).map_err(docker_error)?;
-        // A session is as alive as its record here, or any of its resources' owners, says: decided once
-        // per session, from all its resources, before any of them is selected.
-        let mut by_session: HashMap<&str, Vec<&HashMap<String, String>>> = HashMap::new();
-        for r in &everything {
-            by_session.entry(session_of(r)).or_default().push(&r.labels);
-        }
-        let liveness: HashMap<&str, Option<Liveness>> = by_session
-            .into_iter()
-            .map(|(session, labels)| {
-                let alive_here = live.contains(session).then_some(Liveness::Alive);
-                (session, alive_here.or_else(|| session_liveness(labels)))
-            })
-            .collect();
+        let liveness = liveness_by_session(&everything, &live);
         let mut held = Held::default();
         for r in &everything {
             let session = session_of(r);
@@ -218,15 +206,11 @@ fn of_run(
     live: &HashSet<String>,
     include_live: bool,
 ) -> Vec<(String, Option<&'static str>)> {
-    let mut by_session: HashMap<&str, Vec<&HashMap<String, String>>> = HashMap::new();
-    for r in found {
-        by_session.entry(session_of(r)).or_default().push(&r.labels);
-    }
-    let mut out: Vec<(String, Option<&'static str>)> = by_session
+    let mut out: Vec<(String, Option<&'static str>)> = liveness_by_session(found, live)
         .into_iter()
         .filter(|(session, _)| is_session_id(session))
-        .map(|(session, labels)| {
-            let alive = live.contains(session) || session_liveness(labels) == Some(Liveness::Alive);
+        .map(|(session, liveness)| {
+            let alive = liveness == Some(Liveness::Alive);
             let held = (alive && !include_live).then_some(
                 "its runner is still running on this host (pass --include-live to sweep it too)",
             );
@@ -235,6 +219,25 @@ fn of_run(
         .collect();
     out.sort();
     out
+}
+
+/// How alive each session of `found` is: as its record here, or any of its resources' owners, says.
+/// Decided once per session, from all its resources, before any of them is selected.
+fn liveness_by_session<'a>(
+    found: &'a [Resource],
+    live: &HashSet<String>,
+) -> HashMap<&'a str, Option<Liveness>> {
+    let mut by_session: HashMap<&str, Vec<&HashMap<String, String>>> = HashMap::new();
+    for r in found {
+        by_session.entry(session_of(r)).or_default().push(&r.labels);
+    }
+    by_session
+        .into_iter()
+        .map(|(session, labels)| {
+            let alive_here = live.contains(session).then_some(Liveness::Alive);
+            (session, alive_here.or_else(|| session_liveness(labels)))
+        })
+        .collect()
 }
 
 fn session_of(r: &Resource) -> &str {

@@ -41,12 +41,16 @@ fn remote_host(endpoint: &str) -> Option<String> {
         .strip_prefix("tcp://")
         .or_else(|| endpoint.strip_prefix("http://"))
         .or_else(|| endpoint.strip_prefix("https://"))?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let host = match authority.strip_prefix('[') {
+    let host = host_of(rest.split('/').next().unwrap_or(rest));
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+/// The host of `HOST:PORT` (`[V6]:PORT` without its brackets).
+pub(crate) fn host_of(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    (!host.is_empty()).then(|| host.to_string())
+    }
 }
 
 fn is_loopback(host: &str) -> bool {

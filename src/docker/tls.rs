@@ -83,10 +83,7 @@ impl Tls {
 
 /// The name the engine's certificate must carry: the host of `HOST:PORT`.
 pub(crate) fn server_name(address: &str) -> Result<ServerName<'static>, String> {
-    let host = match address.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => address.rsplit_once(':').map_or(address, |(h, _)| h),
-    };
+    let host = super::context::host_of(address);
     ServerName::try_from(host.to_string())
         .map_err(|e| format!("{host} is not a name a TLS certificate can carry: {e}"))
 }

@@ -5,6 +5,9 @@
 //! earlier in the order still runs to its end (cargo test would have run it), and may itself fail and
 //! move the cut earlier. Whatever comes after the cut is not started, is stopped if it is running,
 //! and its results are not counted, so the counts are the ones cargo test reports.
+//!
+//! `--max-fail N` replaces it: `MaxFail` says when N tests or processes have failed, after which no
+//! unit starts.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -83,6 +86,37 @@ impl FailFast {
         summary.not_run.retain(|n| !past(&n.binary));
         self.left_out.extend(dropped);
         summary.fail_fast_skipped = self.left_out.into_values().collect();
+    }
+}
+
+/// `--max-fail N`, with the failures counted as results come in: the loop asks on every event, and
+/// rescanning every result each time grows with the run.
+#[derive(Debug, Default)]
+pub(crate) struct MaxFail {
+    pub limit: Option<u32>,
+    /// Results already looked at, and the failures among them.
+    seen: usize,
+    failed: usize,
+}
+
+impl MaxFail {
+    pub(crate) fn new(limit: Option<u32>) -> MaxFail {
+        MaxFail {
+            limit,
+            ..MaxFail::default()
+        }
+    }
+
+    /// Failed tests and failed processes have reached the limit. Results are only ever appended while
+    /// the run goes, so only the new ones are looked at.
+    pub(super) fn reached(&mut self, summary: &RunSummary) -> bool {
+        let Some(limit) = self.limit else {
+            return false;
+        };
+        let new = summary.results.get(self.seen..).unwrap_or_default();
+        self.failed += new.iter().filter(|r| r.outcome.is_failure()).count();
+        self.seen = summary.results.len();
+        self.failed + summary.problems.len() >= limit as usize
     }
 }
 

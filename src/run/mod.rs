@@ -220,7 +220,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         leaks: Default::default(),
         services: services.clone(),
         retries: Default::default(),
-        max_fail: args.runner.ci.max_fail,
+        max_fail: fail_fast::MaxFail::new(args.runner.ci.max_fail),
     };
     let (mut summary, reporter) = scheduler.run(plan, started);
     let tests_failed =

@@ -84,7 +84,7 @@ pub(crate) fn plan(
             retry: 0,
             exact: false,
         };
-        let listing = match listing {
+        let mut listing = match listing {
             Some(listing) if !runs_whole[index] => listing,
             _ => {
                 if in_shard(0) {
@@ -95,10 +95,9 @@ pub(crate) fn plan(
                 continue;
             }
         };
-        let mut listing = listing;
         listed += listing.tests.len();
         let all = std::mem::take(&mut listing.tests);
-        let others = all.len();
+        let before = all.len();
         listing.tests = all
             .into_iter()
             .enumerate()
@@ -106,7 +105,7 @@ pub(crate) fn plan(
             .collect();
         taken += listing.tests.len();
         // Another shard's tests are filtered out here, as a filter would have left them out.
-        plan.filtered_out += listing.filtered_out + others - listing.tests.len();
+        plan.filtered_out += listing.filtered_out + before - listing.tests.len();
         plan.total += listing.tests.len();
         if listing.tests.is_empty() {
             continue;

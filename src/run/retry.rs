@@ -33,6 +33,11 @@ impl Retries {
         spec: &UnitSpec,
         settings: &Settings,
     ) -> Next {
+        let failed = matches!(result.outcome, Outcome::Failed | Outcome::TimedOut);
+        if !failed && self.held.is_empty() {
+            // Nothing held, nothing to retry: the common case, without building a key.
+            return Next::Count(result);
+        }
         let key = (result.binary.clone(), result.name.clone());
         if let Some(earlier) = self.held.remove(&key) {
             result.attempts = earlier.attempts.clone();
@@ -43,7 +48,7 @@ impl Retries {
                 note: earlier.note,
             });
         }
-        let retriable = matches!(result.outcome, Outcome::Failed | Outcome::TimedOut)
+        let retriable = failed
             && result.counted
             && !result.name.is_empty()
             && spec.kind != UnitKind::Whole

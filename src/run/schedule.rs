@@ -6,7 +6,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use super::amend::{add_note, annotate, not_run_of, recovered};
-use super::fail_fast::FailFast;
+use super::fail_fast::{FailFast, MaxFail};
 use super::leak_check::{self, LeakCheck};
 use super::plan::Plan;
 use super::report::{Leftover, NotRun, Outcome, Reporter, RunSummary, UnitProblem, full_name};
@@ -30,7 +30,7 @@ pub(crate) struct Scheduler<'a> {
     /// Failed tests waiting for a retry.
     pub retries: Retries,
     /// `--max-fail N`: no unit starts after N failures.
-    pub max_fail: Option<u32>,
+    pub max_fail: MaxFail,
 }
 
 impl Scheduler<'_> {
@@ -153,7 +153,7 @@ impl Scheduler<'_> {
         if self.ctx.session.interrupted_by().is_some() {
             summary.not_run.extend(queue.iter().flat_map(not_run_of));
         } else if self.max_reached(&summary) && !queue.is_empty() {
-            summary.max_fail = self.max_fail;
+            summary.max_fail = self.max_fail.limit;
             summary
                 .max_fail_skipped
                 .extend(queue.iter().flat_map(not_run_of));
@@ -171,9 +171,8 @@ impl Scheduler<'_> {
     }
 
     /// Whether `--max-fail` is reached: no unit starts any more.
-    fn max_reached(&self, summary: &RunSummary) -> bool {
-        self.max_fail
-            .is_some_and(|max| summary.failures() >= max as usize)
+    fn max_reached(&mut self, summary: &RunSummary) -> bool {
+        self.max_fail.reached(summary)
     }
 
     /// With fail-fast, a failure in the binary of run order `order` stops the binaries after it.
@@ -238,7 +237,8 @@ impl Scheduler<'_> {
         let unit_binary = unit.spec.binary_id.clone();
         let order = unit.spec.order;
         let recovery = unit.spec.recovery;
-        let spec = unit.spec.clone();
+        // What retries are made from (`finish` consumes the unit); its test list is not needed.
+        let spec = unit.spec.with_tests(Vec::new());
         let mut retries = Vec::new();
         let counts = !fail_fast.leaves_out(&unit.spec);
         let interrupted = self.ctx.session.interrupted_by().is_some();

@@ -177,16 +177,6 @@ impl RunSummary {
             .count()
     }
 
-    /// Failures that count against `--max-fail`: failed tests and failed processes.
-    pub(crate) fn failures(&self) -> usize {
-        self.problems.len()
-            + self
-                .results
-                .iter()
-                .filter(|r| r.outcome.is_failure())
-                .count()
-    }
-
     pub(crate) fn failed(&self) -> bool {
         self.interrupted
             || !self.problems.is_empty()

@@ -55,12 +55,28 @@ pub(crate) struct CommandContext<'a> {
 }
 
 impl UnitSpec {
+    /// This unit's spec with other tests: every field copied but the test list, which in shared mode
+    /// names every test of the binary and is not cloned only to be replaced.
+    pub(crate) fn with_tests(&self, tests: Vec<String>) -> UnitSpec {
+        UnitSpec {
+            kind: self.kind,
+            binary_id: self.binary_id.clone(),
+            binary: self.binary.clone(),
+            tests,
+            threads: self.threads,
+            attempt: self.attempt,
+            order: self.order,
+            recovery: self.recovery,
+            retry: self.retry,
+            exact: self.exact,
+        }
+    }
+
     /// The same binary again, for the tests that had not finished.
     pub(crate) fn rerun(&self, tests: Vec<String>) -> UnitSpec {
         UnitSpec {
-            tests,
             attempt: self.attempt + 1,
-            ..self.clone()
+            ..self.with_tests(tests)
         }
     }
 
@@ -68,11 +84,10 @@ impl UnitSpec {
     pub(crate) fn recovery(&self, test: String) -> UnitSpec {
         UnitSpec {
             kind: UnitKind::Isolated,
-            tests: vec![test],
             threads: 1,
             attempt: self.attempt + 1,
             recovery: true,
-            ..self.clone()
+            ..self.with_tests(vec![test])
         }
     }
 
@@ -80,12 +95,11 @@ impl UnitSpec {
     pub(crate) fn retry(&self, test: String, retry: u32) -> UnitSpec {
         UnitSpec {
             kind: UnitKind::Isolated,
-            tests: vec![test],
             threads: 1,
             attempt: self.attempt + 1,
             recovery: false,
             retry,
-            ..self.clone()
+            ..self.with_tests(vec![test])
         }
     }
 
