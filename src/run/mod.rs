@@ -17,6 +17,7 @@ mod cargo_env;
 mod fail_fast;
 mod harness;
 mod leak_check;
+mod leftovers;
 mod list;
 mod list_mode;
 mod partition;
@@ -42,7 +43,7 @@ use crate::services::Monitor;
 use crate::session::state;
 use crate::session::{CleanupGuard, Session, docker_lines, signals, start};
 use cargo::{Built, TestBinary, Workspace};
-use report::{Leftover, Reporter};
+use report::Reporter;
 use schedule::Scheduler;
 use unit::CommandContext;
 
@@ -221,8 +222,9 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         services: services.clone(),
         retries: Default::default(),
         max_fail: fail_fast::MaxFail::new(args.runner.ci.max_fail),
+        origins: Default::default(),
     };
-    let (mut summary, reporter) = scheduler.run(plan, started);
+    let (mut summary, reporter, origins) = scheduler.run(plan, started);
     let tests_failed =
         !summary.problems.is_empty() || summary.results.iter().any(|r| r.outcome.is_failure());
     let keep = args.session.keep_on_failure && tests_failed;
@@ -233,7 +235,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
             .ok()
             .and_then(|dir| services.save_logs(&dir.join(SERVICE_LOGS_DIR).join(session.id())));
     }
-    let end = session.finish(keep).unwrap_or_default();
+    let mut end = session.finish(keep).unwrap_or_default();
     summary.kept = keep;
     summary.partition = partition_line;
     summary.peak = end.peak.filter(|p| p.containers > 0).map(|p| {
@@ -244,13 +246,15 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         )
     });
     let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());
-    if !end.escaped.is_empty() {
-        summary.leftovers.push(Leftover {
-            unit: "the run (escaped their process groups)".into(),
-            kind: "process(es)",
-            processes: end.escaped.iter().map(|e| e.description.clone()).collect(),
-        });
-    }
+    // Found by the session's end: named by the unit each came from, and failing the run under
+    // `--leak fail` like any other leftover.
+    leftovers::report_escaped(
+        &reporter,
+        &mut summary,
+        settings.leak_fails,
+        &origins,
+        std::mem::take(&mut end.escaped),
+    );
     summary.docker_lines = end
         .docker
         .map(|e| docker_lines(&e, session.id()))

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::amend::{add_note, annotate, not_run_of, recovered};
 use super::fail_fast::{FailFast, MaxFail};
 use super::leak_check::{self, LeakCheck};
+use super::leftovers::{self, Origins, Source};
 use super::plan::Plan;
 use super::report::{Leftover, NotRun, Outcome, Reporter, RunSummary, UnitProblem, full_name};
 use super::retry::{Next, Retries};
@@ -31,10 +32,14 @@ pub(crate) struct Scheduler<'a> {
     pub retries: Retries,
     /// `--max-fail N`: no unit starts after N failures.
     pub max_fail: MaxFail,
+    /// The unit of every process group the run started, for what escapes them.
+    pub origins: Origins,
 }
 
 impl Scheduler<'_> {
-    pub(crate) fn run(mut self, plan: Plan, started: Instant) -> (RunSummary, Reporter) {
+    /// Runs the plan; returns what it produced, the reporter, and the units' groups (for the processes
+    /// the session's end still finds).
+    pub(crate) fn run(mut self, plan: Plan, started: Instant) -> (RunSummary, Reporter, Origins) {
         let mut summary = RunSummary {
             filtered_out: plan.filtered_out,
             ..Default::default()
@@ -61,6 +66,10 @@ impl Scheduler<'_> {
                 let binary_id = spec.binary_id.clone();
                 match RunningUnit::start(next_id, spec, &self.ctx, &self.events.0) {
                     Ok(unit) => {
+                        let test = (unit.spec.kind == UnitKind::Isolated)
+                            .then(|| unit.spec.tests[0].as_str());
+                        self.origins
+                            .started(unit.pid, label_of(&unit), &unit.spec.binary_id, test);
                         running.insert(next_id, unit);
                     }
                     Err(e) => summary.problems.push(UnitProblem {
@@ -167,7 +176,7 @@ impl Scheduler<'_> {
         summary.elapsed = started.elapsed();
         summary.session = self.ctx.session.id().to_string();
         summary.interrupted = self.ctx.session.interrupted_by().is_some();
-        (summary, self.reporter)
+        (summary, self.reporter, self.origins)
     }
 
     /// Whether `--max-fail` is reached: no unit starts any more.
@@ -227,10 +236,7 @@ impl Scheduler<'_> {
         summary: &mut RunSummary,
         fail_fast: &mut FailFast,
     ) -> Vec<UnitSpec> {
-        let label = match unit.spec.kind {
-            UnitKind::Isolated => full_name(&unit.spec.binary_id, &unit.spec.tests[0]),
-            _ => unit.spec.binary_id.clone(),
-        };
+        let label = label_of(&unit);
         let pid = unit.pid;
         let unit_kind = unit.spec.kind;
         let unit_test = (unit_kind == UnitKind::Isolated).then(|| unit.spec.tests[0].clone());
@@ -344,53 +350,42 @@ impl Scheduler<'_> {
     }
 
     /// Processes that left their unit's group and were adopted by the runner: killed once the unit they
-    /// belong to (by their environment) is over; ones that cannot be attributed wait for the run's end.
+    /// come from (`Origins::of`) is over; ones that cannot be attributed wait for the run's end.
     fn reap_escaped(&mut self, running: &HashMap<UnitId, RunningUnit>, summary: &mut RunSummary) {
-        let escaped = self.ctx.session.reap_adopted(|e| match &e.binary {
-            None => true,
-            Some(binary) => running.values().any(|u| {
-                &u.spec.binary_id == binary
-                    && (u.spec.kind != UnitKind::Isolated
-                        || e.test.as_deref() == u.spec.tests.first().map(String::as_str))
-            }),
-        });
-        for e in escaped {
-            let label = match (&e.binary, &e.test) {
-                (Some(b), Some(t)) => format!("{b}::{t}"),
-                (Some(b), None) => b.clone(),
-                _ => "an unknown unit".into(),
+        let origins = &self.origins;
+        let escaped = self.ctx.session.reap_adopted(|e| {
+            let (binary, test) = match origins.of(e) {
+                Source::Unknown => return true,
+                Source::Group(g) => match origins.unit(g) {
+                    Some((b, t)) => (b.to_string(), t.map(str::to_string)),
+                    None => return true,
+                },
+                Source::Env { binary, test } => (binary, test),
             };
-            self.leftovers(
-                summary,
-                format!("{label} (escaped its process group)"),
-                vec![e.description],
-            );
-        }
+            running.values().any(|u| {
+                u.spec.binary_id == binary
+                    && (u.spec.kind != UnitKind::Isolated
+                        || test.as_deref() == u.spec.tests.first().map(String::as_str))
+            })
+        });
+        leftovers::report_escaped(
+            &self.reporter,
+            summary,
+            self.settings.leak_fails,
+            &self.origins,
+            escaped,
+        );
     }
 
-    /// Reports processes a unit left behind (already killed). With `--leak=fail` a shared-mode binary or
-    /// an escaped process fails the run here; an isolated test was already failed itself.
+    /// Reports processes a unit left behind (already killed); see `leftovers::report`.
     fn leftovers(&mut self, summary: &mut RunSummary, unit: String, processes: Vec<String>) {
-        self.reporter.warn(&format!(
-            "{unit} left {} process(es) behind; killed them",
-            processes.len()
-        ));
-        let failed_as_test = summary
-            .results
-            .iter()
-            .any(|r| r.full_name() == unit && r.note.is_some());
-        if self.settings.leak_fails && !failed_as_test {
-            summary.problems.push(UnitProblem {
-                binary: unit.clone(),
-                message: format!("left {} process(es) behind (--leak=fail)", processes.len()),
-                output: processes.join("\n"),
-            });
-        }
-        summary.leftovers.push(Leftover {
+        leftovers::report(
+            &self.reporter,
+            summary,
+            self.settings.leak_fails,
             unit,
-            kind: "process(es)",
             processes,
-        });
+        );
     }
 
     /// Reports containers a unit left running; with `--leak=fail`, a failure of that test or binary.
@@ -487,5 +482,13 @@ impl Scheduler<'_> {
             }
         }
         None
+    }
+}
+
+/// How reports name a unit: `binary::test` in isolated mode, the binary otherwise.
+fn label_of(unit: &RunningUnit) -> String {
+    match unit.spec.kind {
+        UnitKind::Isolated => full_name(&unit.spec.binary_id, &unit.spec.tests[0]),
+        _ => unit.spec.binary_id.clone(),
     }
 }

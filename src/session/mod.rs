@@ -369,7 +369,12 @@ impl Session {
     pub(crate) fn reap_adopted(&self, still_running: impl Fn(&Escaped) -> bool) -> Vec<Escaped> {
         let mut killed = Vec::new();
         for escaped in orphans::adopted(|pid| self.is_known(pid)) {
-            if orphans::reap_if_exited(escaped.pid) || still_running(&escaped) {
+            // One already on its way out (killed with its group a moment ago) is no leftover: it is
+            // reaped once it is a zombie, and never waited for here (an exit can hang in the kernel).
+            if orphans::reap_if_exited(escaped.pid)
+                || !orphans::is_live(escaped.pid)
+                || still_running(&escaped)
+            {
                 continue;
             }
             orphans::kill_and_reap(escaped.pid);

@@ -24,8 +24,11 @@ pub(crate) fn become_subreaper() -> bool {
 #[derive(Debug, Clone)]
 pub(crate) struct Escaped {
     pub pid: i32,
-    /// `pid command line`, for reports.
+    /// `pid command line`, for reports (read before the process is killed).
     pub description: String,
+    /// Its process group when it was found: a unit's group id names the unit it came from, even when
+    /// its environment is cleared or not yet readable.
+    pub group: Option<i32>,
     /// `CLEANTEST_BINARY` and `CLEANTEST_TEST` from its environment, when it still has them.
     pub binary: Option<String>,
     pub test: Option<String>,
@@ -130,7 +133,7 @@ pub(crate) fn session_processes(session: &str) -> Vec<Escaped> {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) && !is_zombie(pid) {
+        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) && is_live(pid) {
             out.push(describe(pid));
         }
     }
@@ -179,25 +182,71 @@ pub(crate) fn kill_session(session: &str) -> Vec<Escaped> {
 /// The fields of `/proc/PID/stat` from the state on (field 3 first). The command name before them is
 /// in parentheses and may hold spaces and parentheses itself, so they start after the last ')'.
 pub(crate) fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields_at(&format!("/proc/{pid}/stat"))
+}
+
+fn stat_fields_at(path: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(path).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     Some(after.split_whitespace().map(str::to_string).collect())
 }
 
-fn is_zombie(pid: i32) -> bool {
-    stat_fields(pid).is_none_or(|f| f.first().is_none_or(|state| state == "Z"))
+/// `PF_EXITING` in a task's flags (`include/linux/sched.h`): the task is on its way out (killed, or
+/// returning from `main`) and will be a zombie as soon as it is scheduled again.
+const PF_EXITING: u64 = 0x4;
+
+/// Whether a task's stat fields say it still runs: neither a zombie nor exiting.
+fn task_runs(fields: &[String]) -> bool {
+    let state = fields.first().map(String::as_str);
+    let flags = fields.get(6).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    !matches!(state, None | Some("Z" | "X" | "x")) && flags & PF_EXITING == 0
 }
 
-fn describe(pid: i32) -> Escaped {
+/// Whether process `pid` still runs: some thread of it is neither a zombie nor exiting. Not its command
+/// line (empty between `execve` replacing the memory map and laying out the arguments, which is exactly
+/// when a test that spawned a child and returned at once leaves it), and not only its leader's state
+/// (a process whose main thread exited shows `Z` while its other threads run).
+pub(crate) fn is_live(pid: i32) -> bool {
+    let Some(fields) = stat_fields(pid) else {
+        return false;
+    };
+    if task_runs(&fields) {
+        return true;
+    }
+    // The leader is gone or going: look at the other threads (a single-threaded process has none).
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let path = task.path().join("stat");
+        stat_fields_at(&path.to_string_lossy()).is_some_and(|f| task_runs(&f))
+    })
+}
+
+/// What to call a process in a report: its command line; while it is still inside `execve` (no
+/// arguments laid out yet), the program it is becoming, marked so; else its name.
+pub(crate) fn command_line(pid: i32) -> String {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline)
         .replace('\0', " ")
         .trim()
         .to_string();
+    if !cmdline.is_empty() {
+        return cmdline;
+    }
+    if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        return format!("{} (starting)", exe.display());
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    format!("[{}]", comm.trim())
+}
+
+fn describe(pid: i32) -> Escaped {
     let env = environ(pid);
     Escaped {
         pid,
-        description: format!("{pid} {cmdline}"),
+        description: format!("{pid} {}", command_line(pid)),
+        group: stat_fields(pid).and_then(|f| f.get(2)?.parse().ok()),
         binary: env.get(ENV_BINARY).cloned(),
         test: env.get(ENV_TEST).cloned(),
     }
@@ -237,6 +286,24 @@ mod tests {
         assert!(killed.len() >= 10, "{}", killed.len());
         // The killed children are re-parented to init (this test process is no subreaper): none runs.
         assert!(session_processes(&id).is_empty());
+    }
+
+    #[test]
+    fn a_running_process_is_live_and_an_exited_one_is_not() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        assert!(is_live(pid));
+        assert!(command_line(pid).contains("sleep 30"));
+        child.kill().unwrap();
+        // Seen dead by the kernel (a zombie until reaped), without reaping it.
+        nix::sys::wait::waitid(
+            nix::sys::wait::Id::Pid(Pid::from_raw(pid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        )
+        .unwrap();
+        assert!(!is_live(pid));
+        let _ = child.wait();
+        assert!(!is_live(pid));
     }
 
     #[test]

@@ -1,0 +1,180 @@
+//! Processes a unit left behind, and which unit they came from.
+//!
+//! Whichever look finds a leftover first (the unit's end scan of its group, the scheduler's look at
+//! adopted children when a unit ends, or the session's end), the report names the unit it came from and
+//! `--leak fail` fails the run for it. A process re-parented to the runner (the subreaper) is
+//! attributed by what it says of itself, read before it is killed: `CLEANTEST_BINARY` and
+//! `CLEANTEST_TEST` in its environment, else its process group, which is the id of the unit that
+//! started it unless it left that group. `Origins` remembers every unit's group id for that.
+
+use std::collections::HashMap;
+
+use super::report::{Leftover, Reporter, RunSummary, UnitProblem};
+use crate::session::orphans::Escaped;
+
+/// The unit each process group id of the run belongs to: `label` as reports name it, `binary` and, in
+/// isolated mode, `test`.
+#[derive(Debug, Default)]
+pub(crate) struct Origins {
+    groups: HashMap<i32, Origin>,
+}
+
+#[derive(Debug, Clone)]
+struct Origin {
+    label: String,
+    binary: String,
+    test: Option<String>,
+}
+
+/// Where an escaped process came from, as far as it can be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A unit, by its environment (`binary`, and `test` in isolated mode).
+    Env {
+        binary: String,
+        test: Option<String>,
+    },
+    /// A unit, by the process group it is still in.
+    Group(i32),
+    Unknown,
+}
+
+impl Origins {
+    /// Notes that the unit `label` (of `binary`, and `test` in isolated mode) runs as group `pgid`.
+    /// A group id is a pid: a later unit may get the same one, and then names itself.
+    pub(crate) fn started(&mut self, pgid: i32, label: String, binary: &str, test: Option<&str>) {
+        self.groups.insert(
+            pgid,
+            Origin {
+                label,
+                binary: binary.to_string(),
+                test: test.map(str::to_string),
+            },
+        );
+    }
+
+    /// Where `e` came from: its environment first (exact even when its group id was reused by a later
+    /// unit), then its group.
+    pub(crate) fn of(&self, e: &Escaped) -> Source {
+        if let Some(binary) = &e.binary {
+            return Source::Env {
+                binary: binary.clone(),
+                test: e.test.clone(),
+            };
+        }
+        match e.group {
+            Some(g) if self.groups.contains_key(&g) => Source::Group(g),
+            _ => Source::Unknown,
+        }
+    }
+
+    /// The heading a leftover of `from` is reported under.
+    pub(crate) fn label(&self, from: &Source) -> String {
+        match from {
+            Source::Env {
+                binary,
+                test: Some(t),
+            } => format!("{binary}::{t} (escaped its process group)"),
+            Source::Env { binary, test: None } => format!("{binary} (escaped its process group)"),
+            Source::Group(g) => format!("{} (after its end)", self.groups[g].label),
+            Source::Unknown => "the run (escaped their process groups)".into(),
+        }
+    }
+
+    /// The unit of group `g`, as (binary, test).
+    pub(crate) fn unit(&self, g: i32) -> Option<(&str, Option<&str>)> {
+        self.groups
+            .get(&g)
+            .map(|o| (o.binary.as_str(), o.test.as_deref()))
+    }
+}
+
+/// Reports processes a unit left behind (already killed). With `--leak fail` each report is a failure
+/// of the run, unless the isolated test that left them was already failed for it (`failed_as_test`).
+pub(crate) fn report(
+    reporter: &Reporter,
+    summary: &mut RunSummary,
+    leak_fails: bool,
+    unit: String,
+    processes: Vec<String>,
+) {
+    reporter.warn(&format!(
+        "{unit} left {} process(es) behind; killed them",
+        processes.len()
+    ));
+    let failed_as_test = summary
+        .results
+        .iter()
+        .any(|r| r.full_name() == unit && r.note.is_some());
+    if leak_fails && !failed_as_test {
+        summary.problems.push(UnitProblem {
+            binary: unit.clone(),
+            message: format!("left {} process(es) behind (--leak=fail)", processes.len()),
+            output: processes.join("\n"),
+        });
+    }
+    summary.leftovers.push(Leftover {
+        unit,
+        kind: "process(es)",
+        processes,
+    });
+}
+
+/// Reports escaped processes killed outside any unit's end (by `Session::cleanup` at the run's end, or
+/// when a unit ended), grouped under the unit each came from.
+pub(crate) fn report_escaped(
+    reporter: &Reporter,
+    summary: &mut RunSummary,
+    leak_fails: bool,
+    origins: &Origins,
+    escaped: Vec<Escaped>,
+) {
+    let mut by_unit: Vec<(String, Vec<String>)> = Vec::new();
+    for e in escaped {
+        let label = origins.label(&origins.of(&e));
+        match by_unit.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, list)) => list.push(e.description),
+            None => by_unit.push((label, vec![e.description])),
+        }
+    }
+    for (label, processes) in by_unit {
+        report(reporter, summary, leak_fails, label, processes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(group: Option<i32>, binary: Option<&str>) -> Escaped {
+        Escaped {
+            pid: 9371,
+            description: "9371 sleep 1000".into(),
+            group,
+            binary: binary.map(str::to_string),
+            test: None,
+        }
+    }
+
+    #[test]
+    fn an_escapee_is_named_by_its_environment_then_by_its_group() {
+        let mut origins = Origins::default();
+        origins.started(100, "pkg::leak".into(), "pkg::leak", None);
+        // Its environment was not readable yet (inside execve) or was cleared: its group tells.
+        let by_group = escaped(Some(100), None);
+        assert_eq!(origins.of(&by_group), Source::Group(100));
+        assert_eq!(
+            origins.label(&origins.of(&by_group)),
+            "pkg::leak (after its end)"
+        );
+        // Its group id was reused by a later unit: its environment is exact.
+        let by_env = escaped(Some(100), Some("pkg::other"));
+        assert_eq!(
+            origins.label(&origins.of(&by_env)),
+            "pkg::other (escaped its process group)"
+        );
+        // Neither: the run.
+        let unknown = escaped(Some(7), None);
+        assert_eq!(origins.of(&unknown), Source::Unknown);
+    }
+}
