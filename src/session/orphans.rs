@@ -198,7 +198,10 @@ const PF_EXITING: u64 = 0x4;
 /// Whether a task's stat fields say it still runs: neither a zombie nor exiting.
 fn task_runs(fields: &[String]) -> bool {
     let state = fields.first().map(String::as_str);
-    let flags = fields.get(6).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let flags = fields
+        .get(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
     !matches!(state, None | Some("Z" | "X" | "x")) && flags & PF_EXITING == 0
 }
 

@@ -8,11 +8,14 @@
 //! - `cargo xtask bench [--smoke] [--runs N]`: the benchmarks behind `BENCHMARKS.md`.
 //! - `cargo xtask conformance [--ci] [--only NAME]`: counts and exit codes against cargo test on
 //!   pinned crates.io packages, behind `CONFORMANCE.md`.
+//! - `cargo xtask stress [--runs N] [--test NAME]... [FILTER]...`: test binaries run N times beside a
+//!   busy loop on every core, with a pass count per test (default: the timeout, signal and chaos cells).
 
 mod bench;
 mod conformance;
 mod image;
 mod service_image;
+mod stress;
 
 use std::process::{Command, ExitCode};
 
@@ -34,9 +37,10 @@ fn main() -> ExitCode {
         }
         Some("bench") => bench::run(&args[1..]),
         Some("conformance") => conformance::run(&args[1..]),
+        Some("stress") => stress::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|demo [ARGS...]|image [postgres|redis] [--rebuild]|bench [--smoke] [--runs N]|conformance [--ci] [--only NAME]>"
+                "usage: cargo xtask <ci|demo [ARGS...]|image [postgres|redis] [--rebuild]|bench [--smoke] [--runs N]|conformance [--ci] [--only NAME]|stress [--runs N] [--test NAME]... [--no-hog] [FILTER]...>"
             );
             return ExitCode::from(2);
         }
