@@ -9,83 +9,64 @@
 
 use std::collections::HashMap;
 
-use super::report::{Leftover, Reporter, RunSummary, UnitProblem};
+use super::report::{Leftover, Reporter, RunSummary, UnitProblem, full_name};
 use crate::session::orphans::Escaped;
 
-/// The unit each process group id of the run belongs to: `label` as reports name it, `binary` and, in
-/// isolated mode, `test`.
+/// The unit each process group id of the run belongs to.
 #[derive(Debug, Default)]
 pub(crate) struct Origins {
-    groups: HashMap<i32, Origin>,
+    groups: HashMap<i32, Unit>,
 }
 
-#[derive(Debug, Clone)]
-struct Origin {
-    label: String,
-    binary: String,
-    test: Option<String>,
-}
-
-/// Where an escaped process came from, as far as it can be told.
+/// A unit as an escaped process names it: its binary, and its test in isolated mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// A unit, by its environment (`binary`, and `test` in isolated mode).
-    Env {
-        binary: String,
-        test: Option<String>,
-    },
-    /// A unit, by the process group it is still in.
-    Group(i32),
-    Unknown,
+pub(crate) struct Unit {
+    pub binary: String,
+    pub test: Option<String>,
+    /// Told by the process group it is still in, not by its environment.
+    pub by_group: bool,
 }
 
 impl Origins {
-    /// Notes that the unit `label` (of `binary`, and `test` in isolated mode) runs as group `pgid`.
-    /// A group id is a pid: a later unit may get the same one, and then names itself.
-    pub(crate) fn started(&mut self, pgid: i32, label: String, binary: &str, test: Option<&str>) {
+    /// Notes that the unit of `binary` (and `test` in isolated mode) runs as group `pgid`. A group id is
+    /// a pid: a later unit may get the same one, and then names itself.
+    pub(crate) fn started(&mut self, pgid: i32, binary: &str, test: Option<&str>) {
         self.groups.insert(
             pgid,
-            Origin {
-                label,
+            Unit {
                 binary: binary.to_string(),
                 test: test.map(str::to_string),
+                by_group: true,
             },
         );
     }
 
-    /// Where `e` came from: its environment first (exact even when its group id was reused by a later
-    /// unit), then its group.
-    pub(crate) fn of(&self, e: &Escaped) -> Source {
+    /// The unit `e` came from: by its environment first (exact even when its group id was reused by a
+    /// later unit), then by its group; None when neither tells.
+    pub(crate) fn of(&self, e: &Escaped) -> Option<Unit> {
         if let Some(binary) = &e.binary {
-            return Source::Env {
+            return Some(Unit {
                 binary: binary.clone(),
                 test: e.test.clone(),
-            };
+                by_group: false,
+            });
         }
-        match e.group {
-            Some(g) if self.groups.contains_key(&g) => Source::Group(g),
-            _ => Source::Unknown,
-        }
+        e.group.and_then(|g| self.groups.get(&g)).cloned()
     }
 
-    /// The heading a leftover of `from` is reported under.
-    pub(crate) fn label(&self, from: &Source) -> String {
-        match from {
-            Source::Env {
-                binary,
-                test: Some(t),
-            } => format!("{binary}::{t} (escaped its process group)"),
-            Source::Env { binary, test: None } => format!("{binary} (escaped its process group)"),
-            Source::Group(g) => format!("{} (after its end)", self.groups[g].label),
-            Source::Unknown => "the run (escaped their process groups)".into(),
+    /// The heading a leftover from `unit` is reported under.
+    pub(crate) fn label(unit: Option<&Unit>) -> String {
+        match unit {
+            Some(u) => {
+                let name = full_name(&u.binary, u.test.as_deref().unwrap_or(""));
+                if u.by_group {
+                    format!("{name} (after its end)")
+                } else {
+                    format!("{name} (escaped its process group)")
+                }
+            }
+            None => "the run (escaped their process groups)".into(),
         }
-    }
-
-    /// The unit of group `g`, as (binary, test).
-    pub(crate) fn unit(&self, g: i32) -> Option<(&str, Option<&str>)> {
-        self.groups
-            .get(&g)
-            .map(|o| (o.binary.as_str(), o.test.as_deref()))
     }
 }
 
@@ -131,7 +112,7 @@ pub(crate) fn report_escaped(
 ) {
     let mut by_unit: Vec<(String, Vec<String>)> = Vec::new();
     for e in escaped {
-        let label = origins.label(&origins.of(&e));
+        let label = Origins::label(origins.of(&e).as_ref());
         match by_unit.iter_mut().find(|(l, _)| *l == label) {
             Some((_, list)) => list.push(e.description),
             None => by_unit.push((label, vec![e.description])),
@@ -159,22 +140,21 @@ mod tests {
     #[test]
     fn an_escapee_is_named_by_its_environment_then_by_its_group() {
         let mut origins = Origins::default();
-        origins.started(100, "pkg::leak".into(), "pkg::leak", None);
+        origins.started(100, "pkg::leak", None);
         // Its environment was not readable yet (inside execve) or was cleared: its group tells.
-        let by_group = escaped(Some(100), None);
-        assert_eq!(origins.of(&by_group), Source::Group(100));
+        let by_group = origins.of(&escaped(Some(100), None));
+        assert_eq!(by_group.as_ref().map(|u| u.by_group), Some(true));
         assert_eq!(
-            origins.label(&origins.of(&by_group)),
+            Origins::label(by_group.as_ref()),
             "pkg::leak (after its end)"
         );
         // Its group id was reused by a later unit: its environment is exact.
-        let by_env = escaped(Some(100), Some("pkg::other"));
+        let by_env = origins.of(&escaped(Some(100), Some("pkg::other")));
         assert_eq!(
-            origins.label(&origins.of(&by_env)),
+            Origins::label(by_env.as_ref()),
             "pkg::other (escaped its process group)"
         );
         // Neither: the run.
-        let unknown = escaped(Some(7), None);
-        assert_eq!(origins.of(&unknown), Source::Unknown);
+        assert_eq!(origins.of(&escaped(Some(7), None)), None);
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::amend::{add_note, annotate, not_run_of, recovered};
 use super::fail_fast::{FailFast, MaxFail};
 use super::leak_check::{self, LeakCheck};
-use super::leftovers::{self, Origins, Source};
+use super::leftovers::{self, Origins};
 use super::plan::Plan;
 use super::report::{Leftover, NotRun, Outcome, Reporter, RunSummary, UnitProblem, full_name};
 use super::retry::{Next, Retries};
@@ -68,8 +68,7 @@ impl Scheduler<'_> {
                     Ok(unit) => {
                         let test = (unit.spec.kind == UnitKind::Isolated)
                             .then(|| unit.spec.tests[0].as_str());
-                        self.origins
-                            .started(unit.pid, label_of(&unit), &unit.spec.binary_id, test);
+                        self.origins.started(unit.pid, &unit.spec.binary_id, test);
                         running.insert(next_id, unit);
                     }
                     Err(e) => summary.problems.push(UnitProblem {
@@ -236,7 +235,10 @@ impl Scheduler<'_> {
         summary: &mut RunSummary,
         fail_fast: &mut FailFast,
     ) -> Vec<UnitSpec> {
-        let label = label_of(&unit);
+        let label = match unit.spec.kind {
+            UnitKind::Isolated => full_name(&unit.spec.binary_id, &unit.spec.tests[0]),
+            _ => unit.spec.binary_id.clone(),
+        };
         let pid = unit.pid;
         let unit_kind = unit.spec.kind;
         let unit_test = (unit_kind == UnitKind::Isolated).then(|| unit.spec.tests[0].clone());
@@ -354,18 +356,13 @@ impl Scheduler<'_> {
     fn reap_escaped(&mut self, running: &HashMap<UnitId, RunningUnit>, summary: &mut RunSummary) {
         let origins = &self.origins;
         let escaped = self.ctx.session.reap_adopted(|e| {
-            let (binary, test) = match origins.of(e) {
-                Source::Unknown => return true,
-                Source::Group(g) => match origins.unit(g) {
-                    Some((b, t)) => (b.to_string(), t.map(str::to_string)),
-                    None => return true,
-                },
-                Source::Env { binary, test } => (binary, test),
+            let Some(unit) = origins.of(e) else {
+                return true;
             };
             running.values().any(|u| {
-                u.spec.binary_id == binary
+                u.spec.binary_id == unit.binary
                     && (u.spec.kind != UnitKind::Isolated
-                        || test.as_deref() == u.spec.tests.first().map(String::as_str))
+                        || unit.test.as_deref() == u.spec.tests.first().map(String::as_str))
             })
         });
         leftovers::report_escaped(
@@ -482,13 +479,5 @@ impl Scheduler<'_> {
             }
         }
         None
-    }
-}
-
-/// How reports name a unit: `binary::test` in isolated mode, the binary otherwise.
-fn label_of(unit: &RunningUnit) -> String {
-    match unit.spec.kind {
-        UnitKind::Isolated => full_name(&unit.spec.binary_id, &unit.spec.tests[0]),
-        _ => unit.spec.binary_id.clone(),
     }
 }

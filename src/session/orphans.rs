@@ -182,10 +182,10 @@ pub(crate) fn kill_session(session: &str) -> Vec<Escaped> {
 /// The fields of `/proc/PID/stat` from the state on (field 3 first). The command name before them is
 /// in parentheses and may hold spaces and parentheses itself, so they start after the last ')'.
 pub(crate) fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    stat_fields_at(&format!("/proc/{pid}/stat"))
+    stat_fields_at(std::path::Path::new(&format!("/proc/{pid}/stat")))
 }
 
-fn stat_fields_at(path: &str) -> Option<Vec<String>> {
+fn stat_fields_at(path: &std::path::Path) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(path).ok()?;
     let after = &stat[stat.rfind(')')? + 1..];
     Some(after.split_whitespace().map(str::to_string).collect())
@@ -220,10 +220,9 @@ pub(crate) fn is_live(pid: i32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
-    tasks.flatten().any(|task| {
-        let path = task.path().join("stat");
-        stat_fields_at(&path.to_string_lossy()).is_some_and(|f| task_runs(&f))
-    })
+    tasks
+        .flatten()
+        .any(|task| stat_fields_at(&task.path().join("stat")).is_some_and(|f| task_runs(&f)))
 }
 
 /// What to call a process in a report: its command line; while it is still inside `execve` (no
