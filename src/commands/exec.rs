@@ -52,6 +52,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         proxy: true,
         engine_reaper: None,
         guard: &settings.guard,
+        proxy_policy: &settings.proxy_policy,
     };
     let _lock = start::start(&session, &args.session, profile, &workspace)?;
     if !args.session.no_services {

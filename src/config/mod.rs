@@ -9,6 +9,7 @@ pub(crate) mod guard;
 mod memory;
 mod overrides;
 mod profile;
+pub(crate) mod proxy;
 mod ready;
 pub(crate) mod services;
 pub(crate) mod template;
@@ -60,6 +61,8 @@ pub(crate) struct Settings {
     pub leak_fails: bool,
     /// Whether the profile leaves the labelling proxy on (`proxy = false` turns it off).
     pub proxy: bool,
+    /// What the proxy forwards beyond its table (`proxy.allow-foreign`, `proxy.allow`).
+    pub proxy_policy: proxy::ProxyPolicy,
     /// The profile's `engine-reaper` (`--engine-reaper` wins).
     pub engine_reaper: Option<EngineReaperMode>,
     /// The session services of the profile, each after its dependencies.
@@ -175,7 +178,14 @@ impl Settings {
             },
             test_threads: profile.test_threads,
             lock: profile.lock.clone(),
-            proxy: profile.proxy.unwrap_or(true),
+            proxy: profile.proxy.as_ref().is_none_or(|p| p.enabled()),
+            proxy_policy: match &profile.proxy {
+                Some(p) => p.policy().map_err(|why| Error::Config {
+                    path: CONFIG_PATH.into(),
+                    message: why,
+                })?,
+                None => proxy::ProxyPolicy::default(),
+            },
             engine_reaper: profile.engine_reaper,
             services,
             retries: args.ci.retries.or(profile.retries).unwrap_or(0),

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use super::duration::ConfigDuration;
 use super::memory::Memory;
 use super::overrides::OverrideConfig;
+use super::proxy::ProxyConfig;
 use crate::cli::{EngineReaperMode, FlakyResult};
 
 /// What leaving processes behind is.
@@ -31,8 +32,9 @@ pub(crate) struct ProfileConfig {
     pub lock: Option<String>,
     /// `report` or `fail`: what leaving processes behind is (`--leak`).
     pub leak: Option<LeakPolicy>,
-    /// Route Docker traffic through the labelling proxy (`--no-proxy` sets false).
-    pub proxy: Option<bool>,
+    /// Route Docker traffic through the labelling proxy (`--no-proxy` sets false), and what it
+    /// forwards beyond its table (`config::proxy`).
+    pub proxy: Option<ProxyConfig>,
     /// `auto`, `on` or `off`: the engine-side reaper (`--engine-reaper`).
     pub engine_reaper: Option<EngineReaperMode>,
     /// Which `[services.NAME]` start (default: all defined).
@@ -64,7 +66,10 @@ impl ProfileConfig {
             test_threads: self.test_threads.or(base.test_threads),
             lock: self.lock.clone().or_else(|| base.lock.clone()),
             leak: self.leak.or(base.leak),
-            proxy: self.proxy.or(base.proxy),
+            proxy: match (&self.proxy, &base.proxy) {
+                (Some(top), Some(base)) => Some(top.over(base)),
+                (top, base) => top.clone().or_else(|| base.clone()),
+            },
             engine_reaper: self.engine_reaper.or(base.engine_reaper),
             services: self.services.clone().or_else(|| base.services.clone()),
             compose_file: self

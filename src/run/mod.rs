@@ -75,6 +75,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
                     proxy: settings.proxy,
                     engine_reaper: settings.engine_reaper,
                     guard: &settings.guard,
+                    proxy_policy: &settings.proxy_policy,
                 };
                 let lock = start::start(&session, &args.session, profile, &workspace.root)?;
                 let services = if args.session.no_services {

@@ -77,6 +77,19 @@ impl Session {
         // creates the proxy had already forwarded are answered (else they would appear after it).
         let proxy = self.proxy.lock().unwrap_or_else(|e| e.into_inner()).take();
         let counted = proxy.as_ref().map_or(0, |p| p.peak_containers());
+        // The recorded anonymous volumes as the proxy holds them: a full disk may have kept them out
+        // of the file, and then the record must stay too, so a later sweep can still be told.
+        let in_memory = proxy
+            .as_ref()
+            .map(|p| p.recorded_volumes())
+            .unwrap_or_default();
+        let unwritten = proxy.as_ref().and_then(|p| p.unwritten());
+        if let Some(why) = &unwritten {
+            eprintln!(
+                "warning: anonymous volumes of the session could not be recorded ({why}); this run \
+                 sweeps them itself, and the session stays on record"
+            );
+        }
         let settled = proxy.is_none_or(|p| p.stop());
         let sampler = self.usage.lock().unwrap_or_else(|e| e.into_inner()).take();
         let mut peak = sampler.map(|s| s.stop());
@@ -106,10 +119,12 @@ impl Session {
                 endpoint, reason, ..
             } => match docker::connect_within(END_RECONNECT) {
                 // It was down at the start; it may be back now.
-                docker::Connection::Up(engine) => Some(self.sweep_or_keep(&engine, keep)),
+                docker::Connection::Up(engine) => {
+                    Some(self.sweep_or_keep(&engine, keep, &in_memory))
+                }
                 docker::Connection::Down { .. } => Some(DockerEnd::NotSwept { endpoint, reason }),
             },
-            DockerState::Up(engine) => Some(self.sweep_or_keep(&engine, keep)),
+            DockerState::Up(engine) => Some(self.sweep_or_keep(&engine, keep, &in_memory)),
         };
         if let Some(peak) = &mut peak {
             // What was left at the end, as the sweep (or the keep) listed it, is a count too.
@@ -125,7 +140,7 @@ impl Session {
                 memory: 0,
             });
         }
-        self.settle_record(docker.as_ref(), settled);
+        self.settle_record(docker.as_ref(), settled && unwritten.is_none());
         if let Some(reaper) = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take() {
             reaper.dismiss();
         }
@@ -136,8 +151,13 @@ impl Session {
         })
     }
 
-    fn sweep_or_keep(&self, engine: &Engine, keep: bool) -> DockerEnd {
-        let recorded = super::state::anonymous_volumes_of(&self.id);
+    fn sweep_or_keep(&self, engine: &Engine, keep: bool, in_memory: &[String]) -> DockerEnd {
+        let mut recorded = super::state::anonymous_volumes_of(&self.id);
+        for name in in_memory {
+            if !recorded.contains(name) {
+                recorded.push(name.clone());
+            }
+        }
         let result = if keep {
             docker::list_session(engine, &self.id, &recorded).map(DockerEnd::Kept)
         } else {

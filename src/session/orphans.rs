@@ -130,14 +130,33 @@ pub(crate) fn session_processes(session: &str) -> Vec<Escaped> {
         if pid == me {
             continue;
         }
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) && is_live(pid) {
+        if environ_of(pid).is_some_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+            && is_live(pid)
+        {
             out.push(describe(pid));
         }
     }
     out
+}
+
+/// A process's environment. A "zombie leader" (its main thread exited, others run on) reads `ESRCH`
+/// or nothing at `/proc/PID/environ`, while its threads still share the memory that holds it: so a
+/// failed or empty read is tried again through each thread (`/proc/PID/task/TID/environ`).
+fn environ_of(pid: i32) -> Option<Vec<u8>> {
+    if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
+        && !env.is_empty()
+    {
+        return Some(env);
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks
+        .flatten()
+        .filter(|t| t.file_name().to_str() != Some(&pid.to_string()))
+        .find_map(|t| {
+            std::fs::read(t.path().join("environ"))
+                .ok()
+                .filter(|e| !e.is_empty())
+        })
 }
 
 /// How long `kill_session` keeps at it: a process that forks without pause is frozen and killed in a
@@ -317,6 +336,13 @@ mod tests {
             .env(ENV_BINARY, "pkg::it")
             .spawn()
             .unwrap();
+        // spawn returns once the child's execve has replaced its memory, before the kernel has laid
+        // out the new environment there: wait for the exec to complete (its command line appears).
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !command_line(pid).contains("sleep 30") && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         let found = session_processes(&id);
         let _ = child.kill();
         let _ = child.wait();

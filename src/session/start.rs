@@ -11,6 +11,7 @@ use super::state::{self, record::OwnRecord};
 use super::{DockerState, Session, orphans, run_id, stale};
 use crate::cli::{EngineReaperMode, SessionOpts, human_bytes};
 use crate::config::guard::Guard;
+use crate::config::proxy::ProxyPolicy;
 use crate::contract::{PROXY_SOCKET_FILE, REAPER_LOG_FILE};
 use crate::docker::proxy::{Proxy, VolumeSink};
 use crate::docker::usage::Sampler;
@@ -26,6 +27,8 @@ pub(crate) struct Profile<'a> {
     pub engine_reaper: Option<EngineReaperMode>,
     /// The resource guard: the proxy applies its limits to container creates.
     pub guard: &'a Guard,
+    /// What the proxy forwards beyond its endpoint table.
+    pub proxy_policy: &'a ProxyPolicy,
 }
 
 /// Prepares `session` for running things in `workspace`. The returned lock is held until dropped.
@@ -111,6 +114,7 @@ pub(crate) fn start(
             engine_max,
             sink,
             profile.guard.clone(),
+            profile.proxy_policy.clone(),
         ) {
             Ok(proxy) => session.set_proxy(proxy),
             // An engine that is down was warned about above, with the same bad address.

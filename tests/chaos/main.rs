@@ -7,6 +7,7 @@ mod common;
 mod descriptors;
 mod engine_reaper;
 mod escape;
+mod foreign;
 mod never_hang;
 mod never_lie;
 mod trust;
@@ -72,6 +73,7 @@ fn main() {
         ),
     ];
     cells.extend(trust::cells());
+    cells.extend(foreign::cells());
     cells.extend(never_hang::cells());
     cells.extend(escape::cells());
     cells.extend(never_lie::cells());

@@ -25,13 +25,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::rustls::ClientConfig;
 
+use super::create::{create, labels_for, normalized};
 use super::guard;
 use super::in_flight::InFlight;
-use super::rewrite::{Create, create_kind, merge_labels, split_version, translate_version};
+use super::policy;
+use super::rewrite::{Create, merge_labels, split_version, translate_version};
 use super::volumes;
-use crate::contract::{
-    BINARY_LABEL, ENV_BINARY, ENV_TEST, NESTED_LABEL_PREFIX, SESSION_LABEL, TEST_LABEL,
-};
+use crate::contract::{ENV_BINARY, ENV_TEST, NESTED_LABEL_PREFIX, SESSION_LABEL};
 
 /// The largest create body the proxy buffers to rewrite. Real ones are a few KiB; without a bound a
 /// client could grow the runner without limit (a 1.4 GB body did), so a larger one gets 413.
@@ -106,14 +106,31 @@ pub(crate) struct Shared {
     pub admission: tokio::sync::Mutex<()>,
     /// The most containers the session had, as counted at admissions.
     pub peak: Mutex<u64>,
+    /// What the proxy forwards beyond its table (`proxy.allow-foreign`, `proxy.allow`).
+    pub policy: crate::config::proxy::ProxyPolicy,
+    /// The anonymous volumes recorded for the session, kept in memory as well as in the file: a full
+    /// disk must not lose them, and removing one through the proxy is an action on the session's own.
+    pub recorded: Mutex<HashSet<String>>,
+    /// Why recorded names could not be written to the file, if they could not.
+    pub unwritten: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Whether `name` is an anonymous volume the proxy recorded for the session.
+    pub(crate) fn recorded_volume(&self, name: &str) -> bool {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
+    }
 }
 
 /// The unit a client process belongs to: `CLEANTEST_BINARY`/`CLEANTEST_TEST` from its environment or
 /// that of its nearest ancestor that has them (the process tree the runner started).
 #[derive(Debug, Clone, Default)]
-struct Unit {
-    binary: Option<String>,
-    test: Option<String>,
+pub(super) struct Unit {
+    pub binary: Option<String>,
+    pub test: Option<String>,
 }
 
 fn attribute(mut pid: i32) -> Unit {
@@ -200,9 +217,13 @@ async fn handle(
     upstream: &UpstreamSlot,
     hijacked: &Mutex<Option<OnUpgrade>>,
 ) -> Response<ProxyBody> {
-    let kind = create_kind(req.method().as_str(), req.uri().path());
     let hijack = is_hijack(req.method().as_str(), req.uri().path());
     let (mut parts, body) = req.into_parts();
+    let checked = match policy::admit(shared, unit, &mut parts).await {
+        Ok(checked) => checked,
+        Err(refusal) => return *refusal,
+    };
+    let kind = checked.create;
     let translated = parts
         .uri
         .path_and_query()
@@ -246,7 +267,12 @@ async fn handle(
                 }
             };
             let labels = labels_for(shared, unit);
-            let new = match merge_labels(&bytes, &labels, SESSION_LABEL, NESTED_LABEL_PREFIX) {
+            let merged = merge_labels(&bytes, &labels, SESSION_LABEL, NESTED_LABEL_PREFIX);
+            let merged = match merged {
+                Ok(new) if kind == Some(Create::Container) => normalized(&new),
+                other => other,
+            };
+            let new = match merged {
                 Ok(new) if kind == Some(Create::Container) => {
                     let new = match shared.guard.default_memory {
                         Some(bytes) => guard::with_default_memory(&new, bytes),
@@ -269,6 +295,28 @@ async fn handle(
                 .headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(new.len()));
             Full::new(new).map_err(|never| match never {}).boxed()
+        }
+        None if checked.body_check.is_some() => {
+            let bytes = match http_body_util::Limited::new(body, MAX_CREATE_BODY)
+                .collect()
+                .await
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        &format!("cleantest proxy: reading the request body: {e}"),
+                    );
+                }
+            };
+            if let Err(refusal) = policy::check_body(shared, &checked, &bytes).await {
+                return *refusal;
+            }
+            parts.headers.remove(TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            Full::new(bytes).map_err(|never| match never {}).boxed()
         }
         None => body.map_err(BoxError::from).boxed(),
     };
@@ -345,80 +393,9 @@ async fn handle(
     response
 }
 
-/// Forwards a create: the named volumes a container create would make unlabelled are created labelled
-/// first, and the anonymous volumes the new container got are recorded for the sweep.
-async fn create(
-    slot: &tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
-    shared: &Shared,
-    request: Request<ProxyBody>,
-    plan: volumes::VolumePlan,
-    labels: &[(String, String)],
-    is_container: bool,
-) -> Result<Response<ProxyBody>, BoxError> {
-    let upstream = &shared.upstream;
-    let admitted = if is_container && shared.guard.limits_creates() {
-        let held = shared.admission.lock().await;
-        match guard::admit(shared, plan.memory).await {
-            Ok(before) => Some((held, before)),
-            Err(refusal) => return Ok(error_response(guard::REFUSED, &refusal)),
-        }
-    } else {
-        None
-    };
-    let named: Vec<String> = plan.wanted.iter().map(|w| w.name.clone()).collect();
-    volumes::create_missing(upstream, plan.wanted, labels).await?;
-    let response = send(slot, upstream, request).await?;
-    if let (Some((_held, before)), true) = (&admitted, response.status().is_success()) {
-        guard::created(shared, *before);
-    }
-    // Only a container that can have anonymous volumes is inspected for them: one that declares some,
-    // or whose image does (asked once per image).
-    let anonymous_possible = is_container
-        && response.status().is_success()
-        && (plan.declares_anonymous
-            || match &plan.image {
-                Some(image) => {
-                    volumes::image_has_volumes(upstream, &shared.image_volumes, image).await
-                }
-                None => true,
-            });
-    if !anonymous_possible {
-        return Ok(response.map(|b| b.map_err(BoxError::from).boxed()));
-    }
-    // A create's answer is a small JSON object (`{"Id":…,"Warnings":[]}`): read it for the id.
-    let (parts, body) = response.into_parts();
-    let bytes = body.collect().await?.to_bytes();
-    let id = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| Some(v.get("Id")?.as_str()?.to_string()));
-    if let Some(id) = id {
-        let recorded =
-            volumes::record_anonymous(upstream, &id, &named, &shared.anonymous_volumes).await;
-        if let (Some(sink), false) = (&shared.volume_sink, recorded.is_empty()) {
-            (sink.0)(&recorded);
-        }
-    }
-    Ok(Response::from_parts(
-        parts,
-        Full::new(bytes).map_err(|never| match never {}).boxed(),
-    ))
-}
-
-fn labels_for(shared: &Shared, unit: &Unit) -> Vec<(String, String)> {
-    let mut labels = vec![(SESSION_LABEL.to_string(), shared.session.clone())];
-    labels.extend(shared.fixed.iter().cloned());
-    if let Some(binary) = &unit.binary {
-        labels.push((BINARY_LABEL.into(), binary.clone()));
-    }
-    if let Some(test) = &unit.test {
-        labels.push((TEST_LABEL.into(), test.clone()));
-    }
-    labels
-}
-
 /// Sends a request on this client connection's upstream connection, opening it on first use (or again
 /// after the engine closed it).
-async fn send(
+pub(super) async fn send(
     slot: &tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
     upstream: &Upstream,
     req: Request<ProxyBody>,
@@ -458,7 +435,7 @@ pub(super) async fn connect(upstream: &Upstream) -> Result<SendRequest<ProxyBody
     })
 }
 
-fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
+pub(crate) fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
     let body = serde_json::json!({ "message": message }).to_string();
     let mut response = Response::new(
         Full::new(Bytes::from(body))

@@ -7,6 +7,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Map, Value};
 
 use super::forward::{Shared, Upstream};
+use super::host_config;
 use super::rewrite::go_fold;
 use super::volumes::call;
 use crate::cli::human_bytes;
@@ -24,16 +25,15 @@ pub(crate) fn with_default_memory(body: &[u8], bytes: u64) -> Vec<u8> {
     if memory_of_root(&root) != 0 {
         return body.to_vec();
     }
-    let host_key = last_key(&root, "HostConfig").unwrap_or_else(|| "HostConfig".to_string());
-    let host = root
-        .entry(host_key)
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !host.is_object() {
-        *host = Value::Object(Map::new());
-    }
-    if let Value::Object(host) = host {
-        host.retain(|k, _| go_fold(k) != "memory");
-        host.insert("Memory".into(), Value::from(bytes));
+    // Where the engine reads it: the HostConfig, or the top level when there is none (a HostConfig
+    // added here would hide the top-level fields from the engine).
+    let set = |fields: &mut Map<String, Value>| {
+        fields.retain(|k, _| go_fold(k) != "memory");
+        fields.insert("Memory".into(), Value::from(bytes));
+    };
+    match root.get_mut("HostConfig") {
+        Some(Value::Object(host)) => set(host),
+        _ => set(&mut root),
     }
     serde_json::to_vec(&Value::Object(root)).unwrap_or_else(|_| body.to_vec())
 }
@@ -47,15 +47,9 @@ pub(crate) fn memory_of(body: &[u8]) -> u64 {
 }
 
 fn memory_of_root(root: &Map<String, Value>) -> u64 {
-    let host = last_key(root, "HostConfig").and_then(|k| root.get(&k)?.as_object().cloned());
-    host.and_then(|h| h.get(&last_key(&h, "Memory")?)?.as_u64())
+    host_config::field(&host_config::effective(root), "Memory")
+        .and_then(Value::as_u64)
         .unwrap_or(0)
-}
-
-/// The last key of `object` that the engine's decoder takes for `key`.
-fn last_key(object: &Map<String, Value>, key: &str) -> Option<String> {
-    let key = go_fold(key);
-    object.keys().rev().find(|k| go_fold(k) == key).cloned()
 }
 
 /// Whether the session may create one more container asking for `memory` bytes: Ok is how many it has
@@ -102,6 +96,48 @@ pub(crate) async fn admit(shared: &Shared, memory: u64) -> Result<u64, String> {
     Ok(containers.len() as u64)
 }
 
+/// Whether the session's container `id` may have its memory limit set to `memory` (`docker update`):
+/// with the other running containers' limits, it must stay within `max-memory`.
+pub(crate) async fn admit_update(shared: &Shared, id: &str, memory: u64) -> Result<(), String> {
+    let Some(max) = &shared.guard.max_memory else {
+        return Ok(());
+    };
+    let (_, body) = call(
+        &shared.upstream,
+        Method::GET,
+        &format!("/containers/{id}/json"),
+        None,
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "cleantest: cannot check the update against {}: {e}",
+            max.source
+        )
+    })?;
+    let full_id = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| Some(v.get("Id")?.as_str()?.to_string()))
+        .unwrap_or_default();
+    let mut used = 0;
+    for (other, running) in session_containers(&shared.upstream, &shared.session).await? {
+        if running && other != full_id {
+            used += limit_of(&shared.upstream, &other).await;
+        }
+    }
+    if used + memory > max.value {
+        return Err(format!(
+            "cleantest: this session's other running containers have {} of memory limits; raising this \
+             one to {} would go over {} ({})",
+            human_bytes(used),
+            human_bytes(memory),
+            human_bytes(max.value),
+            max.source
+        ));
+    }
+    Ok(())
+}
+
 /// A create admitted with `before` containers in the session succeeded: the session has one more.
 pub(crate) fn created(shared: &Shared, before: u64) {
     let mut peak = shared.peak.lock().unwrap_or_else(|e| e.into_inner());
@@ -117,7 +153,7 @@ async fn session_containers(
         serde_json::json!({ "label": [format!("{SESSION_LABEL}={session}")] }).to_string();
     let path = format!(
         "/containers/json?all=1&filters={}",
-        percent_encode(&filters)
+        super::query::encode(&filters)
     );
     let (status, body) = call(upstream, Method::GET, &path, None)
         .await
@@ -158,18 +194,6 @@ async fn limit_of(upstream: &Upstream, id: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A query value with everything but unreserved characters escaped.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,7 +204,13 @@ mod tests {
         assert_eq!(memory_of(&set), 512 << 20);
         let zero = with_default_memory(br#"{"HostConfig":{"memory":0}}"#, 64 << 20);
         assert_eq!(memory_of(&zero), 64 << 20);
-        let own = br#"{"hostconfig":{"Memory":100000000}}"#;
+        let own = br#"{"HostConfig":{"Memory":100000000}}"#;
+        assert_eq!(with_default_memory(own, 64 << 20), own.to_vec());
+        // Deprecated top-level fields: the limit goes where the engine reads it.
+        let top = with_default_memory(br#"{"Image":"x","Binds":["a:/a"]}"#, 1 << 20);
+        assert!(!String::from_utf8_lossy(&top).contains("HostConfig"));
+        assert_eq!(memory_of(&top), 1 << 20);
+        let own = br#"{"Memory":100000000}"#;
         assert_eq!(with_default_memory(own, 64 << 20), own.to_vec());
         assert_eq!(memory_of(b"not json"), 0);
         assert_eq!(with_default_memory(b"[1]", 1), b"[1]".to_vec());

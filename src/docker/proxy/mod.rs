@@ -5,10 +5,15 @@
 //! unmodified code — the docker CLI, bollard, testcontainers-rs, docker-compose — is swept with the
 //! session.
 
+mod create;
 mod forward;
 mod guard;
+mod host_config;
 mod in_flight;
+mod policy;
+mod query;
 pub(crate) mod rewrite;
+pub(crate) mod table;
 mod volumes;
 
 use std::os::unix::fs::PermissionsExt;
@@ -58,6 +63,7 @@ impl Proxy {
         engine_max: Option<String>,
         volume_sink: Option<VolumeSink>,
         guard: crate::config::guard::Guard,
+        policy: crate::config::proxy::ProxyPolicy,
     ) -> Result<Proxy, String> {
         let upstream = Upstream::from_env()?;
         let _ = std::fs::remove_file(socket);
@@ -81,6 +87,9 @@ impl Proxy {
             guard,
             admission: tokio::sync::Mutex::default(),
             peak: Mutex::default(),
+            policy,
+            recorded: Mutex::default(),
+            unwritten: Mutex::default(),
         });
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let for_thread = shared.clone();
@@ -127,6 +136,25 @@ impl Proxy {
     /// The most containers the session had at a create's admission (0 when the guard is off).
     pub(crate) fn peak_containers(&self) -> u64 {
         *self.shared.peak.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The anonymous volumes recorded for the session (the file may have missed some: `unwritten`).
+    pub(crate) fn recorded_volumes(&self) -> Vec<String> {
+        let recorded = self
+            .shared
+            .recorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        recorded.iter().cloned().collect()
+    }
+
+    /// Why some recorded volumes could not be written to the session's file, if so.
+    pub(crate) fn unwritten(&self) -> Option<String> {
+        self.shared
+            .unwritten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// `unix://<socket>`, the `DOCKER_HOST` units get.

@@ -11,6 +11,8 @@ pub(crate) enum Create {
     Container,
     Network,
     Volume,
+    /// `POST /commit`: its body is the new image's config, labels included.
+    Commit,
 }
 
 /// `(version, rest)` for `/v1.41/containers/json` → `(Some("1.41"), "/containers/json")`.
@@ -28,20 +30,12 @@ pub(crate) fn split_version(path: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// The create call a `POST` to `path` (query string excluded) is. The engine routes on the decoded
-/// path (`/containers/%63reate` is a container create to it), so the path is decoded first: matching
-/// the raw path would let an encoded create through unlabelled.
-pub(crate) fn create_kind(method: &str, path: &str) -> Option<Create> {
-    if method != "POST" {
-        return None;
-    }
+/// The path (query string excluded) as the engine routes it: decoded, without its version prefix.
+/// `/containers/%63reate` is a container create to the engine, so matching the raw path would let an
+/// encoded create through unlabelled.
+pub(crate) fn route(path: &str) -> String {
     let decoded = percent_decode(path);
-    match split_version(&decoded).1 {
-        "/containers/create" => Some(Create::Container),
-        "/networks/create" => Some(Create::Network),
-        "/volumes/create" => Some(Create::Volume),
-        _ => None,
-    }
+    split_version(&decoded).1.to_string()
 }
 
 /// `%XX` escapes decoded as Go's `url.PathUnescape` decodes them; a malformed escape is left as it is
@@ -102,6 +96,8 @@ pub(crate) enum Refusal {
     NotAnObject,
     #[error("`{0}` in the create body is not an object of string labels")]
     BadLabels(String),
+    #[error("{0}")]
+    BadHostConfig(String),
 }
 
 /// Merges `labels` into a create body's labels, keeping the caller's other labels; ours win.
@@ -184,6 +180,13 @@ mod tests {
 
     fn parse(bytes: &[u8]) -> Value {
         serde_json::from_slice(bytes).unwrap()
+    }
+
+    fn create_kind(method: &str, path: &str) -> Option<Create> {
+        match super::super::table::rule_for(method, &route(path)) {
+            Some((super::super::table::Rule::Label(kind), _)) => Some(kind),
+            _ => None,
+        }
     }
 
     #[test]

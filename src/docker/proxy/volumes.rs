@@ -9,6 +9,7 @@
 //! the proxy asks the engine which ones the new container got and appends them to the session's
 //! `anonymous-volumes` file, which every sweep of the session reads.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 
@@ -18,7 +19,7 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::forward::{BoxError, ProxyBody, Upstream, connect};
-use super::rewrite::go_fold;
+use super::host_config::{self, field};
 
 /// A named volume a container create refers to.
 #[derive(Debug, PartialEq)]
@@ -42,7 +43,7 @@ pub(crate) struct VolumePlan {
     pub memory: u64,
 }
 
-/// Reads a container create body (already known to be valid JSON) for its volumes.
+/// Reads a container create body (valid JSON, HostConfig spellings normalized) for its volumes.
 pub(crate) fn plan(body: &[u8]) -> VolumePlan {
     let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(body) else {
         return VolumePlan::default();
@@ -54,10 +55,7 @@ pub(crate) fn plan(body: &[u8]) -> VolumePlan {
         image: field(&top, "Image")
             .and_then(Value::as_str)
             .map(str::to_string),
-        wanted: match field(&top, "HostConfig") {
-            Some(Value::Object(host)) => wanted(host),
-            _ => Vec::new(),
-        },
+        wanted: wanted(&host_config::effective(&top)),
         memory: 0,
     }
 }
@@ -122,16 +120,6 @@ fn wanted(host: &Map<String, Value>) -> Vec<Wanted> {
     }
     out.dedup_by(|a, b| a.name == b.name);
     out
-}
-
-/// A key of a JSON object, matched as the engine's decoder matches it (`go_fold`; the last match wins).
-fn field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    let key = go_fold(key);
-    object
-        .iter()
-        .rev()
-        .find(|(k, _)| go_fold(k) == key)
-        .map(|(_, v)| v)
 }
 
 /// What the engine accepts as a volume name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`); anything else is a path or
@@ -216,17 +204,44 @@ pub(crate) async fn image_has_volumes(
     declares
 }
 
-/// Appends the anonymous volumes of the container `id` (its volume mounts that no create named) to
-/// `log`, and returns them. Best effort: a volume missed here is one the container's removal with `v`
-/// still takes.
+/// The names of every volume the engine has now: taken before a create, it proves which volumes of the
+/// new container the create made. None when the engine did not say.
+pub(crate) async fn existing(upstream: &Upstream) -> Option<HashSet<String>> {
+    let list = get(upstream, "/volumes").await?;
+    let volumes = list.get("Volumes")?.as_array()?;
+    Some(
+        volumes
+            .iter()
+            .filter_map(|v| Some(v.get("Name")?.as_str()?.to_string()))
+            .collect(),
+    )
+}
+
+/// What `record_anonymous` found, and whether it could be written down.
+pub(crate) struct Recorded {
+    pub names: Vec<String>,
+    /// Why the names could not be appended to the file, if they could not.
+    pub unwritten: Option<String>,
+}
+
+/// Appends the anonymous volumes that the create of container `id` made to `log`, and returns them.
+/// A volume is the session's only if the engine proves it: it was not there before the create
+/// (`before`), no create named it, and its name is an anonymous volume's (64 hex digits). A volume the
+/// container mounts from elsewhere (`--volumes-from`, a bind of an existing name) is never recorded.
+/// Best effort: a volume missed here is one the container's removal with `v` still takes.
 pub(crate) async fn record_anonymous(
     upstream: &Upstream,
     id: &str,
     named: &[String],
+    before: &HashSet<String>,
     log: &Path,
-) -> Vec<String> {
+) -> Recorded {
+    let nothing = Recorded {
+        names: Vec::new(),
+        unwritten: None,
+    };
     let Some(inspect) = get(upstream, &format!("/containers/{id}/json")).await else {
-        return Vec::new();
+        return nothing;
     };
     let mut names = Vec::new();
     for mount in inspect
@@ -238,12 +253,14 @@ pub(crate) async fn record_anonymous(
         let is_volume = mount.get("Type").and_then(Value::as_str) == Some("volume");
         if let (true, Some(name)) = (is_volume, mount.get("Name").and_then(Value::as_str))
             && !named.iter().any(|n| n == name)
+            && !before.contains(name)
+            && is_anonymous_name(name)
         {
             names.push(name.to_string());
         }
     }
     if names.is_empty() {
-        return names;
+        return nothing;
     }
     let lines: String = names.iter().map(|n| format!("{n}\n")).collect();
     let appended = std::fs::OpenOptions::new()
@@ -251,13 +268,17 @@ pub(crate) async fn record_anonymous(
         .append(true)
         .open(log)
         .and_then(|mut f| f.write_all(lines.as_bytes()));
-    if let Err(e) = appended {
-        eprintln!(
-            "warning: failed to record anonymous volumes in {}: {e}",
-            log.display()
-        );
+    Recorded {
+        names,
+        unwritten: appended
+            .err()
+            .map(|e| format!("writing {}: {e}", log.display())),
     }
-    names
+}
+
+/// The name the engine gives an anonymous volume: 64 lowercase hex digits.
+fn is_anonymous_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A GET's JSON answer, when the engine gave one with a success status.
@@ -302,7 +323,9 @@ mod tests {
             "Mounts":[{"Type":"volume","Source":"cache","VolumeOptions":{"Labels":{"a":"b"},
             "DriverConfig":{"Name":"local","Options":{"type":"tmpfs"}}}},
             {"Type":"bind","Source":"/etc","Target":"/e"},{"Type":"volume","Target":"/anon"}]}}"#;
-        let found = plan(body).wanted;
+        let mut top = serde_json::from_slice(body).unwrap();
+        host_config::normalize(&mut top).unwrap();
+        let found = plan(&serde_json::to_vec(&top).unwrap()).wanted;
         let names: Vec<&str> = found.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["data", "cache"]);
         assert_eq!(found[1].driver.as_deref(), Some("local"));

@@ -1,0 +1,133 @@
+//! A container create's HostConfig as the engine reads it. The engine's decoder matches keys without
+//! case and merges every spelling of `HostConfig` into one; without one, the deprecated top-level
+//! fields (`Binds`, `Memory`, ... beside `Image`) are the HostConfig; with one, five of them
+//! (`Memory`, `MemorySwap`, `CpuShares`, `CpusetCpus`, `VolumeDriver`) still fill its empty ones
+//! (the engine's `runconfig.ContainerConfigWrapper.getHostConfig`).
+//!
+//! So the proxy first folds the spellings into a single `HostConfig` key (`normalize`), forwards that
+//! body, and reads volumes and memory from `effective` of the same body: what it checks is what the
+//! engine gets.
+
+use serde_json::{Map, Value};
+
+use super::rewrite::go_fold;
+
+/// The top-level fields that fill an empty field of an explicit HostConfig.
+const PROMOTED: [&str; 5] = [
+    "Memory",
+    "MemorySwap",
+    "CpuShares",
+    "CpusetCpus",
+    "VolumeDriver",
+];
+
+/// Every spelling of `HostConfig` merged, in document order, into one `HostConfig` key (a `null`
+/// clears what came before, as it does in Go). Err when one is neither an object nor null.
+pub(crate) fn normalize(root: &mut Map<String, Value>) -> Result<(), String> {
+    let spellings: Vec<String> = root
+        .keys()
+        .filter(|k| go_fold(k) == "hostconfig")
+        .cloned()
+        .collect();
+    if spellings.is_empty() {
+        return Ok(());
+    }
+    let mut merged: Option<Map<String, Value>> = None;
+    for key in spellings {
+        match root.remove(&key) {
+            Some(Value::Null) => merged = None,
+            Some(Value::Object(fields)) => {
+                let into = merged.get_or_insert_with(Map::new);
+                for (k, v) in fields {
+                    let folded = go_fold(&k);
+                    into.retain(|have, _| go_fold(have) != folded);
+                    into.insert(k, v);
+                }
+            }
+            _ => return Err(format!("`{key}` in the create body is not an object")),
+        }
+    }
+    if let Some(merged) = merged {
+        root.insert("HostConfig".into(), Value::Object(merged));
+    }
+    Ok(())
+}
+
+/// The HostConfig the engine uses for a normalized create body.
+pub(crate) fn effective(root: &Map<String, Value>) -> Map<String, Value> {
+    let Some(Value::Object(inner)) = root.get("HostConfig") else {
+        return root.clone();
+    };
+    let mut host = inner.clone();
+    for name in PROMOTED {
+        let top = field(root, name).filter(|v| !is_zero(v));
+        if let (Some(top), true) = (top, field(&host, name).is_none_or(is_zero)) {
+            let folded = go_fold(name);
+            host.retain(|k, _| go_fold(k) != folded);
+            host.insert(name.into(), top.clone());
+        }
+    }
+    host
+}
+
+/// A key of a JSON object, matched as the engine's decoder matches it (the last match wins).
+pub(crate) fn field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    let key = go_fold(key);
+    object
+        .iter()
+        .rev()
+        .find(|(k, _)| go_fold(k) == key)
+        .map(|(_, v)| v)
+}
+
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(text: &str) -> Map<String, Value> {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn spellings_merge_into_one_key() {
+        let mut root = object(
+            r#"{"Image":"x","HostConfig":{"Binds":["a:/a"]},"hostconfig":{"Memory":5},"HOSTCONFIG":{"binds":["b:/b"]}}"#,
+        );
+        normalize(&mut root).unwrap();
+        assert_eq!(
+            root.keys().filter(|k| go_fold(k) == "hostconfig").count(),
+            1
+        );
+        let host = effective(&root);
+        assert_eq!(field(&host, "Binds"), Some(&serde_json::json!(["b:/b"])));
+        assert_eq!(field(&host, "Memory"), Some(&serde_json::json!(5)));
+        let mut cleared = object(r#"{"HostConfig":{"Binds":["a:/a"]},"hostconfig":null}"#);
+        normalize(&mut cleared).unwrap();
+        assert!(!cleared.contains_key("HostConfig"));
+        assert!(normalize(&mut object(r#"{"HostConfig":[1]}"#)).is_err());
+    }
+
+    #[test]
+    fn top_level_fields_without_a_host_config() {
+        let root = object(r#"{"Image":"x","Binds":["existing:/data"],"Memory":7}"#);
+        let host = effective(&root);
+        assert_eq!(
+            field(&host, "Binds"),
+            Some(&serde_json::json!(["existing:/data"]))
+        );
+        // With a HostConfig, top-level Binds are ignored but Memory fills an empty limit.
+        let root = object(r#"{"Binds":["x:/x"],"memory":7,"HostConfig":{"Memory":0}}"#);
+        let host = effective(&root);
+        assert_eq!(field(&host, "Binds"), None);
+        assert_eq!(field(&host, "Memory"), Some(&serde_json::json!(7)));
+    }
+}
