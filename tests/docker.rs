@@ -221,8 +221,9 @@ fn exec_leaves_nothing_behind() -> Result<(), Failed> {
 fn sweep_removes_many() -> Result<(), Failed> {
     let mark = unique_mark("docker-many");
     let state = temp_dir("state");
-    // A container of nobody's session, attached to one of the session's networks: the sweep must
-    // disconnect it, remove the network, and leave it running.
+    // A container of nobody's session, attached to one of the session's networks by its owner (past the
+    // proxy, which refuses to connect what is not the session's): the sweep must disconnect it, remove
+    // the network, and leave it running.
     let foreign = Foreign::start(&mark);
     // 100 containers: 10 with a named volume each, 90 spread over 10 networks, 5 of them only created.
     let labels = "--label cleantest.session=$CLEANTEST_SESSION --label ct-it.mark=$CT_IT_MARK";
@@ -230,11 +231,12 @@ fn sweep_removes_many() -> Result<(), Failed> {
     let script = format!(
         "set -e; export p=ct-$(echo $CLEANTEST_SESSION | cut -c1-10)
          for n in $(seq 1 10); do docker network create {labels} $p-net$n >/dev/null; docker volume create {labels} $p-vol$n >/dev/null; done
-         docker network connect $p-net1 {foreign}
+         DOCKER_HOST={engine} docker network connect $p-net1 {foreign}
          seq 1 10 | xargs -P 4 -I N sh -c \"docker run -d {labels} -v $p-volN:/data {image} sleep 1000 >/dev/null\"
          seq 11 95 | xargs -P 4 -I N sh -c \"docker run -d {labels} --network $p-net\\$((N % 10 + 1)) {image} sleep 1000 >/dev/null\"
          seq 96 100 | xargs -P 4 -I N sh -c \"docker create {labels} --network $p-net\\$((N % 10 + 1)) {image} sleep 1 >/dev/null\"",
-        foreign = foreign.0
+        foreign = foreign.0,
+        engine = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
     );
     let out = run(exec_in_session(&mark, &state).args(["--", "sh", "-c", &script]));
     check_success(&out)?;

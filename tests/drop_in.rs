@@ -155,6 +155,29 @@ fn junit_report_lists_every_test_with_its_outcome() {
     assert!(xml.contains("output of the failing test"), "{xml}");
 }
 
+/// libtest-mimic heads a failure's output `---- NAME ----` (libtest: `---- NAME stdout ----`): the
+/// message must reach the summary and the JUnit report, in both modes.
+#[test]
+fn libtest_mimic_failure_output_is_kept_in_both_modes_and_junit() {
+    for mode in [None, Some("--isolate")] {
+        let dir = temp_dir("mimic-junit");
+        let path = dir.join("report.xml");
+        let mark = unique_mark("mimic-junit");
+        let out = run(cleantest("mixed", &mark)
+            .args(mode)
+            .args(["-p", "ct-mimic", "--junit"])
+            .arg(&path));
+        assert_eq!(out.status.code(), Some(101), "{}", stderr(&out));
+        assert!(
+            stdout(&out).contains("mimic failure"),
+            "{mode:?}: {}",
+            stdout(&out)
+        );
+        let xml = std::fs::read_to_string(&path).unwrap();
+        assert!(xml.contains("mimic failure"), "{mode:?}: {xml}");
+    }
+}
+
 #[test]
 fn cargo_subcommand_form_and_no_run_work() {
     let mark = unique_mark("subcommand");

@@ -154,6 +154,18 @@ impl Tracker {
             self.section = Some(None);
             return Line::Framing;
         }
+        // libtest prints its sections only after the last result; a result for a test still without
+        // one means the `failures:` came from a test's child, not libtest: the section was not one.
+        if self.section.is_some() && !self.open && !self.all_done() {
+            let awaiting = self.awaiting;
+            match self.parse_result(line) {
+                Some((index, verdict)) if self.verdicts[index].is_none() => {
+                    self.section = None;
+                    return self.record(index, verdict, now);
+                }
+                _ => self.awaiting = awaiting,
+            }
+        }
         if let Some(current) = self.section {
             return self.on_section_line(line, current);
         }
@@ -208,11 +220,19 @@ impl Tracker {
         })
     }
 
+    /// Whether every test of the process has its result.
+    fn all_done(&self) -> bool {
+        self.verdicts.iter().all(Option::is_some)
+    }
+
     fn on_section_line(&mut self, line: &str, current: Option<usize>) -> Line {
-        if let Some(name) = line
-            .strip_prefix("---- ")
-            .and_then(|l| l.strip_suffix(" stdout ----"))
-        {
+        // libtest heads each test's captured output `---- NAME stdout ----`; libtest-mimic (and so
+        // datatest-stable) `---- NAME ----`.
+        let header = line.strip_prefix("---- ").and_then(|l| {
+            l.strip_suffix(" stdout ----")
+                .or_else(|| l.strip_suffix(" ----"))
+        });
+        if let Some(name) = header {
             let index = self.lookup(name);
             self.section = Some(index);
             return Line::Framing;
@@ -416,6 +436,50 @@ mod tests {
             Line::Output
         );
         assert_eq!(running(&t), ["slow"]);
+    }
+
+    #[test]
+    fn a_childs_bare_failures_line_does_not_swallow_later_verdicts() {
+        let now = Instant::now();
+        let mut t = Tracker::new(names(&["a", "b", "c"]), 1, now);
+        for line in [
+            "running 3 tests",
+            "test a ... ok",
+            "failures:",
+            "test b ... ok",
+            "test c ... FAILED",
+        ] {
+            t.on_line(line, now);
+        }
+        assert_eq!(t.verdict(1), Some(Verdict::Passed));
+        assert_eq!(t.verdict(2), Some(Verdict::Failed));
+    }
+
+    #[test]
+    fn libtest_mimic_failure_headers_carry_the_output() {
+        let now = Instant::now();
+        let mut t = Tracker::new(names(&["check::one"]), 1, now);
+        for line in [
+            "running 1 test",
+            "test check::one ... FAILED",
+            "",
+            "failures:",
+            "",
+            "---- check::one ----",
+            "the reason it failed",
+            "",
+            "failures:",
+            "    check::one",
+            "",
+            "test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        ] {
+            t.on_line(line, now);
+        }
+        assert!(
+            t.output(0).unwrap().contains("the reason it failed"),
+            "{:?}",
+            t.output(0)
+        );
     }
 
     #[test]

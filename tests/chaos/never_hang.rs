@@ -14,7 +14,61 @@ pub(crate) fn cells() -> Vec<Cell> {
         hung_engine_and_timeouts,
     );
     hung.unavailable = private_engine_problem();
-    vec![hung]
+    vec![
+        hung,
+        trial(
+            "a_stopped_reaper_does_not_hang_the_end_of_the_run",
+            stopped_reaper,
+        ),
+    ]
+}
+
+/// A test SIGSTOPs the session's reaper (it ignores SIGTERM, but not that). Dismissing it used to wait
+/// for it forever; now the wait is bounded, then the reaper is resumed and killed.
+fn stopped_reaper() -> Result<(), Failed> {
+    let mark = unique_mark("stopped-reaper");
+    let script = "for c in $(cat /proc/$PPID/task/*/children); do \
+                    if [ \"$(tr '\\0' '\\n' < /proc/$c/cmdline | sed -n 2p)\" = __reaper ]; then \
+                      kill -STOP $c && echo \"stopped $c\"; fi; done";
+    let mut child = exec_in_session(&mark, &temp_dir("stopped-reaper"))
+        .args(["--", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut text = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut out, &mut text);
+    }
+    let reaper = text
+        .lines()
+        .find_map(|l| l.strip_prefix("stopped "))
+        .unwrap_or_default()
+        .to_string();
+    check(!reaper.is_empty(), || {
+        format!("the test found no reaper to stop: {text:?}")
+    })?;
+    check(status.is_some_and(|s| s.success()), || {
+        format!("the run did not end within 60 s of its reaper being stopped: {status:?}")
+    })?;
+    check(is_gone(&reaper), || {
+        format!("the stopped reaper {reaper} is still there")
+    })?;
+    assert_no_survivors(&mark);
+    Ok(())
 }
 
 /// Whether the process whose pid a fixture wrote to `marks/<test>.started` is gone (or a zombie).

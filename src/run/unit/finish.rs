@@ -123,7 +123,13 @@ impl RunningUnit {
                 continue;
             };
             let own_output = if isolated {
-                Some(output.clone())
+                // Its whole output, and what a harness printed only in its failure section (libtest-mimic
+                // prints a failure's message there, even when nothing is captured).
+                let mut all = output.clone();
+                if let Some(section) = self.tracker.output(i) {
+                    all.push_str(section);
+                }
+                Some(all)
             } else {
                 self.tracker.output(i).map(str::to_string)
             };

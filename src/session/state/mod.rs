@@ -4,7 +4,7 @@
 
 pub(crate) mod record;
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::contract::{ENV_STATE_DIR, SESSIONS_DIR};
@@ -21,27 +21,7 @@ pub(crate) fn state_dir() -> std::io::Result<PathBuf> {
         PathBuf::from(home).join(".local/state/cleantest")
     };
     private_dir(&dir)?;
-    check_owner(&dir)?;
     Ok(dir)
-}
-
-/// Refuses a state directory owned by another user: its records decide what gets swept and killed, so
-/// whoever owns it could steer our cleanup (sudo with another user's HOME, a shared CLEANTEST_STATE_DIR).
-fn check_owner(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let owner = std::fs::metadata(dir)?.uid();
-    let me = nix::unistd::geteuid().as_raw();
-    if owner == me {
-        return Ok(());
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::PermissionDenied,
-        format!(
-            "{} is owned by uid {owner}, not by this user (uid {me}); \
-             point CLEANTEST_STATE_DIR at a directory of your own",
-            dir.display()
-        ),
-    ))
 }
 
 /// `sessions/<id>/`: one session's record, lock, proxy socket and reaper log.
@@ -67,13 +47,97 @@ pub(crate) fn anonymous_volumes_of(id: &str) -> Vec<String> {
     )
 }
 
-/// Creates `dir` (and parents) with mode 0700; an existing directory is tightened to 0700.
+/// Creates `dir` (and missing parents) with mode 0700, or tightens an existing one to 0700, checking
+/// before anything is changed. The state directory's records decide what gets swept and killed, and a
+/// runner may be root: a symlink or a directory that another user placed on the path could steer it
+/// into chmodding and filling any directory. So every existing component must belong to root or to this
+/// user (a symlink's target too), and `dir` itself is opened without following a symlink and checked
+/// through that descriptor, which is what gets the 0700: nothing is changed through a path that could
+/// be swapped meanwhile.
 pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    let me = nix::unistd::geteuid().as_raw();
+    let mut path = PathBuf::new();
+    let components: Vec<_> = dir.components().collect();
+    for (i, component) in components.iter().enumerate() {
+        path.push(component);
+        let last = i + 1 == components.len();
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if !last => trusted_component(&path, &meta, me)?,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                if !last {
+                    trusted_component(&path, &std::fs::symlink_metadata(&path)?, me)?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if std::fs::symlink_metadata(dir)?.file_type().is_symlink() {
+        return Err(refusal(dir, "it is a symbolic link"));
+    }
+    // Swapped for a symlink since: O_NOFOLLOW fails (ELOOP, or ENOTDIR with O_DIRECTORY).
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|e| {
+            let why = if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) {
+                "it is a symbolic link or not a directory".to_string()
+            } else {
+                e.to_string()
+            };
+            refusal(dir, &why)
+        })?;
+    let owner = opened.metadata()?.uid();
+    if owner != me {
+        return Err(refusal(
+            dir,
+            &format!("it is owned by uid {owner}, not by this user (uid {me})"),
+        ));
+    }
+    opened.set_permissions(std::fs::Permissions::from_mode(0o700))
+}
+
+/// A component above a private directory: root's or ours, and so is whatever a symlink points to.
+fn trusted_component(path: &Path, meta: &std::fs::Metadata, me: u32) -> std::io::Result<()> {
+    let trusted = |uid: u32| uid == 0 || uid == me;
+    if !trusted(meta.uid()) {
+        return Err(refusal(
+            path,
+            &format!(
+                "it is owned by uid {}, not by this user (uid {me}) or root",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.file_type().is_symlink() {
+        let target = std::fs::metadata(path)?;
+        if !trusted(target.uid()) {
+            return Err(refusal(
+                path,
+                &format!(
+                    "it is a symbolic link to a directory of uid {}",
+                    target.uid()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn refusal(path: &Path, why: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "refusing {}: {why}; nothing was changed. Point CLEANTEST_STATE_DIR at a directory of your own",
+            path.display()
+        ),
+    )
 }
 
 /// Writes a file atomically (temporary file, then rename), so a reader never sees half a record.
