@@ -29,6 +29,11 @@ fn main() {
 }
 
 fn main_with(args: Vec<String>) {
+    raise_descriptor_limit();
+    if let Err(e) = docker::engine::init_runtime() {
+        eprintln!("error: cannot start the runtime for engine calls: {e}");
+        std::process::exit(contract::EXIT_TEST_FAILED);
+    }
     match args.first().map(String::as_str) {
         Some("sweep") => exit_with(parse_sub::<sweep::SweepArgs>(&args).and_then(sweep::run)),
         Some("exec") => exit_with(parse_sub::<exec::ExecArgs>(&args).and_then(exec::run)),
@@ -81,4 +86,22 @@ fn exit_with(result: Result<i32, errors::Error>) -> ! {
         }
     };
     std::process::exit(code);
+}
+
+/// Raises the soft limit on open descriptors to the hard one, as most servers do: every client
+/// connection to the session's proxy holds two of the runner's (client and engine side), and the
+/// default soft limit (1024) is far below what a busy suite opens. Tests inherit the raised limit.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the one struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

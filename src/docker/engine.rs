@@ -39,13 +39,39 @@ pub(crate) fn endpoint() -> String {
     super::context::endpoint()
 }
 
-/// Runs a future on a small runtime of its own: the runner is thread-based and needs async only here.
+/// The one runtime every engine call runs on, built at start (`init_runtime`). A runtime per call
+/// needed new descriptors (epoll, eventfd) for each, so a runner out of descriptors — a test holding
+/// thousands of proxy connections — could not even build one; now only the call's own socket can fail,
+/// and that is an error the caller handles.
+static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+
+/// Builds the shared runtime: called first thing by `main`, while descriptors are plentiful.
+pub(crate) fn init_runtime() -> std::io::Result<()> {
+    if RUNTIME.get().is_none() {
+        // Current-thread: whichever caller holds its core drives the I/O for all; the others wait on
+        // their own futures meanwhile, and take the core over when it is free.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let _ = RUNTIME.set(runtime);
+    }
+    Ok(())
+}
+
+/// Runs a future on the shared runtime, from any thread that is not itself async (the runner is
+/// thread-based and needs async only for the engine). Several threads may wait on it at once.
 pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a current-thread tokio runtime builds")
-        .block_on(future)
+    if RUNTIME.get().is_none() {
+        // Only unit tests get here: `main` builds it before anything else.
+        if let Err(e) = init_runtime() {
+            eprintln!("error: cannot start the runtime for engine calls: {e}");
+            std::process::exit(crate::contract::EXIT_TEST_FAILED);
+        }
+    }
+    match RUNTIME.get() {
+        Some(runtime) => runtime.block_on(future),
+        None => std::process::exit(crate::contract::EXIT_TEST_FAILED),
+    }
 }
 
 /// Connects, pings and negotiates the API version.

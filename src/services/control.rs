@@ -21,6 +21,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,6 +126,16 @@ pub(crate) fn serve(path: &Path, context: Context) -> std::io::Result<Control> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     let registry: Arc<(Mutex<Registry>, Condvar)> = Arc::default();
     let (context, shared) = (Arc::new(context), registry.clone());
+    let clients = Arc::new(AtomicUsize::new(0));
+    let clients_after_failure = clients.clone();
+    let (busy, refused) = std::sync::mpsc::sync_channel::<UnixStream>(BUSY_QUEUE);
+    std::thread::Builder::new()
+        .name("control-busy".into())
+        .spawn(move || {
+            for stream in refused {
+                refuse_busy(stream);
+            }
+        })?;
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
@@ -134,16 +145,57 @@ pub(crate) fn serve(path: &Path, context: Context) -> std::io::Result<Control> {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 };
-                let (context, registry) = (context.clone(), shared.clone());
-                let _ = std::thread::Builder::new()
+                // One thread per request, up to a bound: past it, the request is read briefly and
+                // refused here, so a flood of connections cannot grow the runner's threads.
+                if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                    clients.fetch_sub(1, Ordering::SeqCst);
+                    // Answered by the one refusing thread; when even its queue is full, closed.
+                    let _ = busy.try_send(stream);
+                    continue;
+                }
+                let (context, registry, clients) =
+                    (context.clone(), shared.clone(), clients.clone());
+                let spawned = std::thread::Builder::new()
                     .name("control-client".into())
-                    .spawn(move || handle(stream, &context, &registry));
+                    .spawn(move || {
+                        handle(stream, &context, &registry);
+                        clients.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    clients_after_failure.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         })?;
     Ok(Control {
         path: path.to_path_buf(),
         registry,
     })
+}
+
+/// The most requests served at once, each on a thread of its own (a service start can take a while).
+const MAX_CLIENTS: usize = 64;
+
+/// Refused requests waiting to be answered; past that, a connection is closed unanswered.
+const BUSY_QUEUE: usize = 256;
+
+/// How long a refused client has to send its request line before it is answered.
+const BUSY_READ_BOUND: Duration = Duration::from_millis(200);
+
+/// Answers a request past `MAX_CLIENTS` with a refusal, after reading its line (briefly): a peer whose
+/// request was never read would find the connection closed under its write instead of reading why.
+fn refuse_busy(mut stream: UnixStream) {
+    let _ = stream.set_read_timeout(Some(BUSY_READ_BOUND));
+    let _ = stream.set_write_timeout(Some(BUSY_READ_BOUND));
+    let mut line = String::new();
+    let _ = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
+    let refusal = format!(
+        "the control socket is busy: {MAX_CLIENTS} requests are being served at once; try again when one ends"
+    );
+    let _ = writeln!(
+        stream,
+        "{}",
+        json!({"v": VERSION, "ok": false, "error": refusal})
+    );
 }
 
 /// How long a client may take to send its request line (the crate sends it at once).

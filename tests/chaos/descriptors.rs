@@ -23,10 +23,103 @@ const WINDOW: Duration = Duration::from_secs(2);
 const MAX_TICKS: u64 = 20;
 
 pub(crate) fn cells() -> Vec<Cell> {
-    vec![trial(
-        "the_proxy_backs_off_when_out_of_descriptors_and_serves_again",
-        out_of_descriptors,
-    )]
+    vec![
+        trial(
+            "the_proxy_backs_off_when_out_of_descriptors_and_serves_again",
+            out_of_descriptors,
+        ),
+        trial(
+            "floods_of_connections_grow_neither_threads_nor_descriptors",
+            connection_floods,
+        ),
+    ]
+}
+
+/// The runner's thread count.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// 3,000 idle connections to the control socket (each used to get a thread: 5,000 gave 5,006), then
+/// 1,500 to the proxy (past its 1,024): the runner's threads stay bounded, a connection past the
+/// proxy's limit is answered 503, and once they close both sockets serve again. Default descriptor
+/// limit: the runner raises its soft limit to the hard one.
+fn connection_floods() -> Result<(), Failed> {
+    let mark = unique_mark("flood");
+    let state = temp_dir("flood");
+    let ready = state.join("ready");
+    let mut runner = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+        .args(["exec", "--no-lock", "--", "sh", "-c"])
+        .arg(format!("touch {}; exec sleep 1000", ready.display()))
+        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CT_IT_MARK", &mark)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    wait_for_file(&ready, Duration::from_secs(60));
+    let result = judge_floods(runner.id(), &state);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(runner.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = runner.wait();
+    assert_no_survivors(&mark);
+    let _ = std::fs::remove_dir_all(&state);
+    result
+}
+
+fn judge_floods(runner: u32, state: &Path) -> Result<(), Failed> {
+    use std::io::{Read, Write};
+    let proxy = proxy_socket(state).ok_or("the session has no proxy socket")?;
+    let control = proxy.with_file_name("control.sock");
+    let base = threads(runner);
+    let held: Vec<UnixStream> = (0..3000)
+        .filter_map(|_| UnixStream::connect(&control).ok())
+        .collect();
+    check(held.len() == 3000, || {
+        format!(
+            "this test could open only {} control connections (ulimit -n)",
+            held.len()
+        )
+    })?;
+    // Each accepted connection is seen by the runner within the window; a thread per connection
+    // would show as thousands of tasks.
+    std::thread::sleep(WINDOW);
+    let during = threads(runner);
+    drop(held);
+    check(during <= base + 64 + 8, || {
+        format!("{during} threads with 3,000 idle control connections (from {base})")
+    })?;
+    let mut held: Vec<UnixStream> = (0..1500)
+        .filter_map(|_| UnixStream::connect(&proxy).ok())
+        .collect();
+    check(held.len() == 1500, || {
+        format!(
+            "this test could open only {} proxy connections (ulimit -n)",
+            held.len()
+        )
+    })?;
+    // The last connections are past the limit: each is answered 503 at once.
+    let mut last = held.pop().ok_or("no proxy connection was made")?;
+    last.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let _ = last.write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n");
+    let mut answer = String::new();
+    let _ = last.read_to_string(&mut answer);
+    drop(held);
+    check(answer.starts_with("HTTP/1.1 503"), || {
+        format!("a connection past the proxy's limit got {answer:?}")
+    })?;
+    let out = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .env("DOCKER_HOST", format!("unix://{}", proxy.display()))
+        .output()?;
+    check(out.status.success(), || {
+        format!(
+            "the proxy did not serve again: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    check(cpu_ticks(runner).is_some(), || "the runner is gone".into())
 }
 
 /// User plus system CPU time of a process, in clock ticks.

@@ -200,6 +200,29 @@ pub(crate) async fn serve(stream: UnixStream, shared: Arc<Shared>) {
     let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
 }
 
+/// Answers a connection past the proxy's limit with a 503 and closes it, without reading more than the
+/// engine would need to: the client sees why, at once.
+pub(crate) async fn refuse_busy(mut stream: UnixStream, limit: usize) {
+    let body = serde_json::json!({
+        "message": format!(
+            "cleantest proxy: this session already has {limit} connections open to the Docker proxy; \
+             close some (a client per test, not per call) before opening more"
+        )
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.write_all(answer.as_bytes()),
+    )
+    .await;
+    let _ = stream.shutdown().await;
+}
+
 /// `POST /containers/{id}/attach` and `POST /exec/{id}/start`: the engine hijacks these connections.
 fn is_hijack(method: &str, path: &str) -> bool {
     let path = split_version(path).1;

@@ -23,6 +23,11 @@ use std::sync::{Arc, Mutex};
 use forward::{Shared, Upstream};
 use in_flight::InFlight;
 
+/// The most client connections the proxy serves at once; each holds two of the runner's descriptors
+/// (client and engine side). Past it, a connection gets a 503 saying so and is closed, so a test that
+/// opens connections without end cannot take the runner's descriptors from everything else.
+const MAX_CONNECTIONS: usize = 1024;
+
 /// How long the accept loop waits after `accept` fails (EMFILE at a low `ulimit -n`).
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -93,13 +98,14 @@ impl Proxy {
         });
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
         let for_thread = shared.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("start the proxy's runtime: {e}"))?;
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let thread = std::thread::Builder::new()
             .name("docker-proxy".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
                 runtime.block_on(async move {
                     let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
                         return true;
@@ -107,9 +113,18 @@ impl Proxy {
                     loop {
                         tokio::select! {
                             accepted = listener.accept() => match accepted {
-                                Ok((stream, _)) => {
-                                    tokio::spawn(forward::serve(stream, for_thread.clone()));
-                                }
+                                Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                                    Ok(slot) => {
+                                        let shared = for_thread.clone();
+                                        tokio::spawn(async move {
+                                            forward::serve(stream, shared).await;
+                                            drop(slot);
+                                        });
+                                    }
+                                    Err(_) => {
+                                        tokio::spawn(forward::refuse_busy(stream, MAX_CONNECTIONS));
+                                    }
+                                },
                                 // Out of descriptors (EMFILE) or a transient error: the pending
                                 // connection stays queued and accept fails again at once, so wait a
                                 // little instead of spinning, and let open connections finish.
