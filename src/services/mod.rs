@@ -13,6 +13,7 @@
 //! This layer uses `docker` and the session's id and owner; it never imports `run` or `commands`.
 
 mod control;
+mod control_request;
 mod env;
 mod monitor;
 mod ready;

@@ -1,0 +1,140 @@
+//! Reading one control-socket request (`control`): who asks — the peer, by its credentials, must be a
+//! process of the session — and what, from the request's one JSON line, checked field by field.
+
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::control::VERSION;
+use crate::config::services::{self as config, Ready, ServiceSpec};
+
+/// The unit a peer belongs to (`binary`, `test`), if it is a process of the session.
+pub(super) fn caller(stream: &UnixStream, session: &str) -> Result<(String, String), String> {
+    let credentials =
+        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+            .map_err(|e| format!("cannot identify the caller: {e}"))?;
+    let pid = credentials.pid();
+    let environ = |pid: i32| std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let var = |env: &[u8], key: &str| -> Option<String> {
+        env.split(|b| *b == 0).find_map(|kv| {
+            let text = std::str::from_utf8(kv).ok()?;
+            Some(text.strip_prefix(key)?.strip_prefix('=')?.to_string())
+        })
+    };
+    let env = environ(pid);
+    let member = var(&env, crate::contract::ENV_SESSION).as_deref() == Some(session)
+        || descends_from_me(pid);
+    if !member {
+        return Err(format!(
+            "process {pid} is not part of session {session}: only its tests may start its services"
+        ));
+    }
+    Ok((
+        var(&env, crate::contract::ENV_BINARY).unwrap_or_default(),
+        var(&env, crate::contract::ENV_TEST).unwrap_or_default(),
+    ))
+}
+
+/// Whether `pid`'s ancestry reaches this process.
+fn descends_from_me(mut pid: i32) -> bool {
+    let me = std::process::id() as i32;
+    for _ in 0..64 {
+        if pid == me {
+            return true;
+        }
+        let Some(parent) =
+            crate::session::orphans::stat_fields(pid).and_then(|f| f.get(1)?.parse::<i32>().ok())
+        else {
+            return false;
+        };
+        if parent <= 1 {
+            return false;
+        }
+        pid = parent;
+    }
+    false
+}
+
+/// A request's name, call site, checked spec, and the spec as text (to compare callers' specs).
+pub(super) fn request(line: &str) -> Result<(String, String, ServiceSpec, String), String> {
+    let value: Value =
+        serde_json::from_str(line.trim()).map_err(|e| format!("the request is not JSON: {e}"))?;
+    if value.get("v").and_then(Value::as_u64) != Some(VERSION) {
+        return Err(format!(
+            "protocol version {} is not served (this runner speaks {VERSION}): update cleantest or cargo-cleantest",
+            value.get("v").map_or("none".to_string(), Value::to_string)
+        ));
+    }
+    if value.get("op").and_then(Value::as_str) != Some("start") {
+        return Err("unknown operation (known: start)".into());
+    }
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    let name = text(&value, "name").ok_or("the request names no service")?;
+    let site = text(&value, "site").unwrap_or_else(|| "an unknown call site".into());
+    let raw = value.get("spec").ok_or("the request has no spec")?;
+    let strings = |v: Option<&Value>| -> Option<Vec<String>> {
+        v?.as_array()?
+            .iter()
+            .map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    let image = text(raw, "image").ok_or("the spec has no image")?;
+    let command = raw.get("command").filter(|c| !c.is_null());
+    let command = match command {
+        Some(c) => Some(strings(Some(c)).ok_or("`command` is not a list of strings")?),
+        None => None,
+    };
+    let env = raw
+        .get("env")
+        .and_then(Value::as_array)
+        .map(|pairs| {
+            pairs
+                .iter()
+                .filter_map(|p| {
+                    Some((
+                        p.get(0)?.as_str()?.to_string(),
+                        p.get(1)?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let port = |v: &Value| v.as_u64().and_then(|p| u16::try_from(p).ok());
+    let ports = raw
+        .get("ports")
+        .and_then(Value::as_array)
+        .map(|ps| ps.iter().map(port).collect::<Option<Vec<u16>>>())
+        .unwrap_or(Some(Vec::new()))
+        .ok_or("`ports` is not a list of port numbers")?;
+    let tmpfs = strings(raw.get("tmpfs")).unwrap_or_default();
+    let mut ready = Vec::new();
+    for check in raw
+        .get("ready")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        ready.push(if let Some(p) = check.get("tcp").and_then(port) {
+            Ready::Tcp(p)
+        } else if let Some(text) = text(check, "log") {
+            Ready::Log { text, times: 1 }
+        } else if let Some(argv) = strings(check.get("exec")).filter(|a| !a.is_empty()) {
+            Ready::Exec(argv)
+        } else if let Some(p) = check.get("http").and_then(port) {
+            Ready::Http {
+                port: p,
+                path: text(check, "path").unwrap_or_else(|| "/".into()),
+            }
+        } else {
+            return Err(format!("unknown readiness check {check}"));
+        });
+    }
+    let timeout = raw
+        .get("ready_timeout_ms")
+        .and_then(Value::as_u64)
+        .map(Duration::from_millis);
+    let mut spec = config::on_demand(&name, image, command, env, ports, ready, timeout)?;
+    spec.tmpfs = tmpfs;
+    Ok((name, site, spec, raw.to_string()))
+}
