@@ -422,6 +422,7 @@ impl Scheduler<'_> {
         let now = Instant::now();
         match event {
             Event::Line(id, line) => {
+                crate::session::process::BACKLOG.release(line.len());
                 if let Some(unit) = running.get_mut(&id) {
                     let (result, is_output) = unit.on_line(line.clone(), now);
                     if is_output {

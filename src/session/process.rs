@@ -89,11 +89,12 @@ pub(crate) fn spawn_unit(
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
+            match read_capped_line(&mut reader, &mut buf, MAX_LINE) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let line = String::from_utf8_lossy(&buf);
                     let line = line.trim_end_matches(['\n', '\r']).to_string();
+                    BACKLOG.reserve(line.len());
                     if tx.send(Event::Line(id, line)).is_err() {
                         return;
                     }
@@ -107,6 +108,82 @@ pub(crate) fn spawn_unit(
         let _ = tx.send(Event::Exited(id, wait_exit(pid)));
     });
     Ok(pid)
+}
+
+/// Line bytes sent to the scheduler and not yet handled, across all units. Readers wait while it is
+/// over `BACKLOG_CAP`, so a test that prints faster than the scheduler reads is slowed to its pace
+/// (as a terminal would slow it) instead of queueing its output in the runner's memory.
+pub(crate) static BACKLOG: Backlog = Backlog {
+    bytes: std::sync::Mutex::new(0),
+    drained: std::sync::Condvar::new(),
+};
+
+/// The most line bytes queued for the scheduler at once.
+const BACKLOG_CAP: usize = 8 << 20;
+
+/// See `BACKLOG`.
+pub(crate) struct Backlog {
+    bytes: std::sync::Mutex<usize>,
+    drained: std::sync::Condvar,
+}
+
+impl Backlog {
+    /// Counts `len` bytes about to be queued, first waiting while the queue is full. The wait is
+    /// bounded per round (a missed wake-up costs 100 ms, never a hang).
+    pub(crate) fn reserve(&self, len: usize) {
+        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        while *bytes > 0 && *bytes + len > BACKLOG_CAP {
+            bytes = self
+                .drained
+                .wait_timeout(bytes, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *bytes += len;
+    }
+
+    /// `len` queued bytes were handled.
+    pub(crate) fn release(&self, len: usize) {
+        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        *bytes = bytes.saturating_sub(len);
+        self.drained.notify_all();
+    }
+}
+
+/// The longest line passed on whole: a longer one is passed on in pieces of this size. The runner's
+/// memory would otherwise grow with the longest line a test prints (a 512 MB line took it to 780 MB).
+pub(crate) const MAX_LINE: usize = 64 * 1024;
+
+/// `read_until(b'\n')` that stops at `cap` bytes: the rest of a longer line comes with the next call.
+/// Returns the bytes taken (0 at end of file).
+pub(crate) fn read_capped_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<usize> {
+    let mut taken = 0;
+    while buf.len() < cap {
+        let available = match reader.fill_buf() {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            break;
+        }
+        let room = cap - buf.len();
+        let (used, done) = match available.iter().take(room).position(|b| *b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (available.len().min(room), false),
+        };
+        buf.extend_from_slice(&available[..used]);
+        reader.consume(used);
+        taken += used;
+        if done {
+            break;
+        }
+    }
+    Ok(taken)
 }
 
 /// Waits for one child to exit, by pid, **without reaping it** (`WNOWAIT`): the exited leader stays a
@@ -287,6 +364,21 @@ mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;
+
+    #[test]
+    fn long_lines_come_in_pieces_and_short_ones_whole() {
+        let text = format!("short\n{}\nend", "x".repeat(10));
+        let mut reader = std::io::BufReader::with_capacity(3, text.as_bytes());
+        let mut lines = Vec::new();
+        loop {
+            let mut buf = Vec::new();
+            if read_capped_line(&mut reader, &mut buf, 4).unwrap() == 0 {
+                break;
+            }
+            lines.push(String::from_utf8(buf).unwrap());
+        }
+        assert_eq!(lines, ["shor", "t\n", "xxxx", "xxxx", "xx\n", "end"]);
+    }
 
     /// A leftover with several threads is one process, though /proc answers for each thread's id.
     #[test]

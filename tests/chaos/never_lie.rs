@@ -5,10 +5,89 @@ use super::common::*;
 use libtest_mimic::Failed;
 
 pub(crate) fn cells() -> Vec<Cell> {
-    vec![trial(
+    let mut cells = vec![trial(
         "a_child_cannot_fake_another_tests_result",
         child_fakes_a_result,
-    )]
+    )];
+    for (name, mode) in [("shared", None), ("isolated", Some("--isolate"))] {
+        cells.push(trial(
+            format!("a_256_mib_line_keeps_counts_exact_and_the_runner_small_{name}"),
+            move || long_line(mode),
+        ));
+    }
+    cells
+}
+
+/// The runner's peak resident set (VmHWM, KiB), read from /proc while it runs.
+fn peak_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One test writes a 256 MiB line between two others. Before, the runner held the whole line (RSS
+/// about 1.3-2x its length) and, from 256 MB, lost the unit's last lines to the EOF wait, reporting
+/// passing tests FAILED. Now: 3 passed, exit 0, and the runner's peak under 64 MiB.
+fn long_line(mode: Option<&str>) -> Result<(), Failed> {
+    let mark = unique_mark("long-line");
+    // Built first, so that the run measured is the runner's own work, not a build's.
+    let built = run(cleantest("hang", &mark).args(["--test", "long_line", "--no-run"]));
+    check_success(&built)?;
+    let mut child = cleantest("hang", &mark)
+        .args(["--test", "long_line"])
+        .args(mode)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    // stdout and stderr read on threads of their own, so the pipes never fill.
+    let mut out_pipe = child.stdout.take().ok_or("no stdout")?;
+    let mut err_pipe = child.stderr.take().ok_or("no stderr")?;
+    let out_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut out_pipe, &mut text);
+        text
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut err_pipe, &mut text);
+        text
+    });
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = peak_kib(pid) {
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        // A sampling period, not a wait for an event: VmHWM is a high-water mark, so any later read
+        // still shows an earlier peak.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let text = out_reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    let totals = parse_totals(
+        text.lines()
+            .rev()
+            .find(|l| l.starts_with("test result:"))
+            .unwrap_or(""),
+    );
+    let summary: String = text
+        .lines()
+        .filter(|l| l.len() < 300)
+        .collect::<Vec<_>>()
+        .join("\n");
+    check(status.success(), || format!("{status:?}\n{summary}\n{err}"))?;
+    check(
+        totals.is_some_and(|t| t.passed == 3 && t.failed == 0),
+        || format!("counts not exact: {totals:?}\n{summary}"),
+    )?;
+    check(peak > 0 && peak < 64 << 10, || {
+        format!("the runner's peak RSS was {} MiB (at most 64)", peak >> 10)
+    })?;
+    assert_no_survivors(&mark);
+    Ok(())
 }
 
 /// A test's child prints `test b_fails ... ok` to the inherited stdout before `b_fails` fails for

@@ -23,6 +23,9 @@ pub(crate) use spec::{CommandContext, UnitKind, UnitSpec};
 /// How long to wait for the output pipe to close after the group is gone or killed. Only a process that
 /// left the group while keeping the pipe open makes this wait expire.
 const EOF_WAIT: Duration = Duration::from_secs(2);
+/// While output still arrives after the exit, the EOF wait starts again from the last line, up to this
+/// long after the exit: a unit never ends while its reader is still delivering what it read.
+const DRAIN_BOUND: Duration = Duration::from_secs(60);
 /// Output kept per unit; beyond it the middle is dropped (a test printing gigabytes must not OOM us).
 const OUTPUT_CAP: usize = 4 << 20;
 
@@ -57,6 +60,8 @@ pub(crate) struct RunningUnit {
     stop: Stop,
     reason: Option<StopReason>,
     eof_wait_from: Option<Instant>,
+    /// When the leader's exit was seen (bounds how long draining may extend the EOF wait).
+    exit_at: Option<Instant>,
     /// Test indexes that timed out (for a whole unit: empty, see `whole_timed_out`).
     timed_out: Vec<usize>,
     whole_timed_out: bool,
@@ -96,6 +101,7 @@ impl RunningUnit {
             stop: Stop::Running,
             reason: None,
             eof_wait_from: None,
+            exit_at: None,
             timed_out: Vec::new(),
             whole_timed_out: false,
             last_progress: now,
@@ -112,6 +118,11 @@ impl RunningUnit {
         line: String,
         now: Instant,
     ) -> (Option<(usize, Verdict)>, bool) {
+        if let (Some(from), Some(exit_at)) = (&mut self.eof_wait_from, self.exit_at)
+            && now.saturating_duration_since(exit_at) < DRAIN_BOUND
+        {
+            *from = now;
+        }
         let parsed = self.tracker.on_line(&line, now);
         // Only the tests' own output is kept: libtest's framing (result and total lines) inside a failure
         // report would confuse log parsers that add up `test result:` lines.
@@ -153,6 +164,7 @@ impl RunningUnit {
     /// stopped keeps its grace period (children may be shutting down cleanly).
     pub(crate) fn on_exit(&mut self, exit: ExitKind, now: Instant) {
         self.exit = Some(exit);
+        self.exit_at = Some(now);
         if matches!(self.stop, Stop::Terminating { .. }) {
             return;
         }
