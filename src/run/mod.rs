@@ -27,6 +27,8 @@ mod retry;
 mod schedule;
 mod target_runner;
 mod tracker;
+#[cfg(test)]
+mod tracker_props;
 mod unit;
 
 use std::sync::Arc;

@@ -154,12 +154,14 @@ impl Tracker {
             self.section = Some(None);
             return Line::Framing;
         }
-        // libtest prints its sections only after the last result; a result for a test still without
-        // one means the `failures:` came from a test's child, not libtest: the section was not one.
-        if self.section.is_some() && !self.open && !self.all_done() {
+        // A `failures:` may come from a test's child, not libtest (or before libtest's, from a child
+        // that also faked a verdict): inside a section, a result line for one of the process's tests
+        // is still a result. A second verdict for a test is then a conflict as anywhere, so a real
+        // failure is never swallowed; libtest itself prints no result lines there.
+        if self.section.is_some() && !self.open {
             let awaiting = self.awaiting;
             match self.parse_result(line) {
-                Some((index, verdict)) if self.verdicts[index].is_none() => {
+                Some((index, verdict)) => {
                     self.section = None;
                     return self.record(index, verdict, now);
                 }
@@ -218,11 +220,6 @@ impl Tracker {
                 totals.ignored
             )
         })
-    }
-
-    /// Whether every test of the process has its result.
-    fn all_done(&self) -> bool {
-        self.verdicts.iter().all(Option::is_some)
     }
 
     fn on_section_line(&mut self, line: &str, current: Option<usize>) -> Line {

@@ -11,6 +11,8 @@ mod guard;
 mod host_config;
 mod in_flight;
 mod policy;
+#[cfg(test)]
+mod props;
 mod query;
 pub(crate) mod rewrite;
 pub(crate) mod table;
