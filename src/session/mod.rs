@@ -400,19 +400,34 @@ impl Session {
         for pid in members {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        let mut escaped = self.reap_adopted(|_| false);
-        // Then everything carrying the session, wherever it was re-parented, frozen before it is killed
-        // so that a process forking in a loop cannot outrun the kill.
-        for found in orphans::kill_session(&self.id) {
-            if !escaped.iter().any(|e| e.pid == found.pid) {
-                escaped.push(found);
+        // To a fixpoint: killing an adopted process re-parents its children to us (it is reaped, so
+        // they are ours by then), and a chain of processes that cleared their environment is found
+        // only that way, one link per round. Each round also kills everything carrying the session,
+        // wherever it was re-parented, frozen before it is killed so that a process forking in a loop
+        // cannot outrun the kill. Until a round finds nothing, within a bound.
+        let deadline = std::time::Instant::now() + CLEANUP_BOUND;
+        let mut escaped: Vec<Escaped> = Vec::new();
+        loop {
+            let mut found = self.reap_adopted(|_| false);
+            found.extend(orphans::kill_session(&self.id));
+            // What that killed among our adopted children is now a zombie: reap it.
+            found.extend(self.reap_adopted(|_| false));
+            let mut new = false;
+            for process in found {
+                if !escaped.iter().any(|e| e.pid == process.pid) {
+                    escaped.push(process);
+                    new = true;
+                }
+            }
+            if !new || std::time::Instant::now() > deadline {
+                return escaped;
             }
         }
-        // What that killed among our adopted children is now a zombie: reap it.
-        self.reap_adopted(|_| false);
-        escaped
     }
 }
+
+/// How long `cleanup` goes on killing while each round finds new processes.
+const CLEANUP_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Sends a signal to a process group; a group that is already gone is not an error.
 pub(crate) fn signal_group(pgid: i32, signal: Signal) {

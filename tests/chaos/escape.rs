@@ -31,7 +31,57 @@ pub(crate) fn cells() -> Vec<Cell> {
             "volumes_a_container_creates_implicitly_are_swept",
             implicit_volumes_are_swept,
         ),
+        trial(
+            "a_chain_of_environment_cleared_processes_dies_with_the_run",
+            env_cleared_chain,
+        ),
     ]
+}
+
+/// `setsid -f env -i sh -c 'sh -c "sleep 300"'`: three processes, none carrying the session's
+/// environment, out of the run's process group. Each kill re-parents the next link to the runner after
+/// the one snapshot the cleanup used to take, so the last ones survived while the run said they were
+/// killed. The end of the run must kill to a fixpoint: the sleep is gone when the run returns.
+fn env_cleared_chain() -> Result<(), Failed> {
+    let mark = unique_mark("chain");
+    let dir = temp_dir("chain");
+    let pidfile = dir.join("sleep.pid");
+    // Three links, each a shell that waits for the next (`; true` keeps it from exec'ing it).
+    let inner = dir.join("a.sh");
+    std::fs::write(&inner, format!("sh {}; true\n", dir.join("b.sh").display()))?;
+    std::fs::write(
+        dir.join("b.sh"),
+        format!("sh {}; true\n", dir.join("c.sh").display()),
+    )?;
+    std::fs::write(
+        dir.join("c.sh"),
+        format!("echo $$ > {}; exec sleep 300\n", pidfile.display()),
+    )?;
+    // The run ends once the chain's last link has written its pid (a condition, not a delay).
+    let script = format!(
+        "setsid -f env -i sh {inner} </dev/null >/dev/null 2>&1\n\
+         n=0; while [ ! -s {pid} ] && [ $n -lt 100000 ]; do n=$((n+1)); done\n",
+        inner = inner.display(),
+        pid = pidfile.display()
+    );
+    let out = run(exec_in_session(&mark, &dir).args(["--", "sh", "-c", &script]));
+    let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    let pid = pid.trim().to_string();
+    let survived = !pid.is_empty() && !is_gone(&pid);
+    if survived && let Ok(n) = pid.parse::<i32>() {
+        // Ours: the test started it, through the run.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(n),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    check(!pid.is_empty(), || {
+        format!("the chain never started: {}", stderr(&out))
+    })?;
+    check(!survived, || {
+        format!("the chain's sleep {pid} survived the run")
+    })?;
+    check_success(&out)
 }
 
 /// The zombie children of process `pid` (in any of its threads).
