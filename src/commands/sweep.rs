@@ -16,10 +16,10 @@ use crate::contract::{EXIT_LEFTOVERS, EXIT_OK, RUN_LABEL, SESSION_LABEL, is_sess
 use crate::docker::{self, Connection, Removal, Resource};
 use crate::errors::Error;
 use crate::session::owner::{Liveness, session_liveness};
-use crate::session::run_id;
 use crate::session::stale::{print_resources, short, sweep_records};
 use crate::session::state::record::{self, FoundRecord, Status};
 use crate::session::state::{self, now_secs};
+use crate::session::{orphans, run_id};
 
 /// `cargo cleantest sweep [OPTIONS]`
 #[derive(Parser, Debug, Default)]
@@ -182,6 +182,18 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
     let mut removal = sessions.removal;
     let mut seen: HashSet<String> = HashSet::new();
     loose.retain(|r| seen.insert(r.id.clone()));
+    // Sessions with no record here whose owner labels prove them dead on this host: their processes
+    // may still run (runner and reaper both SIGKILLed, the record in another state directory). They
+    // carry the session in their environment; kill them before the resources go.
+    let mut killed = 0;
+    for (session, liveness) in liveness_by_session(&loose, &live) {
+        if liveness == Some(Liveness::Dead) && is_session_id(session) {
+            killed += orphans::kill_session(session).len();
+        }
+    }
+    if killed > 0 {
+        println!("killed {killed} process(es) of dead sessions without a record here");
+    }
     removal.absorb(docker::remove(&engine, &loose));
     println!("{}", removal.line());
     print_failures(&removal);

@@ -45,6 +45,10 @@ pub(crate) fn cells() -> Vec<Cell> {
             "a_session_volume_a_foreign_container_uses_is_named_at_once",
             volume_in_foreign_use,
         ),
+        trial(
+            "a_dead_sessions_processes_are_killed_by_a_sweep_from_another_state_dir",
+            dead_session_without_a_record,
+        ),
     ]
 }
 
@@ -352,6 +356,65 @@ fn dead_sessions_processes() -> Result<(), Failed> {
     check(killed && out.status.success() && !dir.exists(), || {
         format!("{:?}\n{}{}", out.status, stdout(&out), stderr(&out))
     })
+}
+
+/// This host's identity as the owner labels write it (`<boot id>/<pid namespace inode>`).
+fn host_identity() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|l| l.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ns = ns
+        .trim_start_matches("pid:[")
+        .trim_end_matches(']')
+        .to_string();
+    format!("{}/{ns}", boot.trim())
+}
+
+/// A session whose record is in another state directory (or lost), proven dead on this host by the
+/// owner labels of its volume, with a process still carrying it. Before, only the sweep holding its
+/// record killed its processes; `sweep --all --yes` from here removed the volume and left the process.
+fn dead_session_without_a_record() -> Result<(), Failed> {
+    let mark = unique_mark("trust-norecord");
+    let state = temp_dir("trust-norecord");
+    let id = mark.replace('-', "");
+    // A runner that is gone: a pid that exited, with a start time no live process has.
+    let mut gone = Command::new("true").spawn()?;
+    let dead_pid = gone.id();
+    gone.wait()?;
+    docker(&[
+        "volume",
+        "create",
+        "--label",
+        &format!("cleantest.session={id}"),
+        "--label",
+        &format!("cleantest.host={}", host_identity()),
+        "--label",
+        &format!("cleantest.pid={dead_pid}"),
+        "--label",
+        "cleantest.pid-start=1",
+        "--label",
+        &format!("ct-it.mark={mark}"),
+        &format!("{id}-vol"),
+    ]);
+    let mut survivor = Command::new("setsid")
+        .args(["sleep", "1000"])
+        .env("CLEANTEST_SESSION", &id)
+        .env("CT_IT_MARK", &mark)
+        .spawn()?;
+    let out = sweep(&state, &["--all", "--yes"]);
+    let status = survivor.try_wait()?;
+    let killed = status.is_some() || processes_with_mark(&mark).is_empty();
+    let result = no_survivors(&mark, "after sweep --all from another state dir");
+    let _ = survivor.wait();
+    for v in marked(&mark) {
+        let _ = docker(&["volume", "rm", &v]);
+    }
+    result?;
+    check(killed && out.status.success(), || {
+        format!("{:?}\n{}{}", out.status, stdout(&out), stderr(&out))
+    })?;
+    nothing_left(&mark)
 }
 
 /// A dead session's volume, used by a container that is not the session's: the sweep cannot remove it
