@@ -10,6 +10,7 @@ pub(crate) mod context;
 pub(crate) mod engine;
 #[cfg(test)]
 mod fake;
+mod images;
 mod own_image;
 mod plan;
 pub(crate) mod proxy;

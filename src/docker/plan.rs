@@ -55,9 +55,10 @@ pub(crate) struct Plan<'a> {
 impl<'a> Plan<'a> {
     pub(crate) fn new(resources: &'a [Resource]) -> Plan<'a> {
         let mut pending: Vec<&Resource> = of(resources, Kind::Container).collect();
-        // Each network and volume with the containers of the sweep that use it.
+        // Each network, volume and image with the containers of the sweep that use it.
         let mut others: Vec<(&Resource, Vec<&Resource>)> = of(resources, Kind::Network)
             .chain(of(resources, Kind::Volume))
+            .chain(of(resources, Kind::Image))
             .map(|r| (r, pending.iter().copied().filter(|c| uses(c, r)).collect()))
             .collect();
         // Networks with the fewest users first: they are released soonest.
@@ -162,6 +163,8 @@ fn uses(container: &Resource, other: &Resource) -> bool {
             .iter()
             .any(|n| *n == other.id || *n == other.name),
         Kind::Volume => container.volumes.contains(&other.name),
+        // An image goes after every container of the sweep: one of them may run it.
+        Kind::Image => true,
         Kind::Container => false,
     }
 }

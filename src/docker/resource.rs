@@ -28,6 +28,7 @@ pub(crate) enum Kind {
     Container,
     Network,
     Volume,
+    Image,
 }
 
 impl Kind {
@@ -36,6 +37,7 @@ impl Kind {
             Kind::Container => "container",
             Kind::Network => "network",
             Kind::Volume => "volume",
+            Kind::Image => "image",
         }
     }
 }

@@ -45,6 +45,8 @@ pub(crate) struct Removal {
     pub containers: usize,
     pub networks: usize,
     pub volumes: usize,
+    /// Images the session built or committed (named only when there were some).
+    pub images: usize,
     pub failures: Vec<Failure>,
     pub elapsed: Duration,
 }
@@ -55,14 +57,19 @@ impl Removal {
         self.containers += other.containers;
         self.networks += other.networks;
         self.volumes += other.volumes;
+        self.images += other.images;
         self.failures.extend(other.failures);
         self.elapsed += other.elapsed;
     }
 
-    /// `swept 12 containers, 2 networks, 3 volumes in 0.41s`
+    /// `swept 12 containers, 2 networks, 3 volumes in 0.41s` (`, 1 image` when there were images)
     pub(crate) fn line(&self) -> String {
+        let images = match self.images {
+            0 => String::new(),
+            n => format!(", {n} image{}", plural(n)),
+        };
         format!(
-            "swept {} container{}, {} network{}, {} volume{} in {:.2}s",
+            "swept {} container{}, {} network{}, {} volume{}{images} in {:.2}s",
             self.containers,
             plural(self.containers),
             self.networks,
@@ -84,7 +91,7 @@ pub(crate) async fn find(engine: &Engine, filter: &[String]) -> Result<Vec<Resou
     let filters: HashMap<String, Vec<String>> =
         HashMap::from([("label".to_string(), filter.to_vec())]);
     let docker = &engine.docker;
-    let (containers, networks, volumes) = tokio::try_join!(
+    let (containers, networks, volumes, images) = tokio::try_join!(
         docker.list_containers(Some(
             ListContainersOptionsBuilder::default()
                 .all(true)
@@ -101,7 +108,17 @@ pub(crate) async fn find(engine: &Engine, filter: &[String]) -> Result<Vec<Resou
                 .filters(&filters)
                 .build(),
         )),
+        super::images::list(engine, &filters),
     )?;
+    out_of(containers, networks, volumes, images)
+}
+
+fn out_of(
+    containers: Vec<ContainerSummary>,
+    networks: Vec<bollard::models::Network>,
+    volumes: bollard::models::VolumeListResponse,
+    images: Vec<Resource>,
+) -> Result<Vec<Resource>, DockerError> {
     let mut out: Vec<Resource> = containers.into_iter().map(container).collect();
     out.extend(networks.into_iter().map(|n| Resource {
         kind: Kind::Network,
@@ -125,6 +142,7 @@ pub(crate) async fn find(engine: &Engine, filter: &[String]) -> Result<Vec<Resou
                 ..Resource::default()
             }),
     );
+    out.extend(images);
     Ok(out)
 }
 
@@ -249,6 +267,7 @@ async fn remove_other(
     let result = match resource.kind {
         Kind::Network => remove_network(engine, &resource.id, swept, deadline).await,
         Kind::Volume => remove_volume(engine, &resource.id, swept, deadline).await,
+        Kind::Image => super::images::remove(engine, &resource.id).await,
         Kind::Container => Ok(()),
     };
     result.map_err(|e| {
@@ -267,6 +286,7 @@ fn tally(removal: &mut Removal, results: Vec<(Resource, Result<(), String>)>) {
                 Kind::Container => removal.containers += 1,
                 Kind::Network => removal.networks += 1,
                 Kind::Volume => removal.volumes += 1,
+                Kind::Image => removal.images += 1,
             },
             Err(error) => removal.failures.push(Failure { resource, error }),
         }
@@ -479,6 +499,7 @@ pub(crate) fn retry_command(failure: &Failure) -> String {
         Kind::Container => format!("docker rm -f -v {}", failure.resource.id),
         Kind::Network => format!("docker network rm {}", failure.resource.id),
         Kind::Volume => format!("docker volume rm {}", failure.resource.id),
+        Kind::Image => format!("docker rmi {}", failure.resource.id),
     }
 }
 

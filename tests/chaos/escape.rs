@@ -11,6 +11,11 @@ use super::common::*;
 use libtest_mimic::Failed;
 
 pub(crate) fn cells() -> Vec<Cell> {
+    let mut images = trial(
+        "builds_and_commits_in_a_session_leave_no_container_or_image",
+        builds_and_commits_are_swept,
+    );
+    images.unavailable = private_engine_problem();
     vec![
         trial(
             "orphans_are_reaped_as_they_come_not_when_the_unit_ends",
@@ -35,7 +40,66 @@ pub(crate) fn cells() -> Vec<Cell> {
             "a_chain_of_environment_cleared_processes_dies_with_the_run",
             env_cleared_chain,
         ),
+        images,
     ]
+}
+
+/// On a private engine (so that "nothing else is there" can be checked): a session builds an image, a
+/// build fails at a `RUN` step (the classic builder used to leave its intermediate container), and a
+/// container is committed. After the session the engine has no container and no image but the fixture.
+fn builds_and_commits_are_swept() -> Result<(), Failed> {
+    let engine = PrivateEngine::start()?;
+    let host = engine.host();
+    let mark = unique_mark("images");
+    let dir = temp_dir("images");
+    let image = image::IMAGE;
+    std::fs::create_dir_all(dir.join("ok"))?;
+    std::fs::create_dir_all(dir.join("bad"))?;
+    std::fs::write(
+        dir.join("ok/Dockerfile"),
+        format!("FROM {image}\nRUN echo built > /built\n"),
+    )?;
+    std::fs::write(
+        dir.join("bad/Dockerfile"),
+        format!("FROM {image}\nRUN false\n"),
+    )?;
+    let script = format!(
+        "set -e\n\
+         DOCKER_BUILDKIT=0 docker build -q -t {mark}-built {ok} >/dev/null\n\
+         if DOCKER_BUILDKIT=0 docker build -q {bad} >/dev/null 2>&1; then echo bad-built; fi\n\
+         docker create --name {mark}-c {image} true >/dev/null\n\
+         docker commit {mark}-c {mark}-committed >/dev/null\n\
+         docker image inspect -f 'label={{{{index .Config.Labels \"cleantest.session\"}}}}' {mark}-built\n",
+        ok = dir.join("ok").display(),
+        bad = dir.join("bad").display(),
+    );
+    let out = run(exec_in_session(&mark, &dir)
+        .env("DOCKER_HOST", &host)
+        .args(["--", "sh", "-c", &script]));
+    let d = |args: &[&str]| {
+        let mut all = vec!["-H", host.as_str()];
+        all.extend_from_slice(args);
+        docker(&all)
+    };
+    let containers = d(&["ps", "-aq"]);
+    let images = d(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let text = stdout(&out);
+    check_success(&out)?;
+    check(
+        text.contains("label=") && !text.contains("label=\n"),
+        || format!("the built image was not labelled:\n{text}"),
+    )?;
+    check(!text.contains("bad-built"), || {
+        "the failing build succeeded".into()
+    })?;
+    check(containers.is_empty(), || {
+        format!("containers left on the engine: {containers}")
+    })?;
+    let others: Vec<&str> = images.lines().filter(|i| *i != image).collect();
+    check(others.is_empty(), || {
+        format!("images left: {others:?}\n{}", stderr(&out))
+    })?;
+    engine.check_host_untouched()
 }
 
 /// `setsid -f env -i sh -c 'sh -c "sleep 300"'`: three processes, none carrying the session's

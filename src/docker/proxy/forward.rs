@@ -317,6 +317,11 @@ async fn handle(
             parts
                 .headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(new.len()));
+            // The body is JSON now even where the client sent none (`docker commit` sends no body
+            // and no Content-Type; the engine refuses a body without it).
+            parts
+                .headers
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Full::new(new).map_err(|never| match never {}).boxed()
         }
         None if checked.body_check.is_some() => {

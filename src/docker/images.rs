@@ -1,0 +1,55 @@
+//! The session's images: those built, committed or tagged through the proxy carry its labels (builds get
+//! them in the query, commits in the body), and the sweep removes them after the session's containers,
+//! as testcontainers for Java deletes the images it built. Never forced: an image a container outside
+//! the sweep still uses, or that another image is built on, stays, and the sweep says why.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
+
+use super::engine::Engine;
+use super::resource::{Kind, Resource};
+
+/// The images carrying every label of `filters` (the sweep's own label filter).
+pub(crate) async fn list(
+    engine: &Engine,
+    filters: &HashMap<String, Vec<String>>,
+) -> Result<Vec<Resource>, bollard::errors::Error> {
+    let images = engine
+        .docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::default().filters(filters).build(),
+        ))
+        .await?;
+    Ok(images
+        .into_iter()
+        .map(|image| Resource {
+            kind: Kind::Image,
+            name: image
+                .repo_tags
+                .iter()
+                .find(|t| *t != "<none>:<none>")
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            id: image.id,
+            labels: image.labels,
+            created: Some(image.created),
+            ..Resource::default()
+        })
+        .collect())
+}
+
+/// Removes one image by id, with its tags and untagged parents; not forced. Gone already is done.
+pub(crate) async fn remove(engine: &Engine, id: &str) -> Result<(), String> {
+    let options = RemoveImageOptionsBuilder::default()
+        .force(false)
+        .noprune(false)
+        .build();
+    match engine.docker.remove_image(id, Some(options), None).await {
+        Ok(_) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
