@@ -39,6 +39,9 @@ pub(crate) const ENV_DOCKER_CONTEXT: &str = "DOCKER_CONTEXT";
 
 /// Where session records and locks live.
 pub(crate) const ENV_STATE_DIR: &str = "CLEANTEST_STATE_DIR";
+/// The machine-wide directory of environment locks (default `/run/lock/cleantest`, else
+/// `/tmp/cleantest-locks`).
+pub(crate) const ENV_LOCK_DIR: &str = "CLEANTEST_LOCK_DIR";
 /// The run a session belongs to, shared by the shards of one CI run (labelled `cleantest.run`). Also
 /// given to every process of the session.
 pub(crate) const ENV_RUN_ID: &str = "CLEANTEST_RUN_ID";
@@ -117,8 +120,6 @@ pub(crate) const SESSIONS_DIR: &str = "sessions";
 /// `service-logs/<id>/<service>.log`: the logs of a session's services, kept when its tests failed or
 /// a service stopped during the run (the session's own directory goes when it is swept).
 pub(crate) const SERVICE_LOGS_DIR: &str = "service-logs";
-/// `locks/<name>.lock` and `locks/<name>.holder`: the environment locks.
-pub(crate) const LOCKS_DIR: &str = "locks";
 /// In a session's directory: who ran, where, which engine, status.
 pub(crate) const RECORD_FILE: &str = "record.json";
 /// In a session's directory: held with `flock` by the runner for its whole life.

@@ -28,8 +28,11 @@ fn runs_with_the_same_lock_serialize_and_the_waiter_says_on_whom() {
         Duration::from_secs(60),
     );
 
+    // The other runs use another state directory (another user's, another HOME): the lock is the
+    // machine's, so they wait all the same.
+    let other_state = temp_dir("lock-state-other");
     let timed_out = run(cleantest("hang", &unique_mark("lock-timeout"))
-        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CLEANTEST_STATE_DIR", &other_state)
         .args(["--lock", &lock, "--lock-timeout", "1s", "--test", "leak"]));
     assert_eq!(timed_out.status.code(), Some(4), "{}", stderr(&timed_out));
     assert!(
@@ -41,7 +44,7 @@ fn runs_with_the_same_lock_serialize_and_the_waiter_says_on_whom() {
     let first_pid = first.id();
     let second_mark = unique_mark("lock-second");
     let second = run(cleantest("hang", &second_mark)
-        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CLEANTEST_STATE_DIR", &other_state)
         .args(["--lock", &lock, "--test", "leak"]));
     let second_done = Instant::now();
     let first_out = first.wait_with_output().unwrap();
@@ -81,8 +84,8 @@ fn a_second_run_waits_until_the_first_is_done() {
         .spawn()
         .unwrap();
     let first_pid = first.id();
-    // Wait until the first run holds the lock: its holder file names it.
-    let holder = state.join("locks").join(format!("{lock}.holder"));
+    // Wait until the first run holds the lock: it writes itself into the lock file.
+    let holder = target_dir().join("it-locks").join(format!("{lock}.lock"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !std::fs::read_to_string(&holder)
         .is_ok_and(|t| t.contains(&format!("\"pid\":{first_pid}")))

@@ -132,7 +132,7 @@ pub(crate) fn start(
         return Ok(None);
     }
     let name = lock::lock_name(opts.lock.as_deref().or(profile.lock), workspace);
-    lock::acquire(&state, &name, session.id(), opts.lock_timeout).map(Some)
+    lock::acquire(&name, session.id(), opts.lock_timeout).map(Some)
 }
 
 /// Starts the engine-side reaper when `mode` (and, for `auto`, the runner's situation) asks for one.

@@ -79,6 +79,8 @@ pub fn in_fixture(command: &mut Command, fixture_name: &str, mark: &str) {
         // directory of the test suite's, not the user's.
         .env("CLEANTEST_LOCK", mark)
         .env("CLEANTEST_STATE_DIR", target_dir().join("it-state"))
+        // Machine-wide locks, but the suite's own directory of them.
+        .env("CLEANTEST_LOCK_DIR", target_dir().join("it-locks"))
         .env("CI", "true")
         .env_remove("CLEANTEST_PROFILE")
         // A run id only where a test sets one, whatever CI runs the suite.

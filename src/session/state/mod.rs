@@ -1,6 +1,6 @@
 //! The per-user state directory (`CLEANTEST_STATE_DIR`, else `$XDG_STATE_HOME/cleantest`, else
-//! `~/.local/state/cleantest`; mode 0700): session records under `sessions/<id>/` and environment locks
-//! under `locks/`.
+//! `~/.local/state/cleantest`; mode 0700): session records under `sessions/<id>/`. (Environment locks
+//! are machine-wide: `session::lock`.)
 
 pub(crate) mod record;
 
