@@ -59,6 +59,11 @@ pub(crate) struct Tracker {
     summary: Option<Summary>,
     /// Results that contradicted the model (a test finishing before it could have started).
     pub anomalies: usize,
+    /// Verdicts that came before their test could have started (outside libtest's running window):
+    /// likely a child's lines. Not final: one counts only once libtest's totals line has come (a
+    /// harness that runs tests out of order), and until then the test is running, or not yet started,
+    /// by the model, so a timeout or crash is blamed on it and not on another.
+    provisional: Vec<Option<Verdict>>,
     /// Tests given two different verdicts: one of the lines came from a process other than libtest
     /// (a test's child writing to the inherited stdout). The failure is kept.
     conflicts: Vec<usize>,
@@ -88,6 +93,7 @@ impl Tracker {
             outputs: HashMap::new(),
             summary: None,
             anomalies: 0,
+            provisional: vec![None; n],
             conflicts: Vec::new(),
         };
         tracker.advance(now);
@@ -105,8 +111,15 @@ impl Tracker {
         &self.names
     }
 
+    /// The test's verdict: libtest's, or, once libtest has printed its totals, one that came before
+    /// the test could have started (see `provisional`).
     pub(crate) fn verdict(&self, index: usize) -> Option<Verdict> {
-        self.verdicts[index]
+        self.verdicts[index].or_else(|| self.summary.and(self.provisional[index]))
+    }
+
+    /// Whether the test's verdict came inside libtest's running window (and so was shown live).
+    pub(crate) fn is_final(&self, index: usize) -> bool {
+        self.verdicts[index].is_some()
     }
 
     /// How long the test ran, by the model's clock (from when its slot opened to its result line).
@@ -258,9 +271,31 @@ impl Tracker {
             self.verdicts[index] = Some(Verdict::Failed);
             return Line::Result(index, verdict);
         }
-        if index >= self.started {
+        if index >= self.started && !self.open {
+            // Before its slot: not final, and the window does not move (see `provisional`). Two
+            // such lines that disagree leave it failed.
             self.anomalies += 1;
-            self.started_at[index].get_or_insert(now);
+            let held = &mut self.provisional[index];
+            *held = match *held {
+                Some(earlier) if earlier != verdict => Some(Verdict::Failed),
+                _ => Some(verdict),
+            };
+            self.finished_at[index].get_or_insert(now);
+            return Line::Output;
+        }
+        // libtest's own verdict, in the window, after an early one that said otherwise: a conflict.
+        if let Some(early) = self.provisional[index].take()
+            && early != verdict
+        {
+            if !self.conflicts.contains(&index) {
+                self.conflicts.push(index);
+            }
+            let verdict = Verdict::Failed;
+            self.verdicts[index] = Some(verdict);
+            self.finished_at[index] = Some(now);
+            self.completed += 1;
+            self.advance(now);
+            return Line::Result(index, verdict);
         }
         self.verdicts[index] = Some(verdict);
         self.finished_at[index] = Some(now);
@@ -282,6 +317,7 @@ impl Tracker {
         self.started_at.push(None);
         self.verdicts.push(None);
         self.finished_at.push(None);
+        self.provisional.push(None);
         self.started = self.names.len();
         Some(i)
     }
@@ -567,11 +603,34 @@ mod tests {
     }
 
     #[test]
-    fn a_result_before_its_slot_is_an_anomaly_not_a_crash() {
+    fn a_result_before_its_slot_is_not_final_until_libtests_totals() {
         let now = Instant::now();
         let mut t = Tracker::new(names(&["a", "b", "c"]), 1, now);
-        t.on_line("test c ... ok", now);
+        assert_eq!(t.on_line("test c ... ok", now), Line::Output);
         assert_eq!(t.anomalies, 1);
+        // Not counted, and the window did not move: `a` is still the one running.
+        assert_eq!(t.verdict(2), None);
+        assert_eq!(running(&t), ["a"]);
+        // A harness that really ran `c` first: libtest's totals make it count.
+        t.on_line("test a ... ok", now);
+        t.on_line("test b ... ok", now);
+        t.on_line("test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.1s", now);
         assert_eq!(t.verdict(2), Some(Verdict::Passed));
+        assert!(!t.is_final(2));
+    }
+
+    #[test]
+    fn an_early_verdict_then_a_hang_blames_the_right_test() {
+        let now = Instant::now();
+        let mut t = Tracker::new(names(&["a", "b", "c"]), 1, now);
+        // `a`'s child prints `b`'s verdict; `a` passes; `b` then hangs (no more lines).
+        t.on_line("test b ... ok", now);
+        t.on_line("test a ... ok", now);
+        assert_eq!(t.verdict(1), None);
+        assert_eq!(running(&t), ["b"]);
+        // Or `b` fails for real: libtest's verdict wins, as a conflict.
+        t.on_line("test b ... FAILED", now);
+        assert_eq!(t.verdict(1), Some(Verdict::Failed));
+        assert!(t.contradiction().is_some());
     }
 }

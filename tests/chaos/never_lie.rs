@@ -5,10 +5,16 @@ use super::common::*;
 use libtest_mimic::Failed;
 
 pub(crate) fn cells() -> Vec<Cell> {
-    let mut cells = vec![trial(
-        "a_child_cannot_fake_another_tests_result",
-        child_fakes_a_result,
-    )];
+    let mut cells = vec![
+        trial(
+            "a_child_cannot_fake_another_tests_result",
+            child_fakes_a_result,
+        ),
+        trial(
+            "a_verdict_printed_before_its_test_started_is_not_taken",
+            early_verdict,
+        ),
+    ];
     for (name, mode) in [("shared", None), ("isolated", Some("--isolate"))] {
         cells.push(trial(
             format!("a_256_mib_line_keeps_counts_exact_and_the_runner_small_{name}"),
@@ -16,6 +22,50 @@ pub(crate) fn cells() -> Vec<Cell> {
         ));
     }
     cells
+}
+
+/// `a`'s child prints `test c_hangs ... ok` before `c_hangs` can have started (two test threads, `a`
+/// and `b` running); `c_hangs` then hangs. Before, the early line was taken as its verdict: nothing
+/// was "running" any more, so no timeout fired and the run hung. Now `c_hangs` times out.
+fn early_verdict() -> Result<(), Failed> {
+    let mark = unique_mark("early-verdict");
+    let junit = temp_dir("early-verdict").join("junit.xml");
+    let mut child = cleantest("hang", &mark)
+        .args(["--test", "early_verdict", "--junit"])
+        .arg(&junit)
+        .args(limits("3s", "1s"))
+        .args(["--", "--test-threads=2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_no_survivors(&mark);
+    check(status.is_some(), || {
+        "the run hung: the early verdict stopped the timeout".into()
+    })?;
+    check(status.and_then(|s| s.code()) == Some(101), || {
+        format!("{status:?}")
+    })?;
+    let xml = std::fs::read_to_string(&junit)?;
+    let c = junit_case(&xml, "c_hangs");
+    check(c.contains("timeout"), || {
+        format!("c_hangs was not timed out:\n{xml}")
+    })?;
+    let a = junit_case(&xml, "a_prints_the_verdict_of_c");
+    check(!a.contains("<failure"), || {
+        format!("the hang was blamed on a:\n{xml}")
+    })
 }
 
 /// The runner's peak resident set (VmHWM, KiB), read from /proc while it runs.

@@ -146,7 +146,7 @@ impl RunningUnit {
                 output: own_output,
                 note,
                 // Result lines and timeouts were printed when they happened.
-                announced: self.tracker.verdict(i).is_some() || self.timed_out.contains(&i),
+                announced: self.tracker.is_final(i) || self.timed_out.contains(&i),
                 ..TestResult::new(&self.spec.binary_id, name.clone(), outcome)
             });
         }
