@@ -191,11 +191,33 @@ pub(crate) fn kill_session(session: &str) -> Vec<Escaped> {
         for pid in frozen.keys() {
             let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
         }
-        killed.extend(frozen.into_values());
+        killed.extend(seen_dead(frozen.into_values().collect()));
         if std::time::Instant::now() > deadline {
             return killed;
         }
     }
+}
+
+/// How long `seen_dead` waits for SIGKILLed processes to be dead.
+const DEATH_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The processes of `killed` that are seen dead (gone, or zombies) within `DEATH_BOUND`: only those
+/// are reported killed. One that is not (stuck in the kernel, uninterruptible) is named on stderr.
+fn seen_dead(killed: Vec<Escaped>) -> Vec<Escaped> {
+    let deadline = std::time::Instant::now() + DEATH_BOUND;
+    while killed.iter().any(|p| is_live(p.pid)) && std::time::Instant::now() < deadline {
+        // Polling a condition the kernel gives no notification of for non-children, within a bound.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (dead, alive): (Vec<Escaped>, Vec<Escaped>) =
+        killed.into_iter().partition(|p| !is_live(p.pid));
+    for p in &alive {
+        eprintln!(
+            "warning: process {} is still alive after SIGKILL; it is not reported killed",
+            p.description
+        );
+    }
+    dead
 }
 
 /// The fields of `/proc/PID/stat` from the state on (field 3 first). The command name before them is
