@@ -336,7 +336,12 @@ mod tests {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id() as i32;
         assert!(is_live(pid));
-        assert!(command_line(pid).contains("sleep 30"));
+        // spawn returns while the child may still be inside execve (its command line not yet there).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !command_line(pid).contains("sleep 30") && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(command_line(pid).contains("sleep 30"), "{}", command_line(pid));
         child.kill().unwrap();
         // Seen dead by the kernel (a zombie until reaped), without reaping it.
         nix::sys::wait::waitid(
