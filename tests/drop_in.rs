@@ -62,6 +62,8 @@ fn package_and_target_selection_match_cargo_test() {
         &["--bins"],
         &["-p", "ct-alpha", "--features", "extra", "--lib"],
         &["-p", "ct-mimic"],
+        // A libtest-mimic test whose name holds a newline (listed, run and counted, both modes).
+        &["-p", "ct-mimic", "--test", "mimic_newline"],
         &["--workspace", "--exclude", "ct-alpha"],
         &["passes"],
     ] {

@@ -151,23 +151,34 @@ fn run_list(
 }
 
 /// `name: test` / `name: benchmark` lines; anything else means the binary is not libtest-compatible.
+/// A name may hold a newline (libtest-mimic prints names as they are): a line without the suffix is
+/// the start of a name that the next lines go on with, until one has the suffix.
 pub(crate) fn parse_terse(text: &str) -> Result<Vec<String>, String> {
     let mut tests = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    let mut pending: Option<String> = None;
+    for line in text.lines() {
+        if pending.is_none() && line.trim().is_empty() {
+            continue;
+        }
         let name = line
             .strip_suffix(": test")
             .or_else(|| line.strip_suffix(": benchmark"));
-        match name {
-            Some(name) => tests.push(name.to_string()),
-            None => {
-                let shown: String = line.chars().take(60).collect();
-                return Err(format!(
-                    "its `--list --format terse` output is not libtest's (line `{shown}`)"
-                ));
-            }
+        match (name, pending.take()) {
+            (Some(name), None) => tests.push(name.to_string()),
+            (Some(name), Some(start)) => tests.push(format!("{start}\n{name}")),
+            (None, None) => pending = Some(line.to_string()),
+            (None, Some(start)) => pending = Some(format!("{start}\n{line}")),
         }
     }
-    Ok(tests)
+    match pending {
+        None => Ok(tests),
+        Some(rest) => {
+            let shown: String = rest.chars().take(60).collect();
+            Err(format!(
+                "its `--list --format terse` output is not libtest's (line `{shown}`)"
+            ))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -184,5 +195,11 @@ mod tests {
     fn anything_else_is_an_error_quoting_the_line() {
         let err = parse_terse("running 3 tests\n").unwrap_err();
         assert!(err.contains("running 3 tests"), "{err}");
+    }
+
+    #[test]
+    fn a_name_with_a_newline_spans_lines() {
+        let names = parse_terse("a\nname with\nnewlines: test\nplain: test\n").unwrap();
+        assert_eq!(names, ["a\nname with\nnewlines", "plain"]);
     }
 }

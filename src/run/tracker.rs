@@ -67,6 +67,11 @@ pub(crate) struct Tracker {
     /// Tests given two different verdicts: one of the lines came from a process other than libtest
     /// (a test's child writing to the inherited stdout). The failure is kept.
     conflicts: Vec<usize>,
+    /// The leading lines of test names that hold a newline (`a\nb` gives `a`): a result line for such
+    /// a test arrives as several lines, joined back in `pending`.
+    name_starts: std::collections::HashSet<String>,
+    /// The lines so far of a result line that may be a multi-line name's.
+    pending: Option<String>,
 }
 
 impl Tracker {
@@ -94,8 +99,18 @@ impl Tracker {
             summary: None,
             anomalies: 0,
             provisional: vec![None; n],
+            name_starts: std::collections::HashSet::new(),
+            pending: None,
             conflicts: Vec::new(),
         };
+        for name in &tracker.names {
+            let mut at = 0;
+            while let Some(newline) = name[at..].find('\n') {
+                at += newline;
+                tracker.name_starts.insert(name[..at].to_string());
+                at += 1;
+            }
+        }
         tracker.advance(now);
         tracker
     }
@@ -158,6 +173,49 @@ impl Tracker {
 
     /// Reads one line of the process's output.
     pub(crate) fn on_line(&mut self, line: &str, now: Instant) -> Line {
+        if let Some(start) = self.pending.take() {
+            let joined = format!("{start}\n{line}");
+            let awaiting = self.awaiting;
+            if let Some((index, verdict)) = self.parse_result(&joined) {
+                return self.record(index, verdict, now);
+            }
+            self.awaiting = awaiting;
+            // A line of its own (another result, the totals) ends what was held.
+            if !line.starts_with("test ")
+                && parse_summary(line).is_none()
+                && self.may_continue(&joined)
+            {
+                self.pending = Some(joined);
+                return Line::Output;
+            }
+        }
+        if self.may_continue(line) {
+            // Held until the next line says whether it is a multi-line name's result; the line is
+            // output meanwhile, as it would be anyway.
+            self.pending = Some(line.to_string());
+            return Line::Output;
+        }
+        self.on_whole_line(line, now)
+    }
+
+    /// Whether `text` may be the first lines of a result line for a name that holds a newline: a known
+    /// name's leading lines or, for names learned from results (a harness run whole), `test ` with no
+    /// ` ... ` yet, up to eight lines.
+    fn may_continue(&self, text: &str) -> bool {
+        let Some(rest) = text.strip_prefix("test ") else {
+            return false;
+        };
+        if self.open {
+            !rest.trim().is_empty()
+                && parse_summary(text).is_none()
+                && !rest.contains(" ...")
+                && rest.matches('\n').count() < 8
+        } else {
+            self.name_starts.contains(rest)
+        }
+    }
+
+    fn on_whole_line(&mut self, line: &str, now: Instant) -> Line {
         if let Some(summary) = parse_summary(line) {
             self.add_summary(summary);
             self.section = None;
@@ -513,6 +571,32 @@ mod tests {
             "{:?}",
             t.output(0)
         );
+    }
+
+    #[test]
+    fn names_with_newlines_are_joined_back() {
+        let now = Instant::now();
+        let mut t = Tracker::new(names(&["name with\nnewline", "plain"]), 1, now);
+        assert_eq!(t.on_line("test name with", now), Line::Output);
+        assert_eq!(
+            t.on_line("newline ... ok", now),
+            Line::Result(0, Verdict::Passed)
+        );
+        assert_eq!(
+            t.on_line("test plain ... ok", now),
+            Line::Result(1, Verdict::Passed)
+        );
+        // Names learned from results (a harness run whole): the same, and totals are not held back.
+        let mut open = Tracker::open();
+        open.on_line("test name with", now);
+        assert_eq!(
+            open.on_line("newline ... ok", now),
+            Line::Result(0, Verdict::Passed)
+        );
+        assert_eq!(open.names()[0], "name with\nnewline");
+        open.on_line("test something printed by a test", now);
+        open.on_line("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s", now);
+        assert_eq!(open.summary().map(|s| s.passed), Some(1));
     }
 
     #[test]

@@ -341,7 +341,11 @@ mod tests {
         while !command_line(pid).contains("sleep 30") && std::time::Instant::now() < deadline {
             std::thread::yield_now();
         }
-        assert!(command_line(pid).contains("sleep 30"), "{}", command_line(pid));
+        assert!(
+            command_line(pid).contains("sleep 30"),
+            "{}",
+            command_line(pid)
+        );
         child.kill().unwrap();
         // Seen dead by the kernel (a zombie until reaped), without reaping it.
         nix::sys::wait::waitid(
