@@ -48,23 +48,36 @@ fn connection_floods() -> Result<(), Failed> {
     let mark = unique_mark("flood");
     let state = temp_dir("flood");
     let ready = state.join("ready");
-    let mut runner = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+    let mut runner = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"));
+    runner
         .args(["exec", "--no-lock", "--", "sh", "-c"])
-        .arg(format!("touch {}; exec sleep 1000", ready.display()))
-        .env("CLEANTEST_STATE_DIR", &state)
-        .env("CT_IT_MARK", &mark)
+        .arg(format!("touch {}; exec sleep 1000", ready.display()));
+    with_runner(runner, &mark, &state, judge_floods)
+}
+
+/// Starts `runner` (a session whose command touches `state/ready`, then sleeps), judges it once it is
+/// ready, then ends it (SIGTERM) and checks that nothing of the session is left.
+fn with_runner(
+    mut runner: Command,
+    mark: &str,
+    state: &Path,
+    judge: fn(u32, &Path) -> Result<(), Failed>,
+) -> Result<(), Failed> {
+    let mut runner = runner
+        .env("CLEANTEST_STATE_DIR", state)
+        .env("CT_IT_MARK", mark)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    wait_for_file(&ready, Duration::from_secs(60));
-    let result = judge_floods(runner.id(), &state);
+    wait_for_file(&state.join("ready"), Duration::from_secs(60));
+    let result = judge(runner.id(), state);
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(runner.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = runner.wait();
-    assert_no_survivors(&mark);
-    let _ = std::fs::remove_dir_all(&state);
+    assert_no_survivors(mark);
+    let _ = std::fs::remove_dir_all(state);
     result
 }
 
@@ -143,29 +156,14 @@ fn proxy_socket(state: &Path) -> Option<PathBuf> {
 fn out_of_descriptors() -> Result<(), Failed> {
     let mark = unique_mark("emfile");
     let state = temp_dir("emfile");
-    let ready = state.join("ready");
     let script = format!(
         "ulimit -n {LIMIT} && exec {} exec --no-lock -- sh -c 'touch {}; exec sleep 1000'",
         env!("CARGO_BIN_EXE_cargo-cleantest"),
-        ready.display()
+        state.join("ready").display()
     );
-    let mut runner = Command::new("sh")
-        .args(["-c", &script])
-        .env("CLEANTEST_STATE_DIR", &state)
-        .env("CT_IT_MARK", &mark)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    wait_for_file(&ready, Duration::from_secs(60));
-    let result = judge(runner.id(), &state);
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(runner.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = runner.wait();
-    assert_no_survivors(&mark);
-    let _ = std::fs::remove_dir_all(&state);
-    result
+    let mut runner = Command::new("sh");
+    runner.args(["-c", &script]);
+    with_runner(runner, &mark, &state, judge)
 }
 
 fn judge(runner: u32, state: &Path) -> Result<(), Failed> {

@@ -201,15 +201,8 @@ fn foreign_actions_refused() -> Result<(), Failed> {
     let mark = unique_mark("foreign-act");
     let state = temp_dir("foreign-act");
     let label = format!("ct-it.foreign={mark}");
-    let victim = docker(&[
-        "run",
-        "-d",
-        "--label",
-        &label,
-        image::IMAGE,
-        "sleep",
-        "1000",
-    ]);
+    let foreign = Foreign::start(&mark);
+    let victim = foreign.0.clone();
     let net = docker(&[
         "network",
         "create",
