@@ -22,6 +22,16 @@ fn main() {
             "a_state_dir_below_another_users_directory_is_refused_untouched",
             state_dir_below_another_user,
         ),
+        {
+            let mut cell = as_root(
+                "anonymous_volumes_are_swept_when_the_state_dir_is_full",
+                full_state_dir,
+            );
+            if cell.unavailable.is_none() {
+                cell.unavailable = common::docker::engine_problem();
+            }
+            cell
+        },
     ]);
 }
 
@@ -132,5 +142,60 @@ fn state_dir_below_another_user() -> Result<(), Failed> {
     refused_both(&state, "uid 65534")?;
     check(!state.exists(), || {
         "the state dir was created inside".into()
+    })
+}
+
+/// The state directory on a 1 MiB tmpfs that a test fills up; then it creates a container with an
+/// anonymous volume and removes the container without `-v`. The volume's name cannot be written to the
+/// session's file: before, the record was deleted and the volume left for good. Now the session's own
+/// sweep removes it from memory, says so, and keeps the record.
+fn full_state_dir() -> Result<(), Failed> {
+    let mark = unique_mark("full-disk");
+    let state = std::path::PathBuf::from(format!("/tmp/ct-{mark}"));
+    std::fs::create_dir_all(&state)?;
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&state)
+        .status()?;
+    check(mounted.success(), || "root could not mount a tmpfs".into())?;
+    let image = common::docker::image::IMAGE;
+    let script = format!(
+        "dd if=/dev/zero of=$CLEANTEST_STATE_DIR/filler bs=4k 2>/dev/null\n\
+         c=$(docker create -v /data {image} true)\n\
+         docker inspect -f 'volume={{{{range .Mounts}}}}{{{{.Name}}}}{{{{end}}}}' $c\n\
+         docker rm $c >/dev/null\n"
+    );
+    let out = run(common::docker::exec_in_session(&mark, &state).args(["--", "sh", "-c", &script]));
+    let volume = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("volume="))
+        .unwrap_or_default()
+        .to_string();
+    let left = !volume.is_empty()
+        && std::process::Command::new("docker")
+            .args(["volume", "inspect", &volume])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if left {
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", &volume])
+            .output();
+    }
+    let kept = std::fs::read_dir(state.join("sessions")).map_or(0, |d| d.count());
+    let _ = std::fs::remove_file(state.join("filler"));
+    let _ = std::process::Command::new("umount").arg(&state).status();
+    let _ = std::fs::remove_dir(&state);
+    let err = stderr(&out);
+    check(!volume.is_empty(), || {
+        format!("no anonymous volume was made: {}{err}", stdout(&out))
+    })?;
+    check(!left, || {
+        format!("the anonymous volume {volume} was left:\n{err}")
+    })?;
+    check(err.contains("could not be recorded"), || {
+        format!("the run did not say so:\n{err}")
+    })?;
+    check(kept == 1, || {
+        format!("{kept} session record(s) kept, want 1:\n{err}")
     })
 }

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::common::docker::*;
@@ -16,7 +16,17 @@ pub(crate) fn cells() -> Vec<Cell> {
         builds_and_commits_are_swept,
     );
     images.unavailable = private_engine_problem();
+    let mut zombie = trial(
+        "a_zombie_leader_with_live_threads_is_killed_by_the_reaper",
+        zombie_leader,
+    );
+    zombie.unavailable = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+        .then(|| "python3 is not installed (it makes the process whose main thread exits)".into());
     vec![
+        zombie,
         trial(
             "orphans_are_reaped_as_they_come_not_when_the_unit_ends",
             zombies_are_reaped,
@@ -423,5 +433,80 @@ fn implicit_volumes_are_swept() -> Result<(), Failed> {
     })?;
     check(left.is_empty() && leftovers.is_empty(), || {
         format!("left volumes {left:?} and {leftovers:?}")
+    })
+}
+
+/// Whether any thread of process `pid` still runs (not a zombie, not dead): a process whose main
+/// thread exited shows `Z` for itself while its other threads run on.
+fn any_thread_runs(pid: &str) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", pid.trim())) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.starts_with(" Z") && !r.starts_with(" X"))
+        })
+    })
+}
+
+/// A "zombie leader": a process carrying the session whose main thread has exited while another
+/// thread runs, out of the run's process group. Its `/proc/PID/environ` reads nothing, so the
+/// environment scan missed it; its threads' environ still carries the session. The runner is then
+/// SIGKILLed: the host reaper must kill it.
+fn zombie_leader() -> Result<(), Failed> {
+    let mark = unique_mark("zombie-leader");
+    let dir = temp_dir("zombie-leader");
+    let pidfile = dir.join("leader.pid");
+    let program = format!(
+        "import ctypes, os, threading, time\n\
+         threading.Thread(target=time.sleep, args=(300,)).start()\n\
+         open({:?}, 'w').write(str(os.getpid()))\n\
+         ctypes.CDLL(None).pthread_exit(None)\n",
+        pidfile.display().to_string()
+    );
+    std::fs::write(dir.join("leader.py"), program)?;
+    let script = format!(
+        "setsid -f python3 {} </dev/null >/dev/null 2>&1\nexec sleep 1000\n",
+        dir.join("leader.py").display()
+    );
+    let mut runner = exec_in_session(&mark, &dir)
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    wait_for_file(&pidfile, Duration::from_secs(60));
+    let pid = std::fs::read_to_string(&pidfile)?.trim().to_string();
+    // The main thread has exited (its own stat says Z) while the other thread runs: a condition.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(is_gone(&pid) && any_thread_runs(&pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let zombie_leader = is_gone(&pid) && any_thread_runs(&pid);
+    let reaper = reaper_of(runner.id());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(runner.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = runner.wait();
+    // The reaper cleans up and exits; then no thread of the process may run.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reaper.is_some_and(|r| !is_gone(&r.to_string())) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let survived = any_thread_runs(&pid);
+    if survived && let Ok(n) = pid.parse::<i32>() {
+        // Ours: started by this test, through the run.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(n),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    check(zombie_leader, || {
+        format!("process {pid} never became a zombie leader")
+    })?;
+    check(reaper.is_some(), || "the run started no reaper".into())?;
+    check(!survived, || {
+        format!("the zombie leader {pid} survived the reaper")
     })
 }
