@@ -44,13 +44,48 @@ pub(crate) fn sweep_stale(
     dry_run: bool,
 ) -> StaleReport {
     let host = host_name();
-    let records: Vec<FoundRecord> = record::all(state)
-        .into_iter()
+    let all = record::all(state);
+    let records: Vec<FoundRecord> = all
+        .iter()
         .filter(|f| {
             !f.alive && f.record.status != Status::Kept && (!this_host || f.record.host == host)
         })
+        .cloned()
         .collect();
-    sweep_records(engine, &records, dry_run)
+    let mut report = sweep_records(engine, &records, dry_run);
+    if !dry_run {
+        let recorded: HashSet<&str> = all.iter().map(|f| f.record.id.as_str()).collect();
+        report.processes += kill_unrecorded_dead(engine, &recorded);
+    }
+    report
+}
+
+/// Kills the processes of sessions with no record here whose resources' owner labels prove them dead
+/// on this host (their record is in another state directory, or lost): they carry the session in
+/// their environment. Their resources are left to a sweep that names them (`sweep --all`, `--session`).
+fn kill_unrecorded_dead(engine: &Engine, recorded: &HashSet<&str>) -> usize {
+    let Ok(everything) = docker::list(engine, &[SESSION_LABEL.to_string()]) else {
+        return 0;
+    };
+    let mut by_session: std::collections::HashMap<
+        &str,
+        Vec<&std::collections::HashMap<String, String>>,
+    > = std::collections::HashMap::new();
+    for r in &everything {
+        if let Some(session) = r.labels.get(SESSION_LABEL)
+            && !recorded.contains(session.as_str())
+            && crate::contract::is_session_id(session)
+        {
+            by_session.entry(session).or_default().push(&r.labels);
+        }
+    }
+    by_session
+        .into_iter()
+        .filter(|(_, labels)| {
+            super::owner::session_liveness(labels.iter().copied()) == Some(Liveness::Dead)
+        })
+        .map(|(session, _)| orphans::kill_session(session).len())
+        .sum()
 }
 
 /// Sweeps recorded sessions, each on the engine its record names: a record of a session on engine X is

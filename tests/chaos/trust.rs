@@ -47,7 +47,11 @@ pub(crate) fn cells() -> Vec<Cell> {
         ),
         trial(
             "a_dead_sessions_processes_are_killed_by_a_sweep_from_another_state_dir",
-            dead_session_without_a_record,
+            || dead_session_without_a_record(&["sweep", "--all", "--yes"]),
+        ),
+        trial(
+            "a_dead_sessions_processes_are_killed_by_a_run_start_in_another_state_dir",
+            || dead_session_without_a_record(&["exec", "--no-lock", "--", "true"]),
         ),
     ]
 }
@@ -373,8 +377,9 @@ fn host_identity() -> String {
 
 /// A session whose record is in another state directory (or lost), proven dead on this host by the
 /// owner labels of its volume, with a process still carrying it. Before, only the sweep holding its
-/// record killed its processes; `sweep --all --yes` from here removed the volume and left the process.
-fn dead_session_without_a_record() -> Result<(), Failed> {
+/// record killed its processes; `sweep --all --yes` from here removed the volume and left the process,
+/// and a run's start-of-run stale sweep never looked. `command` is either.
+fn dead_session_without_a_record(command: &[&str]) -> Result<(), Failed> {
     let mark = unique_mark("trust-norecord");
     let state = temp_dir("trust-norecord");
     let id = mark.replace('-', "");
@@ -402,10 +407,12 @@ fn dead_session_without_a_record() -> Result<(), Failed> {
         .env("CLEANTEST_SESSION", &id)
         .env("CT_IT_MARK", &mark)
         .spawn()?;
-    let out = sweep(&state, &["--all", "--yes"]);
+    let out = run(Command::new(exe())
+        .env("CLEANTEST_STATE_DIR", &state)
+        .args(command));
     let status = survivor.try_wait()?;
     let killed = status.is_some() || processes_with_mark(&mark).is_empty();
-    let result = no_survivors(&mark, "after sweep --all from another state dir");
+    let result = no_survivors(&mark, &format!("after {command:?} from another state dir"));
     let _ = survivor.wait();
     for v in marked(&mark) {
         let _ = docker(&["volume", "rm", &v]);
