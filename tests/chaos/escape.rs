@@ -12,7 +12,7 @@ use libtest_mimic::Failed;
 
 pub(crate) fn cells() -> Vec<Cell> {
     let mut images = trial(
-        "builds_and_commits_in_a_session_leave_no_container_or_image",
+        "builds_commits_and_imports_in_a_session_leave_no_container_or_image",
         builds_and_commits_are_swept,
     );
     images.unavailable = private_engine_problem();
@@ -55,8 +55,8 @@ pub(crate) fn cells() -> Vec<Cell> {
 }
 
 /// On a private engine (so that "nothing else is there" can be checked): a session builds an image, a
-/// build fails at a `RUN` step (the classic builder used to leave its intermediate container), and a
-/// container is committed. After the session the engine has no container and no image but the fixture.
+/// build fails at a `RUN` step (the classic builder used to leave its intermediate container), a
+/// container is committed, and its export imported. After the session the engine has no container and no image but the fixture.
 fn builds_and_commits_are_swept() -> Result<(), Failed> {
     let engine = PrivateEngine::start()?;
     let host = engine.host();
@@ -79,6 +79,8 @@ fn builds_and_commits_are_swept() -> Result<(), Failed> {
          if DOCKER_BUILDKIT=0 docker build -q {bad} >/dev/null 2>&1; then echo bad-built; fi\n\
          docker create --name {mark}-c {image} true >/dev/null\n\
          docker commit {mark}-c {mark}-committed >/dev/null\n\
+         docker export {mark}-c | docker import - {mark}-imported >/dev/null\n\
+         docker image inspect -f 'imported={{{{index .Config.Labels \"cleantest.session\"}}}}' {mark}-imported\n\
          docker image inspect -f 'label={{{{index .Config.Labels \"cleantest.session\"}}}}' {mark}-built\n",
         ok = dir.join("ok").display(),
         bad = dir.join("bad").display(),
@@ -102,6 +104,11 @@ fn builds_and_commits_are_swept() -> Result<(), Failed> {
     check(!text.contains("bad-built"), || {
         "the failing build succeeded".into()
     })?;
+    check(
+        text.lines()
+            .any(|l| l.starts_with("imported=") && l.len() > "imported=".len()),
+        || format!("the imported image was not labelled:\n{text}"),
+    )?;
     check(containers.is_empty(), || {
         format!("containers left on the engine: {containers}")
     })?;

@@ -71,6 +71,10 @@ pub(crate) async fn admit(
             let labels = labels_for(shared, unit);
             set_query(parts, query::build(parts.uri.query(), &labels))?;
         }
+        Rule::LabelImport => {
+            let labels = labels_for(shared, unit);
+            set_query(parts, query::import(parts.uri.query(), &labels))?;
+        }
         Rule::Scope => set_query(
             parts,
             query::scoped(parts.uri.query(), SESSION_LABEL, &shared.session),

@@ -61,6 +61,28 @@ pub(crate) fn build(
     Ok(params.join("&"))
 }
 
+/// An image create's query: an import (`fromSrc`) gets the session's labels as `changes` (`LABEL`
+/// instructions, which the engine applies to the imported image); a pull is left as it is.
+pub(crate) fn import(
+    query: Option<&str>,
+    labels: &[(String, String)],
+) -> Result<String, QueryRefusal> {
+    let (mut params, from_src) = take(query, "fromSrc")?;
+    let Some(from_src) = from_src else {
+        return Ok(query.unwrap_or("").to_string());
+    };
+    params.push(format!("fromSrc={}", encode(&from_src)));
+    for (k, v) in labels {
+        let change = format!(
+            "LABEL {}={}",
+            Value::String(k.clone()),
+            Value::String(v.clone())
+        );
+        params.push(format!("changes={}", encode(&change)));
+    }
+    Ok(params.join("&"))
+}
+
 /// The query's parameters without every `name` (raw, as sent), and the first `name`'s decoded value.
 fn take(query: Option<&str>, name: &str) -> Result<(Vec<String>, Option<String>), QueryRefusal> {
     let query = query.unwrap_or("");
@@ -164,6 +186,24 @@ mod tests {
         assert!(scoped(Some("filters=nope"), "k", "v").is_err());
         assert!(scoped(Some("filters=%5B%5D"), "k", "v").is_err());
         assert!(scoped(Some("a=1;filters=x"), "k", "v").is_err());
+    }
+
+    #[test]
+    fn imports_get_label_changes_and_pulls_nothing() {
+        let labels = [("cleantest.session".to_string(), "s1".to_string())];
+        let q = import(Some("fromSrc=-&repo=x&changes=ENV%20A%3D1"), &labels).unwrap();
+        assert!(q.contains("changes=ENV%20A%3D1"), "{q}");
+        assert!(
+            q.contains(&format!(
+                "changes={}",
+                encode(r#"LABEL "cleantest.session"="s1""#)
+            )),
+            "{q}"
+        );
+        assert_eq!(
+            import(Some("fromImage=busybox&tag=1"), &labels).unwrap(),
+            "fromImage=busybox&tag=1"
+        );
     }
 
     #[test]

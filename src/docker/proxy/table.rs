@@ -8,6 +8,7 @@
 //! - `Pass`: reads, and calls that change nothing that exists (ping, pull, events, wait).
 //! - `Label`: creates; the session's labels are merged into the body (`rewrite::merge_labels`).
 //! - `LabelBuild`: builds; labels go in the query, and the builder removes its containers (`forcerm`).
+//! - `LabelImport`: image creates; an import gets the labels as `LABEL` changes, a pull passes.
 //! - `Scope`: prunes; the session's label is added to the filters, so only its own go.
 //! - `Own`: an action on one object (the `*` or `**`), forwarded only when the engine says the object is
 //!   the session's; `Start`, `Update` and `Connect` are `Own` with a check of the body besides.
@@ -34,6 +35,8 @@ pub(crate) enum Rule {
     Pass,
     Label(Create),
     LabelBuild,
+    /// An image create: an import gets the labels as `LABEL` changes; a pull passes.
+    LabelImport,
     Scope,
     Own(Object),
     /// A container start: the container must be ours and the body empty (HostConfig at start, which
@@ -72,7 +75,8 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("POST",   "/exec/*/{start,resize}",                         Own(Exec)),
     // Images
     ("GET",    "/images/{json,search,get}",                      Pass),
-    ("POST",   "/images/{create,load}",                          Pass), // pulls and loads add images
+    ("POST",   "/images/create",                                 LabelImport), // pulls as they are
+    ("POST",   "/images/load",                                   Pass), // loads add images, unlabelled
     ("POST",   "/images/prune",                                  Scope),
     ("POST",   "/build",                                         LabelBuild),
     ("POST",   "/build/prune",                                   Refuse("the build cache has no labels, so a prune cannot be kept to the session")),
