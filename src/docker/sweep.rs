@@ -110,15 +110,16 @@ pub(crate) async fn find(engine: &Engine, filter: &[String]) -> Result<Vec<Resou
         )),
         super::images::list(engine, &filters),
     )?;
-    out_of(containers, networks, volumes, images)
+    Ok(out_of(containers, networks, volumes, images))
 }
 
+/// The listings as resources, containers first.
 fn out_of(
     containers: Vec<ContainerSummary>,
     networks: Vec<bollard::models::Network>,
     volumes: bollard::models::VolumeListResponse,
     images: Vec<Resource>,
-) -> Result<Vec<Resource>, DockerError> {
+) -> Vec<Resource> {
     let mut out: Vec<Resource> = containers.into_iter().map(container).collect();
     out.extend(networks.into_iter().map(|n| Resource {
         kind: Kind::Network,
@@ -143,7 +144,7 @@ fn out_of(
             }),
     );
     out.extend(images);
-    Ok(out)
+    out
 }
 
 fn container(c: ContainerSummary) -> Resource {

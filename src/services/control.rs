@@ -128,7 +128,6 @@ pub(crate) fn serve(path: &Path, context: Context) -> std::io::Result<Control> {
     let registry: Arc<(Mutex<Registry>, Condvar)> = Arc::default();
     let (context, shared) = (Arc::new(context), registry.clone());
     let clients = Arc::new(AtomicUsize::new(0));
-    let clients_after_failure = clients.clone();
     let (busy, refused) = std::sync::mpsc::sync_channel::<UnixStream>(BUSY_QUEUE);
     std::thread::Builder::new()
         .name("control-busy".into())
@@ -154,16 +153,15 @@ pub(crate) fn serve(path: &Path, context: Context) -> std::io::Result<Control> {
                     let _ = busy.try_send(stream);
                     continue;
                 }
-                let (context, registry, clients) =
-                    (context.clone(), shared.clone(), clients.clone());
+                let (context, registry, mine) = (context.clone(), shared.clone(), clients.clone());
                 let spawned = std::thread::Builder::new()
                     .name("control-client".into())
                     .spawn(move || {
                         handle(stream, &context, &registry);
-                        clients.fetch_sub(1, Ordering::SeqCst);
+                        mine.fetch_sub(1, Ordering::SeqCst);
                     });
                 if spawned.is_err() {
-                    clients_after_failure.fetch_sub(1, Ordering::SeqCst);
+                    clients.fetch_sub(1, Ordering::SeqCst);
                 }
             }
         })?;

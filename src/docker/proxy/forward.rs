@@ -223,6 +223,37 @@ pub(crate) async fn refuse_busy(mut stream: UnixStream, limit: usize) {
     let _ = stream.shutdown().await;
 }
 
+/// A request body the proxy reads to rewrite or check, bounded by `MAX_CREATE_BODY` (413 past it).
+async fn read_body(body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
+    match http_body_util::Limited::new(body, MAX_CREATE_BODY)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "cleantest proxy: a request body over {} MiB is refused",
+                MAX_CREATE_BODY >> 20
+            ),
+        )),
+        Err(e) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("cleantest proxy: reading the request body: {e}"),
+        )),
+    }
+}
+
+/// `bytes` as the request's whole body, its framing headers set to match.
+fn buffered(parts: &mut hyper::http::request::Parts, bytes: impl Into<Bytes>) -> ProxyBody {
+    let bytes = bytes.into();
+    parts.headers.remove(TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
 /// `POST /containers/{id}/attach` and `POST /exec/{id}/start`: the engine hijacks these connections.
 fn is_hijack(method: &str, path: &str) -> bool {
     let path = split_version(path).1;
@@ -268,26 +299,9 @@ async fn handle(
     let mut volume_plan = volumes::VolumePlan::default();
     let body: ProxyBody = match kind {
         Some(_) => {
-            let bytes = match http_body_util::Limited::new(body, MAX_CREATE_BODY)
-                .collect()
-                .await
-            {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    return error_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!(
-                            "cleantest proxy: a create body over {} MiB is refused",
-                            MAX_CREATE_BODY >> 20
-                        ),
-                    );
-                }
-                Err(e) => {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        &format!("reading the request body: {e}"),
-                    );
-                }
+            let bytes = match read_body(body).await {
+                Ok(bytes) => bytes,
+                Err(refusal) => return refusal,
             };
             let labels = labels_for(shared, unit);
             let merged = merge_labels(&bytes, &labels, SESSION_LABEL, NESTED_LABEL_PREFIX);
@@ -313,38 +327,22 @@ async fn handle(
                     );
                 }
             };
-            parts.headers.remove(TRANSFER_ENCODING);
-            parts
-                .headers
-                .insert(CONTENT_LENGTH, HeaderValue::from(new.len()));
             // The body is JSON now even where the client sent none (`docker commit` sends no body
             // and no Content-Type; the engine refuses a body without it).
             parts
                 .headers
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            Full::new(new).map_err(|never| match never {}).boxed()
+            buffered(&mut parts, new)
         }
         None if checked.body_check.is_some() => {
-            let bytes = match http_body_util::Limited::new(body, MAX_CREATE_BODY)
-                .collect()
-                .await
-            {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) => {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        &format!("cleantest proxy: reading the request body: {e}"),
-                    );
-                }
+            let bytes = match read_body(body).await {
+                Ok(bytes) => bytes,
+                Err(refusal) => return refusal,
             };
             if let Err(refusal) = policy::check_body(shared, &checked, &bytes).await {
                 return *refusal;
             }
-            parts.headers.remove(TRANSFER_ENCODING);
-            parts
-                .headers
-                .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            Full::new(bytes).map_err(|never| match never {}).boxed()
+            buffered(&mut parts, bytes)
         }
         None => body.map_err(BoxError::from).boxed(),
     };

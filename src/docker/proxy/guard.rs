@@ -76,12 +76,7 @@ pub(crate) async fn admit(shared: &Shared, memory: u64) -> Result<u64, String> {
                 max.source
             ));
         }
-        let mut used = 0;
-        for (id, running) in &containers {
-            if *running {
-                used += limit_of(&shared.upstream, id).await;
-            }
-        }
+        let used = running_limits(&shared.upstream, &containers, None).await;
         if used + memory > max.value {
             return Err(format!(
                 "cleantest: this session's running containers already have {} of memory limits; {} more \
@@ -119,12 +114,8 @@ pub(crate) async fn admit_update(shared: &Shared, id: &str, memory: u64) -> Resu
         .ok()
         .and_then(|v| Some(v.get("Id")?.as_str()?.to_string()))
         .unwrap_or_default();
-    let mut used = 0;
-    for (other, running) in session_containers(&shared.upstream, &shared.session).await? {
-        if running && other != full_id {
-            used += limit_of(&shared.upstream, &other).await;
-        }
-    }
+    let containers = session_containers(&shared.upstream, &shared.session).await?;
+    let used = running_limits(&shared.upstream, &containers, Some(&full_id)).await;
     if used + memory > max.value {
         return Err(format!(
             "cleantest: this session's other running containers have {} of memory limits; raising this \
@@ -173,6 +164,21 @@ async fn session_containers(
             ))
         })
         .collect())
+}
+
+/// The memory limits of the running ones of `containers` (id, running), `except` one, added up.
+async fn running_limits(
+    upstream: &Upstream,
+    containers: &[(String, bool)],
+    except: Option<&str>,
+) -> u64 {
+    let mut used = 0;
+    for (id, running) in containers {
+        if *running && Some(id.as_str()) != except {
+            used += limit_of(upstream, id).await;
+        }
+    }
+    used
 }
 
 /// A container's memory limit (0 when it has none or the engine does not say).

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use super::create::labels_for;
 use super::forward::{ProxyBody, Shared, Unit, error_response};
-use super::rewrite::{Create, go_fold, route};
+use super::host_config::field;
+use super::rewrite::{Create, route};
 use super::table::{self, Object, Rule};
 use super::volumes::call;
 use super::{guard, query};
@@ -273,11 +274,7 @@ pub(crate) fn connect_container(body: &[u8]) -> Option<String> {
     let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(body) else {
         return None;
     };
-    top.iter()
-        .rev()
-        .find(|(k, _)| go_fold(k) == "container")
-        .and_then(|(_, v)| v.as_str())
-        .map(str::to_string)
+    field(&top, "Container")?.as_str().map(str::to_string)
 }
 
 /// The memory limit an update body sets (0: it leaves the limit as it is).
@@ -285,11 +282,7 @@ pub(crate) fn update_memory(body: &[u8]) -> u64 {
     let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(body) else {
         return 0;
     };
-    top.iter()
-        .rev()
-        .find(|(k, _)| go_fold(k) == "memory")
-        .and_then(|(_, v)| v.as_u64())
-        .unwrap_or(0)
+    field(&top, "Memory").and_then(Value::as_u64).unwrap_or(0)
 }
 
 #[cfg(test)]

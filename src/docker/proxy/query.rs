@@ -110,28 +110,10 @@ fn read_object(text: &str, name: &'static str) -> Result<Map<String, Value>, Que
     }
 }
 
-/// `+` as a space and `%XX` escapes decoded; a malformed escape is kept as it is.
+/// `+` as a space and `%XX` escapes decoded (as Go's `url.QueryUnescape`); a malformed escape is kept
+/// as it is. A `+` written as `%2B` is still a `+`: spaces are put in before escapes are decoded.
 fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if let (Some(hi), Some(lo)) = (
-                bytes.get(i + 1).and_then(|b| hex(*b)),
-                bytes.get(i + 2).and_then(|b| hex(*b)),
-            ) =>
-            {
-                out.push((hi * 16 + lo) as u8);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    super::rewrite::percent_decode(&text.replace('+', " "))
 }
 
 /// A query value with everything but unreserved characters escaped.

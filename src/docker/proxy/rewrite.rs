@@ -40,7 +40,7 @@ pub(crate) fn route(path: &str) -> String {
 
 /// `%XX` escapes decoded as Go's `url.PathUnescape` decodes them; a malformed escape is left as it is
 /// (the engine refuses such a request itself).
-fn percent_decode(path: &str) -> String {
+pub(super) fn percent_decode(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
