@@ -211,7 +211,8 @@ impl Tracker {
                 && !rest.contains(" ...")
                 && rest.matches('\n').count() < 8
         } else {
-            self.name_starts.contains(rest)
+            // Almost always empty: no lookup on the per-line path then.
+            !self.name_starts.is_empty() && self.name_starts.contains(rest)
         }
     }
 

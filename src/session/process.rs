@@ -8,6 +8,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
@@ -114,16 +115,21 @@ pub(crate) fn spawn_unit(
 /// over `BACKLOG_CAP`, so a test that prints faster than the scheduler reads is slowed to its pace
 /// (as a terminal would slow it) instead of queueing its output in the runner's memory.
 pub(crate) static BACKLOG: Backlog = Backlog {
-    bytes: std::sync::Mutex::new(0),
+    bytes: AtomicUsize::new(0),
+    waiters: AtomicUsize::new(0),
+    lock: std::sync::Mutex::new(()),
     drained: std::sync::Condvar::new(),
 };
 
 /// The most line bytes queued for the scheduler at once.
 const BACKLOG_CAP: usize = 8 << 20;
 
-/// See `BACKLOG`.
+/// See `BACKLOG`. The count is an atomic so that the scheduler's release of each line costs no lock
+/// and no wake-up while no reader waits (the hot path of a test that prints a lot).
 pub(crate) struct Backlog {
-    bytes: std::sync::Mutex<usize>,
+    bytes: AtomicUsize,
+    waiters: AtomicUsize,
+    lock: std::sync::Mutex<()>,
     drained: std::sync::Condvar,
 }
 
@@ -131,22 +137,41 @@ impl Backlog {
     /// Counts `len` bytes about to be queued, first waiting while the queue is full. The wait is
     /// bounded per round (a missed wake-up costs 100 ms, never a hang).
     pub(crate) fn reserve(&self, len: usize) {
-        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        while *bytes > 0 && *bytes + len > BACKLOG_CAP {
-            bytes = self
+        if self.try_reserve(len) {
+            return;
+        }
+        let mut held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        while !self.try_reserve(len) {
+            held = self
                 .drained
-                .wait_timeout(bytes, std::time::Duration::from_millis(100))
+                .wait_timeout(held, std::time::Duration::from_millis(100))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        *bytes += len;
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// `len` queued bytes were handled.
+    /// Takes `len` bytes of room if there is room (an empty queue always has room for one line).
+    fn try_reserve(&self, len: usize) -> bool {
+        self.bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |queued| {
+                (queued == 0 || queued + len <= BACKLOG_CAP).then_some(queued + len)
+            })
+            .is_ok()
+    }
+
+    /// `len` queued bytes were handled; a waiting reader is woken.
     pub(crate) fn release(&self, len: usize) {
-        let mut bytes = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        *bytes = bytes.saturating_sub(len);
-        self.drained.notify_all();
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+                Some(q.saturating_sub(len))
+            });
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.drained.notify_all();
+        }
     }
 }
 
