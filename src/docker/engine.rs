@@ -47,30 +47,33 @@ static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLo
 
 /// Builds the shared runtime: called first thing by `main`, while descriptors are plentiful.
 pub(crate) fn init_runtime() -> std::io::Result<()> {
-    if RUNTIME.get().is_none() {
-        // Current-thread: whichever caller holds its core drives the I/O for all; the others wait on
-        // their own futures meanwhile, and take the core over when it is free.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let _ = RUNTIME.set(runtime);
+    runtime().map(|_| ())
+}
+
+/// The shared runtime, built on first use.
+fn runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
     }
-    Ok(())
+    // Current-thread: whichever caller holds its core drives the I/O for all; the others wait on
+    // their own futures meanwhile, and take the core over when it is free.
+    let built = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Two first callers at once: one runtime is kept, the other dropped unused.
+    Ok(RUNTIME.get_or_init(|| built))
 }
 
 /// Runs a future on the shared runtime, from any thread that is not itself async (the runner is
 /// thread-based and needs async only for the engine). Several threads may wait on it at once.
 pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    if RUNTIME.get().is_none() {
-        // Only unit tests get here: `main` builds it before anything else.
-        if let Err(e) = init_runtime() {
+    match runtime() {
+        Ok(runtime) => runtime.block_on(future),
+        // Only where `main` did not build it first (unit tests), and descriptors ran out.
+        Err(e) => {
             eprintln!("error: cannot start the runtime for engine calls: {e}");
-            std::process::exit(crate::contract::EXIT_TEST_FAILED);
+            std::process::exit(crate::contract::EXIT_TEST_FAILED)
         }
-    }
-    match RUNTIME.get() {
-        Some(runtime) => runtime.block_on(future),
-        None => std::process::exit(crate::contract::EXIT_TEST_FAILED),
     }
 }
 
