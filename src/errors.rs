@@ -19,6 +19,15 @@ pub(crate) enum Error {
          or run without -P/CLEANTEST_PROFILE"
     )]
     NoConfigFile { name: String, path: PathBuf },
+    #[error(
+        "use config profile `{name}`: {path} defines no [profile.{name}]; the profiles it defines are: {}",
+        defined.join(", ")
+    )]
+    NoProfile {
+        name: String,
+        path: PathBuf,
+        defined: Vec<String>,
+    },
     #[error("read the workspace metadata: {0}")]
     Metadata(String),
     #[error("start `{program}`: {source}")]
@@ -55,6 +64,8 @@ pub(crate) enum Error {
     DocMixed,
     #[error("{0}")]
     Usage(String),
+    #[error("write to stdout: {0}")]
+    Output(io::Error),
 }
 
 impl Error {
@@ -63,6 +74,7 @@ impl Error {
             Error::TestArgs(_)
             | Error::Config { .. }
             | Error::NoConfigFile { .. }
+            | Error::NoProfile { .. }
             | Error::Usage(_) => EXIT_USAGE,
             Error::LockTimeout { .. } => EXIT_LOCK_TIMEOUT,
             Error::Service { .. } => EXIT_SERVICE,
@@ -73,9 +85,12 @@ impl Error {
     /// What the user can do about it, when there is something to say.
     pub(crate) fn hint(&self) -> Option<&'static str> {
         match self {
-            Error::Config { .. } => {
-                Some("fix the file (see the README's Config section) or remove it")
-            }
+            Error::Config { .. } => Some(
+                "fix the file; every key is listed in docs/configuration.md (`cargo cleantest help` for flags)",
+            ),
+            Error::NoProfile { .. } => Some(
+                "pass one of the defined profiles to -P (or CLEANTEST_PROFILE), or add the table to the file",
+            ),
             Error::Metadata(_) => {
                 Some("check --manifest-path, or run from inside a cargo workspace")
             }

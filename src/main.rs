@@ -15,7 +15,7 @@ mod run;
 mod services;
 mod session;
 
-use commands::{exec, services as services_command, sweep};
+use commands::{completions, exec, services as services_command, sweep};
 use contract::EXIT_USAGE;
 use session::{engine_reaper, reaper};
 
@@ -44,12 +44,34 @@ fn main_with(args: Vec<String>) {
         Some(engine_reaper::SUBCOMMAND) if args.len() == 2 => {
             std::process::exit(engine_reaper::run(&args[1]))
         }
-        // `cargo cleantest help [sweep|exec]`, as cargo's own `help`.
-        Some("help") => {
-            let mut argv = args[1..].to_vec();
-            argv.push("--help".into());
-            return main_with(argv);
+        Some("completions") => exit_with(
+            parse_sub::<completions::CompletionsArgs>(&args).and_then(completions::completions),
+        ),
+        Some("man") => {
+            exit_with(parse_sub::<completions::ManArgs>(&args).and_then(completions::man))
         }
+        // `cargo cleantest help [COMMAND]`, as cargo's own `help`.
+        Some("help") => match args.get(1).map(String::as_str) {
+            None => return main_with(vec!["--help".into()]),
+            Some(sub) if cli::SUBCOMMANDS.contains(&sub) && sub != "help" => {
+                return main_with(vec![sub.into(), "--help".into()]);
+            }
+            Some(other) => usage_error(
+                &format!("no such command: `{other}`"),
+                &match cli::near_subcommand(other) {
+                    Some(near) => format!("a command with a similar name exists: `{near}`"),
+                    None => format!(
+                        "the commands are: {}",
+                        cli::SUBCOMMANDS
+                            .iter()
+                            .filter(|s| **s != "help")
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                },
+            ),
+        },
         _ => {}
     }
     let parsed = match cli::RunArgs::parse_from_args(&args) {
@@ -60,6 +82,21 @@ fn main_with(args: Vec<String>) {
             std::process::exit(code);
         }
     };
+    // `cargo cleantest --timeout 5s exec -- false` would take `exec` for a test filter and run nothing:
+    // a CI step would go green without running its command.
+    if let Some(sub) = parsed
+        .testname
+        .as_deref()
+        .filter(|name| cli::SUBCOMMANDS.contains(name))
+    {
+        usage_error(
+            &format!("`{sub}` is a command, and a command goes first, before its options"),
+            &format!(
+                "write `cargo cleantest {sub} [OPTIONS] ...` (see `cargo cleantest help {sub}`); \
+                 to run the tests whose names contain `{sub}`, pass it after `--`: `cargo cleantest -- {sub}`"
+            ),
+        );
+    }
     exit_with(run::run(parsed));
 }
 
@@ -70,8 +107,26 @@ fn parse_sub<T: clap::Parser>(args: &[String]) -> Result<T, errors::Error> {
     T::try_parse_from(argv).map_err(|e| {
         let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
         let _ = e.print();
+        // `cargo cleantest exec true`: the command belongs after `--`, which clap's error doesn't say.
+        let stray = args[1..].iter().find(|a| !a.starts_with('-'));
+        if let (true, false, Some(word), clap::error::ErrorKind::UnknownArgument) = (
+            args[0] == "exec",
+            args.iter().any(|a| a == "--"),
+            stray,
+            e.kind(),
+        ) {
+            eprintln!(
+                "  help: the command goes after `--`: cargo cleantest exec [OPTIONS] -- {word} ..."
+            );
+        }
         std::process::exit(code);
     })
+}
+
+/// A usage error in cargo's form, then exit 2.
+fn usage_error(message: &str, help: &str) -> ! {
+    eprintln!("error: {message}\n  help: {help}");
+    std::process::exit(EXIT_USAGE);
 }
 
 fn exit_with(result: Result<i32, errors::Error>) -> ! {

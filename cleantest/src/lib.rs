@@ -1,6 +1,6 @@
 //! # cleantest
 //!
-//! The test-author side of [cargo-cleantest](https://crates.io/crates/cargo-cleantest): typed endpoints
+//! The test-author side of cargo-cleantest (`cargo test` that leaves nothing behind): typed endpoints
 //! for the session services a suite declares in `.config/cleantest.toml`, and shared containers declared
 //! in test code that the runner starts once for the whole session, shares with every test process
 //! (every binary, every isolated test, every doctest) and removes when the session ends.
@@ -10,7 +10,8 @@
 //!
 //! ```toml
 //! [dev-dependencies]
-//! cleantest = "0.1"
+//! # Not on crates.io yet: a path to a checkout of cargo-cleantest (or `git = "URL"` of its repository).
+//! cleantest = { path = "../cargo-cleantest/cleantest" }
 //! ```
 //!
 //! A service declared in the config file:
@@ -59,7 +60,16 @@ const ENV_SESSION: &str = "CLEANTEST_SESSION";
 const ENV_SERVICE_PREFIX: &str = "CLEANTEST_SERVICE_";
 
 /// What went wrong. Every message says what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` prints the same message as `Display` (as `anyhow` does), because `.unwrap()`, `.expect()`
+/// and a test returning `Result` show an error through `Debug`, and a variant's name alone doesn't say
+/// what to do. `{:#?}` adds the variant's fields.
+///
+/// ```
+/// let e = cleantest::Error::NotInSession;
+/// assert_eq!(format!("{e:?}"), e.to_string());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
     /// Not running under `cargo cleantest`.
@@ -85,7 +95,8 @@ impl fmt::Display for Error {
         match self {
             Error::NotInSession => f.write_str(
                 "not running under cargo cleantest: run the tests with `cargo cleantest` instead of \
-                 `cargo test` (install it with `cargo install cargo-cleantest`)",
+                 `cargo test` (install it from its repository: `cargo install --locked --path \
+                 PATH-OF-A-CHECKOUT`; see its README's Quick start)",
             ),
             Error::UnknownService { name, known } if known.is_empty() => write!(
                 f,
@@ -118,6 +129,42 @@ impl fmt::Display for Error {
                 f,
                 "cannot reach cargo cleantest's control socket: {reason}"
             ),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)?;
+        if f.alternate() {
+            write!(f, "\n\n{}", self.fields())?;
+        }
+        Ok(())
+    }
+}
+
+impl Error {
+    /// The variant and its fields, for `{:#?}`.
+    fn fields(&self) -> String {
+        match self {
+            Error::NotInSession => "NotInSession".into(),
+            Error::UnknownService { name, known } => {
+                format!("UnknownService {{ name: {name:?}, known: {known:?} }}")
+            }
+            Error::UnknownPort {
+                service,
+                port,
+                published,
+            } => format!(
+                "UnknownPort {{ service: {service:?}, port: {port}, published: {published:?} }}"
+            ),
+            Error::Template { template, reason } => {
+                format!("Template {{ template: {template:?}, reason: {reason:?} }}")
+            }
+            Error::Start { service, reason } => {
+                format!("Start {{ service: {service:?}, reason: {reason:?} }}")
+            }
+            Error::Control { reason } => format!("Control {{ reason: {reason:?} }}"),
         }
     }
 }

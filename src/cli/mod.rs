@@ -31,8 +31,13 @@ const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Parses `--grace-period 1m30s`, `500ms`, `0s`: humantime's syntax, at most ten years.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("{e} (write a duration such as 90s, 5m or 1m30s)"))?;
+    // humantime's own words ("expected number at 0") don't say what a duration looks like.
+    let duration = humantime::parse_duration(text.trim()).map_err(|_| {
+        format!(
+            "`{}` is not a duration: write a number and a unit, such as 500ms, 90s, 5m or 1m30s",
+            text.trim()
+        )
+    })?;
     if duration > LONGEST {
         return Err(format!(
             "`{}` is longer than the longest duration accepted, 10 years",
@@ -54,7 +59,8 @@ pub(crate) fn parse_limit(text: &str) -> Result<Duration, String> {
 }
 
 /// The subcommands, for `help` and for "did you mean".
-pub(crate) const SUBCOMMANDS: &[&str] = &["sweep", "exec", "services", "help"];
+pub(crate) const SUBCOMMANDS: &[&str] =
+    &["exec", "sweep", "services", "completions", "man", "help"];
 
 /// The subcommand `word` is one typo away from (two for longer words), if any: `swep` → `sweep`.
 pub(crate) fn near_subcommand(word: &str) -> Option<&'static str> {

@@ -14,16 +14,25 @@ use super::{RunnerOpts, SessionOpts, TargetSelection};
 #[command(
     name = "cargo-cleantest",
     bin_name = "cargo cleantest",
-    version,
+    version = env!("CLEANTEST_LONG_VERSION"),
     about = "cargo test that leaves nothing behind: every test binary in its own process group, \
              per-test timeouts that really stop the test, and cleanup on every exit.",
+    override_usage = "cargo cleantest [OPTIONS] [TESTNAME] [-- TEST-BINARY-ARGS...]\n       \
+                      cargo cleantest exec [OPTIONS] -- CMD [ARGS]...\n       \
+                      cargo cleantest sweep [OPTIONS]\n       \
+                      cargo cleantest services [-P NAME]\n       \
+                      cargo cleantest completions SHELL\n       \
+                      cargo cleantest man",
     after_help = "Arguments after `--` go to the test binaries, as with cargo test \
                   (filters, --exact, --skip, --ignored, --include-ignored, --nocapture, \
                   --show-output, --test-threads, --list, -q).\n\n\
-                  Commands:\n  \
-                  cargo cleantest sweep   Remove the Docker resources of ended sessions\n  \
-                  cargo cleantest exec    Run any command inside a session\n  \
-                  cargo cleantest help [COMMAND]"
+                  Commands (each goes first, before its options):\n  \
+                  exec         Run any command inside a session\n  \
+                  sweep        Remove the Docker resources of ended sessions\n  \
+                  services     Print the session services of a profile and what they export\n  \
+                  completions  Print a shell completion script (bash, zsh, fish, elvish, powershell)\n  \
+                  man          Print the man page (roff)\n  \
+                  help         Print this help, or a command's: cargo cleantest help exec"
 )]
 pub(crate) struct RunArgs {
     /// Run only the tests whose names contain this string (passed to the test binaries)

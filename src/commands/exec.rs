@@ -92,7 +92,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
             } else {
                 EXIT_NOT_FOUND - 1
             };
-            eprintln!("cargo-cleantest exec: {}: {e}", args.command[0]);
+            eprintln!("error: cannot run `{}`: {e}", args.command[0]);
             return Ok(code);
         }
         Err(source) => {
@@ -137,7 +137,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
                     kill_at = None;
                 } else if deadline.is_some_and(|t| now >= t) && !timed_out {
                     timed_out = true;
-                    eprintln!("cargo-cleantest: the command ran past its timeout; stopping it");
+                    eprintln!("warning: the command ran past its timeout; stopping it");
                     signal_group(pid, Signal::SIGTERM);
                     kill_at = Some(now + args.grace_period);
                 }
@@ -148,7 +148,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     let leftovers = kill_leftovers(pid);
     if !leftovers.is_empty() {
         eprintln!(
-            "cargo-cleantest: the command left {} process(es) behind; killed them",
+            "warning: the command left {} process(es) behind; killed them",
             leftovers.len()
         );
     }
@@ -160,7 +160,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         .unwrap_or_default();
     if !end.escaped.is_empty() {
         eprintln!(
-            "cargo-cleantest: killed {} process(es) that escaped the command's group",
+            "warning: killed {} process(es) that escaped the command's group",
             end.escaped.len()
         );
     }

@@ -97,17 +97,14 @@ impl Settings {
                 });
             }
             (_, None) => {
-                let known: Vec<&str> = file.profile.keys().map(String::as_str).collect();
-                return Err(Error::Config {
+                let mut defined: Vec<String> = file.profile.keys().cloned().collect();
+                if !defined.iter().any(|p| p == "default") {
+                    defined.insert(0, "default".into());
+                }
+                return Err(Error::NoProfile {
+                    name: name.to_string(),
                     path,
-                    message: format!(
-                        "config profile `{name}` is not defined; add [profile.{name}] or choose one of: {}",
-                        if known.is_empty() {
-                            "default".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
+                    defined,
                 });
             }
         };
@@ -263,10 +260,39 @@ fn read_config(path: &Path) -> Result<ConfigFile, Error> {
             });
         }
     };
-    toml::from_str(&text).map_err(|e| Error::Config {
+    let file: ConfigFile = toml::from_str(&text).map_err(|e| Error::Config {
         path: PathBuf::from(path),
         message: describe_toml_error(&text, &e),
-    })
+    })?;
+    if let Some((name, _)) = file
+        .services
+        .iter()
+        .find(|(_, s)| s.image.trim().is_empty())
+    {
+        let line = table_line(&text, &format!("services.{name}"))
+            .map_or(String::new(), |n| format!("line {n}: "));
+        return Err(Error::Config {
+            path: path.into(),
+            message: format!(
+                "{line}[services.{name}] has no `image`: add e.g. `image = \"postgres:15\"`, \
+                 naming an image the engine has or can pull"
+            ),
+        });
+    }
+    Ok(file)
+}
+
+/// The line of the header `[NAME]` (or `[a."b"]` quoted alike) in `text`, counted from 1.
+fn table_line(text: &str, name: &str) -> Option<usize> {
+    let bare = |s: &str| s.replace(['"', '\'', ' '], "");
+    text.lines()
+        .position(|line| {
+            let line = line.trim();
+            line.starts_with('[')
+                && !line.starts_with("[[")
+                && bare(line.trim_start_matches('[').split(']').next().unwrap_or("")) == bare(name)
+        })
+        .map(|i| i + 1)
 }
 
 /// One line: `line 3, column 1: unknown field `foo`, expected ...`.

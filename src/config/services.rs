@@ -20,6 +20,9 @@ pub(crate) const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct ServiceConfig {
+    /// Required: missing, it is checked with the service's name and line (`config::read_config`),
+    /// which serde's "missing field" at line 1 would not say.
+    #[serde(default)]
     pub image: String,
     pub command: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,

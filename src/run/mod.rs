@@ -62,13 +62,15 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let events = mpsc::channel();
     signals::install(session.clone(), events.0.clone())?;
 
-    // Reading the workspace, loading the config and starting the session (record, reaper, engine, stale
-    // sweep, proxy, lock) need no build: they happen while cargo builds, off start-up's critical path.
+    // The config is read and checked before cargo builds anything: a typo in it, or an unknown `-P`,
+    // must not cost a build first. `cargo metadata --no-deps` is quick, and it finds the config.
+    let workspace = Workspace::load(&args)?;
+    let settings = Settings::load(&workspace.root, &args.runner, &args.session.guard)?;
+    // Starting the session (record, reaper, engine, stale sweep, proxy, lock) needs no build: it happens
+    // while cargo builds, off start-up's critical path.
     let runs_tests = !args.no_run && !test_args.list;
     let (prepared, built) = std::thread::scope(|scope| {
         let prepare = scope.spawn(|| -> Result<_, Error> {
-            let workspace = Workspace::load(&args)?;
-            let settings = Settings::load(&workspace.root, &args.runner, &args.session.guard)?;
             let runners =
                 target_runner::Runners::load(&args.compilation.target, &args.cargo_config);
             let lock = if runs_tests {
@@ -93,7 +95,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
             } else {
                 (None, Monitor::default())
             };
-            Ok((workspace, settings, runners, lock))
+            Ok((runners, lock))
         });
         let built = if args.targets.doc {
             Ok(Built::default())
@@ -111,10 +113,8 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     if let Some(signal) = session.interrupted_by() {
         return Ok(signals::exit_code(signal));
     }
-    // cargo has printed why the build failed; reading the workspace fails for the same reason (a
-    // missing manifest), so the build's error goes first and cargo's reason is printed once.
     let built = built?;
-    let (workspace, settings, runners, (_env_lock, services)) = prepared?;
+    let (runners, (_env_lock, services)) = prepared?;
     let binaries = workspace.test_binaries(built, &runners);
     if args.no_run {
         return Ok(EXIT_OK);
@@ -188,7 +188,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     if let Some(line) = &plan.partition_line {
         eprintln!("{line}");
         if plan.queue.is_empty() {
-            eprintln!("nothing to run in this shard");
+            eprintln!("note: nothing to run in this shard");
         }
     }
     let partition_line = plan.partition_line.clone();

@@ -88,10 +88,10 @@ pub(crate) fn start(
     if let (DockerState::Up(engine), false) = (&docker, opts.no_stale_sweep) {
         let report = stale::sweep_stale(engine, &state, true, false);
         if let Some(line) = report.line() {
-            eprintln!("stale sweep: {line}");
+            eprintln!("note: stale sweep: {line}");
         }
         for line in &report.unreachable {
-            eprintln!("stale sweep: {line}");
+            eprintln!("warning: stale sweep: {line}");
         }
     }
     let mode = opts
