@@ -59,6 +59,8 @@ pub(crate) enum Error {
         reason: String,
         /// The last lines of its log, indented, each on a line of its own (empty when there is none).
         log: String,
+        /// What to do about this failure.
+        help: &'static str,
     },
     #[error("select targets: `--doc` can't be mixed with other target selecting options")]
     DocMixed,
@@ -107,12 +109,9 @@ impl Error {
             ),
             Error::State(_) => Some("set CLEANTEST_STATE_DIR to a writable directory"),
             Error::DockerDown { .. } => Some("start the Docker daemon or point DOCKER_HOST at it"),
-            Error::Service { .. } => Some(
-                "fix the service's [services.NAME] table (README: \"Services\"), raise its `ready-timeout`, \
-                 or run without services: --no-services",
-            ),
+            Error::Service { help, .. } => Some(help),
             Error::EngineReaper { .. } => Some(
-                "the engine must be able to run this binary with its socket mounted (README: \"Engine-side reaper\"); \
+                "the engine must be able to run this binary with its socket mounted (docs/guarantees.md, \"Engine-side reaper\"); \
                  --engine-reaper=off runs without it",
             ),
             _ => None,

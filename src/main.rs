@@ -52,7 +52,7 @@ fn main_with(args: Vec<String>) {
         }
         // `cargo cleantest help [COMMAND]`, as cargo's own `help`.
         Some("help") => match args.get(1).map(String::as_str) {
-            None => return main_with(vec!["--help".into()]),
+            None | Some("--help" | "-h") => return main_with(vec!["--help".into()]),
             Some(sub) if cli::SUBCOMMANDS.contains(&sub) && sub != "help" => {
                 return main_with(vec![sub.into(), "--help".into()]);
             }
@@ -140,6 +140,9 @@ fn exit_with(result: Result<i32, errors::Error>) -> ! {
             e.exit_code()
         }
     };
+    for line in session::after_error() {
+        eprintln!("{line}");
+    }
     std::process::exit(code);
 }
 

@@ -32,6 +32,10 @@ fn main() {
         ),
         trial("exec_leaves_nothing_behind", exec_leaves_nothing_behind),
         trial(
+            "an_unreachable_engine_leaves_no_record_and_a_kept_one_can_be_forgotten",
+            unreachable_engine_records,
+        ),
+        trial(
             "sweep_removes_many_containers_networks_and_volumes",
             sweep_removes_many,
         ),
@@ -216,6 +220,123 @@ fn exec_leaves_nothing_behind() -> Result<(), Failed> {
     let left = marked(&mark);
     check(left.is_empty(), || format!("exec left {left:?}"))?;
     Ok(())
+}
+
+/// An engine that never answered during a run cannot hold anything of it, so the run leaves no record
+/// and later runs don't warn about it. A record that is kept because its engine is unreachable (its
+/// runner and reaper were killed) says so, is kept by `sweep --session` as it says, and goes with
+/// `--forget`.
+fn unreachable_engine_records() -> Result<(), Failed> {
+    const NOWHERE: &str = "tcp://127.0.0.1:1";
+    let state = temp_dir("state");
+    let sessions = state.join("sessions");
+    let records = || {
+        std::fs::read_dir(&sessions)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    for attempt in 0..2 {
+        let mark = unique_mark("docker-nowhere");
+        let out = run(cleantest("order", &mark)
+            .env("CLEANTEST_STATE_DIR", &state)
+            .env("DOCKER_HOST", NOWHERE)
+            .arg("--no-lock"));
+        check(out.status.success(), || {
+            format!("run {attempt}: {}{}", stdout(&out), stderr(&out))
+        })?;
+        check(!stderr(&out).contains("stale sweep"), || {
+            format!("run {attempt} warns of an earlier one: {}", stderr(&out))
+        })?;
+        check(records().is_empty(), || {
+            format!("run {attempt} left a record: {:?}", records())
+        })?;
+    }
+    let sweep = |args: &[&str]| {
+        run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+            .env("CLEANTEST_STATE_DIR", &state)
+            .env_remove("DOCKER_HOST")
+            .arg("sweep")
+            .args(args))
+    };
+    let out = sweep(&["--stale"]);
+    check(out.status.success(), || {
+        format!("sweep --stale: {}", stderr(&out))
+    })?;
+
+    // A runner and its reaper killed while their engine is unreachable: the record stays.
+    let mark = unique_mark("docker-forget");
+    let mut child = exec_in_session(&mark, &state)
+        .env("DOCKER_HOST", NOWHERE)
+        .args(["--", "sleep", "600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let sleeping = || {
+        processes_with_mark(&mark).into_iter().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        })
+    };
+    while (records().is_empty() || !sleeping()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill_runner_of(&mut child, &mark);
+    let ids = records();
+    check(ids.len() == 1, || format!("records: {ids:?}"))?;
+    let id = ids[0].clone();
+    let out = sweep(&["--stale"]);
+    check(out.status.code() == Some(3), || {
+        format!("sweep --stale: {:?} {}", out.status, stdout(&out))
+    })?;
+    check(
+        stdout(&out).contains(&id) && stdout(&out).contains("--forget"),
+        || {
+            format!(
+                "sweep --stale does not say how to forget it: {}",
+                stdout(&out)
+            )
+        },
+    )?;
+    let out = sweep(&["--session", &id]);
+    check(
+        out.status.code() == Some(3) && records() == [id.clone()],
+        || {
+            format!(
+                "sweep --session said the record is kept, then: {:?} {:?} {}",
+                out.status,
+                records(),
+                stdout(&out)
+            )
+        },
+    )?;
+    let out = sweep(&["--session", &id, "--forget"]);
+    check(out.status.success() && records().is_empty(), || {
+        format!(
+            "sweep --forget: {:?} {:?} {}{}",
+            out.status,
+            records(),
+            stdout(&out),
+            stderr(&out)
+        )
+    })?;
+    Ok(())
+}
+
+/// SIGKILLs the reaper and the runner of `child`, then what of its session still runs.
+fn kill_runner_of(child: &mut std::process::Child, mark: &str) {
+    if let Some(reaper) = reaper_of(child.id()) {
+        let _ = kill(Pid::from_raw(reaper as i32), Signal::SIGKILL);
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    let _ = child.wait();
+    for pid in processes_with_mark(mark) {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    assert_no_survivors(mark);
 }
 
 fn sweep_removes_many() -> Result<(), Failed> {

@@ -39,6 +39,10 @@ fn main() {
             failing_service_exits_5,
         ),
         trial(
+            "a_missing_image_says_what_to_do_before_the_sweep_it_caused",
+            missing_image_exits_5,
+        ),
+        trial(
             "a_service_not_ready_within_its_ready_timeout_exits_5",
             slow_service_exits_5,
         ),
@@ -183,6 +187,41 @@ fn failing_service_exits_5() -> Result<(), Failed> {
         err.contains("broken-service-says-hello") && err.contains("broken-service-gives-up"),
         || format!("no log tail: {err}"),
     )?;
+    check(seen_by_service(&out).0 == 0, || "a test ran".into())?;
+    check_nothing_owned(pid)?;
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
+}
+
+/// A service whose image is missing: exit 5 with advice a user can follow (pull, build, or change
+/// `image`; not `ready-timeout`, not this repository's xtask), and the sweep's line after the error.
+fn missing_image_exits_5() -> Result<(), Failed> {
+    let mark = unique_mark("services-missing");
+    let (state, out) = (temp_dir("state"), temp_dir("probes"));
+    let (pid, output) = run_owned({
+        let mut c = services_run(&mark, &state, &out);
+        c.args(["-P", "missing"]);
+        c
+    })?;
+    let err = stderr(&output);
+    check_exit(&output, 5)?;
+    let error = err
+        .find("error: ")
+        .ok_or_else(|| format!("no error line: {err}"))?;
+    check(err[error..].contains("cleantest-no-such-image:0"), || {
+        err.clone()
+    })?;
+    check(
+        err.contains("docker pull") && err.contains("`image`"),
+        || format!("no advice a user can follow: {err}"),
+    )?;
+    check(
+        !err.contains("ready-timeout") && !err.contains("xtask"),
+        || format!("advice that does not apply: {err}"),
+    )?;
+    check(!err[..error].contains("swept"), || {
+        format!("the sweep's line comes before the error: {err}")
+    })?;
     check(seen_by_service(&out).0 == 0, || "a test ran".into())?;
     check_nothing_owned(pid)?;
     let _ = std::fs::remove_dir_all(&state);

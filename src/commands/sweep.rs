@@ -55,6 +55,10 @@ pub(crate) struct SweepArgs {
     /// With --run: also sweep sessions of the run whose runner is still running on this host
     #[arg(long, requires = "run")]
     pub include_live: bool,
+    /// With --session or --stale: forget the record of a selected session whose engine does not answer
+    /// (whatever it left on that engine stays there)
+    #[arg(long)]
+    pub forget: bool,
     /// List what would be removed; remove nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -70,6 +74,11 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
     {
         return Err(Error::Usage(
             "sweep without a selection; pass --session ID, --run ID, --stale, --kept, --all or --older-than DURATION".into(),
+        ));
+    }
+    if args.forget && args.sessions.is_empty() && !args.stale {
+        return Err(Error::Usage(
+            "--forget needs the sessions to forget: pass --session ID or --stale".into(),
         ));
     }
     let run = args.run.as_deref().map(run_id::check).transpose()?;
@@ -169,10 +178,24 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
         return Ok(EXIT_OK);
     }
     let sessions = sweep_records(&engine, &chosen, false);
-    for line in &sessions.unreachable {
-        println!("{line}");
+    let mut unreachable: HashSet<&str> = HashSet::new();
+    for (id, line) in &sessions.unreachable {
+        match record::find(&state, id).filter(|_| args.forget) {
+            Some(found) => match found.remove() {
+                Ok(()) => println!(
+                    "forgot session {id}: its engine does not answer, and whatever it left there stays"
+                ),
+                Err(e) => {
+                    eprintln!("warning: failed to forget session {id}: {e}");
+                    unreachable.insert(id);
+                }
+            },
+            None => {
+                println!("{line}");
+                unreachable.insert(id);
+            }
+        }
     }
-    let unreachable = !sessions.unreachable.is_empty();
     if sessions.processes > 0 {
         println!(
             "killed {} process(es) of dead sessions still running on this host",
@@ -197,13 +220,16 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
     removal.absorb(docker::remove(&engine, &loose));
     println!("{}", removal.line());
     print_failures(&removal);
-    // Records of sessions swept whole (by --session) are forgotten too.
+    // Records of sessions swept whole (by --session) are forgotten too; one whose engine did not answer
+    // was not swept, and is kept as its line said.
     for id in &args.sessions {
-        if let Some(f) = record::find(&state, id).filter(|_| removal.failures.is_empty()) {
+        if let Some(f) = record::find(&state, id)
+            .filter(|_| removal.failures.is_empty() && !unreachable.contains(id.as_str()))
+        {
             let _ = f.remove();
         }
     }
-    Ok(if removal.failures.is_empty() && !unreachable {
+    Ok(if removal.failures.is_empty() && unreachable.is_empty() {
         EXIT_OK
     } else {
         EXIT_LEFTOVERS

@@ -11,6 +11,8 @@ mod overrides;
 mod profile;
 pub(crate) mod proxy;
 mod ready;
+#[cfg(test)]
+mod reference;
 pub(crate) mod services;
 pub(crate) mod template;
 

@@ -119,11 +119,7 @@ pub(crate) fn ensure_image(engine: &Engine, image: &str, bound: Duration) -> Res
         .unwrap_or_else(|_| Err(format!("no answer within {}s", bound.as_secs())))
     });
     pulled.map_err(|e| {
-        format!(
-            "the image {image} is not on the engine, and pulling it failed ({e}); build, load or pull \
-             it first (cargo-cleantest's repository builds cleantest-postgres:15 and cleantest-redis:7 \
-             without a registry: cargo xtask image postgres|redis)"
-        )
+        format!("the image `{image}` is not on the engine, and the engine could not pull it ({e})")
     })
 }
 

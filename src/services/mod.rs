@@ -166,6 +166,34 @@ pub(crate) enum Failure {
     Abandoned,
 }
 
+impl Failure {
+    /// What a user can do about it.
+    pub(crate) fn help(&self) -> &'static str {
+        match self {
+            Failure::NoEngine(_) => {
+                "start the Docker daemon or point DOCKER_HOST at it, or run without services: --no-services"
+            }
+            Failure::Image(_) => {
+                "pull the image while a registry is reachable (`docker pull IMAGE`), build it \
+                 (`docker build -t IMAGE .`), or set the service's `image` to one the engine has \
+                 (`docker image ls`)"
+            }
+            Failure::NotReady { .. } => {
+                "check the readiness check against the log above (the port inside the container, the \
+                 text the server prints), raise the service's `ready-timeout`, or keep it to look at \
+                 with --keep-on-failure"
+            }
+            Failure::Exited { .. } | Failure::Gone => {
+                "its log is above; fix the service's command, env or image, or keep it to look at with \
+                 --keep-on-failure"
+            }
+            _ => {
+                "fix the service's [services.NAME] table (docs/services.md), or run without services: --no-services"
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -80,6 +80,7 @@ pub(crate) fn start_all(
         name: name.to_string(),
         reason: failure.to_string(),
         log: String::new(),
+        help: failure.help(),
     };
     let Some(engine) = engine else {
         return Err(fail(
@@ -270,6 +271,7 @@ fn collect(
             name: spec.name.clone(),
             reason: failure.to_string(),
             log,
+            help: failure.help(),
         });
     }
     Ok(specs

@@ -5,6 +5,7 @@
 //! then the proxy, then the engine-side reaper's dismissal, then the sweep, then the record (deleted only once nothing is left to find).
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub(crate) enum DockerEnd {
     NotSwept {
         endpoint: String,
         reason: String,
+        /// Whether anything of the session reached the engine (through the proxy, or any way when
+        /// there was none); when nothing did, nothing can be there, and the record goes.
+        reached: bool,
     },
     Swept(Removal),
     /// `--keep-on-failure`: these were kept for inspection.
@@ -84,6 +88,9 @@ impl Session {
             .map(|p| p.recorded_volumes())
             .unwrap_or_default();
         let unwritten = proxy.as_ref().and_then(|p| p.unwritten());
+        // Without a proxy, code may have reached the engine some other way; with one that never
+        // reached it, nothing of the session can exist there.
+        let reached = proxy.as_ref().is_none_or(|p| p.reached_engine());
         if let Some(why) = &unwritten {
             eprintln!(
                 "warning: anonymous volumes of the session could not be recorded ({why}); this run \
@@ -122,7 +129,11 @@ impl Session {
                 docker::Connection::Up(engine) => {
                     Some(self.sweep_or_keep(&engine, keep, &in_memory))
                 }
-                docker::Connection::Down { .. } => Some(DockerEnd::NotSwept { endpoint, reason }),
+                docker::Connection::Down { .. } => Some(DockerEnd::NotSwept {
+                    endpoint,
+                    reason,
+                    reached,
+                }),
             },
             DockerState::Up(engine) => Some(self.sweep_or_keep(&engine, keep, &in_memory)),
         };
@@ -179,6 +190,7 @@ impl Session {
             Some(DockerEnd::Swept(r)) if !r.failures.is_empty() => {
                 record.set_status(Status::Finished).map(|_| drop(record))
             }
+            Some(DockerEnd::NotSwept { reached: false, .. }) if settled => record.remove(),
             Some(DockerEnd::Failed(_)) | Some(DockerEnd::NotSwept { .. }) => {
                 record.set_status(Status::Finished).map(|_| drop(record))
             }
@@ -202,9 +214,26 @@ impl Drop for CleanupGuard {
         }) = self.0.finish(false)
             && (r.containers + r.networks + r.volumes > 0 || !r.failures.is_empty())
         {
-            eprintln!("{}", r.line());
+            // Reached on an error's way out: the error is printed by `main` after this drop, and the
+            // sweep it caused belongs after it. While panicking there is no later: say it now.
+            if std::thread::panicking() {
+                eprintln!("{}", r.line());
+            } else {
+                AFTER_ERROR
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(r.line());
+            }
         }
     }
+}
+
+/// Lines of a session that ended on an error, printed after that error (`after_error`).
+static AFTER_ERROR: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// What a session that ended on an error has to add after the error's message.
+pub(crate) fn after_error() -> Vec<String> {
+    std::mem::take(&mut *AFTER_ERROR.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// The Docker part of the summary: the sweep line and what could not be removed, or the kept table with
@@ -265,9 +294,22 @@ pub(crate) fn docker_lines(end: &DockerEnd, session: &str) -> Vec<String> {
             ));
         }
         DockerEnd::Kept(_) => {}
-        DockerEnd::NotSwept { endpoint, reason } => {
+        DockerEnd::NotSwept {
+            endpoint,
+            reason,
+            reached: false,
+        } => {
             out.push(format!(
-                "\nno Docker engine answers at {endpoint} ({reason}): nothing was swept"
+                "\nno Docker engine answered at {endpoint} ({reason}) during the run: nothing can \
+                 have been created there, so there is nothing to sweep"
+            ));
+        }
+        DockerEnd::NotSwept {
+            endpoint, reason, ..
+        } => {
+            out.push(format!(
+                "\nno Docker engine answers at {endpoint} ({reason}): nothing was swept; the session \
+                 stays on record, and `cargo cleantest sweep --stale` sweeps it once the engine is back"
             ));
         }
         DockerEnd::Failed(e) => {

@@ -47,7 +47,7 @@ use orphans::Escaped;
 use reaper::ReaperHandle;
 use state::record::OwnRecord;
 
-pub(crate) use end::{CleanupGuard, docker_lines};
+pub(crate) use end::{CleanupGuard, after_error, docker_lines};
 
 #[derive(Debug, Default)]
 struct State {

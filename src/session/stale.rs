@@ -19,8 +19,8 @@ pub(crate) struct StaleReport {
     pub removal: Removal,
     /// Processes of those sessions still running on this host, killed.
     pub processes: usize,
-    /// Sessions left on record because their engine does not answer, one line each.
-    pub unreachable: Vec<String>,
+    /// Sessions left on record because their engine does not answer: (id, the line saying so).
+    pub unreachable: Vec<(String, String)>,
 }
 
 impl StaleReport {
@@ -129,9 +129,14 @@ pub(crate) fn sweep_records(
             Connection::Up(other) => sweep_on(&other, &group, dry_run, &mut report),
             Connection::Down { reason, .. } => {
                 for f in group {
-                    report.unreachable.push(format!(
-                        "session {} was on {endpoint}, which does not answer ({reason}); its record is kept",
-                        f.record.id
+                    report.unreachable.push((
+                        f.record.id.clone(),
+                        format!(
+                            "session {} was on {endpoint}, which does not answer ({reason}); its record \
+                             is kept for a later sweep (`cargo cleantest sweep --session {} --forget` \
+                             forgets it)",
+                            f.record.id, f.record.id
+                        ),
                     ));
                 }
             }

@@ -90,7 +90,7 @@ pub(crate) fn start(
         if let Some(line) = report.line() {
             eprintln!("note: stale sweep: {line}");
         }
-        for line in &report.unreachable {
+        for (_, line) in &report.unreachable {
             eprintln!("warning: stale sweep: {line}");
         }
     }

@@ -435,11 +435,18 @@ pub(super) async fn send(
     Ok(sender.send_request(req).await?)
 }
 
+/// Whether any connection to the engine was ever made (one proxy per process): a session whose proxy
+/// never reached its engine cannot have created anything there.
+pub(super) static REACHED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 pub(super) async fn connect(upstream: &Upstream) -> Result<SendRequest<ProxyBody>, BoxError> {
     macro_rules! handshake {
         ($io:expr) => {{
+            let io = $io;
+            REACHED.store(true, std::sync::atomic::Ordering::SeqCst);
             let (sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new($io)).await?;
+                hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
             tokio::spawn(async move {
                 let _ = connection.with_upgrades().await;
             });

@@ -60,6 +60,11 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
+    /// Whether the proxy ever connected to the engine.
+    pub(crate) fn reached_engine(&self) -> bool {
+        forward::REACHED.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Listens on `socket` and forwards to the engine `DOCKER_HOST` names (or the default socket).
     /// `engine_max` is the engine's maximum API version, when known; `fixed` are labels set on every
     /// resource besides the session's own; `volume_sink`, if any, is told the anonymous volumes recorded.
