@@ -248,6 +248,13 @@ fn fail_fast_counts_what_cargo_test_reaches_and_names_the_rest() {
         let text = stdout(&out);
         assert_eq!(out.status.code(), Some(101), "{mode:?}\n{}", stderr(&out));
         assert_eq!(last_totals(&out), expected, "{mode:?}\n{text}");
+        // Every result shown as counted is counted: a result fail-fast leaves out is never a bare `ok`.
+        let shown = shown_counts(&text);
+        assert_eq!(
+            (shown.passed, shown.failed, shown.ignored),
+            (expected.passed, expected.failed, expected.ignored),
+            "{mode:?}: the lines shown disagree with the total\n{text}"
+        );
         let skipped = text
             .lines()
             .find(|l| l.starts_with("not run after the first failure"))

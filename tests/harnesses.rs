@@ -55,6 +55,59 @@ fn harnesses_that_do_not_list_run_once_as_cargo_test_runs_them_in_both_modes() {
     }
 }
 
+/// JUnit counts what the total line counts: a passing binary run whole that prints no results (a
+/// plain `main`, criterion) is no test case, as cargo test counts no test for it.
+#[test]
+fn junit_counts_what_the_total_line_counts() {
+    for mode in [None, Some("--isolate")] {
+        let mark = unique_mark("harness-junit");
+        let dir = temp_dir("harness-junit");
+        let junit = dir.join("junit.xml");
+        let out = run(cleantest("harness", &mark)
+            .env("CT_FIXTURE_MARK_DIR", &dir)
+            .args(mode)
+            .args([
+                "--test",
+                "plain_main",
+                "--test",
+                "silent",
+                "--test",
+                "picky",
+            ])
+            .arg("--junit")
+            .arg(&junit));
+        assert_eq!(out.status.code(), Some(0), "{mode:?}\n{}", stdout(&out));
+        let totals = last_totals(&out);
+        let xml = std::fs::read_to_string(&junit).unwrap();
+        let root = xml
+            .lines()
+            .find(|l| l.trim_start().starts_with("<testsuites"))
+            .unwrap_or_else(|| panic!("{xml}"));
+        let tests: usize = root
+            .split("tests=\"")
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{root}"));
+        assert_eq!(
+            tests,
+            totals.passed + totals.failed + totals.ignored,
+            "{mode:?}: JUnit's count against the total line\n{xml}\n{}",
+            stdout(&out)
+        );
+        // Each binary still has its suite, saying how it ended.
+        assert!(
+            xml.contains("testsuite name=\"ct-harness::silent\""),
+            "{xml}"
+        );
+        assert!(xml.contains("cleantest.exit-status"), "{xml}");
+        // The line shown for it says that it is not counted.
+        let shown = shown_counts(&stdout(&out));
+        assert_eq!(shown.passed, totals.passed, "{mode:?}\n{}", stdout(&out));
+        assert_no_survivors(&mark);
+    }
+}
+
 #[test]
 fn a_harness_that_rejects_test_threads_passes_as_under_cargo_test() {
     for mode in [None, Some("--isolate")] {

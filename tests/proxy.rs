@@ -325,6 +325,14 @@ fn leaked_container_is_attributed() -> Result<(), Failed> {
         check(!xml.contains("cleans_up_after_itself\" tests"), || {
             format!("{mode:?}: wrong attribution:\n{xml}")
         })?;
+        // Named as `docker ps` would show it: name, image and short id, not a random name alone.
+        let said = format!("{}{}", stdout(&out), xml);
+        let named = said.lines().any(|l| {
+            l.contains("container(s) running") && l.contains(&format!("({}, ", image::IMAGE))
+        });
+        check(named, || {
+            format!("{mode:?}: the container's image and id are not named:\n{said}")
+        })?;
         assert_no_survivors(&mark);
     }
     Ok(())

@@ -172,6 +172,13 @@ fn resource_guard() -> Result<(), Failed> {
         text.contains("session peak: 2 container(s) at once"),
         || format!("the peak line:\n{text}"),
     )?;
+    // A memory that was never sampled is said so, never shown as none used.
+    check(
+        !text
+            .lines()
+            .any(|l| l.starts_with("session peak") && l.contains(" 0k of memory")),
+        || format!("the peak line:\n{text}"),
+    )?;
     check_nothing_owned(pid)?;
 
     let (pid, out) = run_owned({

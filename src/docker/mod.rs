@@ -164,14 +164,24 @@ pub(crate) fn list(engine: &Engine, filter: &[String]) -> Result<Vec<Resource>, 
     block_on(find_until(engine, filter, deadline))
 }
 
-/// The names of the running containers matching a label filter (none when the engine does not answer).
+/// The running containers matching a label filter, each as `NAME (IMAGE, SHORT-ID)`: a random name
+/// alone doesn't say which container it was (none when the engine does not answer).
 pub(crate) fn running_containers(engine: &Engine, filter: &[String]) -> Vec<String> {
     list(engine, filter)
         .unwrap_or_default()
         .into_iter()
         .filter(|r| r.kind == Kind::Container && r.state == "running")
-        .map(|r| r.name)
+        .map(|r| describe_container(&r))
         .collect()
+}
+
+/// `NAME (IMAGE, SHORT-ID)`, as `docker ps` would show the container.
+pub(crate) fn describe_container(container: &Resource) -> String {
+    let short: String = container.id.chars().take(12).collect();
+    match container.image.as_str() {
+        "" => format!("{} ({short})", container.name),
+        image => format!("{} ({image}, {short})", container.name),
+    }
 }
 
 /// Removes a given set of resources.

@@ -88,6 +88,26 @@ impl TestBinary {
 }
 
 impl Workspace {
+    /// Each package's directory relative to the workspace root (`crates/foo/`, or empty for a package
+    /// at the root) and its name, longest directory first: what names a doctest (`doctest_name`).
+    pub(crate) fn doc_prefixes(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .packages
+            .values()
+            .filter_map(|p| {
+                let rel = p.dir.strip_prefix(&self.root).ok()?.to_str()?.to_string();
+                let rel = if rel.is_empty() {
+                    rel
+                } else {
+                    format!("{rel}/")
+                };
+                Some((rel, p.name.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.1.cmp(&b.1)));
+        out
+    }
+
     /// Reads the workspace with `cargo metadata --no-deps`.
     pub(crate) fn load(args: &RunArgs) -> Result<Workspace, Error> {
         let mut command = MetadataCommand::new();
@@ -320,4 +340,43 @@ fn first_error_line(error: &cargo_metadata::Error) -> String {
         .unwrap_or("cargo metadata failed")
         .trim_start_matches("error: ")
         .to_string()
+}
+
+/// A doctest's name by one rule whatever the layout: `PACKAGE/PATH-IN-PACKAGE - item (line N)`.
+/// rustdoc names the file relative to the workspace root, so the same doctest was `src/lib.rs - add`
+/// in a single package and `ct-demo/src/lib.rs - add` in a workspace.
+pub(crate) fn doctest_name(raw: &str, prefixes: &[(String, String)]) -> String {
+    prefixes
+        .iter()
+        .find(|(rel, _)| raw.starts_with(rel.as_str()))
+        .map_or_else(
+            || raw.to_string(),
+            |(rel, name)| format!("{name}/{}", &raw[rel.len()..]),
+        )
+}
+
+#[cfg(test)]
+mod doctest_names {
+    use super::doctest_name;
+
+    #[test]
+    fn a_doctest_is_named_by_its_package_in_any_layout() {
+        let workspace = vec![
+            ("crates/ct-demo/".to_string(), "ct-demo".to_string()),
+            (String::new(), "root".to_string()),
+        ];
+        assert_eq!(
+            doctest_name("crates/ct-demo/src/lib.rs - add (line 5)", &workspace),
+            "ct-demo/src/lib.rs - add (line 5)"
+        );
+        assert_eq!(
+            doctest_name("src/lib.rs - top (line 1)", &workspace),
+            "root/src/lib.rs - top (line 1)"
+        );
+        let single = vec![(String::new(), "ct-demo".to_string())];
+        assert_eq!(
+            doctest_name("src/lib.rs - add (line 5)", &single),
+            "ct-demo/src/lib.rs - add (line 5)"
+        );
+    }
 }

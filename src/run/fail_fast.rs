@@ -25,6 +25,39 @@ pub(crate) struct FailFast {
     left_out: BTreeMap<usize, String>,
 }
 
+/// How many units of each run order are not finished yet (queued or running): the lowest is where
+/// fail-fast may still cut, so result lines past it wait (`report::gate`).
+#[derive(Debug, Default)]
+pub(crate) struct Unfinished(BTreeMap<usize, usize>);
+
+impl Unfinished {
+    pub(crate) fn of(queue: &VecDeque<UnitSpec>) -> Unfinished {
+        let mut out = Unfinished::default();
+        for spec in queue {
+            out.add(spec.order);
+        }
+        out
+    }
+
+    pub(crate) fn add(&mut self, order: usize) {
+        *self.0.entry(order).or_default() += 1;
+    }
+
+    pub(crate) fn done(&mut self, order: usize) {
+        if let Some(n) = self.0.get_mut(&order) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(&order);
+            }
+        }
+    }
+
+    /// The lowest order with a unit not finished, or `usize::MAX` when all are.
+    pub(crate) fn frontier(&self) -> usize {
+        self.0.keys().next().copied().unwrap_or(usize::MAX)
+    }
+}
+
 impl FailFast {
     pub(crate) fn new(queue: &VecDeque<UnitSpec>) -> FailFast {
         FailFast {
@@ -44,6 +77,11 @@ impl FailFast {
         }
         self.left_out.insert(spec.order, spec.binary_id.clone());
         true
+    }
+
+    /// The order of the earliest failing binary, once one failed.
+    pub(crate) fn cut(&self) -> Option<usize> {
+        self.cut
     }
 
     /// Whether a binary at this order is past the cut.
@@ -84,6 +122,7 @@ impl FailFast {
             !out
         });
         summary.not_run.retain(|n| !past(&n.binary));
+        summary.stray.retain(|(binary, _)| !past(binary));
         self.left_out.extend(dropped);
         summary.fail_fast_skipped = self.left_out.into_values().collect();
     }

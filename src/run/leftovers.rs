@@ -123,6 +123,38 @@ pub(crate) fn report_escaped(
     }
 }
 
+/// Reports containers a unit left running (named `NAME (IMAGE, ID)`); with `--leak=fail`, a failure of
+/// that test or binary.
+pub(crate) fn report_containers(
+    reporter: &Reporter,
+    summary: &mut RunSummary,
+    leak_fails: bool,
+    unit: String,
+    names: Vec<String>,
+) {
+    reporter.warn(&format!(
+        "{unit} left {} container(s) running: {}",
+        names.len(),
+        names.join(", ")
+    ));
+    if leak_fails {
+        summary.problems.push(UnitProblem {
+            binary: unit.clone(),
+            message: format!(
+                "left {} container(s) running (--leak=fail): {}",
+                names.len(),
+                names.join(", ")
+            ),
+            output: String::new(),
+        });
+    }
+    summary.leftovers.push(Leftover {
+        unit,
+        kind: "container(s)",
+        processes: names,
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,46 @@ use report::Reporter;
 use schedule::Scheduler;
 use unit::CommandContext;
 
+/// The flags of this run that a rerun of its failures needs too: what decides the build (features,
+/// profile, target, manifest) and how tests run (`-P`, `--isolate`), quoted for a shell.
+fn rerun_flags(args: &RunArgs, isolate: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    args.features.push_flags(&mut out);
+    if args.compilation.release {
+        out.push("--release".into());
+    }
+    if let Some(profile) = &args.compilation.profile {
+        out.extend(["--profile".into(), profile.clone()]);
+    }
+    for target in &args.compilation.target {
+        out.extend(["--target".into(), target.clone()]);
+    }
+    if let Some(path) = &args.manifest.manifest_path {
+        out.extend(["--manifest-path".into(), path.display().to_string()]);
+    }
+    if let Some(profile) = &args.runner.config_profile {
+        out.extend(["-P".into(), profile.clone()]);
+    }
+    if isolate {
+        out.push("--isolate".into());
+    }
+    out.iter().map(|w| report::quote(w)).collect()
+}
+
+/// The binary a printed name `BINARY-ID::NAME` names, and `NAME`: the longest id that prefixes it.
+fn qualified<'a>(
+    name: &'a str,
+    binaries: &[Arc<TestBinary>],
+) -> Option<(Arc<TestBinary>, &'a str)> {
+    binaries
+        .iter()
+        .filter_map(|b| {
+            let rest = name.strip_prefix(b.id.as_str())?.strip_prefix("::")?;
+            (!rest.is_empty()).then(|| (b.clone(), rest))
+        })
+        .max_by_key(|(b, _)| b.id.len())
+}
+
 /// Runs the tests and returns the process exit code.
 pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let started = Instant::now();
@@ -177,7 +217,8 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         settings.list_timeout,
     );
     let partition = args.runner.ci.partition;
-    let plan = plan::plan(
+    let every_binary = binaries.clone();
+    let mut plan = plan::plan(
         binaries,
         listings,
         settings.isolate,
@@ -185,6 +226,50 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         doctests,
         partition,
     );
+    // `cargo cleantest ct-demo::users::adds`, a name as the runner prints it: when it matches nothing
+    // as cargo test reads it, its binary id picks the binary and the rest is the filter. Only then,
+    // so that a name that does match keeps cargo test's meaning and counts.
+    let mut test_args = test_args;
+    if plan.total == 0
+        && let Some((binary, rest)) = args
+            .testname
+            .as_deref()
+            .and_then(|name| qualified(name, &every_binary))
+    {
+        let mut narrowed_args = test_args.clone();
+        narrowed_args.filters[0] = rest.to_string();
+        if let Some(raw) = narrowed_args.raw.first_mut() {
+            *raw = rest.to_string();
+        }
+        let chosen = vec![binary.clone()];
+        let listings = list::list_all(
+            &chosen,
+            &narrowed_args,
+            |b| plan::unit_kind(b.harness, settings.isolate),
+            &session,
+            cpus,
+            settings.list_timeout,
+        );
+        let mut narrowed = plan::plan(
+            chosen,
+            listings,
+            settings.isolate,
+            threads,
+            false,
+            partition,
+        );
+        if narrowed.total > 0 {
+            eprintln!(
+                "note: `{}` names a test of {}: running its tests matching `{rest}`",
+                args.testname.as_deref().unwrap_or_default(),
+                binary.id
+            );
+            // What cargo test would count as filtered out: every test of the run but these.
+            narrowed.filtered_out = plan.filtered_out.saturating_sub(narrowed.total);
+            plan = narrowed;
+            test_args = narrowed_args;
+        }
+    }
     if let Some(line) = &plan.partition_line {
         eprintln!("{line}");
         if plan.queue.is_empty() {
@@ -192,34 +277,52 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         }
     }
     let partition_line = plan.partition_line.clone();
-    if let Some(sub) = args
-        .testname
-        .as_deref()
-        .filter(|_| plan.total == 0)
-        .and_then(near_subcommand)
-    {
-        eprintln!(
-            "warning: no test matches `{}`; did you mean `cargo cleantest {sub}`?",
-            args.testname.as_deref().unwrap_or_default()
-        );
+    if let Some(name) = args.testname.as_deref().filter(|_| plan.total == 0) {
+        match near_subcommand(name) {
+            Some(sub) => eprintln!(
+                "warning: no test matches `{name}`; did you mean `cargo cleantest {sub}`?"
+            ),
+            None => eprintln!(
+                "warning: no test matches `{name}`; a filter is part of a test's name \
+                 (`tests::adds`), or its name as printed, BINARY-ID::NAME (`{}::tests::adds`)",
+                every_binary.first().map_or("my-crate", |b| b.id.as_str())
+            ),
+        }
     }
+    let fail_fast = !args.no_fail_fast && args.runner.ci.max_fail.is_none();
+    let doc_prefixes = workspace.doc_prefixes();
+    let orders = plan
+        .queue
+        .iter()
+        .map(|s| (s.binary_id.clone(), s.order))
+        .collect();
+    // Units whose tests the plan's total could not know: the doctests, and binaries run whole that
+    // were not listed.
+    let apart = plan
+        .queue
+        .iter()
+        .filter(|s| s.kind == unit::UnitKind::Whole && s.tests.is_empty())
+        .map(|s| s.binary_id.clone())
+        .collect();
     let reporter = Reporter::new(
         args.quiet || test_args.quiet,
         test_args.nocapture,
         test_args.show_output,
         plan.total,
-    );
+    )
+    .with_order(orders, fail_fast, apart);
     let scheduler = Scheduler {
         settings: &settings,
         ctx: CommandContext {
             args: &test_args,
             session: &session,
             doc_cargo_args: &doc_cargo_args,
+            doc_prefixes: &doc_prefixes,
         },
         reporter,
         slots: slots.max(1),
         // `--max-fail N` replaces cargo test's fail-fast; `--no-fail-fast` is no limit at all.
-        fail_fast: !args.no_fail_fast && args.runner.ci.max_fail.is_none(),
+        fail_fast,
         events,
         leaks: Default::default(),
         services: services.clone(),
@@ -241,12 +344,18 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let mut end = session.finish(keep).unwrap_or_default();
     summary.kept = keep;
     summary.partition = partition_line;
-    summary.peak = end.peak.filter(|p| p.containers > 0).map(|p| {
-        format!(
+    summary.peak = end.peak.filter(|p| p.containers > 0).map(|p| match p.memory {
+        // Containers that lived between two samples of the engine's stats show no memory: that is
+        // "not measured", not "none used".
+        0 => format!(
+            "session peak: {} container(s) at once; memory not sampled (they ran between samples of the engine's stats)",
+            p.containers
+        ),
+        memory => format!(
             "session peak: {} container(s) at once, {} of memory in use (sampled from the engine's stats)",
             p.containers,
-            human_bytes(p.memory)
-        )
+            human_bytes(memory)
+        ),
     });
     let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());
     // Found by the session's end: named by the unit each came from, and failing the run under
@@ -270,6 +379,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     if let Some(Err(e)) = &junit_result {
         reporter.warn(&format!("failed to {e}"));
     }
+    summary.rerun = report::rerun_hint(&summary, &rerun_flags(&args, settings.isolate));
     let interrupted = session.interrupted_by();
     reporter.finish(&summary, interrupted.map(|s| s.as_str()));
     Ok(match interrupted {

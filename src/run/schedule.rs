@@ -6,14 +6,15 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use super::amend::{add_note, annotate, not_run_of, recovered};
-use super::fail_fast::{FailFast, MaxFail};
+use super::fail_fast::{FailFast, MaxFail, Unfinished};
 use super::leak_check::{self, LeakCheck};
 use super::leftovers::{self, Origins};
 use super::plan::Plan;
-use super::report::{Leftover, NotRun, Outcome, Reporter, RunSummary, UnitProblem, full_name};
+use super::report::{NotRun, Outcome, Reporter, RunSummary, UnitProblem, full_name};
 use super::retry::{Next, Retries};
 use super::unit::{CommandContext, RunningUnit, UnitKind, UnitSpec, outcome_of};
 use crate::config::Settings;
+use crate::contract::DOCTESTS_ID;
 use crate::services::Monitor;
 use crate::session::process::{Event, UnitId};
 
@@ -52,6 +53,7 @@ impl Scheduler<'_> {
         let mut running: HashMap<UnitId, RunningUnit> = HashMap::new();
         let mut next_id: UnitId = 0;
         let mut fail_fast = FailFast::new(&queue);
+        let mut unfinished = Unfinished::of(&queue);
         let mut signals_seen = 0;
         let mut end_wait: Option<Instant> = None;
         loop {
@@ -61,9 +63,18 @@ impl Scheduler<'_> {
             while !stopping && !max_reached && running.len() < self.slots {
                 let Some(spec) = queue.pop_front() else { break };
                 if fail_fast.leaves_out(&spec) {
+                    unfinished.done(spec.order);
                     continue; // fail-fast: nothing after the first failing binary, as cargo test
                 }
                 let binary_id = spec.binary_id.clone();
+                let order = spec.order;
+                if spec.recovery {
+                    // Running a failed test again can have side effects: say so, once.
+                    self.reporter.warn(&format!(
+                        "rerunning {} alone to recover its output (its failure is already counted)",
+                        full_name(&spec.binary_id, &spec.tests[0])
+                    ));
+                }
                 match RunningUnit::start(next_id, spec, &self.ctx, &self.events.0) {
                     Ok(unit) => {
                         let test = (unit.spec.kind == UnitKind::Isolated)
@@ -71,11 +82,14 @@ impl Scheduler<'_> {
                         self.origins.started(unit.pid, &unit.spec.binary_id, test);
                         running.insert(next_id, unit);
                     }
-                    Err(e) => summary.problems.push(UnitProblem {
-                        binary: binary_id,
-                        message: format!("could not start the test process: {e}"),
-                        output: String::new(),
-                    }),
+                    Err(e) => {
+                        unfinished.done(order);
+                        summary.problems.push(UnitProblem {
+                            binary: binary_id,
+                            message: format!("could not start the test process: {e}"),
+                            output: String::new(),
+                        })
+                    }
                 }
                 next_id += 1;
             }
@@ -116,6 +130,9 @@ impl Scheduler<'_> {
             let mut done = Vec::new();
             for (id, unit) in running.iter_mut() {
                 for name in unit.tick(now, self.settings) {
+                    if unit.spec.recovery {
+                        continue;
+                    }
                     let limit = self.settings.timeout_for(&unit.spec.binary_id, &name);
                     self.reporter
                         .announce(&unit.spec.binary_id, &name, Outcome::TimedOut, limit);
@@ -136,8 +153,10 @@ impl Scheduler<'_> {
                 let (results_before, problems_before) =
                     (summary.results.len(), summary.problems.len());
                 for more in self.unit_done(unit, &mut summary, &mut fail_fast) {
+                    unfinished.add(more.order);
                     queue.push_front(more);
                 }
+                unfinished.done(order);
                 let failed = summary.problems.len() > problems_before
                     || summary.results[results_before..]
                         .iter()
@@ -151,6 +170,8 @@ impl Scheduler<'_> {
             if any_done {
                 self.reap_escaped(&running, &mut summary);
             }
+            self.reporter
+                .advance(unfinished.frontier(), fail_fast.cut());
             let now = Instant::now();
             let names: Vec<(String, Duration)> = running
                 .values()
@@ -176,6 +197,15 @@ impl Scheduler<'_> {
         summary.session = self.ctx.session.id().to_string();
         summary.interrupted = self.ctx.session.interrupted_by().is_some();
         (summary, self.reporter, self.origins)
+    }
+
+    /// A test's name as the report shows it: a doctest's by `cargo::doctest_name`, others as they are.
+    fn shown_name(&self, binary: &str, name: &str) -> String {
+        if binary == DOCTESTS_ID && !name.is_empty() {
+            super::cargo::doctest_name(name, self.ctx.doc_prefixes)
+        } else {
+            name.to_string()
+        }
     }
 
     /// Whether `--max-fail` is reached: no unit starts any more.
@@ -251,6 +281,9 @@ impl Scheduler<'_> {
         let counts = !fail_fast.leaves_out(&unit.spec);
         let interrupted = self.ctx.session.interrupted_by().is_some();
         let mut finished = unit.finish(Instant::now(), self.settings, interrupted);
+        for result in &mut finished.results {
+            result.name = self.shown_name(&result.binary, &result.name);
+        }
         // Forgotten only now that `finish` has released its leader: until then the exited leader is a
         // known child, which the session's zombie reaping must leave alone.
         self.ctx.session.remove_group(pid);
@@ -282,6 +315,7 @@ impl Scheduler<'_> {
                     name: name.clone(),
                 }));
             let deaths = self.services.deaths();
+            let results_from = summary.results.len();
             for result in std::mem::take(&mut finished.results) {
                 let mut result = match self.retries.take(result, &spec, self.settings) {
                     Next::Retry(retry) => {
@@ -316,10 +350,20 @@ impl Scheduler<'_> {
                 self.reporter.test_finished(&result);
                 summary.results.push(result);
             }
+            let unit_failed = finished.problem.is_some()
+                || summary.results[results_from..]
+                    .iter()
+                    .any(|r| r.outcome.is_failure());
             if let Some(problem) = finished.problem.take() {
                 self.reporter
                     .warn(&format!("{}: {}", problem.binary, problem.message));
                 summary.problems.push(problem);
+            }
+            // Shown with failures, as a failure's output is (and with --show-output): never dropped.
+            if let Some(stray) = finished.stray.take()
+                && (unit_failed || self.reporter.keeps_passing_output())
+            {
+                summary.stray.push((unit_binary.clone(), stray));
             }
         }
         if !finished.leftovers.is_empty() {
@@ -385,31 +429,6 @@ impl Scheduler<'_> {
         );
     }
 
-    /// Reports containers a unit left running; with `--leak=fail`, a failure of that test or binary.
-    fn leaked_containers(&mut self, summary: &mut RunSummary, unit: String, names: Vec<String>) {
-        self.reporter.warn(&format!(
-            "{unit} left {} container(s) running: {}",
-            names.len(),
-            names.join(", ")
-        ));
-        if self.settings.leak_fails {
-            summary.problems.push(UnitProblem {
-                binary: unit.clone(),
-                message: format!(
-                    "left {} container(s) running (--leak=fail): {}",
-                    names.len(),
-                    names.join(", ")
-                ),
-                output: String::new(),
-            });
-        }
-        summary.leftovers.push(Leftover {
-            unit,
-            kind: "container(s)",
-            processes: names,
-        });
-    }
-
     /// Applies one event; returns the run order of a binary that failed by it (a leak with
     /// `--leak=fail`), for fail-fast.
     fn handle(
@@ -428,12 +447,14 @@ impl Scheduler<'_> {
                     if is_output {
                         self.reporter.test_output(&line);
                     }
-                    if let Some((index, verdict)) = result {
-                        let name = &unit.tracker.names()[index];
+                    // A recovery rerun only recovers output: its verdict is no new result.
+                    if let Some((index, verdict)) = result.filter(|_| !unit.spec.recovery) {
+                        let name =
+                            self.shown_name(&unit.spec.binary_id, &unit.tracker.names()[index]);
                         let duration = unit.tracker.duration(index, now);
                         self.reporter.announce(
                             &unit.spec.binary_id,
-                            name,
+                            &name,
                             outcome_of(verdict),
                             duration,
                         );
@@ -474,7 +495,13 @@ impl Scheduler<'_> {
             } => {
                 self.leaks.answered(&unit);
                 if !containers.is_empty() {
-                    self.leaked_containers(summary, unit, containers);
+                    leftovers::report_containers(
+                        &self.reporter,
+                        summary,
+                        self.settings.leak_fails,
+                        unit,
+                        containers,
+                    );
                     return self.settings.leak_fails.then_some(order);
                 }
             }

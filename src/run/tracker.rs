@@ -259,6 +259,22 @@ impl Tracker {
         Line::Output
     }
 
+    /// The test's own part of an output line: libtest prints `test NAME ... ` before a test runs, and
+    /// what a test prints without capture (`--nocapture`, isolated runs) continues that line. The
+    /// marker is framing; the rest is the test's (None when nothing is left).
+    pub(crate) fn own_part<'a>(&self, line: &'a str) -> Option<&'a str> {
+        let marked = line.strip_prefix("test ").and_then(|rest| {
+            let (name, after) = rest.split_once(" ... ")?;
+            let name = name.strip_suffix(" - should panic").unwrap_or(name);
+            self.index.contains_key(name).then_some(after)
+        });
+        match marked {
+            Some("") => None,
+            Some(after) => Some(after),
+            None => Some(line),
+        }
+    }
+
     /// What makes this process's results impossible, if anything: tests given two verdicts, or more
     /// results of a kind than libtest's own totals count. Both mean another process printed result
     /// lines into the test binary's output, so no result of this process can be taken on trust.

@@ -19,6 +19,27 @@ pub struct Totals {
     pub filtered_out: usize,
 }
 
+/// The results the output shows as counted: `test NAME ... ok|FAILED|TIMEOUT|INTERRUPTED|ignored`
+/// lines, without the marker of a result the total leaves out. The total line must agree with them.
+pub fn shown_counts(text: &str) -> Totals {
+    let mut t = Totals::default();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("test ") && !l.contains("not counted"))
+    {
+        let Some((_, verdict)) = line.rsplit_once(" ... ") else {
+            continue;
+        };
+        match verdict.split(' ').next().unwrap_or("") {
+            "ok" => t.passed += 1,
+            "FAILED" | "TIMEOUT" | "INTERRUPTED" => t.failed += 1,
+            "ignored" => t.ignored += 1,
+            _ => {}
+        }
+    }
+    t
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

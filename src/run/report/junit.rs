@@ -28,6 +28,16 @@ pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
             }
             s
         });
+        // A binary run whole that printed no results of its own and passed: the total line counts no
+        // test for it (as cargo test), so neither does JUnit; the suite says how it ended. One that
+        // failed stays a failing case, so the report fails as the run did.
+        if !r.counted && !r.outcome.is_failure() {
+            suite.add_property((
+                "cleantest.exit-status",
+                "ok (the binary printed no test results; none counted, as under cargo test)",
+            ));
+            continue;
+        }
         let mut status = match r.outcome {
             Outcome::Passed => TestCaseStatus::success(),
             Outcome::Ignored => TestCaseStatus::skipped(),
@@ -58,6 +68,13 @@ pub(crate) fn write(path: &Path, summary: &RunSummary) -> Result<(), Error> {
             case.set_system_out_lossy(out);
         }
         suite.add_test_case(case);
+    }
+    for (binary, text) in &summary.stray {
+        if let Some(suite) = suites.get_mut(binary.as_str()) {
+            suite.set_system_err_lossy(format!(
+                "printed outside libtest's capture while several of its tests ran:\n{text}"
+            ));
+        }
     }
     for p in &summary.problems {
         let suite = suites

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use std::collections::{HashMap, HashSet};
+
+use super::gate::{Gate, NOT_COUNTED, Release};
 use super::summary::write_summary;
 use super::{Outcome, RunSummary, TestResult, full_name};
 
@@ -17,6 +20,12 @@ pub(crate) struct Reporter {
     show_output: bool,
     passed: usize,
     failed: usize,
+    /// Each binary's place in cargo test's run order, and, under fail-fast, the lines it holds back.
+    orders: HashMap<String, usize>,
+    gate: Option<Gate>,
+    /// Binaries whose results the bar's total did not know (the doctests, binaries run whole): they
+    /// are counted in the bar's passed and failed, but do not move it.
+    apart: HashSet<String>,
 }
 
 impl Reporter {
@@ -43,6 +52,53 @@ impl Reporter {
             show_output,
             passed: 0,
             failed: 0,
+            orders: HashMap::new(),
+            gate: None,
+            apart: HashSet::new(),
+        }
+    }
+
+    /// The binaries' run order, whether fail-fast holds back lines that it may leave uncounted, and the
+    /// binaries whose results the bar's total leaves apart.
+    pub(crate) fn with_order(
+        mut self,
+        orders: HashMap<String, usize>,
+        fail_fast: bool,
+        apart: HashSet<String>,
+    ) -> Reporter {
+        self.orders = orders;
+        self.gate = fail_fast.then(Gate::default);
+        self.apart = apart;
+        self
+    }
+
+    /// Fail-fast's news: the lowest run order still unfinished, and the cut once a binary failed.
+    pub(crate) fn advance(&mut self, frontier: usize, cut: Option<usize>) {
+        let Some(gate) = &mut self.gate else { return };
+        for (line, outcome, in_bar, counts) in gate.advance(frontier, cut) {
+            self.emit(line, outcome, in_bar, counts);
+        }
+    }
+
+    /// Prints a decided result line, counting it (on the bar too, unless it is apart) when it counts.
+    fn emit(&mut self, line: String, outcome: Outcome, in_bar: bool, counts: bool) {
+        if counts {
+            match outcome {
+                Outcome::Passed => self.passed += 1,
+                Outcome::Failed | Outcome::TimedOut | Outcome::Interrupted => self.failed += 1,
+                Outcome::Ignored => {}
+            }
+            if let (Some(bar), true) = (&self.bar, in_bar) {
+                bar.inc(1);
+            }
+        }
+        if self.quiet && !outcome.is_failure() {
+            return;
+        }
+        if counts {
+            self.line(&line);
+        } else {
+            self.line(&format!("{line}{NOT_COUNTED}"));
         }
     }
 
@@ -61,7 +117,8 @@ impl Reporter {
         self.show_output
     }
 
-    /// Prints a test's result line as soon as it is known.
+    /// Prints a test's result line as soon as it is known (or, under fail-fast, once it is known to
+    /// count: see `gate`).
     pub(crate) fn announce(
         &mut self,
         binary: &str,
@@ -69,43 +126,63 @@ impl Reporter {
         outcome: Outcome,
         duration: Duration,
     ) {
-        match outcome {
-            Outcome::Passed => self.passed += 1,
-            Outcome::Failed | Outcome::TimedOut | Outcome::Interrupted => self.failed += 1,
-            Outcome::Ignored => {}
-        }
-        if let Some(bar) = &self.bar {
-            // Doctests and binaries run whole are not counted before they report: grow the total.
-            if bar.length().is_some_and(|len| bar.position() >= len) {
-                bar.inc_length(1);
-            }
-            bar.inc(1);
-        }
-        if self.quiet && !outcome.is_failure() {
-            return;
-        }
+        self.announce_as(binary, name, outcome, duration, "");
+    }
+
+    fn announce_as(
+        &mut self,
+        binary: &str,
+        name: &str,
+        outcome: Outcome,
+        duration: Duration,
+        marker: &str,
+    ) {
         let time = if duration >= Duration::from_secs(1) || outcome == Outcome::TimedOut {
             format!(" ({:.2}s)", duration.as_secs_f64())
         } else {
             String::new()
         };
-        self.line(&format!(
-            "test {} ... {}{time}",
+        let line = format!(
+            "test {} ... {}{marker}{time}",
             full_name(binary, name),
             outcome.word()
-        ));
+        );
+        let in_bar = !self.apart.contains(binary);
+        let order = self.orders.get(binary).copied();
+        let decision = match (&self.gate, order) {
+            (Some(gate), Some(order)) => gate.decide(order),
+            _ => Release::Counted,
+        };
+        match decision {
+            Release::Counted => self.emit(line, outcome, in_bar, true),
+            Release::NotCounted => self.emit(line, outcome, in_bar, false),
+            Release::Held => {
+                if let (Some(gate), Some(order)) = (&mut self.gate, order) {
+                    gate.hold(order, line, outcome, in_bar);
+                }
+            }
+        }
     }
 
     /// A result at the end of its unit: printed unless it was announced live.
     pub(crate) fn test_finished(&mut self, result: &TestResult) {
-        if !result.announced {
-            self.announce(
-                &result.binary,
-                &result.name,
-                result.outcome,
-                result.duration,
-            );
+        if result.announced {
+            return;
         }
+        // A binary run whole that printed no results: one line for it, which the total does not
+        // count, and which says so.
+        let marker = if result.counted {
+            ""
+        } else {
+            " (the binary's exit status; not counted, as cargo test counts no test for it)"
+        };
+        self.announce_as(
+            &result.binary,
+            &result.name,
+            result.outcome,
+            result.duration,
+            marker,
+        );
     }
 
     /// A failed test about to run again (`--retries`).
@@ -172,7 +249,9 @@ impl Reporter {
     }
 
     /// Prints the end of the run; the total line comes last.
-    pub(crate) fn finish(self, summary: &RunSummary, interrupted: Option<&str>) {
+    pub(crate) fn finish(mut self, summary: &RunSummary, interrupted: Option<&str>) {
+        let cut = self.gate.as_ref().and_then(|g| g.cut());
+        self.advance(usize::MAX, cut);
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

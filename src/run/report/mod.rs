@@ -3,14 +3,17 @@
 //! lines otherwise or when `CI` is set), `summary` prints the end of the run, whose last line is always
 //! the single cargo-style total, and `junit` writes `--junit PATH`.
 
+mod gate;
 mod junit;
 mod live;
+mod rerun;
 mod summary;
 
 use std::time::Duration;
 
 pub(crate) use junit::write as write_junit;
 pub(crate) use live::Reporter;
+pub(crate) use rerun::{hint as rerun_hint, quote};
 
 /// The result of one test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +153,11 @@ pub(crate) struct RunSummary {
     /// Tests (or whole binaries) that never started because the run was interrupted: listed in the
     /// summary and in JUnit as skipped, not counted in the total line (cargo test never reached them).
     pub not_run: Vec<NotRun>,
+    /// Commands that rerun the failures (`rerun`), printed after them.
+    pub rerun: Vec<String>,
+    /// Output of a binary that bypassed libtest's capture while several of its tests (or none) ran,
+    /// for binaries with a failure (and every binary with `--show-output`): `(binary, text)`.
+    pub stray: Vec<(String, String)>,
     /// Binaries fail-fast left out after the first failing one, in cargo test's order (their results,
     /// if they ran alongside, are not counted, as cargo test would not have reached them).
     pub fail_fast_skipped: Vec<String>,

@@ -53,12 +53,25 @@ pub(super) fn write_summary(
                 writeln!(out, "{line}")?;
             }
         }
+        for (binary, text) in &s.stray {
+            writeln!(
+                out,
+                "\n---- {binary}: printed outside libtest's capture while several of its tests ran ----\n{}",
+                text.trim_end()
+            )?;
+        }
         writeln!(out, "\nfailures:")?;
         for r in &failures {
             writeln!(out, "    {} ({})", r.full_name(), r.outcome.word())?;
         }
         for p in &s.problems {
             writeln!(out, "    {} (process failed)", p.binary)?;
+        }
+        if !s.rerun.is_empty() {
+            writeln!(out, "\nto rerun the failures:")?;
+            for line in &s.rerun {
+                writeln!(out, "    {line}")?;
+            }
         }
     }
     write_flaky(out, s)?;

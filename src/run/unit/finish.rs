@@ -27,6 +27,8 @@ pub(crate) struct Finished {
     pub not_run: Vec<String>,
     /// Failed tests whose output the killed process never printed: each to rerun alone to recover it.
     pub recover: Vec<UnitSpec>,
+    /// Output that bypassed libtest's capture while several tests (or none) ran: the binary's.
+    pub stray: Option<String>,
 }
 
 impl RunningUnit {
@@ -131,7 +133,16 @@ impl RunningUnit {
                 }
                 Some(all)
             } else {
-                self.tracker.output(i).map(str::to_string)
+                // libtest's capture of it, then what it printed around the capture while alone.
+                let captured = self.tracker.output(i).map(str::to_string);
+                match (captured, self.bypass.of_test(i)) {
+                    (captured, None) => captured,
+                    (captured, Some(bypassed)) => Some(format!(
+                        "{}{}\n{bypassed}",
+                        captured.unwrap_or_default(),
+                        super::bypass::ALONE_HEADER
+                    )),
+                }
             };
             let mut note = note;
             if !isolated && outcome == Outcome::Failed && note.is_none() && summary.is_none() {
@@ -176,6 +187,7 @@ impl RunningUnit {
             ));
         }
         Finished {
+            stray: self.bypass.of_binary(),
             results,
             problem,
             rerun: (!rerun.is_empty()).then(|| self.spec.rerun(rerun)),
@@ -274,6 +286,7 @@ impl RunningUnit {
         }
         let summary = self.tracker.summary().unwrap_or_default();
         Finished {
+            stray: None,
             results,
             problem,
             rerun: None,

@@ -3,6 +3,7 @@
 //! lines, per-test timeouts, SIGTERM → grace → SIGKILL, leftovers in its group); `finish` turns the
 //! ended process into results and says what to rerun.
 
+mod bypass;
 mod finish;
 mod spec;
 
@@ -28,6 +29,8 @@ const EOF_WAIT: Duration = Duration::from_secs(2);
 const DRAIN_BOUND: Duration = Duration::from_secs(60);
 /// Output kept per unit; beyond it the middle is dropped (a test printing gigabytes must not OOM us).
 const OUTPUT_CAP: usize = 4 << 20;
+/// Of that, how much is also kept attributed to tests (`bypass`): a copy, so bounded apart.
+const ATTRIBUTED_CAP: usize = 1 << 20;
 
 /// Where the unit is in being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +58,9 @@ pub(crate) struct RunningUnit {
     pub tracker: Tracker,
     output: String,
     dropped: usize,
+    /// Shared mode: output that bypassed libtest's capture (a child's, a direct write to the fd), by
+    /// who was running when it came (see `bypass`).
+    bypass: bypass::Bypass,
     exit: Option<ExitKind>,
     eof: bool,
     stop: Stop,
@@ -96,6 +102,7 @@ impl RunningUnit {
             tracker,
             output: String::new(),
             dropped: 0,
+            bypass: bypass::Bypass::default(),
             exit: None,
             eof: false,
             stop: Stop::Running,
@@ -126,12 +133,22 @@ impl RunningUnit {
         let parsed = self.tracker.on_line(&line, now);
         // Only the tests' own output is kept: libtest's framing (result and total lines) inside a failure
         // report would confuse log parsers that add up `test result:` lines.
-        if parsed == tracker::Line::Output {
-            if self.output.len() + line.len() < OUTPUT_CAP {
-                self.output.push_str(&line);
+        if parsed == tracker::Line::Output
+            && let Some(own) = self.tracker.own_part(&line)
+        {
+            if self.output.len() + own.len() < OUTPUT_CAP {
+                self.output.push_str(own);
                 self.output.push('\n');
             } else {
-                self.dropped += line.len() + 1;
+                self.dropped += own.len() + 1;
+            }
+            if self.spec.kind == UnitKind::Shared {
+                let mut running = self.tracker.running().map(|(i, _)| i);
+                let alone = match (running.next(), running.next()) {
+                    (Some(i), None) => Some(i),
+                    _ => None,
+                };
+                self.bypass.add(alone, own, ATTRIBUTED_CAP);
             }
         }
         match parsed {

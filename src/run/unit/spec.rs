@@ -52,6 +52,8 @@ pub(crate) struct CommandContext<'a> {
     pub session: &'a Session,
     /// `cargo test --doc` arguments before `--`.
     pub doc_cargo_args: &'a [String],
+    /// Package directories and names, to name doctests (`cargo::doctest_name`).
+    pub doc_prefixes: &'a [(String, String)],
 }
 
 impl UnitSpec {
