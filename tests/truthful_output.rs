@@ -249,3 +249,62 @@ fn a_doctest_is_named_by_one_rule_in_any_layout() {
         stdout(&workspace)
     );
 }
+
+#[test]
+fn the_progress_bar_ends_where_the_total_line_does() {
+    // A terminal, through `script` (util-linux): the bar is drawn. A recovery rerun beside a timeout
+    // must not count as a second failure, and the bar's position never passes its length.
+    let program = env!("CARGO_BIN_EXE_cargo-cleantest");
+    let command = format!(
+        "{program} --test fail_beside_hang --test hang --no-fail-fast --timeout 2s --grace-period 1s"
+    );
+    let out = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .current_dir(fixture("hang"))
+        .env_remove("CI")
+        .env("CARGO_TARGET_DIR", fixture_target_dir())
+        .env("CLEANTEST_LOCK_DIR", target_dir().join("it-locks"))
+        .env("CLEANTEST_STATE_DIR", target_dir().join("it-state"))
+        .env("CLEANTEST_LOCK", "progress-bar")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("script (util-linux) runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let total = text
+        .lines()
+        .rev()
+        .find_map(|l| parse_totals(l.trim_start_matches(|c: char| c != 't')))
+        .unwrap_or_else(|| panic!("no total line:\n{text}"));
+    let counts: Vec<(usize, usize)> = text
+        .match_indices(" passed, ")
+        .filter_map(|(at, _)| {
+            let passed = text[..at]
+                .rsplit(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()?;
+            let rest = &text[at + " passed, ".len()..];
+            let failed = rest.split(' ').next()?.parse().ok()?;
+            rest[rest.find(' ')?..]
+                .starts_with(" failed")
+                .then_some((passed, failed))
+        })
+        .collect();
+    let last = counts
+        .last()
+        .unwrap_or_else(|| panic!("no bar drawn:\n{text}"));
+    assert_eq!(
+        *last,
+        (total.passed, total.failed),
+        "the bar ended elsewhere:\n{text}"
+    );
+    for frame in text.split(['\r', '\n']) {
+        for word in frame.split_whitespace() {
+            if let Some((pos, len)) = word.split_once('/')
+                && let (Ok(pos), Ok(len)) = (pos.parse::<usize>(), len.parse::<usize>())
+            {
+                assert!(pos <= len, "the bar passed its length: {word}");
+            }
+        }
+    }
+}

@@ -129,7 +129,7 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
         let sessions = of_run(&found, &live, args.include_live);
         for (session, held) in &sessions {
             if let Some(why) = held {
-                eprintln!("left session {session} of run {run}: {why}");
+                eprintln!("note: left session {session} of run {run}: {why}");
                 continue;
             }
             // A live record (--include-live) is not settled here: its runner settles it.
@@ -142,7 +142,7 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
             }
         }
         if sessions.is_empty() {
-            eprintln!("no resource of run {run} on this engine");
+            eprintln!("note: no resource of run {run} on this engine");
         }
     }
     if args.all || args.older_than.is_some() {
@@ -168,7 +168,7 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
         }
         held.report();
         if args.all && !args.dry_run && !args.yes && !confirm(loose.len())? {
-            eprintln!("nothing removed");
+            eprintln!("note: nothing removed");
             return Ok(EXIT_OK);
         }
     }
@@ -297,14 +297,14 @@ impl Held<'_> {
         let sessions = |ids: &[&str]| ids.iter().collect::<HashSet<_>>().len();
         if !self.alive.is_empty() {
             eprintln!(
-                "left {} resource(s) of {} session(s) whose runner is still running",
+                "note: left {} resource(s) of {} session(s) whose runner is still running",
                 self.alive.len(),
                 sessions(&self.alive)
             );
         }
         if !self.elsewhere.is_empty() {
             eprintln!(
-                "left {} resource(s) of {} session(s) of other hosts, whose runners can't be checked from \
+                "note: left {} resource(s) of {} session(s) of other hosts, whose runners can't be checked from \
                  here; name them with --session ID, or pass --other-hosts",
                 self.elsewhere.len(),
                 sessions(&self.elsewhere)

@@ -70,7 +70,7 @@ impl Scheduler<'_> {
                 let order = spec.order;
                 if spec.recovery {
                     // Running a failed test again can have side effects: say so, once.
-                    self.reporter.warn(&format!(
+                    self.reporter.note(&format!(
                         "rerunning {} alone to recover its output (its failure is already counted)",
                         full_name(&spec.binary_id, &spec.tests[0])
                     ));

@@ -325,7 +325,7 @@ fn start_now(
         (binary, _) if !binary.is_empty() => binary.clone(),
         _ => "a process of the session".into(),
     };
-    eprintln!("starting service {} for {who}", spec.name);
+    eprintln!("{:>12} service {} for {who}", "Starting", spec.name);
     let started = Instant::now();
     {
         let _one_at_a_time = context.network.lock().unwrap_or_else(|e| e.into_inner());
@@ -342,7 +342,8 @@ fn start_now(
     match result {
         Ok(running) => {
             eprintln!(
-                "service {} ready in {:.2}s",
+                "{:>12} service {} in {:.2}s",
+                "Ready",
                 spec.name,
                 started.elapsed().as_secs_f64()
             );

@@ -97,7 +97,8 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
             })
             .collect();
         eprintln!(
-            "services: {} ready in {:.2}s",
+            "{:>12} services {} in {:.2}s",
+            "Ready",
             names.join(", "),
             started.elapsed().as_secs_f64()
         );

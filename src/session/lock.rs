@@ -170,7 +170,8 @@ fn acquire_in(
             let _ = (&file).read_to_string(&mut text);
             let holder = serde_json::from_str::<Holder>(text.trim()).ok();
             eprintln!(
-                "waiting for the environment lock `{name}`: {}",
+                "{:>12} waiting for the environment lock `{name}`: {}",
+                "Blocking",
                 describe(holder.as_ref())
             );
             wait_for(&file, name, timeout)?;

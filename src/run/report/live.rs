@@ -209,6 +209,14 @@ impl Reporter {
         }
     }
 
+    /// A line of news that is not a problem (cargo's `note:`).
+    pub(crate) fn note(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("note: {text}")),
+            None => eprintln!("note: {text}"),
+        }
+    }
+
     pub(crate) fn warn(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(format!("warning: {text}")),
