@@ -60,7 +60,7 @@ pub(crate) enum Error {
         /// The last lines of its log, indented, each on a line of its own (empty when there is none).
         log: String,
         /// What to do about this failure.
-        help: &'static str,
+        help: String,
     },
     #[error("select targets: `--doc` can't be mixed with other target selecting options")]
     DocMixed,
@@ -85,7 +85,24 @@ impl Error {
     }
 
     /// What the user can do about it, when there is something to say.
-    pub(crate) fn hint(&self) -> Option<&'static str> {
+    pub(crate) fn hint(&self) -> Option<std::borrow::Cow<'static, str>> {
+        match self {
+            Error::Service { help, .. } => return Some(help.clone().into()),
+            Error::Config { path, .. }
+                if path
+                    .extension()
+                    .is_some_and(|e| e == "yml" || e == "yaml") =>
+            {
+                return Some(
+                    "fix the compose file; docs/services.md (\"Compose files\") says what is read".into(),
+                );
+            }
+            _ => {}
+        }
+        self.fixed_hint().map(Into::into)
+    }
+
+    fn fixed_hint(&self) -> Option<&'static str> {
         match self {
             Error::Config { .. } => Some(
                 "fix the file; every key is listed in docs/configuration.md (`cargo cleantest help` for flags)",
@@ -109,7 +126,6 @@ impl Error {
             ),
             Error::State(_) => Some("set CLEANTEST_STATE_DIR to a writable directory"),
             Error::DockerDown { .. } => Some("start the Docker daemon or point DOCKER_HOST at it"),
-            Error::Service { help, .. } => Some(help),
             Error::EngineReaper { .. } => Some(
                 "the engine must be able to run this binary with its socket mounted (docs/guarantees.md, \"Engine-side reaper\"); \
                  --engine-reaper=off runs without it",

@@ -229,7 +229,7 @@ fn every_config_example_loads() {
                 {
                     std::fs::write(
                         dir.join(name),
-                        "services:\n  web:\n    image: busybox:latest\n",
+                        "services:\n  web:\n    image: busybox:latest\n  db:\n    image: postgres:15\n    ports: [5432]\n",
                     )
                     .unwrap();
                 }

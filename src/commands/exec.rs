@@ -32,6 +32,14 @@ pub(crate) struct ExecArgs {
     /// Time between SIGTERM and SIGKILL
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     pub grace_period: Duration,
+    /// Profile of .config/cleantest.toml to use: its services, lock and proxy settings [default: default]
+    #[arg(
+        short = 'P',
+        long = "config-profile",
+        value_name = "NAME",
+        env = "CLEANTEST_PROFILE"
+    )]
+    pub config_profile: Option<String>,
     #[command(flatten)]
     pub session: SessionOpts,
     /// The command and its arguments
@@ -45,12 +53,17 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     let (tx, rx) = mpsc::channel();
     signals::install(session.clone(), tx.clone())?;
     let workspace = workspace_root();
-    // The default profile: `exec` takes no -P. Its services and resource guard apply.
-    let settings = Settings::load(&workspace, &RunnerOpts::default(), &args.session.guard)?;
+    // The selected profile (`-P`, `CLEANTEST_PROFILE`), as for a test run: its services, lock, proxy,
+    // engine-side reaper and resource guard apply.
+    let runner = RunnerOpts {
+        config_profile: args.config_profile.clone(),
+        ..RunnerOpts::default()
+    };
+    let settings = Settings::load(&workspace, &runner, &args.session.guard)?;
     let profile = start::Profile {
-        lock: None,
-        proxy: true,
-        engine_reaper: None,
+        lock: settings.lock.as_deref(),
+        proxy: settings.proxy,
+        engine_reaper: settings.engine_reaper,
         guard: &settings.guard,
         proxy_policy: &settings.proxy_policy,
     };

@@ -7,6 +7,7 @@ mod compose;
 mod duration;
 pub(crate) mod guard;
 mod memory;
+mod overlay;
 mod overrides;
 mod profile;
 pub(crate) mod proxy;
@@ -126,33 +127,53 @@ impl Settings {
             });
         }
         let mut defined = file.services.clone();
+        // `[services.NAME]` tables without an `image` add to a compose service of that name.
+        let mut overlays: BTreeMap<String, services::ServiceConfig> = BTreeMap::new();
+        defined.retain(|name, service| {
+            let overlay = service.image.trim().is_empty();
+            if overlay {
+                overlays.insert(name.clone(), service.clone());
+            }
+            !overlay
+        });
         if let Some(compose) = &profile.compose_file {
             let compose_path = root.join(compose);
             let fail = |message: String| Error::Config {
                 path: compose_path.clone(),
                 message,
             };
-            let (services, warnings) = compose::read(&compose_path).map_err(fail)?;
-            for warning in warnings {
+            let read = compose::read(&compose_path, &compose_profiles(&profile)).map_err(fail)?;
+            for warning in read.warnings {
                 eprintln!("warning: {}: {warning}", compose_path.display());
             }
-            for (name, service) in services {
+            for note in read.notes {
+                eprintln!("note: {}: {note}", compose_path.display());
+            }
+            for (name, mut service) in read.services {
                 if defined.contains_key(&name) {
                     return Err(fail(format!(
-                        "service `{name}` is also defined in {}; rename one of them",
+                        "service `{name}` is also defined in {}; rename one of them, or leave `image` \
+                         out of its [services.{name}] table to add `export`, `ready` or \
+                         `ready-timeout` to the compose service",
                         path.display()
                     )));
+                }
+                if let Some(overlay) = overlays.remove(&name) {
+                    overlay::apply(&name, &overlay, &mut service).map_err(|message| {
+                        Error::Config {
+                            path: path.clone(),
+                            message,
+                        }
+                    })?;
                 }
                 defined.insert(name, service);
             }
         }
-        let services =
-            services::resolve(&defined, profile.services.as_deref()).map_err(|message| {
-                Error::Config {
-                    path: path.clone(),
-                    message,
-                }
-            })?;
+        if let Some(name) = overlays.keys().next() {
+            return Err(no_image(&path, name, profile.compose_file.as_deref()));
+        }
+        let services = services::resolve(&defined, profile.services.as_deref())
+            .map_err(|message| resolve_error(&path, &defined, message))?;
         let settings = Settings {
             timeout: args
                 .timeout
@@ -266,22 +287,66 @@ fn read_config(path: &Path) -> Result<ConfigFile, Error> {
         path: PathBuf::from(path),
         message: describe_toml_error(&text, &e),
     })?;
-    if let Some((name, _)) = file
-        .services
-        .iter()
-        .find(|(_, s)| s.image.trim().is_empty())
-    {
-        let line = table_line(&text, &format!("services.{name}"))
-            .map_or(String::new(), |n| format!("line {n}: "));
-        return Err(Error::Config {
-            path: path.into(),
-            message: format!(
+    Ok(file)
+}
+
+/// The compose profiles that are active: the profile's `compose-profiles`, else `COMPOSE_PROFILES`
+/// (comma-separated), as docker-compose reads it.
+fn compose_profiles(profile: &ProfileConfig) -> Vec<String> {
+    profile.compose_profiles.clone().unwrap_or_else(|| {
+        std::env::var("COMPOSE_PROFILES")
+            .unwrap_or_default()
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect()
+    })
+}
+
+/// A `[services.NAME]` without an `image`, that adds to no compose service.
+fn no_image(path: &Path, name: &str, compose: Option<&str>) -> Error {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let line = table_line(&text, &format!("services.{name}"))
+        .map_or(String::new(), |n| format!("line {n}: "));
+    Error::Config {
+        path: path.to_path_buf(),
+        message: match compose {
+            Some(compose) => format!(
+                "{line}[services.{name}] has no `image`, and {compose} has no service `{name}` for \
+                 it to add to: give it an `image`, or name a service of the compose file"
+            ),
+            None => format!(
                 "{line}[services.{name}] has no `image`: add e.g. `image = \"postgres:15\"`, \
                  naming an image the engine has or can pull"
             ),
-        });
+        },
     }
-    Ok(file)
+}
+
+/// A service check's error, on the file the service comes from: a compose service's is the compose
+/// file's, named as compose names it.
+fn resolve_error(
+    path: &Path,
+    defined: &BTreeMap<String, services::ServiceConfig>,
+    message: String,
+) -> Error {
+    let origin = defined.iter().find_map(|(name, s)| {
+        let prefix = format!("[services.{name}]");
+        let origin = s.origin.clone()?;
+        message
+            .starts_with(&prefix)
+            .then_some((origin, prefix, name))
+    });
+    match origin {
+        Some((origin, prefix, name)) => Error::Config {
+            path: origin,
+            message: message.replacen(&prefix, &format!("service `{name}`"), 1),
+        },
+        None => Error::Config {
+            path: path.to_path_buf(),
+            message,
+        },
+    }
 }
 
 /// The line of the header `[NAME]` (or `[a."b"]` quoted alike) in `text`, counted from 1.

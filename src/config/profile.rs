@@ -41,6 +41,8 @@ pub(crate) struct ProfileConfig {
     pub services: Option<Vec<String>>,
     /// A compose file whose services become services of the session (relative to the workspace root).
     pub compose_file: Option<String>,
+    /// The compose profiles that are active (default: `COMPOSE_PROFILES`, as docker-compose).
+    pub compose_profiles: Option<Vec<String>>,
     /// How many times a failed test runs again (`--retries`).
     pub retries: Option<u32>,
     /// `pass` or `fail`: what a flaky test counts as (`--flaky-result`).
@@ -76,6 +78,10 @@ impl ProfileConfig {
                 .compose_file
                 .clone()
                 .or_else(|| base.compose_file.clone()),
+            compose_profiles: self
+                .compose_profiles
+                .clone()
+                .or_else(|| base.compose_profiles.clone()),
             retries: self.retries.or(base.retries),
             flaky_result: self.flaky_result.or(base.flaky_result),
             max_containers: self.max_containers.or(base.max_containers),

@@ -25,7 +25,8 @@ impl fmt::Display for Ready {
         match self {
             Ready::Tcp(port) => write!(f, "tcp {port}"),
             Ready::Log { text, times } => write!(f, "log {text:?} {times} time(s)"),
-            Ready::Exec(argv) => write!(f, "exec {}", argv.join(" ")),
+            // Quoted word by word: `["redis-cli ping"]` is not `["redis-cli", "ping"]`.
+            Ready::Exec(argv) => write!(f, "exec {argv:?}"),
             Ready::Http { port, path } => write!(f, "http {port}{path}"),
         }
     }

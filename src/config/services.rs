@@ -41,9 +41,21 @@ pub(crate) struct ServiceConfig {
     pub tmpfs: Vec<String>,
     #[serde(default)]
     pub export: BTreeMap<String, String>,
+    /// The user the container runs as (`uid[:gid]` or a name).
+    pub user: Option<String>,
+    /// The container's working directory.
+    pub working_dir: Option<String>,
+    /// The size of `/dev/shm` (postgres wants more than the engine's 64 MiB for parallel queries).
+    pub shm_size: Option<Memory>,
     /// Volumes mounted (compose files only).
     #[serde(skip)]
     pub mounts: Vec<Mount>,
+    /// Container port → fixed host port, from a compose file's `"5433:5432"` (compose files only).
+    #[serde(skip)]
+    pub fixed_ports: BTreeMap<u16, u16>,
+    /// The compose file a service comes from, for messages that name the right file.
+    #[serde(skip)]
+    pub origin: Option<std::path::PathBuf>,
 }
 
 /// A volume a service mounts (from a compose file's `volumes`).
@@ -79,6 +91,13 @@ pub(crate) struct ServiceSpec {
     pub tmpfs: Vec<String>,
     pub export: Vec<(String, Template)>,
     pub mounts: Vec<Mount>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    /// Bytes.
+    pub shm_size: Option<u64>,
+    pub fixed_ports: BTreeMap<u16, u16>,
+    /// The compose file it comes from, if any.
+    pub origin: Option<std::path::PathBuf>,
 }
 
 /// Checks the defined services and resolves the ones that start: `selected` (the profile's `services`;
@@ -166,7 +185,12 @@ pub(crate) fn on_demand(
         cpus: None,
         tmpfs: Vec::new(),
         export: BTreeMap::new(),
+        user: None,
+        working_dir: None,
+        shm_size: None,
         mounts: Vec::new(),
+        fixed_ports: BTreeMap::new(),
+        origin: None,
     };
     check(name, &config, &BTreeMap::new())
 }
@@ -260,6 +284,11 @@ fn check(
         tmpfs: config.tmpfs.clone(),
         export,
         mounts: config.mounts.clone(),
+        user: config.user.clone(),
+        working_dir: config.working_dir.clone(),
+        shm_size: config.shm_size.map(|m| m.0),
+        fixed_ports: config.fixed_ports.clone(),
+        origin: config.origin.clone(),
     })
 }
 

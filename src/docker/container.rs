@@ -3,7 +3,7 @@
 //! Labels and names are the caller's; this module knows nothing of sessions or of the config file.
 //! Every call is bounded by the client's request timeout.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
@@ -34,7 +34,14 @@ pub(crate) struct ContainerSpec {
     pub alias: String,
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
+    /// `PATH[:OPTIONS]` (`/data:size=64m,mode=1777`).
     pub tmpfs: Vec<String>,
+    /// Container port → a fixed host port (others get a free one).
+    pub fixed_ports: BTreeMap<u16, u16>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    /// Bytes of `/dev/shm`.
+    pub shm_size: Option<u64>,
     /// `SOURCE:TARGET[:ro]`: named volumes and host paths.
     pub binds: Vec<String>,
     /// Targets of anonymous volumes.
@@ -132,7 +139,11 @@ pub(crate) fn run(engine: &Engine, spec: &ContainerSpec) -> Result<String, Strin
         .map(|p| {
             let binding = PortBinding {
                 host_ip: Some(spec.publish_ip.clone()),
-                host_port: Some(String::new()),
+                host_port: Some(
+                    spec.fixed_ports
+                        .get(p)
+                        .map_or(String::new(), u16::to_string),
+                ),
             };
             (port_key(p), Some(vec![binding]))
         })
@@ -145,7 +156,10 @@ pub(crate) fn run(engine: &Engine, spec: &ContainerSpec) -> Result<String, Strin
         labels: Some(spec.labels.iter().cloned().collect()),
         exposed_ports: Some(spec.ports.iter().map(port_key).collect()),
         volumes: Some(spec.anonymous.clone()),
+        user: spec.user.clone(),
+        working_dir: spec.working_dir.clone(),
         host_config: Some(HostConfig {
+            shm_size: spec.shm_size.map(|b| b as i64),
             port_bindings: Some(bindings),
             network_mode: Some(spec.network.clone()),
             memory: spec.memory.map(|m| m as i64),
@@ -153,7 +167,10 @@ pub(crate) fn run(engine: &Engine, spec: &ContainerSpec) -> Result<String, Strin
             tmpfs: Some(
                 spec.tmpfs
                     .iter()
-                    .map(|t| (t.clone(), String::new()))
+                    .map(|t| match t.split_once(':') {
+                        Some((path, options)) => (path.to_string(), options.to_string()),
+                        None => (t.clone(), String::new()),
+                    })
                     .collect(),
             ),
             binds: Some(spec.binds.clone()),
@@ -225,7 +242,9 @@ pub(crate) fn exec(
     id: &str,
     argv: &[String],
     bound: Duration,
-) -> Result<i64, String> {
+) -> Result<(i64, String), String> {
+    /// What is kept of the command's output: its last bytes, enough to say why it failed.
+    const TAIL: usize = 2048;
     block_on(async {
         tokio::time::timeout(bound, async {
             let options = CreateExecOptions {
@@ -244,17 +263,26 @@ pub(crate) fn exec(
                 .start_exec(&exec.id, Some(StartExecOptions::default()))
                 .await
                 .map_err(|e| e.to_string())?;
+            let mut tail: Vec<u8> = Vec::new();
             if let StartExecResults::Attached { mut output, .. } = started {
-                while output.next().await.is_some() {}
+                while let Some(chunk) = output.next().await {
+                    if let Ok(chunk) = chunk {
+                        tail.extend_from_slice(&chunk.into_bytes());
+                        if tail.len() > TAIL {
+                            tail.drain(..tail.len() - TAIL);
+                        }
+                    }
+                }
             }
             let inspect = engine
                 .docker
                 .inspect_exec(&exec.id)
                 .await
                 .map_err(|e| e.to_string())?;
-            inspect
+            let code = inspect
                 .exit_code
-                .ok_or_else(|| "the command did not finish".to_string())
+                .ok_or_else(|| "the command did not finish".to_string())?;
+            Ok((code, String::from_utf8_lossy(&tail).trim().to_string()))
         })
         .await
         .unwrap_or_else(|_| Err(format!("no exit within {}s", bound.as_secs())))

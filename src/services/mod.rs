@@ -161,6 +161,13 @@ pub(crate) enum Failure {
     NotReady {
         check: String,
         timeout: String,
+        /// What the last try of the check said (an exec's exit code and output tail).
+        last: Option<String>,
+    },
+    /// A check that can never pass: the engine could not run its command (126/127) on every try.
+    Unrunnable {
+        check: String,
+        why: String,
     },
     Dependency(String),
     /// Another service failed, so this one stopped waiting.
@@ -168,9 +175,13 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    /// What a user can do about it.
-    pub(crate) fn help(&self) -> &'static str {
-        match self {
+    /// What a user can do about it; `origin` is the compose file the service comes from, if any.
+    pub(crate) fn help(&self, origin: Option<&std::path::Path>) -> String {
+        let fix = match origin {
+            Some(file) => format!("fix the service in {}", file.display()),
+            None => "fix the service's [services.NAME] table (docs/services.md)".to_string(),
+        };
+        let text = match self {
             Failure::NoEngine(_) => {
                 "start the Docker daemon or point DOCKER_HOST at it, or run without services: --no-services"
             }
@@ -179,19 +190,24 @@ impl Failure {
                  (`docker build -t IMAGE .`), or set the service's `image` to one the engine has \
                  (`docker image ls`)"
             }
+            Failure::Unrunnable { .. } => {
+                "make the check's command one the image has (on its PATH), or use another check \
+                 (`tcp`, `log`)"
+            }
             Failure::NotReady { .. } => {
                 "check the readiness check against the log above (the port inside the container, the \
                  text the server prints), raise the service's `ready-timeout`, or keep it to look at \
                  with --keep-on-failure"
             }
             Failure::Exited { .. } | Failure::Gone => {
-                "its log is above; fix the service's command, env or image, or keep it to look at with \
-                 --keep-on-failure"
+                return format!(
+                    "its log is above; {fix} (its command, env or image), or keep it to look at \
+                     with --keep-on-failure"
+                );
             }
-            _ => {
-                "fix the service's [services.NAME] table (docs/services.md), or run without services: --no-services"
-            }
-        }
+            _ => return format!("{fix}, or run without services: --no-services"),
+        };
+        text.to_string()
     }
 }
 
@@ -214,9 +230,23 @@ impl std::fmt::Display for Failure {
                 )
             }
             Failure::Gone => f.write_str("its container was removed before it was ready"),
-            Failure::NotReady { check, timeout } => write!(
+            Failure::NotReady {
+                check,
+                timeout,
+                last,
+            } => {
+                write!(
+                    f,
+                    "the readiness check `{check}` did not pass within its ready-timeout of {timeout}"
+                )?;
+                match last {
+                    Some(last) => write!(f, "; its last try: {last}"),
+                    None => Ok(()),
+                }
+            }
+            Failure::Unrunnable { check, why } => write!(
                 f,
-                "the readiness check `{check}` did not pass within its ready-timeout of {timeout}"
+                "the readiness check `{check}` cannot run in the container ({why}), so it can never pass"
             ),
             Failure::Dependency(dep) => {
                 write!(f, "the service `{dep}` it depends on did not start")

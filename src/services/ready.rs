@@ -43,6 +43,10 @@ pub(crate) fn wait(
     let deadline = Instant::now() + spec.ready_timeout;
     let mut pending: Vec<&Ready> = spec.ready.iter().collect();
     let mut delay = Duration::from_millis(50);
+    // What the first pending check said on its last try, and how many tries in a row could not run
+    // its command at all.
+    let mut last: Option<String> = None;
+    let mut unrunnable = 0;
     loop {
         let pid = match container::state(target.engine, target.id) {
             State::Running { pid } => pid,
@@ -50,17 +54,33 @@ pub(crate) fn wait(
             State::Gone => return Err(Failure::Gone),
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        pending.retain(|check| !passes(target, pid, check, left));
+        let mut first = true;
+        pending.retain(|check| {
+            let probe = probe(target, pid, check, left);
+            if first && let Probe::Failed { why, cannot_run } = &probe {
+                last = why.clone();
+                unrunnable = if *cannot_run { unrunnable + 1 } else { 0 };
+            }
+            first = false;
+            !matches!(probe, Probe::Passed)
+        });
         if pending.is_empty() {
             return Ok(());
         }
         if abort() {
             return Err(Failure::Abandoned);
         }
+        if unrunnable >= UNRUNNABLE_TRIES {
+            return Err(Failure::Unrunnable {
+                check: pending[0].to_string(),
+                why: last.unwrap_or_default(),
+            });
+        }
         if Instant::now() + delay > deadline {
             return Err(Failure::NotReady {
                 check: pending[0].to_string(),
                 timeout: humantime::format_duration(spec.ready_timeout).to_string(),
+                last,
             });
         }
         // Polling the container's state: the engine has no event for "ready".
@@ -69,20 +89,65 @@ pub(crate) fn wait(
     }
 }
 
-fn passes(target: &Target<'_>, pid: i64, check: &Ready, left: Duration) -> bool {
+/// Tries in a row whose command the engine could not run (126, 127) before the wait ends early: the
+/// image lacks it, and waiting out the timeout would only hide that.
+const UNRUNNABLE_TRIES: u32 = 3;
+
+/// What one try of a check found.
+enum Probe {
+    Passed,
+    Failed {
+        /// What it said, when it says anything (an exec's exit code and output).
+        why: Option<String>,
+        /// The command could not be run at all (126 or 127).
+        cannot_run: bool,
+    },
+}
+
+fn probe(target: &Target<'_>, pid: i64, check: &Ready, left: Duration) -> Probe {
+    let failed = Probe::Failed {
+        why: None,
+        cannot_run: false,
+    };
+    let passed = |ok: bool| if ok { Probe::Passed } else { failed };
     match check {
-        Ready::Tcp(port) => match target.local.then(|| listening(pid, *port)).flatten() {
-            Some(listening) => listening,
-            None => published(target, *port).is_some_and(accepts),
-        },
-        Ready::Log { text, times } => container::logs(target.engine, target.id, None)
-            .is_ok_and(|log| log.matches(text.as_str()).count() >= *times as usize),
+        Ready::Tcp(port) => passed(
+            match target.local.then(|| listening(pid, *port)).flatten() {
+                Some(listening) => listening,
+                None => published(target, *port).is_some_and(accepts),
+            },
+        ),
+        Ready::Log { text, times } => passed(
+            container::logs(target.engine, target.id, None)
+                .is_ok_and(|log| log.matches(text.as_str()).count() >= *times as usize),
+        ),
         Ready::Exec(argv) => {
             let bound = left.clamp(Duration::from_secs(1), Duration::from_secs(10));
-            container::exec(target.engine, target.id, argv, bound) == Ok(0)
+            match container::exec(target.engine, target.id, argv, bound) {
+                Ok((0, _)) => Probe::Passed,
+                Ok((code, output)) => Probe::Failed {
+                    why: Some(match output.is_empty() {
+                        true => format!("exit code {code}, no output"),
+                        false => format!("exit code {code}: {}", last_lines(&output, 3)),
+                    }),
+                    cannot_run: matches!(code, 126 | 127),
+                },
+                Err(e) => Probe::Failed {
+                    why: Some(e),
+                    cannot_run: false,
+                },
+            }
         }
-        Ready::Http { port, path } => published(target, *port).is_some_and(|a| http_ok(a, path)),
+        Ready::Http { port, path } => {
+            passed(published(target, *port).is_some_and(|a| http_ok(a, path)))
+        }
     }
+}
+
+/// The last `n` lines of `text`, on one line.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 fn published(target: &Target<'_>, port: u16) -> Option<SocketAddr> {

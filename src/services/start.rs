@@ -80,7 +80,12 @@ pub(crate) fn start_all(
         name: name.to_string(),
         reason: failure.to_string(),
         log: String::new(),
-        help: failure.help(),
+        help: failure.help(
+            specs
+                .iter()
+                .find(|s| s.name == name)
+                .and_then(|s| s.origin.as_deref()),
+        ),
     };
     let Some(engine) = engine else {
         return Err(fail(
@@ -206,6 +211,10 @@ pub(crate) fn start_one(
         memory: spec.memory,
         cpus: spec.cpus,
         tmpfs: spec.tmpfs.clone(),
+        fixed_ports: spec.fixed_ports.clone(),
+        user: spec.user.clone(),
+        working_dir: spec.working_dir.clone(),
+        shm_size: spec.shm_size,
         binds,
         anonymous,
     };
@@ -271,7 +280,7 @@ fn collect(
             name: spec.name.clone(),
             reason: failure.to_string(),
             log,
-            help: failure.help(),
+            help: failure.help(spec.origin.as_deref()),
         });
     }
     Ok(specs

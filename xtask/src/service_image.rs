@@ -28,6 +28,8 @@ struct Recipe {
     owned_dirs: &'static [(&'static str, u32)],
     user: &'static str,
     entrypoint: &'static str,
+    /// The image's PATH: its tools are called by name in checks (`pg_isready`, `redis-cli ping`).
+    path: &'static str,
     expose: &'static str,
     /// Adds what must be made on the host first (postgres: an initialised data directory).
     extra: Option<Extra>,
@@ -70,10 +72,33 @@ elif [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "host all all 0.0.0.0/0 trust" >> "$PGDATA/pg_hba.conf"
   echo "host all all ::/0 trust" >> "$PGDATA/pg_hba.conf"
 fi
+# As the official image: POSTGRES_DB (default: the user's name) is made, POSTGRES_PASSWORD is set,
+# and /docker-entrypoint-initdb.d/*.sql and *.sh run, once, on a first start, by a server that
+# listens on no port meanwhile.
+user="${POSTGRES_USER:-postgres}"
+db="${POSTGRES_DB:-$user}"
+if [ ! -e "$PGDATA/.cleantest-initialised" ]; then
+  scripts="$(ls /docker-entrypoint-initdb.d 2>/dev/null || true)"
+  if [ "$db" != postgres ] || [ -n "$POSTGRES_PASSWORD" ] || [ -n "$scripts" ]; then
+    "$bin/pg_ctl" -D "$PGDATA" -o "-c listen_addresses='' -c unix_socket_directories=/var/run/postgresql" -w start >/dev/null
+    sql() { "$bin/psql" -v ON_ERROR_STOP=1 -h /var/run/postgresql -U "$user" -q "$@"; }
+    if [ "$db" != postgres ]; then sql -d postgres -c "CREATE DATABASE \"$db\""; fi
+    if [ -n "$POSTGRES_PASSWORD" ]; then sql -d postgres -c "ALTER USER \"$user\" PASSWORD '$POSTGRES_PASSWORD'"; fi
+    for f in /docker-entrypoint-initdb.d/*; do
+      case "$f" in
+        *.sql) sql -d "$db" -f "$f" ;;
+        *.sh) . "$f" ;;
+      esac
+    done
+    "$bin/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
+  fi
+  touch "$PGDATA/.cleantest-initialised"
+fi
 if [ "$1" = postgres ]; then shift; fi
 if [ -n "$1" ] && [ "${1#-}" = "$1" ]; then exec "$@"; fi
 exec "$bin/postgres" -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories=/var/run/postgresql "$@"
 "#,
+    path: "/usr/lib/postgresql/15/bin:/usr/local/bin:/usr/bin:/bin",
     expose: "5432",
     extra: Some(postgres_template),
 };
@@ -82,7 +107,7 @@ const REDIS: Recipe = Recipe {
     name: "redis",
     reference: "cleantest-redis:7",
     package: "redis-server",
-    binaries: &["/usr/bin/redis-server"],
+    binaries: &["/usr/bin/redis-server", "/usr/bin/redis-cli"],
     trees: &[],
     owned_dirs: &[("data", 0o755)],
     user: "redis",
@@ -95,6 +120,7 @@ if [ -z "$1" ] || [ "${1#-}" != "$1" ]; then set -- redis-server "$@"; fi
 if [ "$1" = redis-server ]; then shift; exec /usr/bin/redis-server --protected-mode no "$@"; fi
 exec "$@"
 "#,
+    path: "/usr/local/bin:/usr/bin:/bin",
     expose: "6379",
     extra: None,
 };
@@ -126,7 +152,14 @@ pub fn build(name: &str, rebuild: bool) -> Result<(), String> {
             .negotiate_version()
             .await
             .map_err(|e| format!("reach the Docker engine: {e}"))?;
-        if !rebuild && docker.inspect_image(recipe.reference).await.is_ok() {
+        // An image of an older recipe is built again: what tests rely on (its PATH, the entrypoint's
+        // variables) changes with the recipe.
+        let current = docker
+            .inspect_image(recipe.reference)
+            .await
+            .ok()
+            .and_then(|i| i.config?.labels?.get("cleantest.recipe").cloned());
+        if !rebuild && current.as_deref() == Some(recipe_version(recipe).as_str()) {
             eprintln!("xtask: {} is ready", recipe.reference);
             return Ok(());
         }
@@ -139,6 +172,8 @@ pub fn build(name: &str, rebuild: bool) -> Result<(), String> {
             .changes(vec![
                 format!("USER {}", recipe.user),
                 format!("EXPOSE {}", recipe.expose),
+                format!("ENV PATH={}", recipe.path),
+                format!("LABEL cleantest.recipe={}", recipe_version(recipe)),
                 r#"ENTRYPOINT ["/docker-entrypoint.sh"]"#.to_string(),
                 format!("LABEL cleantest.image={}", recipe.name),
             ])
@@ -154,6 +189,22 @@ pub fn build(name: &str, rebuild: bool) -> Result<(), String> {
         eprintln!("xtask: {} is ready", recipe.reference);
         Ok(())
     })
+}
+
+/// A digest of what the recipe puts in the image besides the host's files (FNV-1a, hex).
+fn recipe_version(recipe: &Recipe) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let parts = [recipe.entrypoint, recipe.path, recipe.user, recipe.expose];
+    for byte in parts
+        .iter()
+        .chain(recipe.binaries)
+        .chain(recipe.trees)
+        .flat_map(|p| p.bytes().chain([0]))
+    {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// The image's root filesystem as a tar archive.

@@ -27,23 +27,42 @@ pub(super) struct VolumeDecl {
 
 #[derive(Debug, Deserialize)]
 pub(super) struct Service {
-    pub image: Option<String>,
+    pub image: Option<Text>,
     pub command: Option<Words>,
     pub entrypoint: Option<Words>,
     pub environment: Option<Environment>,
+    pub env_file: Option<Paths>,
     #[serde(default)]
     pub ports: Vec<Port>,
     pub healthcheck: Option<Healthcheck>,
     pub depends_on: Option<DependsOn>,
     pub deploy: Option<Deploy>,
-    pub tmpfs: Option<Words>,
+    pub tmpfs: Option<Paths>,
     #[serde(default)]
     pub volumes: Vec<VolumeSpec>,
+    pub shm_size: Option<Scalar>,
+    pub user: Option<Scalar>,
+    pub working_dir: Option<Text>,
+    #[serde(default)]
+    pub profiles: Vec<Text>,
     /// Collapsed onto the session network: read, never used.
     #[serde(rename = "networks")]
     _networks: Option<IgnoredAny>,
     #[serde(flatten)]
     pub other: BTreeMap<String, IgnoredAny>,
+}
+
+/// A string, interpolated (`interpolate`) as it is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Scalar::deserialize(d)?.0 {
+            Some(text) => Ok(Text(text)),
+            None => Err(de::Error::custom("expected a string, found nothing")),
+        }
+    }
 }
 
 /// A string (split as a shell would, without one) or a list.
@@ -52,15 +71,79 @@ pub(super) struct Words(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for Words {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            One(String),
-            Many(Vec<Scalar>),
+        match OneOrMany::deserialize(d)? {
+            OneOrMany::One(Text(text)) => split(&text).map(Words).map_err(de::Error::custom),
+            OneOrMany::Many(items) => Ok(Words(
+                items.into_iter().map(|s| s.0.unwrap_or_default()).collect(),
+            )),
         }
-        match Raw::deserialize(d)? {
-            Raw::One(text) => split(&text).map(Words).map_err(de::Error::custom),
-            Raw::Many(items) => Ok(Words(
+    }
+}
+
+/// A string or a list of strings, each taken whole (`tmpfs`, `env_file`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Paths(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Paths {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match OneOrMany::deserialize(d)? {
+            OneOrMany::One(Text(text)) => Ok(Paths(vec![text])),
+            OneOrMany::Many(items) => Ok(Paths(items.into_iter().filter_map(|s| s.0).collect())),
+        }
+    }
+}
+
+/// A scalar or a list of scalars. Read by a visitor, not as an untagged enum: an interpolation error
+/// keeps its own message (an untagged enum would only say that no variant matched).
+enum OneOrMany {
+    One(Text),
+    Many(Vec<Scalar>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                super::interpolate::current(v)
+                    .map(|t| OneOrMany::One(Text(t)))
+                    .map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(Text(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(Text(v.to_string())))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Scalar>()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany::Many(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `healthcheck.test`: a string is run by a shell exactly as written (`CMD-SHELL`); a list is
+/// `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]`.
+#[derive(Debug, Clone)]
+pub(super) enum Test {
+    Shell(String),
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Test {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match OneOrMany::deserialize(d)? {
+            OneOrMany::One(Text(text)) => Ok(Test::Shell(text)),
+            OneOrMany::Many(items) => Ok(Test::List(
                 items.into_iter().map(|s| s.0.unwrap_or_default()).collect(),
             )),
         }
@@ -80,7 +163,9 @@ impl<'de> Deserialize<'de> for Scalar {
                 f.write_str("a string, number or boolean")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(Some(v.to_string())))
+                super::interpolate::current(v)
+                    .map(|text| Scalar(Some(text)))
+                    .map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
                 Ok(Scalar(Some(v.to_string())))
@@ -105,11 +190,37 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub(super) enum Environment {
     Map(BTreeMap<String, Scalar>),
-    List(Vec<String>),
+    List(Vec<Text>),
+}
+
+impl<'de> Deserialize<'de> for Environment {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Environment;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of variables, or a list of KEY=VALUE")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Environment, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, Scalar>()? {
+                    out.insert(k, v);
+                }
+                Ok(Environment::Map(out))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Environment, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element::<Text>()? {
+                    out.push(item);
+                }
+                Ok(Environment::List(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +229,8 @@ pub(super) enum Port {
     Short(Scalar),
     Long {
         target: u16,
+        #[serde(default)]
+        published: Option<Scalar>,
         #[serde(default)]
         protocol: Option<String>,
         #[serde(flatten)]
@@ -128,13 +241,13 @@ pub(super) enum Port {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Healthcheck {
-    pub test: Option<Words>,
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
+    pub test: Option<Test>,
+    pub interval: Option<Text>,
+    pub timeout: Option<Text>,
     pub retries: Option<u32>,
-    pub start_period: Option<String>,
+    pub start_period: Option<Text>,
     #[serde(rename = "start_interval")]
-    _start_interval: Option<String>,
+    _start_interval: Option<Text>,
     pub disable: Option<bool>,
 }
 
@@ -153,9 +266,11 @@ pub(super) struct Condition {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct Deploy {
     pub resources: Option<Resources>,
+    /// `restart_policy`, `replicas`, `placement`, ...: what a test session has no use for (warned).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,7 +284,7 @@ pub(super) struct Resources {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Limits {
-    pub memory: Option<String>,
+    pub memory: Option<Text>,
     pub cpus: Option<Scalar>,
     #[serde(rename = "pids")]
     _pids: Option<IgnoredAny>,
@@ -178,12 +293,12 @@ pub(super) struct Limits {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(super) enum VolumeSpec {
-    Short(String),
+    Short(Text),
     Long {
         #[serde(rename = "type")]
         kind: Option<String>,
-        source: Option<String>,
-        target: String,
+        source: Option<Text>,
+        target: Text,
         read_only: Option<bool>,
         #[serde(flatten)]
         _other: BTreeMap<String, IgnoredAny>,
