@@ -89,12 +89,11 @@ impl Error {
         match self {
             Error::Service { help, .. } => return Some(help.clone().into()),
             Error::Config { path, .. }
-                if path
-                    .extension()
-                    .is_some_and(|e| e == "yml" || e == "yaml") =>
+                if path.extension().is_some_and(|e| e == "yml" || e == "yaml") =>
             {
                 return Some(
-                    "fix the compose file; docs/services.md (\"Compose files\") says what is read".into(),
+                    "fix the compose file; docs/services.md (\"Compose files\") says what is read"
+                        .into(),
                 );
             }
             _ => {}

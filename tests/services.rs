@@ -72,7 +72,129 @@ fn main() {
             "a_compose_files_services_start_healthy_first_and_leave_nothing",
             compose_services,
         ),
+        trial(
+            "an_overlay_exports_from_a_compose_service_and_exec_takes_its_profile",
+            compose_overlay,
+        ),
+        trial(
+            "a_compose_services_mistakes_name_the_compose_file_and_say_why",
+            compose_mistakes,
+        ),
+        docs_example_cell(),
     ]);
+}
+
+/// `[services.echo]` without `image` adds an export to the compose file's `echo`; `exec -P` and
+/// `CLEANTEST_PROFILE` pick the profile for `exec` as for a test run.
+fn compose_overlay() -> Result<(), Failed> {
+    for how in ["-P", "CLEANTEST_PROFILE"] {
+        let mark = unique_mark("compose-overlay");
+        let (pid, out) = run_owned({
+            let mut c = cleantest("compose-edges", &mark);
+            c.env("CLEANTEST_STATE_DIR", temp_dir("state")).arg("exec");
+            if how == "-P" {
+                c.args(["-P", "overlay"]);
+            } else {
+                c.env("CLEANTEST_PROFILE", "overlay");
+            }
+            c.args(["--no-lock", "--", "sh", "-c", "echo URL=$ECHO_URL"]);
+            c
+        })?;
+        check_exit(&out, 0)?;
+        check(stdout(&out).contains("URL=tcp://127.0.0.1:"), || {
+            format!("{how}: no export: {}{}", stdout(&out), stderr(&out))
+        })?;
+        check_nothing_owned(pid)?;
+    }
+    Ok(())
+}
+
+/// A compose service's mistakes are the compose file's, in compose's words; a check that fails says its
+/// exit code and output; one whose command cannot run ends the wait at once.
+fn compose_mistakes() -> Result<(), Failed> {
+    let run_profile = |profile: &str| {
+        run_owned({
+            let mut c = cleantest("compose-edges", &unique_mark("compose-mistake"));
+            c.env("CLEANTEST_STATE_DIR", temp_dir("state")).args([
+                "exec",
+                "-P",
+                profile,
+                "--no-lock",
+                "--",
+                "true",
+            ]);
+            c
+        })
+    };
+    let (_, out) = run_profile("wrong-file")?;
+    check_exit(&out, 2)?;
+    let err = stderr(&out);
+    check(
+        err.contains("wrong-file.yml")
+            && err.contains("`depends_on`")
+            && !err.contains("[services."),
+        || format!("not the compose file's words: {err}"),
+    )?;
+    let (pid, out) = run_profile("unrunnable")?;
+    check_exit(&out, 5)?;
+    let err = stderr(&out);
+    check(
+        err.contains(r#"["redis-cli ping"]"#) && err.contains("cannot run"),
+        || format!("the check's argv or why it cannot pass is missing: {err}"),
+    )?;
+    check_nothing_owned(pid)?;
+    let (pid, out) = run_profile("failing")?;
+    check_exit(&out, 5)?;
+    let err = stderr(&out);
+    check(err.contains("exit code 1: still-warming-up"), || {
+        format!("the check's last exit code and output are missing: {err}")
+    })?;
+    check_nothing_owned(pid)
+}
+
+/// The first config example of docs/services.md, on this repository's own images: every service ready.
+fn docs_example_cell() -> Cell {
+    let mut cell = trial(
+        "the_guides_services_example_starts_on_our_own_images",
+        docs_example,
+    );
+    cell.unavailable = postgres_problem();
+    cell
+}
+
+fn docs_example() -> Result<(), Failed> {
+    service_image::build("postgres", false)?;
+    let guide = std::fs::read_to_string(root().join("docs/services.md"))?;
+    let example = guide
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .ok_or("no toml example in docs/services.md")?;
+    let dir = temp_dir("docs-example");
+    std::fs::create_dir_all(dir.join(".config"))?;
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"ct-docs-example\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n",
+    )?;
+    std::fs::write(dir.join("src/lib.rs"), "")?;
+    std::fs::write(dir.join(".config/cleantest.toml"), example)?;
+    let (pid, out) = run_owned({
+        let mut c = cleantest("services", &unique_mark("docs-example"));
+        c.current_dir(&dir)
+            .env("CLEANTEST_STATE_DIR", temp_dir("state"))
+            .args([
+                "exec",
+                "--no-lock",
+                "--",
+                "sh",
+                "-c",
+                "test -n \"$DATABASE_URL\"",
+            ]);
+        c
+    })?;
+    check_exit(&out, 0)?;
+    check_nothing_owned(pid)
 }
 
 /// Why the postgres image cannot be built or used here, if it cannot.

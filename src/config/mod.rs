@@ -169,7 +169,16 @@ impl Settings {
                 defined.insert(name, service);
             }
         }
-        if let Some(name) = overlays.keys().next() {
+        // One left over adds to no service here: fine if another profile's compose file has it (the
+        // tables are shared by every profile), else a mistake.
+        let elsewhere: Vec<String> = file
+            .profile
+            .values()
+            .filter_map(|p| p.compose_file.as_ref())
+            .filter_map(|f| compose::service_names(&root.join(f)))
+            .flatten()
+            .collect();
+        if let Some(name) = overlays.keys().find(|n| !elsewhere.contains(n)) {
             return Err(no_image(&path, name, profile.compose_file.as_deref()));
         }
         let services = services::resolve(&defined, profile.services.as_deref())
@@ -340,7 +349,9 @@ fn resolve_error(
     match origin {
         Some((origin, prefix, name)) => Error::Config {
             path: origin,
-            message: message.replacen(&prefix, &format!("service `{name}`"), 1),
+            message: message
+                .replacen(&prefix, &format!("service `{name}`"), 1)
+                .replace("`depends-on`", "`depends_on`"),
         },
         None => Error::Config {
             path: path.to_path_buf(),

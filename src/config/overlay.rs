@@ -44,3 +44,35 @@ pub(crate) fn apply(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ServiceConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn an_overlay_adds_exports_and_readiness_and_refuses_the_rest() {
+        let mut service = parse("image = \"redis\"\nports = [6379]\n");
+        apply(
+            "cache",
+            &parse("export = { URL = \"redis://{host}:{port:6379}\" }\nready-timeout = \"5s\"\n"),
+            &mut service,
+        )
+        .unwrap();
+        assert_eq!(service.export["URL"], "redis://{host}:{port:6379}");
+        assert!(service.ready_timeout.is_some());
+        let err = apply(
+            "cache",
+            &parse("command = [\"x\"]\nports = [1]\n"),
+            &mut service,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("command, ports") && err.contains("compose file"),
+            "{err}"
+        );
+    }
+}
