@@ -93,7 +93,11 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
             .iter()
             .map(|r| {
                 let ports: Vec<String> = r.ports.iter().map(|(c, h)| format!("{h}->{c}")).collect();
-                format!("{} ({})", r.name, ports.join(", "))
+                if ports.is_empty() {
+                    r.name.clone()
+                } else {
+                    format!("{} ({})", r.name, ports.join(", "))
+                }
             })
             .collect();
         eprintln!(
