@@ -2,8 +2,9 @@
 //!
 //! Entry point: strips the `cleantest` word cargo adds, picks one command (the test run, `exec`, `sweep`,
 //! or the hidden reaper), parses its command line, runs it, and maps the outcome to an exit code (see
-//! the README's "Exit codes"). The layers, lowest first: `contract` and `errors`; `cli`; `config`;
-//! `docker`; `session`; `run`; `commands`. A layer imports only the layers below it (ARCHITECTURE.md).
+//! docs/usage.md's "Exit codes"). The layers, lowest first: `contract`; `sys`; `errors`; `cli`;
+//! `config`; `docker`; `session`; `services`; `run`; `commands`. A layer imports only the layers below
+//! it (ARCHITECTURE.md).
 
 mod cli;
 mod commands;
@@ -14,6 +15,7 @@ mod errors;
 mod run;
 mod services;
 mod session;
+mod sys;
 
 use commands::{completions, exec, services as services_command, sweep};
 use contract::EXIT_USAGE;

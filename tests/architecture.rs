@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first. A file in layer `i` may import layers `0..=i`.
 const LAYERS: &[&[&str]] = &[
     &["contract"],
+    &["sys"],
     &["errors"],
     &["cli"],
     &["config"],
@@ -138,6 +139,33 @@ fn every_module_has_a_doc_comment_and_long_files_say_why() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The platform room (ARCHITECTURE.md, `sys/`): `/proc` is read in `src/sys/linux.rs` and nowhere else,
+/// so every other layer is written against the platform-neutral API.
+#[test]
+fn proc_is_read_only_in_the_linux_backend() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut wrong = Vec::new();
+    for file in &files {
+        if file.ends_with("sys/linux.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("/proc") {
+                wrong.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "/proc outside src/sys/linux.rs:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]

@@ -110,8 +110,8 @@ async fn check_platform(engine: &Engine) -> Result<(), String> {
 
 /// The executable and the shared objects the kernel has mapped for this process.
 fn files() -> std::io::Result<Files> {
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let exe = crate::sys::own_executable()?;
+    let maps = crate::sys::own_memory_map()?;
     // SAFETY: getauxval only reads the auxiliary vector the kernel gave this process.
     let base = unsafe { libc::getauxval(libc::AT_BASE) } as u64;
     let (loader, libraries) = shared_objects(&maps, base, &exe);
@@ -195,10 +195,10 @@ fn tag(files: &Files) -> String {
 /// The image's root filesystem as a tar archive.
 fn archive(files: &Files) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
-    // Read through /proc/self/exe: it still opens when the file was replaced on disk during the run.
+    // Read through the kernel's handle: it still opens when the file was replaced on disk meanwhile.
     add(
         &mut tar,
-        Path::new("/proc/self/exe"),
+        &crate::sys::own_executable_to_read(),
         &format!("{DIR}/cargo-cleantest"),
     )?;
     for lib in files.loader.iter().chain(&files.libraries) {

@@ -15,13 +15,8 @@ pub(super) fn caller(stream: &UnixStream, session: &str) -> Result<(String, Stri
         nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
             .map_err(|e| format!("cannot identify the caller: {e}"))?;
     let pid = credentials.pid();
-    let environ = |pid: i32| std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-    let var = |env: &[u8], key: &str| -> Option<String> {
-        env.split(|b| *b == 0).find_map(|kv| {
-            let text = std::str::from_utf8(kv).ok()?;
-            Some(text.strip_prefix(key)?.strip_prefix('=')?.to_string())
-        })
-    };
+    let environ = |pid: i32| crate::sys::environ(pid).unwrap_or_default();
+    let var = crate::sys::env_var;
     let env = environ(pid);
     let member = var(&env, crate::contract::ENV_SESSION).as_deref() == Some(session)
         || descends_from_me(pid);
@@ -43,9 +38,7 @@ fn descends_from_me(mut pid: i32) -> bool {
         if pid == me {
             return true;
         }
-        let Some(parent) =
-            crate::session::orphans::stat_fields(pid).and_then(|f| f.get(1)?.parse::<i32>().ok())
-        else {
+        let Some(parent) = crate::sys::stat(pid).map(|s| s.ppid) else {
             return false;
         };
         if parent <= 1 {

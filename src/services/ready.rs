@@ -2,7 +2,7 @@
 //! with backoff (50 ms doubling to 250 ms) until its `ready-timeout`. A container that exits first fails
 //! at once, with its exit code.
 //!
-//! `tcp`: with a local engine, the container's own socket table (`/proc/<pid>/net/tcp{,6}` of its init,
+//! `tcp`: with a local engine, the container's own socket table (`sys::listening`, of its init,
 //! in its network namespace) must show the port listening. A connect to the published port proves
 //! nothing there: docker's userland proxy accepts it whether or not the service listens. Where the
 //! table cannot be read (a remote engine), a connect to the published port counts only if the peer does
@@ -155,30 +155,9 @@ fn published(target: &Target<'_>, port: u16) -> Option<SocketAddr> {
     (target.host, published).to_socket_addrs().ok()?.next()
 }
 
-/// Whether the network namespace of `pid` has a socket listening on `port`; None when its tables
-/// cannot be read.
+/// Whether the network namespace of `pid` has a socket listening on `port` (`sys::listening`).
 fn listening(pid: i64, port: u16) -> Option<bool> {
-    let mut any = false;
-    let mut read = false;
-    for table in ["tcp", "tcp6"] {
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
-            continue;
-        };
-        read = true;
-        any |= table_listens(&text, port);
-    }
-    read.then_some(any)
-}
-
-/// In a `/proc/net/tcp` table: a line whose local port is `port` in state `0A` (LISTEN).
-fn table_listens(text: &str, port: u16) -> bool {
-    let wanted = format!(":{port:04X}");
-    text.lines().skip(1).any(|line| {
-        let mut fields = line.split_whitespace();
-        let local = fields.nth(1).unwrap_or("");
-        let state = fields.nth(1).unwrap_or("");
-        local.ends_with(&wanted) && state == "0A"
-    })
+    crate::sys::listening(pid, port)
 }
 
 /// A connect that the peer does not close at once (a proxy in front of nothing closes it).
@@ -235,11 +214,11 @@ mod tests {
 
     #[test]
     fn only_a_listening_socket_on_the_port_counts() {
-        assert!(table_listens(TABLE, 5432));
+        assert!(crate::sys::table_listens(TABLE, 5432));
         // 8080 (1F90) is an established connection, not a listener.
-        assert!(!table_listens(TABLE, 8080));
-        assert!(!table_listens(TABLE, 6379));
-        assert!(!table_listens("", 5432));
+        assert!(!crate::sys::table_listens(TABLE, 8080));
+        assert!(!crate::sys::table_listens(TABLE, 6379));
+        assert!(!crate::sys::table_listens("", 5432));
     }
 
     #[test]

@@ -55,17 +55,15 @@ fn is_remote(endpoint: &str) -> bool {
         .any(|p| endpoint.starts_with(p))
 }
 
-/// The kernel gives the initial PID namespace a fixed inode (`PROC_PID_INIT_INO`); any other is a
-/// namespace whose init can take the host reaper down with it.
+/// A PID namespace other than the initial one has an init that can take the host reaper down with it.
 pub(crate) fn in_child_pid_namespace() -> bool {
-    const INITIAL: &str = "pid:[4026531836]";
-    std::fs::read_link("/proc/self/ns/pid").is_ok_and(|l| l.as_os_str() != INITIAL)
+    crate::sys::in_child_pid_namespace()
 }
 
 /// A container that shares the host's PID namespace (`--pid=host`) still shows in its cgroup. Marker
 /// files (`/.dockerenv`) are not used: machines built from container images keep them.
 fn in_container() -> bool {
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let cgroup = crate::sys::own_cgroup();
     [
         "/docker",
         "/kubepods",
@@ -249,7 +247,7 @@ pub(crate) fn run(session: &str) -> i32 {
 /// Sweeps the session, sparing this container (the sweep retries within its own bound).
 fn sweep(engine: &Engine, session: &str, volumes: &[String]) {
     // A container's hostname is its id's first 12 characters, unless set at create (ours is not).
-    let own = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let own = crate::sys::host_name();
     match docker::sweep_session_sparing(engine, session, volumes, Some(own.trim())) {
         Ok(removal) => eprintln!("engine reaper: {}", removal.line()),
         Err(e) => eprintln!("engine reaper: sweep failed: {e}"),

@@ -1,7 +1,7 @@
 //! Processes that left their unit's process group: a `setsid` child, a double-forked daemon.
 //!
 //! The runner is a child subreaper, so such a process is re-parented to the runner when its parent dies
-//! and shows up among the runner's children (`/proc/self/task/*/children`, no scan of all of /proc).
+//! and shows up among the runner's children (`sys::children`, no scan of every process).
 //! Adopted processes are reaped by pid, never with `waitpid(-1)`, which would steal the status of the
 //! children std and the unit threads wait for. As a last resort, every process of the session is found
 //! by the `CLEANTEST_SESSION` in its environment (same user only): that also finds what escaped the
@@ -14,6 +14,7 @@ use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
 use crate::contract::{ENV_BINARY, ENV_SESSION, ENV_TEST};
+use crate::sys;
 
 /// Makes this process the reaper of its orphaned descendants. Returns false where the kernel refuses.
 pub(crate) fn become_subreaper() -> bool {
@@ -39,9 +40,9 @@ pub(crate) fn is_subreaper() -> bool {
     nix::sys::prctl::get_child_subreaper().unwrap_or(false)
 }
 
-/// The children of this process, from every thread's `children` list.
+/// The children of this process.
 fn children() -> Vec<i32> {
-    children_of("self")
+    sys::children(None)
 }
 
 /// Every process below this one: its children, theirs, and so on.
@@ -52,26 +53,10 @@ pub(crate) fn descendants() -> Vec<i32> {
     while let Some(pid) = stack.pop() {
         if seen.insert(pid) {
             out.push(pid);
-            stack.extend(children_of(&pid.to_string()));
+            stack.extend(sys::children(Some(pid)));
         }
     }
     out
-}
-
-/// The children of process `pid` (`self` for this one), from every thread's `children` list.
-fn children_of(pid: &str) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|text| {
-            text.split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// Children of this process that it did not start itself (`known` says which it started).
@@ -88,11 +73,8 @@ pub(crate) fn zombie_children() -> Vec<(i32, i32)> {
     children()
         .into_iter()
         .filter_map(|pid| {
-            let fields = stat_fields(pid)?;
-            if fields.first()? != "Z" {
-                return None;
-            }
-            Some((pid, fields.get(2)?.parse().ok()?))
+            let stat = sys::stat(pid)?;
+            stat.is_zombie().then_some((pid, stat.pgid))
         })
         .collect()
 }
@@ -115,48 +97,19 @@ pub(crate) fn reap_if_exited(pid: i32) -> bool {
 pub(crate) fn session_processes(session: &str) -> Vec<Escaped> {
     let needle = format!("{ENV_SESSION}={session}");
     let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    for pid in sys::all_pids() {
         if pid == me {
             continue;
         }
-        if environ_of(pid).is_some_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+        if sys::environ(pid)
+            .is_some_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
             && is_live(pid)
         {
             out.push(describe(pid));
         }
     }
     out
-}
-
-/// A process's environment. A "zombie leader" (its main thread exited, others run on) reads `ESRCH`
-/// or nothing at `/proc/PID/environ`, while its threads still share the memory that holds it: so a
-/// failed or empty read is tried again through each thread (`/proc/PID/task/TID/environ`).
-fn environ_of(pid: i32) -> Option<Vec<u8>> {
-    if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
-        && !env.is_empty()
-    {
-        return Some(env);
-    }
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    tasks
-        .flatten()
-        .filter(|t| t.file_name().to_str() != Some(&pid.to_string()))
-        .find_map(|t| {
-            std::fs::read(t.path().join("environ"))
-                .ok()
-                .filter(|e| !e.is_empty())
-        })
 }
 
 /// How long `kill_session` keeps at it: a process that forks without pause is frozen and killed in a
@@ -220,68 +173,14 @@ fn seen_dead(killed: Vec<Escaped>) -> Vec<Escaped> {
     dead
 }
 
-/// The fields of `/proc/PID/stat` from the state on (field 3 first). The command name before them is
-/// in parentheses and may hold spaces and parentheses itself, so they start after the last ')'.
-pub(crate) fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    stat_fields_at(std::path::Path::new(&format!("/proc/{pid}/stat")))
-}
-
-fn stat_fields_at(path: &std::path::Path) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    Some(after.split_whitespace().map(str::to_string).collect())
-}
-
-/// `PF_EXITING` in a task's flags (`include/linux/sched.h`): the task is on its way out (killed, or
-/// returning from `main`) and will be a zombie as soon as it is scheduled again.
-const PF_EXITING: u64 = 0x4;
-
-/// Whether a task's stat fields say it still runs: neither a zombie nor exiting.
-fn task_runs(fields: &[String]) -> bool {
-    let state = fields.first().map(String::as_str);
-    let flags = fields
-        .get(6)
-        .and_then(|f| f.parse::<u64>().ok())
-        .unwrap_or(0);
-    !matches!(state, None | Some("Z" | "X" | "x")) && flags & PF_EXITING == 0
-}
-
-/// Whether process `pid` still runs: some thread of it is neither a zombie nor exiting. Not its command
-/// line (empty between `execve` replacing the memory map and laying out the arguments, which is exactly
-/// when a test that spawned a child and returned at once leaves it), and not only its leader's state
-/// (a process whose main thread exited shows `Z` while its other threads run).
+/// Whether process `pid` still runs (`sys::is_live`).
 pub(crate) fn is_live(pid: i32) -> bool {
-    let Some(fields) = stat_fields(pid) else {
-        return false;
-    };
-    if task_runs(&fields) {
-        return true;
-    }
-    // The leader is gone or going: look at the other threads (a single-threaded process has none).
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks
-        .flatten()
-        .any(|task| stat_fields_at(&task.path().join("stat")).is_some_and(|f| task_runs(&f)))
+    sys::is_live(pid)
 }
 
-/// What to call a process in a report: its command line; while it is still inside `execve` (no
-/// arguments laid out yet), the program it is becoming, marked so; else its name.
+/// What to call a process in a report (`sys::command_line`).
 pub(crate) fn command_line(pid: i32) -> String {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let cmdline = String::from_utf8_lossy(&cmdline)
-        .replace('\0', " ")
-        .trim()
-        .to_string();
-    if !cmdline.is_empty() {
-        return cmdline;
-    }
-    if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
-        return format!("{} (starting)", exe.display());
-    }
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    format!("[{}]", comm.trim())
+    sys::command_line(pid)
 }
 
 fn describe(pid: i32) -> Escaped {
@@ -289,14 +188,14 @@ fn describe(pid: i32) -> Escaped {
     Escaped {
         pid,
         description: format!("{pid} {}", command_line(pid)),
-        group: stat_fields(pid).and_then(|f| f.get(2)?.parse().ok()),
+        group: sys::stat(pid).map(|s| s.pgid),
         binary: env.get(ENV_BINARY).cloned(),
         test: env.get(ENV_TEST).cloned(),
     }
 }
 
 fn environ(pid: i32) -> HashMap<String, String> {
-    let bytes = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let bytes = sys::environ(pid).unwrap_or_default();
     bytes
         .split(|b| *b == 0)
         .filter_map(|kv| {

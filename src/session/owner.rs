@@ -71,29 +71,16 @@ impl Owner {
     }
 }
 
-/// `<boot id>/<pid namespace inode>`; empty when either cannot be read (then nothing is "this host").
+/// `<boot id>/<pid namespace inode>` (`sys::host_identity`); empty when it cannot be read (then nothing
+/// is "this host").
 pub(crate) fn host_identity() -> String {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let ns = std::fs::read_link("/proc/self/ns/pid")
-        .map(|l| l.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ns = ns
-        .strip_prefix("pid:[")
-        .and_then(|s| s.strip_suffix(']'))
-        .unwrap_or("");
-    match (boot.trim(), ns) {
-        ("", _) | (_, "") => String::new(),
-        (boot, ns) => format!("{boot}/{ns}"),
-    }
+    crate::sys::host_identity()
 }
 
-/// A live (not zombie) process's start time, in clock ticks since boot (field 22 of `/proc/PID/stat`).
+/// A live (not zombie) process's start time, in clock ticks since boot.
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    let fields = super::orphans::stat_fields(i32::try_from(pid).ok()?)?;
-    if fields.first()? == "Z" {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
+    let stat = crate::sys::stat(i32::try_from(pid).ok()?)?;
+    (!stat.is_zombie()).then_some(stat.start_time)
 }
 
 /// A session's liveness from every owner its resources name: alive if any names a live runner here,

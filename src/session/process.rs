@@ -263,14 +263,11 @@ pub(crate) fn group_members(pgid: i32) -> Vec<String> {
     let candidates = candidates(pgid);
     let mut out = Vec::new();
     for pid in candidates {
-        let Some(fields) = super::orphans::stat_fields(pid) else {
-            continue;
-        };
-        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(pgid) {
+        if crate::sys::stat(pid).map(|s| s.pgid) != Some(pgid) {
             continue;
         }
-        // A probed pid may be a thread's id (/proc answers for those too): one line per process.
-        if !is_process(pid) || !super::orphans::is_live(pid) {
+        // A probed pid may be a thread's id: one line per process.
+        if !crate::sys::is_process(pid) || !super::orphans::is_live(pid) {
             continue;
         }
         out.push(format!("{pid} {}", super::orphans::command_line(pid)));
@@ -278,7 +275,7 @@ pub(crate) fn group_members(pgid: i32) -> Vec<String> {
     out
 }
 
-/// How many pids above a leader are looked up one by one rather than by listing /proc: listing it
+/// How many pids above a leader are looked up one by one rather than by listing every process: a list
 /// walks every process of the machine, which a unit's end paid twice for a trivial test.
 const PROBE_LIMIT: i32 = 4096;
 
@@ -286,43 +283,24 @@ const PROBE_LIMIT: i32 = 4096;
 /// above its, or any pid once pids have wrapped since: the last pid handed out is below the
 /// leader's), and the runner's own subtree, where a subreaper finds what the leader left. Without a
 /// wrap, every pid created after the leader is in `leader+1..=last`: a short range is probed pid by
-/// pid (most are gone, and a missing /proc entry costs one failed open).
+/// pid (most are gone, and a missing one costs one failed lookup).
 fn candidates(leader: i32) -> std::collections::BTreeSet<i32> {
-    let last = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
-        .ok()
-        .and_then(|t| t.trim().parse::<i32>().ok());
+    let last = crate::sys::last_pid();
     let mut pids: std::collections::BTreeSet<i32> = match last {
         Some(last) if last >= leader && last - leader <= PROBE_LIMIT => {
             (leader + 1..=last).collect()
         }
-        Some(last) if last >= leader => all_pids().into_iter().filter(|&p| p > leader).collect(),
+        Some(last) if last >= leader => crate::sys::all_pids()
+            .into_iter()
+            .filter(|&p| p > leader)
+            .collect(),
         // Wrapped since the leader (or unknown): anything may be newer.
-        _ => all_pids().into_iter().collect(),
+        _ => crate::sys::all_pids().into_iter().collect(),
     };
     if super::orphans::is_subreaper() {
         pids.extend(super::orphans::descendants());
     }
     pids
-}
-
-/// Whether `pid` is a process (its thread group's id), not another thread of one.
-fn is_process(pid: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .is_some_and(|tgid| tgid.trim().parse::<i32>() == Ok(pid))
-}
-
-/// Every pid in /proc.
-fn all_pids() -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .collect()
 }
 
 /// The output of a short command run to completion (listing a binary's tests).

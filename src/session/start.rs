@@ -184,9 +184,7 @@ fn check_free_memory(guard: &Guard) -> Result<(), Error> {
         return Ok(());
     };
     let Some(available) = available_memory() else {
-        eprintln!(
-            "warning: cannot read MemAvailable from /proc/meminfo; min-free-memory not checked"
-        );
+        eprintln!("warning: cannot read the host's available memory; min-free-memory not checked");
         return Ok(());
     };
     if available >= min.value {
@@ -207,10 +205,7 @@ fn check_free_memory(guard: &Guard) -> Result<(), Error> {
     Ok(())
 }
 
-/// `MemAvailable` of /proc/meminfo, in bytes.
+/// The memory available on the host, in bytes (`sys::available_memory`).
 fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    crate::sys::available_memory()
 }

@@ -135,7 +135,7 @@ pub(super) struct Unit {
 
 fn attribute(mut pid: i32) -> Unit {
     for _ in 0..32 {
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let env = crate::sys::environ(pid).unwrap_or_default();
         let mut unit = Unit::default();
         for kv in env.split(|b| *b == 0) {
             let Ok(text) = std::str::from_utf8(kv) else {
@@ -150,11 +150,7 @@ fn attribute(mut pid: i32) -> Unit {
         if unit.binary.is_some() {
             return unit;
         }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ppid = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse().ok());
-        match ppid {
+        match crate::sys::stat(pid).map(|s| s.ppid) {
             Some(p) if p > 1 => pid = p,
             _ => break,
         }

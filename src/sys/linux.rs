@@ -1,0 +1,228 @@
+//! The Linux backend: `/proc`. Every read of `/proc` in the crate is here.
+
+use std::path::PathBuf;
+
+use super::Stat;
+
+/// Every pid in `/proc`.
+pub(crate) fn all_pids() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
+}
+
+/// The last pid the kernel handed out in this pid namespace, when it says.
+pub(crate) fn last_pid() -> Option<i32> {
+    std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+}
+
+/// The children of process `pid` (None: this process), from every thread's `children` list.
+pub(crate) fn children(pid: Option<i32>) -> Vec<i32> {
+    let pid = pid.map_or_else(|| "self".to_string(), |p| p.to_string());
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// What the kernel says of process `pid`, from `/proc/PID/stat`.
+pub(crate) fn stat(pid: i32) -> Option<Stat> {
+    let fields = stat_fields_at(std::path::Path::new(&format!("/proc/{pid}/stat")))?;
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        pgid: fields.get(2)?.parse().ok()?,
+        // Field 22 of the stat line, the 20th from the state.
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// The fields of a `stat` file from the state on (field 3 first). The command name before them is in
+/// parentheses and may hold spaces and parentheses itself, so they start after the last ')'.
+fn stat_fields_at(path: &std::path::Path) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
+/// `PF_EXITING` in a task's flags (`include/linux/sched.h`): the task is on its way out (killed, or
+/// returning from `main`) and will be a zombie as soon as it is scheduled again.
+const PF_EXITING: u64 = 0x4;
+
+/// Whether a task's stat fields say it still runs: neither a zombie nor exiting.
+fn task_runs(fields: &[String]) -> bool {
+    let state = fields.first().map(String::as_str);
+    let flags = fields
+        .get(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    !matches!(state, None | Some("Z" | "X" | "x")) && flags & PF_EXITING == 0
+}
+
+/// Whether process `pid` still runs: some thread of it is neither a zombie nor exiting. Not its command
+/// line (empty between `execve` replacing the memory map and laying out the arguments, which is exactly
+/// when a test that spawned a child and returned at once leaves it), and not only its leader's state
+/// (a process whose main thread exited shows `Z` while its other threads run).
+pub(crate) fn is_live(pid: i32) -> bool {
+    let Some(fields) = stat_fields_at(std::path::Path::new(&format!("/proc/{pid}/stat"))) else {
+        return false;
+    };
+    if task_runs(&fields) {
+        return true;
+    }
+    // The leader is gone or going: look at the other threads (a single-threaded process has none).
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks
+        .flatten()
+        .any(|task| stat_fields_at(&task.path().join("stat")).is_some_and(|f| task_runs(&f)))
+}
+
+/// Whether `pid` is a process (its thread group's id), not another thread of one: `/proc` answers
+/// for threads' ids too.
+pub(crate) fn is_process(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .is_some_and(|tgid| tgid.trim().parse::<i32>() == Ok(pid))
+}
+
+/// A process's environment block (`NAME=VALUE\0...`), empty when it cannot be read. A "zombie leader"
+/// (its main thread exited, others run on) reads `ESRCH` or nothing at `/proc/PID/environ`, while its
+/// threads still share the memory that holds it: so a failed or empty read is tried again through
+/// each thread (`/proc/PID/task/TID/environ`).
+pub(crate) fn environ(pid: i32) -> Option<Vec<u8>> {
+    if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
+        && !env.is_empty()
+    {
+        return Some(env);
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks
+        .flatten()
+        .filter(|t| t.file_name().to_str() != Some(&pid.to_string()))
+        .find_map(|t| {
+            std::fs::read(t.path().join("environ"))
+                .ok()
+                .filter(|e| !e.is_empty())
+        })
+}
+
+/// What to call a process in a report: its command line; while it is still inside `execve` (no
+/// arguments laid out yet), the program it is becoming, marked so; else its name.
+pub(crate) fn command_line(pid: i32) -> String {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline)
+        .replace('\0', " ")
+        .trim()
+        .to_string();
+    if !cmdline.is_empty() {
+        return cmdline;
+    }
+    if let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) {
+        return format!("{} (starting)", exe.display());
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    format!("[{}]", comm.trim())
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+pub(crate) fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The machine's host name.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `<boot id>/<pid namespace inode>`: this boot of this kernel, seen from this pid namespace. Empty when
+/// either cannot be read.
+pub(crate) fn host_identity() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|l| l.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ns = ns
+        .strip_prefix("pid:[")
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or("");
+    match (boot.trim(), ns) {
+        ("", _) | (_, "") => String::new(),
+        (boot, ns) => format!("{boot}/{ns}"),
+    }
+}
+
+/// Whether this process is in a PID namespace other than the initial one. The kernel gives the
+/// initial PID namespace a fixed inode (`PROC_PID_INIT_INO`).
+pub(crate) fn in_child_pid_namespace() -> bool {
+    const INITIAL: &str = "pid:[4026531836]";
+    std::fs::read_link("/proc/self/ns/pid").is_ok_and(|l| l.as_os_str() != INITIAL)
+}
+
+/// This process's cgroup paths, one per line (empty when they cannot be read).
+pub(crate) fn own_cgroup() -> String {
+    std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default()
+}
+
+/// This process's executable, as the kernel knows it.
+pub(crate) fn own_executable() -> std::io::Result<PathBuf> {
+    std::fs::read_link("/proc/self/exe")
+}
+
+/// A path that opens this process's executable even when the file was replaced on disk since.
+pub(crate) fn own_executable_to_read() -> PathBuf {
+    PathBuf::from("/proc/self/exe")
+}
+
+/// The memory map of this process (`/proc/self/maps`): which files it has mapped, and where.
+pub(crate) fn own_memory_map() -> std::io::Result<String> {
+    std::fs::read_to_string("/proc/self/maps")
+}
+
+/// Whether the network namespace of process `pid` has a TCP socket listening on `port`; None when its
+/// tables cannot be read (the process is not on this kernel, or not visible).
+pub(crate) fn listening(pid: i64, port: u16) -> Option<bool> {
+    let mut any = false;
+    let mut read = false;
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        read = true;
+        any |= table_listens(&text, port);
+    }
+    read.then_some(any)
+}
+
+/// In a `/proc/net/tcp` table: a line whose local port is `port` in state `0A` (LISTEN).
+pub(crate) fn table_listens(text: &str, port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    text.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1).unwrap_or("");
+        let state = fields.nth(1).unwrap_or("");
+        local.ends_with(&wanted) && state == "0A"
+    })
+}
