@@ -112,8 +112,7 @@ async fn check_platform(engine: &Engine) -> Result<(), String> {
 fn files() -> std::io::Result<Files> {
     let exe = crate::sys::own_executable()?;
     let maps = crate::sys::own_memory_map()?;
-    // SAFETY: getauxval only reads the auxiliary vector the kernel gave this process.
-    let base = unsafe { libc::getauxval(libc::AT_BASE) } as u64;
+    let base = crate::sys::loader_base();
     let (loader, libraries) = shared_objects(&maps, base, &exe);
     Ok(Files {
         exe,

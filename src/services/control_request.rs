@@ -11,10 +11,8 @@ use crate::config::services::{self as config, Ready, ServiceSpec};
 
 /// The unit a peer belongs to (`binary`, `test`), if it is a process of the session.
 pub(super) fn caller(stream: &UnixStream, session: &str) -> Result<(String, String), String> {
-    let credentials =
-        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
-            .map_err(|e| format!("cannot identify the caller: {e}"))?;
-    let pid = credentials.pid();
+    let pid =
+        crate::sys::peer_pid(stream).map_err(|e| format!("cannot identify the caller: {e}"))?;
     let environ = |pid: i32| crate::sys::environ(pid).unwrap_or_default();
     let var = crate::sys::env_var;
     let env = environ(pid);

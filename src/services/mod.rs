@@ -57,9 +57,10 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
         DockerState::Up(engine) => Some(engine),
         _ => None,
     };
-    // The container's pid is a pid of our /proc only with a local engine, seen from the host's
-    // PID namespace.
+    // The container's pid is one of this kernel's only with a local engine on this kernel (not a VM's),
+    // seen from the host's PID namespace.
     let local = crate::docker::engine::endpoint().starts_with("unix://")
+        && crate::sys::capabilities().container_pids_visible
         && !engine_reaper::in_child_pid_namespace();
     let started = std::time::Instant::now();
     let ending: Arc<dyn Fn() -> bool + Send + Sync> = {

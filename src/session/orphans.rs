@@ -18,7 +18,7 @@ use crate::sys;
 
 /// Makes this process the reaper of its orphaned descendants. Returns false where the kernel refuses.
 pub(crate) fn become_subreaper() -> bool {
-    nix::sys::prctl::set_child_subreaper(true).is_ok()
+    sys::become_subreaper()
 }
 
 /// A process found outside its unit's group.
@@ -37,7 +37,7 @@ pub(crate) struct Escaped {
 
 /// Whether this process is a child subreaper (`become_subreaper` succeeded).
 pub(crate) fn is_subreaper() -> bool {
-    nix::sys::prctl::get_child_subreaper().unwrap_or(false)
+    sys::is_subreaper()
 }
 
 /// The children of this process.
@@ -231,6 +231,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn a_running_process_is_live_and_an_exited_one_is_not() {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
         let pid = child.id() as i32;

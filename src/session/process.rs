@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use super::{Session, signal_group};
@@ -217,16 +217,10 @@ pub(crate) fn read_capped_line(
 /// reaches only this group's own members until `release` reaps the leader, after the group's last kill.
 /// Never `waitpid(-1)`: that would steal other children's status.
 pub(crate) fn wait_exit(pid: i32) -> ExitKind {
-    loop {
-        match waitid(
-            Id::Pid(Pid::from_raw(pid)),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
-        ) {
-            Ok(WaitStatus::Exited(_, code)) => return ExitKind::Code(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return ExitKind::Signal(sig as i32),
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return ExitKind::Code(-1),
-        }
+    match crate::sys::wait_exit_keeping(pid) {
+        Some(crate::sys::Exit::Code(code)) => ExitKind::Code(code),
+        Some(crate::sys::Exit::Signal(signal)) => ExitKind::Signal(signal),
+        None => ExitKind::Code(-1),
     }
 }
 

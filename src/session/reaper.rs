@@ -86,39 +86,9 @@ impl ReaperHandle {
 /// How long a dismissed reaper has to exit: it only reads "done" and returns.
 const DISMISS_BOUND: Duration = Duration::from_secs(5);
 
-/// Whether the child `pid` exits within `bound`, waited for on a pidfd (readable once it has exited),
-/// without reaping it. Where pidfds are missing (kernels before 5.3), false at once: the caller's kill
-/// and reap then end it.
+/// Whether the child `pid` exits within `bound`, without reaping it (`sys::exits_within`).
 fn exits_within(pid: i32, bound: Duration) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return false;
-    }
-    let fd = fd as i32;
-    let mut poll = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let deadline = Instant::now() + bound;
-    let exited = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd, for the length given.
-        let ready = unsafe { libc::poll(&mut poll, 1, ms) };
-        if ready > 0 {
-            break true;
-        }
-        let interrupted =
-            ready < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
-        if !interrupted || left.is_zero() {
-            break false;
-        }
-    };
-    // SAFETY: fd is the descriptor pidfd_open returned, closed once.
-    unsafe { libc::close(fd) };
-    exited
+    crate::sys::exits_within(pid, bound)
 }
 
 /// The reaper's main: waits for the runner to go, then cleans up after it if it did not.

@@ -49,9 +49,11 @@ pub(crate) fn start(
         OwnRecord::create(&state, session.id(), workspace, &endpoint).map_err(Error::State)?;
     session.set_record(record);
     // Orphaned descendants (setsid, double fork) are re-parented to us, where they can be found.
-    if !orphans::become_subreaper() {
+    // Said once, at start: what this platform (or this kernel's settings) cannot promise.
+    if !orphans::become_subreaper() || !crate::sys::capabilities().subreaper {
         eprintln!(
-            "warning: cannot become a child subreaper; processes that leave their group may survive"
+            "warning: cannot become a child subreaper; a process that leaves its group and clears \
+             its environment may survive (the environment scan still finds the rest)"
         );
     }
     let log = state::session_dir(&state, session.id()).join(REAPER_LOG_FILE);

@@ -2,7 +2,57 @@
 
 use std::path::PathBuf;
 
-use super::Stat;
+use std::os::fd::AsFd;
+
+use super::{Capabilities, Exit, Stat};
+
+/// Linux: every guarantee.
+pub(crate) fn capabilities() -> Capabilities {
+    Capabilities {
+        subreaper: is_subreaper(),
+        container_pids_visible: true,
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants. False where the kernel refuses.
+pub(crate) fn become_subreaper() -> bool {
+    nix::sys::prctl::set_child_subreaper(true).is_ok()
+}
+
+/// Whether this process is a child subreaper.
+pub(crate) fn is_subreaper() -> bool {
+    nix::sys::prctl::get_child_subreaper().unwrap_or(false)
+}
+
+/// Waits for child `pid` to exit without reaping it (`waitid` with `WNOWAIT`): its zombie keeps the
+/// pid, and so its process group id, from being reused until the caller reaps it.
+pub(crate) fn wait_exit_keeping(pid: i32) -> Option<Exit> {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    loop {
+        match waitid(
+            Id::Pid(nix::unistd::Pid::from_raw(pid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        ) {
+            Ok(WaitStatus::Exited(_, code)) => return Some(Exit::Code(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Some(Exit::Signal(sig as i32)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The pid of the process at the other end of a unix socket (`SO_PEERCRED`).
+pub(crate) fn peer_pid(socket: &impl AsFd) -> std::io::Result<i32> {
+    nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::PeerCredentials)
+        .map(|c| c.pid())
+        .map_err(std::io::Error::from)
+}
+
+/// Where the dynamic loader of this process is mapped (`AT_BASE`; 0 for a static binary).
+pub(crate) fn loader_base() -> u64 {
+    // SAFETY: getauxval only reads the auxiliary vector the kernel gave this process.
+    unsafe { libc::getauxval(libc::AT_BASE) as u64 }
+}
 
 /// Every pid in `/proc`.
 pub(crate) fn all_pids() -> Vec<i32> {
@@ -211,18 +261,42 @@ pub(crate) fn listening(pid: i64, port: u16) -> Option<bool> {
             continue;
         };
         read = true;
-        any |= table_listens(&text, port);
+        any |= super::table_listens(&text, port);
     }
     read.then_some(any)
 }
 
-/// In a `/proc/net/tcp` table: a line whose local port is `port` in state `0A` (LISTEN).
-pub(crate) fn table_listens(text: &str, port: u16) -> bool {
-    let wanted = format!(":{port:04X}");
-    text.lines().skip(1).any(|line| {
-        let mut fields = line.split_whitespace();
-        let local = fields.nth(1).unwrap_or("");
-        let state = fields.nth(1).unwrap_or("");
-        local.ends_with(&wanted) && state == "0A"
-    })
+/// Whether the child `pid` exits within `bound`, waited for on a pidfd (readable once it has exited),
+/// without reaping it. Where pidfds are missing (kernels before 5.3), false at once: the caller's kill
+/// and reap then end it.
+pub(crate) fn exits_within(pid: i32, bound: std::time::Duration) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return false;
+    }
+    let fd = fd as i32;
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let deadline = std::time::Instant::now() + bound;
+    let exited = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd, for the length given.
+        let ready = unsafe { libc::poll(&mut poll, 1, ms) };
+        if ready > 0 {
+            break true;
+        }
+        let interrupted =
+            ready < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+        if !interrupted || left.is_zero() {
+            break false;
+        }
+    };
+    // SAFETY: fd is the descriptor pidfd_open returned, closed once.
+    unsafe { libc::close(fd) };
+    exited
 }

@@ -10,6 +10,28 @@
 mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::*;
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+pub(crate) use macos::*;
+
+/// How a process ended, as the kernel reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// What this platform lets the runner promise (docs/guarantees.md, "Platforms").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Capabilities {
+    /// Orphaned descendants are re-parented to the runner (a child subreaper), so what leaves its
+    /// process group is still found among the runner's children.
+    pub subreaper: bool,
+    /// A container's processes are on this kernel (a local engine, not a VM's), so its socket table
+    /// can be read.
+    pub container_pids_visible: bool,
+}
 
 /// What the kernel says of one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +49,63 @@ impl Stat {
     pub(crate) fn is_zombie(&self) -> bool {
         self.state == 'Z'
     }
+}
+
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+/// A wait status as `waitpid` encodes it (the low 7 bits: the signal, or 0 and the code above).
+pub(crate) fn decode_wait_status(status: i32) -> Exit {
+    match status & 0x7f {
+        0 => Exit::Code((status >> 8) & 0xff),
+        signal => Exit::Signal(signal),
+    }
+}
+
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+/// The argument vector and the environment block of a `KERN_PROCARGS2` buffer (macOS): a native-endian
+/// `int` argc, the executable path and NUL padding, argc NUL-terminated arguments, then the
+/// environment's `NAME=VALUE` strings. A truncated or garbled buffer gives what could be read.
+pub(crate) fn parse_procargs2(buffer: &[u8]) -> (Vec<String>, Vec<u8>) {
+    let Some(argc) = buffer
+        .get(..4)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    else {
+        return (Vec::new(), Vec::new());
+    };
+    let rest = &buffer[4..];
+    // The executable path, then NULs up to the first argument.
+    let Some(path_end) = rest.iter().position(|b| *b == 0) else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut at = path_end;
+    while rest.get(at) == Some(&0) {
+        at += 1;
+    }
+    let mut args = Vec::new();
+    let mut strings = rest[at.min(rest.len())..].split(|b| *b == 0);
+    for _ in 0..argc.max(0) {
+        match strings.next() {
+            Some(arg) => args.push(String::from_utf8_lossy(arg).into_owned()),
+            None => return (args, Vec::new()),
+        }
+    }
+    let mut env = Vec::new();
+    for var in strings.take_while(|v| !v.is_empty()) {
+        env.extend_from_slice(var);
+        env.push(0);
+    }
+    (args, env)
+}
+
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+/// In a `/proc/net/tcp` table: a line whose local port is `port` in state `0A` (LISTEN).
+pub(crate) fn table_listens(text: &str, port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    text.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1).unwrap_or("");
+        let state = fields.nth(1).unwrap_or("");
+        local.ends_with(&wanted) && state == "0A"
+    })
 }
 
 /// `NAME=VALUE` entries of an environment block (`environ`) whose name is `key`.
@@ -47,6 +126,43 @@ mod tests {
         assert_eq!(env_var(env, "CLEANTEST_BINARY").as_deref(), Some("pkg::it"));
         assert_eq!(env_var(env, "A").as_deref(), Some("1=2"));
         assert_eq!(env_var(env, "B"), None);
+    }
+
+    #[test]
+    fn wait_statuses_decode_as_waitpid_encodes_them() {
+        assert_eq!(decode_wait_status(0), Exit::Code(0));
+        assert_eq!(decode_wait_status(101 << 8), Exit::Code(101));
+        assert_eq!(decode_wait_status(9), Exit::Signal(9));
+        assert_eq!(decode_wait_status(15 | 0x80), Exit::Signal(15));
+    }
+
+    fn procargs(argc: i32, body: &[u8]) -> Vec<u8> {
+        let mut out = argc.to_ne_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn procargs2_buffers_give_arguments_and_environment() {
+        let full = procargs(
+            2,
+            b"/bin/sleep\0\0\0\0sleep\x00600\0CLEANTEST_SESSION=abc\0HOME=/\0\0\0",
+        );
+        let (args, env) = parse_procargs2(&full);
+        assert_eq!(args, ["sleep", "600"]);
+        assert_eq!(env_var(&env, "CLEANTEST_SESSION").as_deref(), Some("abc"));
+        assert_eq!(env_var(&env, "HOME").as_deref(), Some("/"));
+        // Truncated anywhere: what was there, never a panic.
+        for cut in 0..full.len() {
+            let _ = parse_procargs2(&full[..cut]);
+        }
+        let (args, env) = parse_procargs2(&full[..23]);
+        assert_eq!(args, ["sleep"]);
+        assert!(env.is_empty());
+        assert_eq!(
+            parse_procargs2(&procargs(-3, b"x\0")).0,
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `cargo xtask`: project chores that are not part of the product.
 //!
 //! - `cargo xtask ci`: what CI checks, in CI's order (formatting, clippy, the test suite, the
-//!   benchmark harness at smoke size), so a developer runs exactly what `.ci/run` runs.
+//!   benchmark harness at smoke size, the conformance subset, the macOS check), so a developer runs
+//!   exactly what `.ci/run` runs.
 //! - `cargo xtask demo`: `cargo cleantest` on the demo fixture workspace.
 //! - `cargo xtask image [--rebuild]`: the local `cleantest-fixture:latest` image the Docker tests use;
 //!   `cargo xtask image postgres|redis [--rebuild]`: real service images from Debian's packages.
@@ -10,9 +11,11 @@
 //!   pinned crates.io packages, behind `CONFORMANCE.md`.
 //! - `cargo xtask stress [--runs N] [--test NAME]... [FILTER]...`: test binaries run N times beside a
 //!   busy loop on every core, with a pass count per test (default: the timeout, signal and chaos cells).
+//! - `cargo xtask check-foreign`: check and clippy for macOS (`aarch64-apple-darwin`), from Linux.
 
 mod bench;
 mod conformance;
+mod foreign;
 mod image;
 mod service_image;
 mod stress;
@@ -38,9 +41,10 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&args[1..]),
         Some("conformance") => conformance::run(&args[1..]),
         Some("stress") => stress::run(&args[1..]),
+        Some("check-foreign") => foreign::run(&workspace_root()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|demo [ARGS...]|image [postgres|redis] [--rebuild]|bench [--smoke] [--runs N]|conformance [--ci] [--only NAME]|stress [--runs N] [--test NAME]... [--no-hog] [FILTER]...>"
+                "usage: cargo xtask <ci|check-foreign|demo [ARGS...]|image [postgres|redis] [--rebuild]|bench [--smoke] [--runs N]|conformance [--ci] [--only NAME]|stress [--runs N] [--test NAME]... [--no-hog] [FILTER]...>"
             );
             return ExitCode::from(2);
         }
@@ -98,7 +102,17 @@ fn ci() -> Result<(), String> {
     eprintln!("xtask: run the benchmark harness at smoke size");
     bench::run(&["--smoke".to_string()])?;
     eprintln!("xtask: run the conformance corpus's CI subset");
-    conformance::run(&["--ci".to_string()])
+    conformance::run(&["--ci".to_string()])?;
+    eprintln!("xtask: check the macOS build");
+    foreign::run(&workspace_root())
+}
+
+/// The workspace root: the parent of this xtask's manifest directory.
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn demo(extra: &[String]) -> Result<(), String> {
