@@ -42,6 +42,10 @@ pub(crate) const ENV_STATE_DIR: &str = "CLEANTEST_STATE_DIR";
 /// The machine-wide directory of environment locks (default `/run/lock/cleantest`, else
 /// `/tmp/cleantest-locks`).
 pub(crate) const ENV_LOCK_DIR: &str = "CLEANTEST_LOCK_DIR";
+/// The engine's socket as a container on the engine's host sees it, for the engine-side reaper's mount,
+/// when the client's path is not it (default: the client's `unix://` path, or `/var/run/docker.sock`
+/// for a remote engine or one in a VM).
+pub(crate) const ENV_ENGINE_SOCKET: &str = "CLEANTEST_ENGINE_SOCKET";
 /// The run a session belongs to, shared by the shards of one CI run (labelled `cleantest.run`). Also
 /// given to every process of the session.
 pub(crate) const ENV_RUN_ID: &str = "CLEANTEST_RUN_ID";

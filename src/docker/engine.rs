@@ -21,6 +21,8 @@ pub(crate) struct Engine {
     pub podman: bool,
     /// The highest API version the engine speaks (`1.41` for Debian's 20.10).
     pub api_version: Option<String>,
+    /// The VM the engine runs in on this machine, if it does (`vm::classify`).
+    pub vm: Option<&'static str>,
 }
 
 /// What connecting found.
@@ -145,9 +147,22 @@ async fn finish_connect(
         ),
         Err(_) => (false, None),
     };
+    let vm = match docker.info().await {
+        Ok(info) => super::vm::classify(
+            &super::vm::Facts {
+                operating_system: info.operating_system.as_deref().unwrap_or(""),
+                name: info.name.as_deref().unwrap_or(""),
+                kernel: info.kernel_version.as_deref().unwrap_or(""),
+                endpoint: &endpoint,
+            },
+            cfg!(target_os = "linux"),
+        ),
+        Err(_) => None,
+    };
     Connection::Up(Engine {
         docker,
         podman,
         api_version,
+        vm,
     })
 }

@@ -114,6 +114,7 @@ impl FakeEngine {
                 docker,
                 podman: false,
                 api_version: None,
+                vm: None,
             },
             log,
             dir,

@@ -19,6 +19,7 @@ pub(crate) mod sidecar;
 pub(crate) mod sweep;
 pub(crate) mod tls;
 pub(crate) mod usage;
+pub(crate) mod vm;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -84,8 +84,16 @@ pub(crate) async fn ensure(engine: &Engine) -> Result<OwnImage, String> {
     Ok(image)
 }
 
-/// Our image runs only where the engine runs Linux on this machine's architecture.
+/// Our image runs only where the engine runs Linux on this machine's architecture, and only a Linux
+/// build of this binary can be its program.
 async fn check_platform(engine: &Engine) -> Result<(), String> {
+    if std::env::consts::OS != "linux" {
+        return Err(format!(
+            "run this binary on the engine: it is built for {}, and the engine runs Linux containers \
+             (pass --engine-reaper off)",
+            std::env::consts::OS
+        ));
+    }
     let version = engine
         .docker
         .version()

@@ -84,7 +84,14 @@ async fn create(
     image: &OwnImage,
     spec: &Spec,
 ) -> Result<String, String> {
-    let socket = endpoint.strip_prefix("unix://").unwrap_or(REMOTE_SOCKET);
+    // The socket path as the engine's host sees it: the client's own path is the Mac's, not the VM's,
+    // when the engine runs in one (Docker Desktop, colima, OrbStack).
+    let override_socket = std::env::var(crate::contract::ENV_ENGINE_SOCKET).ok();
+    let socket = match (&override_socket, engine.vm) {
+        (Some(path), _) if !path.is_empty() => path.as_str(),
+        (_, Some(_)) => REMOTE_SOCKET,
+        _ => endpoint.strip_prefix("unix://").unwrap_or(REMOTE_SOCKET),
+    };
     let body = ContainerCreateBody {
         image: Some(image.reference.clone()),
         entrypoint: Some(image.entry.clone()),

@@ -121,7 +121,7 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
         network: std::sync::Mutex::new(()),
     };
     let served = state::state_dir().and_then(|dir| {
-        let path = state::session_dir(&dir, session.id()).join(CONTROL_SOCKET_FILE);
+        let path = state::socket_path(&dir, session.id(), CONTROL_SOCKET_FILE)?;
         control::serve(&path, context)
     });
     match served {

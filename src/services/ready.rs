@@ -112,7 +112,11 @@ fn probe(target: &Target<'_>, pid: i64, check: &Ready, left: Duration) -> Probe 
     let passed = |ok: bool| if ok { Probe::Passed } else { failed };
     match check {
         Ready::Tcp(port) => passed(
-            match target.local.then(|| listening(pid, *port)).flatten() {
+            match target
+                .local
+                .then(|| listening_in(target, pid, *port))
+                .flatten()
+            {
                 Some(listening) => listening,
                 None => published(target, *port).is_some_and(accepts),
             },
@@ -155,9 +159,13 @@ fn published(target: &Target<'_>, port: u16) -> Option<SocketAddr> {
     (target.host, published).to_socket_addrs().ok()?.next()
 }
 
-/// Whether the network namespace of `pid` has a socket listening on `port` (`sys::listening`).
-fn listening(pid: i64, port: u16) -> Option<bool> {
-    crate::sys::listening(pid, port)
+/// Whether the container's network namespace has a socket listening on `port` (`sys::listening`),
+/// read only when its pid is provably the container's on this kernel: an engine in a VM reports pids
+/// of the VM's kernel, which here name some other process, or none.
+fn listening_in(target: &Target<'_>, pid: i64, port: u16) -> Option<bool> {
+    crate::sys::pid_in_container(pid, target.id)
+        .then(|| crate::sys::listening(pid, port))
+        .flatten()
 }
 
 /// A connect that the peer does not close at once (a proxy in front of nothing closes it).

@@ -108,7 +108,8 @@ pub(crate) fn start(
         _ => None,
     };
     if let (Some(engine_max), false, true) = (engine_max, opts.no_proxy, profile.proxy) {
-        let socket = state::session_dir(&state, session.id()).join(PROXY_SOCKET_FILE);
+        let socket =
+            state::socket_path(&state, session.id(), PROXY_SOCKET_FILE).map_err(Error::State)?;
         match Proxy::start(
             &socket,
             session.id(),

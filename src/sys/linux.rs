@@ -200,13 +200,6 @@ pub(crate) fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The machine's host name.
-pub(crate) fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// `<boot id>/<pid namespace inode>`: this boot of this kernel, seen from this pid namespace. Empty when
 /// either cannot be read.
 pub(crate) fn host_identity() -> String {
@@ -299,4 +292,12 @@ pub(crate) fn exits_within(pid: i32, bound: std::time::Duration) -> bool {
     // SAFETY: fd is the descriptor pidfd_open returned, closed once.
     unsafe { libc::close(fd) };
     exited
+}
+
+/// Whether process `pid` of this kernel is the container `id`'s: its cgroup names the container. An
+/// engine in a VM (Docker Desktop, even on Linux) reports pids of the VM's kernel, which here may be
+/// any process, or none.
+pub(crate) fn pid_in_container(pid: i64, id: &str) -> bool {
+    !id.is_empty()
+        && std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(id))
 }

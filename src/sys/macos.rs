@@ -213,18 +213,6 @@ pub(crate) fn available_memory() -> Option<u64> {
     }
 }
 
-/// The machine's host name.
-pub(crate) fn host_name() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: gethostname writes at most the length given.
-    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
-    if !ok {
-        return String::new();
-    }
-    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
-    String::from_utf8_lossy(&buffer[..end]).into_owned()
-}
-
 /// A string `sysctl` value by name.
 fn sysctl_string(name: &str) -> Option<String> {
     let name = std::ffi::CString::new(name).ok()?;
@@ -292,6 +280,11 @@ pub(crate) fn loader_base() -> u64 {
 /// A container's pids are the engine VM's, not this kernel's: its sockets cannot be read from here.
 pub(crate) fn listening(_pid: i64, _port: u16) -> Option<bool> {
     None
+}
+
+/// A container's pids are never this kernel's on macOS.
+pub(crate) fn pid_in_container(_pid: i64, _id: &str) -> bool {
+    false
 }
 
 /// The pid of the process at the other end of a unix socket (`LOCAL_PEERPID`).

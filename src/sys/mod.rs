@@ -10,6 +10,8 @@
 mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) use linux::*;
+#[cfg(test)]
+mod conformance;
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
@@ -108,6 +110,18 @@ pub(crate) fn table_listens(text: &str, port: u16) -> bool {
     })
 }
 
+/// The machine's host name (`gethostname`, on every platform).
+pub(crate) fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: gethostname writes at most the length given.
+    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
+    if !ok {
+        return String::new();
+    }
+    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).trim().to_string()
+}
+
 /// `NAME=VALUE` entries of an environment block (`environ`) whose name is `key`.
 pub(crate) fn env_var(environ: &[u8], key: &str) -> Option<String> {
     environ.split(|b| *b == 0).find_map(|kv| {
@@ -175,5 +189,10 @@ mod tests {
         assert!(is_live(me));
         assert!(all_pids().contains(&me));
         assert!(!command_line(me).is_empty());
+        let hostname = std::process::Command::new("hostname").output().unwrap();
+        assert_eq!(
+            host_name(),
+            String::from_utf8_lossy(&hostname.stdout).trim()
+        );
     }
 }

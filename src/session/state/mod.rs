@@ -29,6 +29,47 @@ pub(crate) fn session_dir(state: &Path, id: &str) -> PathBuf {
     state.join(SESSIONS_DIR).join(id)
 }
 
+/// The longest unix socket path every platform binds (`sun_path` is 104 bytes on macOS, 108 on Linux,
+/// with the terminating NUL).
+const SOCKET_PATH_MAX: usize = 103;
+
+/// Where the session's socket `file` is bound: in its session directory, unless that path is too long
+/// for a unix socket (a deep `HOME`, macOS's long temporary directories); then in a short directory of
+/// this user's own, `/tmp/ct-<uid>/<session>/`, made 0700. `short_socket_dir` names it for removal.
+pub(crate) fn socket_path(state: &Path, id: &str, file: &str) -> std::io::Result<PathBuf> {
+    let preferred = session_dir(state, id).join(file);
+    if preferred.as_os_str().len() <= SOCKET_PATH_MAX {
+        return Ok(preferred);
+    }
+    let dir = short_socket_dir(id);
+    let parent = dir.parent().unwrap_or(Path::new("/tmp"));
+    for d in [parent, dir.as_path()] {
+        match std::fs::create_dir(d) {
+            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        // Ours, a directory, not a link, and private: anything else may be another user's trap.
+        let meta = std::fs::symlink_metadata(d)?;
+        if !meta.is_dir()
+            || meta.uid() != nix::unistd::geteuid().as_raw()
+            || meta.mode() & 0o077 != 0
+        {
+            return Err(std::io::Error::other(format!(
+                "{} is not a private directory of this user's; remove it",
+                d.display()
+            )));
+        }
+    }
+    Ok(dir.join(file))
+}
+
+/// The short socket directory of session `id` (see `socket_path`), whether or not it exists.
+pub(crate) fn short_socket_dir(id: &str) -> PathBuf {
+    let uid = nix::unistd::geteuid().as_raw();
+    PathBuf::from(format!("/tmp/ct-{uid}")).join(id)
+}
+
 /// The anonymous volumes the session's proxy recorded in `session_dir` (see the proxy's `volumes`).
 pub(crate) fn anonymous_volumes(session_dir: &Path) -> Vec<String> {
     std::fs::read_to_string(session_dir.join(crate::contract::ANONYMOUS_VOLUMES_FILE))
@@ -157,4 +198,33 @@ pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_path_too_long_for_sun_path_falls_back_to_a_short_private_directory() {
+        let id = format!("sockfallback{}", std::process::id());
+        let short = Path::new("/tmp/ct-state");
+        assert_eq!(
+            socket_path(short, &id, "docker.sock").unwrap(),
+            session_dir(short, &id).join("docker.sock")
+        );
+        let deep = PathBuf::from("/tmp").join("d".repeat(120));
+        let path = socket_path(&deep, &id, "docker.sock").unwrap();
+        assert!(
+            path.as_os_str().len() <= SOCKET_PATH_MAX,
+            "{}",
+            path.display()
+        );
+        assert_eq!(path, short_socket_dir(&id).join("docker.sock"));
+        let mode = std::fs::metadata(short_socket_dir(&id)).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // It binds, and goes with the session.
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(listener);
+        std::fs::remove_dir_all(short_socket_dir(&id)).unwrap();
+    }
 }

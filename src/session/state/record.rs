@@ -97,7 +97,7 @@ impl OwnRecord {
 
     /// Deletes the record: the session ended with nothing left to clean.
     pub(crate) fn remove(self) -> std::io::Result<()> {
-        std::fs::remove_dir_all(&self.dir)
+        remove_session_dirs(&self.dir)
     }
 }
 
@@ -186,8 +186,16 @@ fn lock_held(path: &Path) -> bool {
 
 impl FoundRecord {
     pub(crate) fn remove(&self) -> std::io::Result<()> {
-        std::fs::remove_dir_all(&self.dir)
+        remove_session_dirs(&self.dir)
     }
+}
+
+/// A session's directory, and its short socket directory if it had one (`state::socket_path`).
+fn remove_session_dirs(dir: &Path) -> std::io::Result<()> {
+    if let Some(id) = dir.file_name().and_then(|n| n.to_str()) {
+        let _ = std::fs::remove_dir_all(super::short_socket_dir(id));
+    }
+    std::fs::remove_dir_all(dir)
 }
 
 #[cfg(test)]
