@@ -198,22 +198,13 @@ fn every_flag_of_an_options_table_exists() {
 }
 
 /// A crate to load config examples in, its config written by each check.
-fn scratch_crate() -> PathBuf {
-    let dir = temp_dir("docs-config");
-    std::fs::create_dir_all(dir.join(".config")).unwrap();
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        "[package]\nname = \"ct-docs\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("src/lib.rs"), "").unwrap();
-    dir
+fn scratch() -> PathBuf {
+    scratch_crate("docs-config", "", None)
 }
 
 #[test]
 fn every_config_example_loads() {
-    let dir = scratch_crate();
+    let dir = scratch();
     let mut checked = 0;
     for page in pages() {
         let text = std::fs::read_to_string(&page).unwrap();

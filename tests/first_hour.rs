@@ -12,17 +12,7 @@ use common::*;
 
 /// A crate of one passing test in a fresh directory, with `config` as its `.config/cleantest.toml`.
 fn crate_with_config(label: &str, config: &str) -> std::path::PathBuf {
-    let dir = temp_dir(label);
-    std::fs::create_dir_all(dir.join(".config")).unwrap();
-    std::fs::create_dir_all(dir.join("src")).unwrap();
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        "[package]\nname = \"ct-firsthour\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("src/lib.rs"), "#[test]\nfn passes() {}\n").unwrap();
-    std::fs::write(dir.join(".config/cleantest.toml"), config).unwrap();
-    dir
+    scratch_crate(label, "#[test]\nfn passes() {}\n", Some(config))
 }
 
 /// A run in `dir` with a target directory of its own, which stays absent unless cargo builds.

@@ -170,15 +170,7 @@ fn docs_example() -> Result<(), Failed> {
         .nth(1)
         .and_then(|rest| rest.split("```").next())
         .ok_or("no toml example in docs/services.md")?;
-    let dir = temp_dir("docs-example");
-    std::fs::create_dir_all(dir.join(".config"))?;
-    std::fs::create_dir_all(dir.join("src"))?;
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        "[package]\nname = \"ct-docs-example\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n",
-    )?;
-    std::fs::write(dir.join("src/lib.rs"), "")?;
-    std::fs::write(dir.join(".config/cleantest.toml"), example)?;
+    let dir = scratch_crate("docs-example", "", Some(example));
     let (pid, out) = run_owned({
         let mut c = cleantest("services", &unique_mark("docs-example"));
         c.current_dir(&dir)

@@ -33,14 +33,8 @@ pub(crate) struct RunnerOpts {
     /// What a test that leaves processes behind is: `report`ed (default) or a `fail`ure
     #[arg(long, value_name = "POLICY", env = "CLEANTEST_LEAK", value_parser = ["report", "fail"])]
     pub leak: Option<String>,
-    /// Profile of .config/cleantest.toml to use [default: default]
-    #[arg(
-        short = 'P',
-        long = "config-profile",
-        value_name = "NAME",
-        env = "CLEANTEST_PROFILE"
-    )]
-    pub config_profile: Option<String>,
+    #[command(flatten)]
+    pub profile: super::ProfileArg,
 
     #[command(flatten)]
     pub ci: super::CiOpts,

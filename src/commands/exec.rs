@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use nix::sys::signal::Signal;
 
-use crate::cli::{RunnerOpts, SessionOpts, parse_duration};
+use crate::cli::{ProfileArg, RunnerOpts, SessionOpts, parse_duration};
 use crate::config::Settings;
 use crate::contract::{ENV_BINARY, EXEC_ID, EXIT_LEFTOVERS, EXIT_NOT_FOUND, EXIT_TIMEOUT};
 use crate::errors::Error;
@@ -32,14 +32,9 @@ pub(crate) struct ExecArgs {
     /// Time between SIGTERM and SIGKILL
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     pub grace_period: Duration,
-    /// Profile of .config/cleantest.toml to use: its services, lock and proxy settings [default: default]
-    #[arg(
-        short = 'P',
-        long = "config-profile",
-        value_name = "NAME",
-        env = "CLEANTEST_PROFILE"
-    )]
-    pub config_profile: Option<String>,
+    // The profile: its services, lock and proxy settings apply, as for a test run.
+    #[command(flatten)]
+    pub profile: ProfileArg,
     #[command(flatten)]
     pub session: SessionOpts,
     /// The command and its arguments
@@ -56,7 +51,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     // The selected profile (`-P`, `CLEANTEST_PROFILE`), as for a test run: its services, lock, proxy,
     // engine-side reaper and resource guard apply.
     let runner = RunnerOpts {
-        config_profile: args.config_profile.clone(),
+        profile: args.profile.clone(),
         ..RunnerOpts::default()
     };
     let settings = Settings::load(&workspace, &runner, &args.session.guard)?;

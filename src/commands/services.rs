@@ -3,7 +3,7 @@
 
 use clap::Parser;
 
-use crate::cli::RunnerOpts;
+use crate::cli::{ProfileArg, RunnerOpts};
 use crate::config::Settings;
 use crate::config::services::ServiceSpec;
 use crate::contract::ENV_SERVICE_PREFIX;
@@ -20,19 +20,18 @@ use crate::services::env_name;
     about = "Print the session services of a profile, their start order and what they export"
 )]
 pub(crate) struct ServicesArgs {
-    /// The config profile [default: default]
-    #[arg(short = 'P', long, value_name = "NAME", env = "CLEANTEST_PROFILE")]
-    pub config_profile: Option<String>,
+    #[command(flatten)]
+    pub profile: ProfileArg,
 }
 
 pub(crate) fn run(args: ServicesArgs) -> Result<i32, Error> {
     let workspace = super::exec::workspace_root();
     let opts = RunnerOpts {
-        config_profile: args.config_profile.clone(),
+        profile: args.profile.clone(),
         ..RunnerOpts::default()
     };
     let settings = Settings::load(&workspace, &opts, &Default::default())?;
-    let profile = args.config_profile.as_deref().unwrap_or("default");
+    let profile = args.profile.config_profile.as_deref().unwrap_or("default");
     if settings.services.is_empty() {
         println!("profile `{profile}` starts no services");
         return Ok(0);

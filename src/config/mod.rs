@@ -88,7 +88,7 @@ impl Settings {
     ) -> Result<Settings, Error> {
         let path = root.join(CONFIG_PATH);
         let file = read_config(&path)?;
-        let name = args.config_profile.as_deref().unwrap_or("default");
+        let name = args.profile.config_profile.as_deref().unwrap_or("default");
         let default = file.profile.get("default").cloned().unwrap_or_default();
         let profile = match (name, file.profile.get(name)) {
             ("default", _) => default,
@@ -418,7 +418,9 @@ filter = "db::*"
 timeout = "1m"
 "#;
         let args = RunnerOpts {
-            config_profile: Some("ci".into()),
+            profile: crate::cli::ProfileArg {
+                config_profile: Some("ci".into()),
+            },
             ..Default::default()
         };
         let s = load(text, &args).unwrap();
@@ -429,7 +431,9 @@ timeout = "1m"
         assert_eq!(s.timeout_for("pkg", "api::get"), Duration::from_secs(20));
 
         let args = RunnerOpts {
-            config_profile: Some("ci".into()),
+            profile: crate::cli::ProfileArg {
+                config_profile: Some("ci".into()),
+            },
             timeout: Some(Duration::from_secs(3)),
             isolate_given: true,
             ..Default::default()
@@ -457,7 +461,9 @@ timeout = "1m"
         .unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
         let args = RunnerOpts {
-            config_profile: Some("nightly".into()),
+            profile: crate::cli::ProfileArg {
+                config_profile: Some("nightly".into()),
+            },
             ..Default::default()
         };
         let err = load("[profile.default]\n", &args).unwrap_err();

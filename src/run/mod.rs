@@ -66,7 +66,7 @@ fn rerun_flags(args: &RunArgs, isolate: bool) -> Vec<String> {
     if let Some(path) = &args.manifest.manifest_path {
         out.extend(["--manifest-path".into(), path.display().to_string()]);
     }
-    if let Some(profile) = &args.runner.config_profile {
+    if let Some(profile) = &args.runner.profile.config_profile {
         out.extend(["-P".into(), profile.clone()]);
     }
     if isolate {

@@ -251,6 +251,29 @@ pub fn wait_for_file(path: &Path, limit: Duration) {
 }
 
 /// A fresh empty directory under the target directory.
+/// A crate of its own in a fresh directory: `lib` as its `src/lib.rs`, and `config`, if any, as its
+/// `.config/cleantest.toml`.
+pub fn scratch_crate(label: &str, lib: &str, config: Option<&str>) -> PathBuf {
+    let dir = temp_dir(label);
+    std::fs::create_dir_all(dir.join(".config")).unwrap();
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"ct-{}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[workspace]\n",
+            label
+                .to_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("src/lib.rs"), lib).unwrap();
+    if let Some(config) = config {
+        std::fs::write(dir.join(".config/cleantest.toml"), config).unwrap();
+    }
+    dir
+}
+
 pub fn temp_dir(label: &str) -> PathBuf {
     let dir = target_dir().join("it-tmp").join(unique_mark(label));
     let _ = std::fs::remove_dir_all(&dir);
