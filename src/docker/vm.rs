@@ -89,9 +89,9 @@ mod tests {
             ),
             (
                 facts(
-                    "OrbStack",
+                    "Alpine Linux edge (containerized)",
                     "orbstack",
-                    "6.12.10-orbstack-00297-gf8f6e015b993",
+                    "6.1.23-orbstack-00113-g6614aaccb205-dirty",
                     "unix:///Users/a/.orbstack/run/docker.sock",
                 ),
                 Some("OrbStack"),
