@@ -23,6 +23,8 @@ pub(crate) struct Engine {
     pub api_version: Option<String>,
     /// The VM the engine runs in on this machine, if it does (`vm::classify`).
     pub vm: Option<&'static str>,
+    /// The memory the engine's host has in all (`/info`'s `MemTotal`): the VM's, for an engine in one.
+    pub memory_total: Option<u64>,
 }
 
 /// What connecting found.
@@ -147,22 +149,26 @@ async fn finish_connect(
         ),
         Err(_) => (false, None),
     };
-    let vm = match docker.info().await {
-        Ok(info) => super::vm::classify(
-            &super::vm::Facts {
-                operating_system: info.operating_system.as_deref().unwrap_or(""),
-                name: info.name.as_deref().unwrap_or(""),
-                kernel: info.kernel_version.as_deref().unwrap_or(""),
-                endpoint: &endpoint,
-            },
-            cfg!(target_os = "linux"),
+    let (vm, memory_total) = match docker.info().await {
+        Ok(info) => (
+            super::vm::classify(
+                &super::vm::Facts {
+                    operating_system: info.operating_system.as_deref().unwrap_or(""),
+                    name: info.name.as_deref().unwrap_or(""),
+                    kernel: info.kernel_version.as_deref().unwrap_or(""),
+                    endpoint: &endpoint,
+                },
+                cfg!(target_os = "linux"),
+            ),
+            info.mem_total.and_then(|m| u64::try_from(m).ok()),
         ),
-        Err(_) => None,
+        Err(_) => (None, None),
     };
     Connection::Up(Engine {
         docker,
         podman,
         api_version,
         vm,
+        memory_total,
     })
 }

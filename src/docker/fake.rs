@@ -115,6 +115,7 @@ impl FakeEngine {
                 podman: false,
                 api_version: None,
                 vm: None,
+                memory_total: None,
             },
             log,
             dir,

@@ -39,7 +39,6 @@ pub(crate) fn start(
     workspace: &Path,
 ) -> Result<Option<EnvLock>, Error> {
     session.set_run_id(run_id::from_env()?);
-    check_free_memory(profile.guard)?;
     let endpoint = docker::engine::endpoint();
     if let Some(why) = docker::context::unsupported(&endpoint) {
         return Err(Error::Usage(why));
@@ -87,6 +86,7 @@ pub(crate) fn start(
             }
         }
     };
+    check_free_memory(profile.guard, &docker)?;
     if let (DockerState::Up(engine), false) = (&docker, opts.no_stale_sweep) {
         let report = stale::sweep_stale(engine, &state, true, false);
         if let Some(line) = report.line() {
@@ -182,20 +182,45 @@ fn start_engine_reaper(
 
 /// `min-free-memory`: at start, a warning (an error with `--require-free-memory`) when the host has
 /// less memory available than asked for. A test run that starts short of memory is what took hosts down.
-fn check_free_memory(guard: &Guard) -> Result<(), Error> {
+/// An engine in a VM is asked instead: its containers get the VM's memory, not this machine's, and the
+/// engine says only how much the VM has in all, so that is what is held against the limit.
+fn check_free_memory(guard: &Guard, docker: &DockerState) -> Result<(), Error> {
     let Some(min) = &guard.min_free_memory else {
         return Ok(());
     };
-    let Some(available) = available_memory() else {
-        eprintln!("warning: cannot read the host's available memory; min-free-memory not checked");
-        return Ok(());
+    let vm = match docker {
+        DockerState::Up(engine) => engine.vm.zip(engine.memory_total),
+        _ => None,
+    };
+    let (available, what_has) = match vm {
+        Some((vm, total)) => (
+            total,
+            format!(
+                "the engine's VM ({vm}) has {} of memory in all",
+                human_bytes(total)
+            ),
+        ),
+        None => match available_memory() {
+            Some(available) => (
+                available,
+                format!(
+                    "the host has {} of memory available",
+                    human_bytes(available)
+                ),
+            ),
+            None => {
+                eprintln!(
+                    "warning: cannot read the host's available memory; min-free-memory not checked"
+                );
+                return Ok(());
+            }
+        },
     };
     if available >= min.value {
         return Ok(());
     }
     let what = format!(
-        "the host has {} of memory available, less than {} ({})",
-        human_bytes(available),
+        "{what_has}, less than {} ({})",
         human_bytes(min.value),
         min.source
     );
