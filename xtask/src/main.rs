@@ -24,6 +24,14 @@ use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The benchmarks and the conformance corpus run the runner many times: their environment locks go
+    // under the target directory, not into the machine-wide /run/lock/cleantest, which would keep one
+    // file per workspace they ever ran in.
+    if std::env::var_os("CLEANTEST_LOCK_DIR").is_none() {
+        let locks = target_dir(&workspace_root()).join("xtask-locks");
+        // SAFETY: set before any thread is started; every child the xtask runs inherits it.
+        unsafe { std::env::set_var("CLEANTEST_LOCK_DIR", locks) };
+    }
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("demo") => demo(&args[1..]),
