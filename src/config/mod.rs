@@ -170,16 +170,18 @@ impl Settings {
             }
         }
         // One left over adds to no service here: fine if another profile's compose file has it (the
-        // tables are shared by every profile), else a mistake.
-        let elsewhere: Vec<String> = file
-            .profile
-            .values()
-            .filter_map(|p| p.compose_file.as_ref())
-            .filter_map(|f| compose::service_names(&root.join(f)))
-            .flatten()
-            .collect();
-        if let Some(name) = overlays.keys().find(|n| !elsewhere.contains(n)) {
-            return Err(no_image(&path, name, profile.compose_file.as_deref()));
+        // tables are shared by every profile), else a mistake. Those files are read only then.
+        if !overlays.is_empty() {
+            let elsewhere: Vec<String> = file
+                .profile
+                .values()
+                .filter_map(|p| p.compose_file.as_ref())
+                .filter_map(|f| compose::service_names(&root.join(f)))
+                .flatten()
+                .collect();
+            if let Some(name) = overlays.keys().find(|n| !elsewhere.contains(n)) {
+                return Err(no_image(&path, name, profile.compose_file.as_deref()));
+            }
         }
         let services = services::resolve(&defined, profile.services.as_deref())
             .map_err(|message| resolve_error(&path, &defined, message))?;

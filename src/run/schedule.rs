@@ -200,11 +200,11 @@ impl Scheduler<'_> {
     }
 
     /// A test's name as the report shows it: a doctest's by `cargo::doctest_name`, others as they are.
-    fn shown_name(&self, binary: &str, name: &str) -> String {
+    fn shown_name<'n>(&self, binary: &str, name: &'n str) -> std::borrow::Cow<'n, str> {
         if binary == DOCTESTS_ID && !name.is_empty() {
-            super::cargo::doctest_name(name, self.ctx.doc_prefixes)
+            super::cargo::doctest_name(name, self.ctx.doc_prefixes).into()
         } else {
-            name.to_string()
+            name.into()
         }
     }
 
@@ -281,8 +281,12 @@ impl Scheduler<'_> {
         let counts = !fail_fast.leaves_out(&unit.spec);
         let interrupted = self.ctx.session.interrupted_by().is_some();
         let mut finished = unit.finish(Instant::now(), self.settings, interrupted);
-        for result in &mut finished.results {
-            result.name = self.shown_name(&result.binary, &result.name);
+        for result in finished
+            .results
+            .iter_mut()
+            .filter(|r| r.binary == DOCTESTS_ID)
+        {
+            result.name = self.shown_name(&result.binary, &result.name).into_owned();
         }
         // Forgotten only now that `finish` has released its leader: until then the exited leader is a
         // known child, which the session's zombie reaping must leave alone.

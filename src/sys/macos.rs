@@ -308,6 +308,18 @@ pub(crate) fn peer_pid(socket: &impl AsFd) -> std::io::Result<i32> {
     }
 }
 
+/// A one-shot kqueue watch of `pid`'s exit, with `fflags` (`NOTE_EXIT`, and `NOTE_EXITSTATUS` for the
+/// status in the event's data).
+fn exit_watch(pid: i32, fflags: u32) -> libc::kevent {
+    // SAFETY: zeroed is a valid kevent (integers and a null pointer).
+    let mut change: libc::kevent = unsafe { std::mem::zeroed() };
+    change.ident = pid as libc::uintptr_t;
+    change.filter = libc::EVFILT_PROC;
+    change.flags = libc::EV_ADD | libc::EV_ONESHOT;
+    change.fflags = fflags;
+    change
+}
+
 /// Waits for child `pid` to exit without reaping it: a kqueue `EVFILT_PROC` event with the exit
 /// status. A child that already exited (a zombie, which kqueue no longer watches) is read with
 /// `waitid(WNOWAIT | WNOHANG)`, which does not reap either.
@@ -319,11 +331,7 @@ pub(crate) fn wait_exit_keeping(pid: i32) -> Option<Exit> {
         if queue < 0 {
             return None;
         }
-        let mut change: libc::kevent = std::mem::zeroed();
-        change.ident = pid as libc::uintptr_t;
-        change.filter = libc::EVFILT_PROC;
-        change.flags = libc::EV_ADD | libc::EV_ONESHOT;
-        change.fflags = libc::NOTE_EXIT | libc::NOTE_EXITSTATUS;
+        let change = exit_watch(pid, libc::NOTE_EXIT | libc::NOTE_EXITSTATUS);
         let mut event: libc::kevent = std::mem::zeroed();
         let out = loop {
             let n = libc::kevent(queue, &change, 1, &mut event, 1, std::ptr::null());
@@ -356,11 +364,7 @@ pub(crate) fn exits_within(pid: i32, bound: std::time::Duration) -> bool {
         if queue < 0 {
             return false;
         }
-        let mut change: libc::kevent = std::mem::zeroed();
-        change.ident = pid as libc::uintptr_t;
-        change.filter = libc::EVFILT_PROC;
-        change.flags = libc::EV_ADD | libc::EV_ONESHOT;
-        change.fflags = libc::NOTE_EXIT;
+        let change = exit_watch(pid, libc::NOTE_EXIT);
         let timeout = libc::timespec {
             tv_sec: bound.as_secs() as libc::time_t,
             tv_nsec: bound.subsec_nanos() as libc::c_long,

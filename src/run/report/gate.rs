@@ -69,6 +69,12 @@ impl Gate {
         frontier: usize,
         cut: Option<usize>,
     ) -> Vec<(String, Outcome, bool, bool)> {
+        // Called on every pass of the scheduler's loop: only a move decides anything.
+        if (frontier, cut) == (self.frontier, self.cut) || self.held.is_empty() {
+            self.frontier = frontier;
+            self.cut = cut;
+            return Vec::new();
+        }
         self.frontier = frontier;
         self.cut = cut;
         let mut out = Vec::new();
