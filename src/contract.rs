@@ -46,6 +46,9 @@ pub(crate) const ENV_LOCK_DIR: &str = "CLEANTEST_LOCK_DIR";
 /// when the client's path is not it (default: the client's `unix://` path, or `/var/run/docker.sock`
 /// for a remote engine or one in a VM).
 pub(crate) const ENV_ENGINE_SOCKET: &str = "CLEANTEST_ENGINE_SOCKET";
+/// `off`: the runner does not become a child subreaper, and finds escapees as on macOS (snapshots of
+/// the process tree and the environment scan), to check a suite's containment there from Linux.
+pub(crate) const ENV_SUBREAPER: &str = "CLEANTEST_SUBREAPER";
 /// The run a session belongs to, shared by the shards of one CI run (labelled `cleantest.run`). Also
 /// given to every process of the session.
 pub(crate) const ENV_RUN_ID: &str = "CLEANTEST_RUN_ID";

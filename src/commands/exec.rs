@@ -42,6 +42,10 @@ pub(crate) struct ExecArgs {
     pub command: Vec<String>,
 }
 
+/// How often the process tree is snapshotted while the command runs, where the runner is no
+/// subreaper (`Session::observe_lineage`).
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
+
 pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     let session = Session::new();
     let _cleanup = CleanupGuard(session.clone());
@@ -129,9 +133,14 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
             .into_iter()
             .flatten()
             .min();
-        let wait = next.map_or(Duration::from_secs(3600), |t| {
+        let mut wait = next.map_or(Duration::from_secs(3600), |t| {
             t.saturating_duration_since(Instant::now())
         });
+        if session.watches_lineage() {
+            // No subreaper: snapshots of the process tree say what came from the command.
+            session.observe_lineage();
+            wait = wait.min(SNAPSHOT_EVERY);
+        }
         match rx.recv_timeout(wait) {
             Ok(Event::Exited(_, exit)) => break exit,
             Ok(Event::Signal(_, 1)) => {
@@ -153,6 +162,8 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break ExitKind::Code(-1),
         }
     };
+    // The last moment what left the command's group is still linked to it (see `lineage`).
+    session.observe_lineage();
     let leftovers = kill_leftovers(pid);
     if !leftovers.is_empty() {
         eprintln!(

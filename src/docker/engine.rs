@@ -151,15 +151,7 @@ async fn finish_connect(
     };
     let (vm, memory_total) = match docker.info().await {
         Ok(info) => (
-            super::vm::classify(
-                &super::vm::Facts {
-                    operating_system: info.operating_system.as_deref().unwrap_or(""),
-                    name: info.name.as_deref().unwrap_or(""),
-                    kernel: info.kernel_version.as_deref().unwrap_or(""),
-                    endpoint: &endpoint,
-                },
-                cfg!(target_os = "linux"),
-            ),
+            super::vm::of_info(&info, &endpoint, cfg!(target_os = "linux")),
             info.mem_total.and_then(|m| u64::try_from(m).ok()),
         ),
         Err(_) => (None, None),

@@ -42,6 +42,23 @@ pub(crate) fn classify(facts: &Facts<'_>, runner_on_linux: bool) -> Option<&'sta
     }
 }
 
+/// The VM of an engine, from its `/info` answer and the endpoint it was reached at.
+pub(crate) fn of_info(
+    info: &bollard::models::SystemInfo,
+    endpoint: &str,
+    runner_on_linux: bool,
+) -> Option<&'static str> {
+    classify(
+        &Facts {
+            operating_system: info.operating_system.as_deref().unwrap_or(""),
+            name: info.name.as_deref().unwrap_or(""),
+            kernel: info.kernel_version.as_deref().unwrap_or(""),
+            endpoint,
+        },
+        runner_on_linux,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +70,41 @@ mod tests {
             kernel,
             endpoint,
         }
+    }
+
+    /// One recorded answer of `fixtures/engine-info`.
+    #[derive(serde::Deserialize)]
+    struct Recorded {
+        source: String,
+        runner: String,
+        endpoint: String,
+        expected: Option<String>,
+        info: bollard::models::SystemInfo,
+    }
+
+    #[test]
+    fn recorded_info_answers_of_vm_engines_are_classified() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/engine-info");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let recorded: Recorded = serde_json::from_str(&text).unwrap();
+            let on_linux = recorded.runner == "linux";
+            assert_eq!(
+                of_info(&recorded.info, &recorded.endpoint, on_linux),
+                recorded.expected.as_deref(),
+                "{} ({})",
+                path.display(),
+                recorded.source
+            );
+            seen += 1;
+        }
+        // Docker Desktop on both Macs and on Linux, colima, OrbStack, podman machine, a local engine.
+        assert!(seen >= 7, "{seen} recorded answers");
     }
 
     #[test]

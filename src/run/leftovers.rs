@@ -164,6 +164,7 @@ mod tests {
             pid: 9371,
             description: "9371 sleep 1000".into(),
             group,
+            started: None,
             binary: binary.map(str::to_string),
             test: None,
         }

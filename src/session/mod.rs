@@ -6,7 +6,8 @@
 //! - `id`: the session id. `start`: record, reaper, engine, stale sweep, proxy, lock. `end`: finishing
 //!   the session (kill, sweep or keep, settle the record) and what that did.
 //! - `process`: spawning in a process group of its own, and what a group leaves behind. `orphans`: the
-//!   subreaper and the environment scan. `signals`: the signal thread. `reaper`: the process that cleans
+//!   subreaper and the environment scan; `lineage`: process-tree snapshots where there is no subreaper
+//!   (macOS). `signals`: the signal thread. `reaper`: the process that cleans
 //!   up after a runner that died.
 //! - `state`: the state directory and session records. `lock`: the environment lock. `stale`: sweeping
 //!   the sessions of dead runners.
@@ -18,6 +19,7 @@
 mod end;
 pub(crate) mod engine_reaper;
 mod id;
+mod lineage;
 pub(crate) mod lock;
 pub(crate) mod orphans;
 pub(crate) mod owner;
@@ -102,6 +104,8 @@ pub(crate) struct Session {
     run: Mutex<Option<String>>,
     /// Samples the session's containers for the end-of-run peaks.
     usage: Mutex<Option<crate::docker::usage::Sampler>>,
+    /// Where the runner is no subreaper: what descends from its groups (`watch_lineage`).
+    lineage: Mutex<Option<lineage::Lineage>>,
 }
 
 impl Session {
@@ -119,6 +123,7 @@ impl Session {
             finished: AtomicBool::new(false),
             run: Mutex::default(),
             usage: Mutex::default(),
+            lineage: Mutex::default(),
         })
     }
 
@@ -363,6 +368,46 @@ impl Session {
         }
     }
 
+    /// Takes snapshots of the process tree from now on (`observe_lineage`), to find what leaves a
+    /// group where escapees are not re-parented to the runner.
+    pub(crate) fn watch_lineage(&self) {
+        *self.lineage.lock().unwrap_or_else(|e| e.into_inner()) = Some(Default::default());
+    }
+
+    /// Whether snapshots of the process tree are taken (`watch_lineage`).
+    pub(crate) fn watches_lineage(&self) -> bool {
+        self.lineage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// One snapshot of the process tree, remembering what descends from the run's groups; nothing
+    /// unless `watch_lineage` was called.
+    pub(crate) fn observe_lineage(&self) {
+        let mut lineage = self.lineage.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(lineage) = lineage.as_mut() else {
+            return;
+        };
+        let groups = self.lock().groups.clone();
+        lineage.observe(&lineage::snapshot(), &groups);
+    }
+
+    /// Processes that left a group of the run and were re-parented elsewhere (`lineage`), each with
+    /// the group it came from.
+    fn lineage_escapees(&self) -> Vec<Escaped> {
+        let mut lineage = self.lineage.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(lineage) = lineage.as_mut() else {
+            return Vec::new();
+        };
+        lineage
+            .escaped(&lineage::snapshot())
+            .into_iter()
+            .filter(|(entry, _)| !self.is_known(entry.pid))
+            .map(|(entry, group)| orphans::described_from(entry.pid, entry.start_time, group))
+            .collect()
+    }
+
     /// Kills (and reaps, by pid) the processes adopted from finished units: those that left their
     /// group and whose parent is gone. `still_running` says whether the unit an escaped process belongs
     /// to is still running, in which case it is left alone for now. Exited ones are reaped either way.
@@ -380,6 +425,16 @@ impl Session {
             orphans::kill_and_reap(escaped.pid);
             killed.push(escaped);
         }
+        // Where there is no subreaper: what the snapshots saw leave its group. Killed by pid, once
+        // the pid is checked to still name the process that was seen (its start time).
+        for escaped in self.lineage_escapees() {
+            if still_running(&escaped) || killed.iter().any(|k| k.pid == escaped.pid) {
+                continue;
+            }
+            if orphans::kill_unrelated(&escaped) {
+                killed.push(escaped);
+            }
+        }
         killed
     }
 
@@ -387,6 +442,8 @@ impl Session {
     /// own group, adopted escapees, and any process carrying the session's id. Safe to call more than
     /// once; returns the escaped processes it found.
     pub(crate) fn cleanup(&self) -> Vec<Escaped> {
+        // The last look at the tree before the groups die and their escapees are re-parented.
+        self.observe_lineage();
         let (groups, members) = {
             let mut state = self.lock();
             (

@@ -30,6 +30,8 @@ pub(crate) struct Escaped {
     /// Its process group when it was found: a unit's group id names the unit it came from, even when
     /// its environment is cleared or not yet readable.
     pub group: Option<i32>,
+    /// Its start time, where it was found by the lineage rather than among the runner's children.
+    pub started: Option<u64>,
     /// `CLEANTEST_BINARY` and `CLEANTEST_TEST` from its environment, when it still has them.
     pub binary: Option<String>,
     pub test: Option<String>,
@@ -183,12 +185,34 @@ pub(crate) fn command_line(pid: i32) -> String {
     sys::command_line(pid)
 }
 
+/// A process the lineage saw leave group `group`: described while its pid still names the process
+/// started at `start_time`.
+pub(crate) fn described_from(pid: i32, start_time: u64, group: i32) -> Escaped {
+    let mut escaped = describe(pid);
+    escaped.group = Some(group);
+    escaped.started = Some(start_time);
+    escaped
+}
+
+/// SIGKILLs a process that is not the runner's child (seen by the lineage), if its pid still names the
+/// process that was seen; true once it is seen dead.
+pub(crate) fn kill_unrelated(escaped: &Escaped) -> bool {
+    let same = sys::stat(escaped.pid)
+        .is_some_and(|s| Some(s.start_time) == escaped.started && !s.is_zombie());
+    if !same {
+        return false;
+    }
+    let _ = kill(Pid::from_raw(escaped.pid), Signal::SIGKILL);
+    !seen_dead(vec![escaped.clone()]).is_empty()
+}
+
 fn describe(pid: i32) -> Escaped {
     let env = environ(pid);
     Escaped {
         pid,
         description: format!("{pid} {}", command_line(pid)),
         group: sys::stat(pid).map(|s| s.pgid),
+        started: None,
         binary: env.get(ENV_BINARY).cloned(),
         test: env.get(ENV_TEST).cloned(),
     }

@@ -49,10 +49,14 @@ pub(crate) fn start(
     session.set_record(record);
     // Orphaned descendants (setsid, double fork) are re-parented to us, where they can be found.
     // Said once, at start: what this platform (or this kernel's settings) cannot promise.
-    if !orphans::become_subreaper() || !crate::sys::capabilities().subreaper {
+    let subreaper_off = std::env::var(crate::contract::ENV_SUBREAPER).is_ok_and(|v| v == "off");
+    if subreaper_off || !orphans::become_subreaper() || !crate::sys::capabilities().subreaper {
+        // Then process-tree snapshots remember where each process came from (`lineage`).
+        session.watch_lineage();
         eprintln!(
-            "warning: cannot become a child subreaper; a process that leaves its group and clears \
-             its environment may survive (the environment scan still finds the rest)"
+            "warning: cannot become a child subreaper; a process that leaves its group, outlives \
+             its parent before the next snapshot of the process tree and clears its environment may \
+             survive (snapshots and the environment scan find the rest)"
         );
     }
     let log = state::session_dir(&state, session.id()).join(REAPER_LOG_FILE);

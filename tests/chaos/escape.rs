@@ -50,6 +50,14 @@ pub(crate) fn cells() -> Vec<Cell> {
             "a_chain_of_environment_cleared_processes_dies_with_the_run",
             env_cleared_chain,
         ),
+        trial(
+            "without_a_subreaper_a_setsid_env_cleared_server_is_found_by_tree_snapshots",
+            || setsid_server_without_subreaper(true),
+        ),
+        trial(
+            "with_the_subreaper_a_setsid_env_cleared_server_is_adopted_and_killed",
+            || setsid_server_without_subreaper(false),
+        ),
         images,
     ]
 }
@@ -161,6 +169,46 @@ fn env_cleared_chain() -> Result<(), Failed> {
     })?;
     check(!survived, || {
         format!("the chain's sleep {pid} survived the run")
+    })?;
+    check_success(&out)
+}
+
+/// A helper of the command (still in its group) starts a server that calls `setsid` and clears its
+/// environment, then the command exits. The helper dies with the group and the server is re-parented
+/// away from it. With `CLEANTEST_SUBREAPER=off` (the macOS way) only the process-tree snapshots can
+/// still tell it came from the run: the environment scan cannot see it. Either way it must die with
+/// the run.
+fn setsid_server_without_subreaper(off: bool) -> Result<(), Failed> {
+    let mark = unique_mark("lineage");
+    let dir = temp_dir("lineage");
+    let pidfile = dir.join("server.pid");
+    let script = format!(
+        "sh -c 'setsid env -i sh -c \"echo \\$\\$ > {pid}; exec sleep 300\" </dev/null >/dev/null 2>&1 & wait' &\n\
+         n=0; while [ ! -s {pid} ] && [ $n -lt 100000 ]; do n=$((n+1)); done\n",
+        pid = pidfile.display()
+    );
+    let mut command = exec_in_session(&mark, &dir);
+    if off {
+        command.env("CLEANTEST_SUBREAPER", "off");
+    } else {
+        command.env_remove("CLEANTEST_SUBREAPER");
+    }
+    let out = run(command.args(["--", "sh", "-c", &script]));
+    let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    let pid = pid.trim().to_string();
+    let survived = !pid.is_empty() && !is_gone(&pid);
+    if survived && let Ok(n) = pid.parse::<i32>() {
+        // Ours: the test started it, through the run.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(n),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    check(!pid.is_empty(), || {
+        format!("the server never started: {}", stderr(&out))
+    })?;
+    check(!survived, || {
+        format!("the server {pid} survived the run: {}", stderr(&out))
     })?;
     check_success(&out)
 }
