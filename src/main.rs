@@ -43,6 +43,7 @@ fn main_with(args: Vec<String>) {
             parse_sub::<services_command::ServicesArgs>(&args).and_then(services_command::run),
         ),
         Some(reaper::SUBCOMMAND) if args.len() == 2 => std::process::exit(reaper::run(&args[1])),
+        Some(commands::host::SUBCOMMAND) => std::process::exit(commands::host::run(&args[1..])),
         Some(engine_reaper::SUBCOMMAND) if args.len() == 2 => {
             std::process::exit(engine_reaper::run(&args[1]))
         }

@@ -10,18 +10,13 @@ use serde_json::{json, Value};
 use super::{Endpoint, Error, Ready, Service};
 
 /// The socket's path, set by the runner for every process of the session.
-const ENV_CONTROL: &str = "CLEANTEST_CONTROL";
+pub(crate) const ENV_CONTROL: &str = "CLEANTEST_CONTROL";
 /// The protocol version this crate speaks.
 const VERSION: u64 = 1;
 
-/// Asks the runner to start `service` (or get it, if started), on behalf of the code at `site`.
-pub(crate) fn start(service: &Service, site: &str) -> Result<Endpoint, Error> {
-    let path = std::env::var(ENV_CONTROL).map_err(|_| Error::Control {
-        reason: format!(
-            "{ENV_CONTROL} is not set: the run has --no-services, this cargo cleantest is too old to \
-             start services from test code (update it), or the process was started outside the session"
-        ),
-    })?;
+/// Asks the runner (or the session host) at `path` to start `service` (or get it, if started), on
+/// behalf of the code at `site`.
+pub(crate) fn start(service: &Service, site: &str, path: &str) -> Result<Endpoint, Error> {
     let request = json!({
         "v": VERSION,
         "op": "start",
@@ -29,10 +24,22 @@ pub(crate) fn start(service: &Service, site: &str) -> Result<Endpoint, Error> {
         "site": site,
         "spec": spec(service),
     });
+    ask(path, &request, &service.name)
+}
+
+/// Asks the session host at `path` for the service `name` of the workspace's
+/// `.config/cleantest.toml`, started on demand (under `cargo cleantest` these are in the environment).
+pub(crate) fn service(name: &str, path: &str) -> Result<Endpoint, Error> {
+    let request = json!({"v": VERSION, "op": "service", "name": name});
+    ask(path, &request, name)
+}
+
+/// One request line, one answer line.
+fn ask(path: &str, request: &Value, name: &str) -> Result<Endpoint, Error> {
     let fail = |e: std::io::Error| Error::Control {
         reason: format!("{path}: {e}"),
     };
-    let mut stream = UnixStream::connect(&path).map_err(fail)?;
+    let mut stream = UnixStream::connect(path).map_err(fail)?;
     let mut line = request.to_string();
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(fail)?;
@@ -40,7 +47,7 @@ pub(crate) fn start(service: &Service, site: &str) -> Result<Endpoint, Error> {
     BufReader::new(stream)
         .read_line(&mut answer)
         .map_err(fail)?;
-    endpoint(&service.name, &answer)
+    endpoint(name, &answer)
 }
 
 /// The spec as the runner reads it.
@@ -71,6 +78,16 @@ fn endpoint(name: &str, answer: &str) -> Result<Endpoint, Error> {
     let value: Value = serde_json::from_str(answer.trim()).map_err(|e| Error::Control {
         reason: format!("the runner's answer is not JSON ({e}): {:?}", answer.trim()),
     })?;
+    if let Some(known) = value.get("known").and_then(Value::as_array) {
+        // The host's config has no service of that name.
+        return Err(Error::UnknownService {
+            name: name.to_string(),
+            known: known
+                .iter()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect(),
+        });
+    }
     if value.get("ok").and_then(Value::as_bool) != Some(true) {
         let reason = value
             .get("error")
@@ -121,6 +138,14 @@ mod tests {
             endpoint("cache", refused),
             Err(Error::Start { .. })
         ));
+        let unknown = r#"{"v":1,"ok":false,"error":"no service","known":["db"]}"#;
+        assert_eq!(
+            endpoint("cache", unknown),
+            Err(Error::UnknownService {
+                name: "cache".into(),
+                known: vec!["db".into()]
+            })
+        );
         assert!(matches!(
             endpoint("cache", "garbage"),
             Err(Error::Control { .. })

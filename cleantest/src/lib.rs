@@ -45,10 +45,29 @@
 //! }
 //! ```
 //!
-//! Outside `cargo cleantest` every function returns [`Error::NotInSession`], whose message says how to
-//! run the tests; nothing is started behind the user's back.
+//! # Under any runner
+//!
+//! Outside `cargo cleantest` (plain `cargo test`, `cargo nextest run`, an IDE's "Run test"), the first
+//! call in a test process finds or starts a *session host* for the whole cargo invocation: the
+//! installed `cargo-cleantest` in a hidden mode, found by `CLEANTEST_RUNNER`, then PATH, then
+//! `$CARGO_HOME/bin`. It is keyed by the nearest ancestor `cargo` (or `cargo-*`) process, so every
+//! test binary and per-test process of one invocation shares its containers, and it removes them when
+//! that process exits. It reads `[services.NAME]` from the workspace's `.config/cleantest.toml` and
+//! starts each on the first [`service`] call. It says once on stderr that it started.
+//!
+//! | runner | containers shared by | removed when |
+//! | --- | --- | --- |
+//! | `cargo cleantest` | every process of the run | the run ends, however it ends |
+//! | `cargo test` | every binary and doctest of that invocation | cargo exits (pass, fail, Ctrl-C, killed) |
+//! | `cargo nextest run` | every per-test process | cargo-nextest exits |
+//! | IDE (`cargo test -- --exact NAME`) | that invocation | cargo exits |
+//!
+//! `CLEANTEST_HOST=off` turns the host off: then every function returns [`Error::NotInSession`],
+//! whose message says how to run the tests. With no binary found, [`Error::NoRunner`] says how to
+//! install it.
 
 mod control;
+mod host;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -88,6 +107,8 @@ pub enum Error {
     Start { service: String, reason: String },
     /// The runner's control socket could not be used.
     Control { reason: String },
+    /// Outside `cargo cleantest`, no `cargo-cleantest` binary was found to host the session.
+    NoRunner,
 }
 
 impl fmt::Display for Error {
@@ -129,6 +150,12 @@ impl fmt::Display for Error {
                 f,
                 "cannot reach cargo cleantest's control socket: {reason}"
             ),
+            Error::NoRunner => f.write_str(
+                "no cargo-cleantest binary was found to host this test session (looked at \
+                 CLEANTEST_RUNNER, PATH and $CARGO_HOME/bin): install it from its repository with \
+                 `cargo install --locked --path PATH-OF-A-CHECKOUT` (see its README's Quick start), \
+                 or set CLEANTEST_RUNNER to its path",
+            ),
         }
     }
 }
@@ -165,11 +192,30 @@ impl Error {
                 format!("Start {{ service: {service:?}, reason: {reason:?} }}")
             }
             Error::Control { reason } => format!("Control {{ reason: {reason:?} }}"),
+            Error::NoRunner => "NoRunner".into(),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+/// The control socket to ask: the runner's under `cargo cleantest`, else the session host's (found or
+/// started once per process), unless `CLEANTEST_HOST=off`.
+fn socket() -> Result<String, Error> {
+    if session().is_some() {
+        return std::env::var(control::ENV_CONTROL).map_err(|_| Error::Control {
+            reason: format!(
+                "{} is not set: the run has --no-services, or this cargo cleantest is too old to \
+                 start services from test code (update it)",
+                control::ENV_CONTROL
+            ),
+        });
+    }
+    if !host::enabled() {
+        return Err(Error::NotInSession);
+    }
+    host::socket()
+}
 
 /// The id of the session this process belongs to (`CLEANTEST_SESSION`), if it runs under
 /// `cargo cleantest`.
@@ -289,7 +335,9 @@ fn env_name(service: &str) -> String {
 /// test started with [`Service::start`]. Read from the environment the runner gives every process.
 pub fn service(name: &str) -> Result<Endpoint, Error> {
     if session().is_none() {
-        return Err(Error::NotInSession);
+        // Under any other runner the session host starts it, from the same config file.
+        let socket = socket()?;
+        return control::service(name, &socket);
     }
     let prefix = format!("{ENV_SERVICE_PREFIX}{}_", env_name(name));
     let Ok(host) = std::env::var(format!("{prefix}HOST")) else {
@@ -433,10 +481,7 @@ impl Service {
     #[track_caller]
     pub fn start(self) -> Result<Endpoint, Error> {
         let site = std::panic::Location::caller().to_string();
-        if session().is_none() {
-            return Err(Error::NotInSession);
-        }
-        control::start(&self, &site)
+        control::start(&self, &site, &socket()?)
     }
 }
 

@@ -42,10 +42,6 @@ pub(crate) struct ExecArgs {
     pub command: Vec<String>,
 }
 
-/// How often the process tree is snapshotted while the command runs, where the runner is no
-/// subreaper (`Session::observe_lineage`).
-const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
-
 pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     let session = Session::new();
     let _cleanup = CleanupGuard(session.clone());
@@ -138,8 +134,8 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         });
         if session.watches_lineage() {
             // No subreaper: snapshots of the process tree say what came from the command.
-            session.observe_lineage();
-            wait = wait.min(SNAPSHOT_EVERY);
+            session.observe_lineage_if_due();
+            wait = wait.min(crate::session::SNAPSHOT_EVERY);
         }
         match rx.recv_timeout(wait) {
             Ok(Event::Exited(_, exit)) => break exit,

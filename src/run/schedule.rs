@@ -18,11 +18,6 @@ use crate::contract::DOCTESTS_ID;
 use crate::services::Monitor;
 use crate::session::process::{Event, UnitId};
 
-/// How often the process tree is snapshotted where the runner is no subreaper (`Session::observe_lineage`):
-/// often enough to see most servers a test starts before the test ends, seldom enough that a walk of
-/// every process stays a small share of the scheduler's time.
-const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
-
 /// Runs a plan to the end (or to an interrupt).
 pub(crate) struct Scheduler<'a> {
     pub settings: &'a Settings,
@@ -61,7 +56,6 @@ impl Scheduler<'_> {
         let mut unfinished = Unfinished::of(&queue);
         let mut signals_seen = 0;
         let mut end_wait: Option<Instant> = None;
-        let mut next_snapshot = Instant::now();
         loop {
             let now = Instant::now();
             let stopping = self.ctx.session.interrupted_by().is_some();
@@ -171,12 +165,8 @@ impl Scheduler<'_> {
                     self.trip_fail_fast(&mut fail_fast, order, &mut running, now);
                 }
             }
-            // Without a subreaper, snapshots of the process tree say where a process came from
-            // (nothing is done where the runner is one).
-            if any_done || now >= next_snapshot {
-                self.ctx.session.observe_lineage();
-                next_snapshot = now + SNAPSHOT_EVERY;
-            }
+            // Where there is no subreaper, a periodic snapshot of the process tree (`lineage`).
+            self.ctx.session.observe_lineage_if_due();
             // Escapees are adopted when their parent dies and are only killed once their unit is over:
             // look for them when a unit ended, not on every event.
             if any_done {
@@ -484,8 +474,7 @@ impl Scheduler<'_> {
             }
             Event::Exited(id, exit) => {
                 if let Some(unit) = running.get_mut(&id) {
-                    // The leader is gone but what it left in its group still runs: the last moment
-                    // a process that left the group is still linked to it, before the group dies.
+                    // The last moment what left the group is linked to it, before the group dies.
                     self.ctx.session.observe_lineage();
                     unit.on_exit(exit, now);
                 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::control_request::{caller, request};
+use super::control_request::{caller, config_request, request};
 use super::start;
 use super::{Monitor, Running};
 use crate::config::services::ServiceSpec;
@@ -54,6 +54,11 @@ pub(crate) struct Context {
     /// Held while the session network is made: two first starts at once would make two networks of
     /// one name (the engine allows that, and then refuses to attach to either).
     pub network: Mutex<()>,
+    /// A session host's key process: its descendants are served too (they carry no session id).
+    pub key: Option<i32>,
+    /// A session host's config services, started on demand (`service` requests). The runner starts
+    /// them up front instead, and serves none of these.
+    pub config: Vec<ServiceSpec>,
 }
 
 /// One name's service.
@@ -207,9 +212,13 @@ fn handle(mut stream: UnixStream, context: &Context, registry: &(Mutex<Registry>
     // A peer that never sends its line does not hold a thread for long.
     let _ = stream.set_read_timeout(Some(REQUEST_READ_BOUND));
     let read = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
-    let answer = match caller(&stream, &context.session) {
+    let answer = match caller(&stream, &context.session, context.key) {
         Err(refusal) => json!({"v": VERSION, "ok": false, "error": refusal}),
         Ok(unit) => match read {
+            Ok(_) if let Some(name) = config_request(&line) => match name {
+                Ok(name) => config_service(context, registry, &unit, &name),
+                Err(e) => json!({"v": VERSION, "ok": false, "error": e}),
+            },
             Ok(_) => match request(&line) {
                 Ok((name, site, spec, key)) => answer(start_or_get(
                     context, registry, &unit, &name, &site, &spec, &key,
@@ -220,6 +229,55 @@ fn handle(mut stream: UnixStream, context: &Context, registry: &(Mutex<Registry>
         },
     };
     let _ = writeln!(stream, "{answer}");
+}
+
+/// A config service of a session host, started on demand after what it depends on; an unknown name is
+/// answered with the names there are (`known`), which the crate turns into `UnknownService`.
+fn config_service(
+    context: &Context,
+    registry: &(Mutex<Registry>, Condvar),
+    unit: &(String, String),
+    name: &str,
+) -> Value {
+    let Some(needed) = with_dependencies(&context.config, name) else {
+        let known: Vec<&str> = context.config.iter().map(|s| s.name.as_str()).collect();
+        return json!({"v": VERSION, "ok": false, "known": known, "error": format!(
+            "the workspace's .config/cleantest.toml has no service `{name}`")});
+    };
+    let mut last = Err(format!("`{name}` was not started"));
+    for spec in needed {
+        let key = format!("the config service {}", spec.name);
+        let site = spec.origin.as_deref().map_or_else(
+            || ".config/cleantest.toml".to_string(),
+            |o| o.display().to_string(),
+        );
+        last = start_or_get(context, registry, unit, &spec.name, &site, spec, &key);
+        if last.is_err() {
+            break;
+        }
+    }
+    answer(last)
+}
+
+/// `name` and everything it depends on, dependencies first (in the config's order, which has them
+/// first); None if there is no such service.
+fn with_dependencies<'s>(config: &'s [ServiceSpec], name: &str) -> Option<Vec<&'s ServiceSpec>> {
+    config.iter().find(|s| s.name == name)?;
+    let mut wanted = std::collections::BTreeSet::from([name.to_string()]);
+    // To a fixpoint: a config of N services needs at most N rounds.
+    for _ in 0..config.len() {
+        let before = wanted.len();
+        let deps: Vec<String> = config
+            .iter()
+            .filter(|s| wanted.contains(&s.name))
+            .flat_map(|s| s.depends_on.iter().cloned())
+            .collect();
+        wanted.extend(deps);
+        if wanted.len() == before {
+            break;
+        }
+    }
+    Some(config.iter().filter(|s| wanted.contains(&s.name)).collect())
 }
 
 fn answer(result: Result<Running, String>) -> Value {

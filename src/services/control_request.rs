@@ -9,15 +9,22 @@ use serde_json::Value;
 use super::control::VERSION;
 use crate::config::services::{self as config, Ready, ServiceSpec};
 
-/// The unit a peer belongs to (`binary`, `test`), if it is a process of the session.
-pub(super) fn caller(stream: &UnixStream, session: &str) -> Result<(String, String), String> {
+/// The unit a peer belongs to (`binary`, `test`), if it is a process of the session: it carries the
+/// session's id, or descends from this process, or (for a session host) from the host's key process.
+pub(super) fn caller(
+    stream: &UnixStream,
+    session: &str,
+    key: Option<i32>,
+) -> Result<(String, String), String> {
     let pid =
         crate::sys::peer_pid(stream).map_err(|e| format!("cannot identify the caller: {e}"))?;
     let environ = |pid: i32| crate::sys::environ(pid).unwrap_or_default();
     let var = crate::sys::env_var;
     let env = environ(pid);
+    let me = std::process::id() as i32;
     let member = var(&env, crate::contract::ENV_SESSION).as_deref() == Some(session)
-        || descends_from_me(pid);
+        || descends_from(pid, me)
+        || key.is_some_and(|key| descends_from(pid, key));
     if !member {
         return Err(format!(
             "process {pid} is not part of session {session}: only its tests may start its services"
@@ -29,11 +36,10 @@ pub(super) fn caller(stream: &UnixStream, session: &str) -> Result<(String, Stri
     ))
 }
 
-/// Whether `pid`'s ancestry reaches this process.
-fn descends_from_me(mut pid: i32) -> bool {
-    let me = std::process::id() as i32;
+/// Whether `pid`'s ancestry reaches `ancestor`.
+fn descends_from(mut pid: i32, ancestor: i32) -> bool {
     for _ in 0..64 {
-        if pid == me {
+        if pid == ancestor {
             return true;
         }
         let Some(parent) = crate::sys::stat(pid).map(|s| s.ppid) else {
@@ -47,6 +53,25 @@ fn descends_from_me(mut pid: i32) -> bool {
     false
 }
 
+/// The service name of a `service` request (a config service, asked of a session host), or None for
+/// any other request.
+pub(super) fn config_request(line: &str) -> Option<Result<String, String>> {
+    let value: Value = serde_json::from_str(line.trim()).ok()?;
+    if value.get("op").and_then(Value::as_str) != Some("service") {
+        return None;
+    }
+    if value.get("v").and_then(Value::as_u64) != Some(VERSION) {
+        return None; // `request` says why
+    }
+    Some(
+        value
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| "the request names no service".to_string()),
+    )
+}
+
 /// A request's name, call site, checked spec, and the spec as text (to compare callers' specs).
 pub(super) fn request(line: &str) -> Result<(String, String, ServiceSpec, String), String> {
     let value: Value =
@@ -58,7 +83,7 @@ pub(super) fn request(line: &str) -> Result<(String, String, ServiceSpec, String
         ));
     }
     if value.get("op").and_then(Value::as_str) != Some("start") {
-        return Err("unknown operation (known: start)".into());
+        return Err("unknown operation (known: start, service)".into());
     }
     let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
     let name = text(&value, "name").ok_or("the request names no service")?;

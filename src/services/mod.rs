@@ -119,6 +119,8 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
         monitor: monitor.clone(),
         ending,
         network: std::sync::Mutex::new(()),
+        key: None,
+        config: Vec::new(),
     };
     let served = state::state_dir().and_then(|dir| {
         let path = state::socket_path(&dir, session.id(), CONTROL_SOCKET_FILE)?;
@@ -136,6 +138,57 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
     }
     session.set_service_env(env);
     Ok(monitor)
+}
+
+/// Serves the control socket of a session host (`cargo-cleantest __host`): for the descendants of
+/// `key` (the cargo process), code-declared services and the config's `specs`, each started on the
+/// first request for it. Returns the socket's path; it stops before the session's sweep lists.
+pub(crate) fn serve_host(
+    session: &Arc<Session>,
+    specs: Vec<ServiceSpec>,
+    key: i32,
+) -> std::io::Result<std::path::PathBuf> {
+    let engine = match session.docker() {
+        DockerState::Up(engine) => Some(engine),
+        _ => None,
+    };
+    let local = crate::docker::engine::endpoint().starts_with("unix://")
+        && crate::sys::capabilities().container_pids_visible
+        && !engine_reaper::in_child_pid_namespace();
+    let monitor = match &engine {
+        Some(engine) => {
+            let session = session.clone();
+            Monitor::new(
+                engine,
+                std::time::Instant::now(),
+                Arc::new(move || session.is_ending()),
+            )
+        }
+        None => Monitor::default(),
+    };
+    let mut labels = vec![(SESSION_LABEL.to_string(), session.id().to_string())];
+    labels.extend(session.labels());
+    let ending: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let session = session.clone();
+        Arc::new(move || session.is_ending() || session.interrupted_by().is_some())
+    };
+    let context = control::Context {
+        engine,
+        session: session.id().to_string(),
+        labels,
+        local,
+        monitor,
+        ending,
+        network: std::sync::Mutex::new(()),
+        key: Some(key),
+        config: specs,
+    };
+    let dir = state::state_dir()?;
+    let path = state::socket_path(&dir, session.id(), CONTROL_SOCKET_FILE)?;
+    let control = control::serve(&path, context)?;
+    let path = control.path.clone();
+    session.on_end(Box::new(move || control.stop()));
+    Ok(path)
 }
 
 /// A service that is up and ready.

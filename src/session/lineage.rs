@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::orphans::Escaped;
 use crate::sys;
 
 /// One process in a snapshot of the process table.
@@ -112,6 +113,71 @@ pub(crate) fn snapshot() -> Vec<Entry> {
             })
         })
         .collect()
+}
+
+/// How often the process tree is snapshotted where the runner is no subreaper
+/// (`Session::observe_lineage_if_due`): often enough to see most servers a test starts before the test
+/// ends, seldom enough that a walk of every process stays a small share of the scheduler's time.
+pub(crate) const SNAPSHOT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The session's side: snapshots taken while units run, and what they say escaped.
+impl super::Session {
+    /// Takes snapshots of the process tree from now on (`observe_lineage`), to find what leaves a
+    /// group where escapees are not re-parented to the runner.
+    pub(crate) fn watch_lineage(&self) {
+        *self.lineage.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Default::default(), std::time::Instant::now()));
+    }
+
+    /// Whether snapshots of the process tree are taken (`watch_lineage`).
+    pub(crate) fn watches_lineage(&self) -> bool {
+        self.lineage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// One snapshot of the process tree, remembering what descends from the run's groups; nothing
+    /// unless `watch_lineage` was called.
+    pub(crate) fn observe_lineage(&self) {
+        let mut lineage = self.lineage.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((lineage, next)) = lineage.as_mut() else {
+            return;
+        };
+        let groups = self.lock().groups.clone();
+        lineage.observe(&snapshot(), &groups);
+        *next = std::time::Instant::now() + SNAPSHOT_EVERY;
+    }
+
+    /// `observe_lineage`, if `SNAPSHOT_EVERY` has passed since the last snapshot.
+    pub(crate) fn observe_lineage_if_due(&self) {
+        let due = self
+            .lineage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|(_, next)| std::time::Instant::now() >= *next);
+        if due {
+            self.observe_lineage();
+        }
+    }
+
+    /// Processes that left a group of the run and were re-parented elsewhere (`lineage`), each with
+    /// the group it came from.
+    pub(super) fn lineage_escapees(&self) -> Vec<Escaped> {
+        let mut lineage = self.lineage.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((lineage, _)) = lineage.as_mut() else {
+            return Vec::new();
+        };
+        lineage
+            .escaped(&snapshot())
+            .into_iter()
+            .filter(|(entry, _)| !self.is_known(entry.pid))
+            .map(|(entry, group)| {
+                super::orphans::described_from(entry.pid, entry.start_time, group)
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

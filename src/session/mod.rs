@@ -20,6 +20,7 @@ mod end;
 pub(crate) mod engine_reaper;
 mod id;
 mod lineage;
+pub(crate) use lineage::SNAPSHOT_EVERY;
 pub(crate) mod lock;
 pub(crate) mod orphans;
 pub(crate) mod owner;
@@ -104,8 +105,9 @@ pub(crate) struct Session {
     run: Mutex<Option<String>>,
     /// Samples the session's containers for the end-of-run peaks.
     usage: Mutex<Option<crate::docker::usage::Sampler>>,
-    /// Where the runner is no subreaper: what descends from its groups (`watch_lineage`).
-    lineage: Mutex<Option<lineage::Lineage>>,
+    /// Where the runner is no subreaper: what descends from its groups (`watch_lineage`), and when
+    /// the next periodic snapshot is due.
+    lineage: Mutex<Option<(lineage::Lineage, std::time::Instant)>>,
 }
 
 impl Session {
@@ -366,46 +368,6 @@ impl Session {
                 orphans::reap_if_exited(pid);
             }
         }
-    }
-
-    /// Takes snapshots of the process tree from now on (`observe_lineage`), to find what leaves a
-    /// group where escapees are not re-parented to the runner.
-    pub(crate) fn watch_lineage(&self) {
-        *self.lineage.lock().unwrap_or_else(|e| e.into_inner()) = Some(Default::default());
-    }
-
-    /// Whether snapshots of the process tree are taken (`watch_lineage`).
-    pub(crate) fn watches_lineage(&self) -> bool {
-        self.lineage
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-    }
-
-    /// One snapshot of the process tree, remembering what descends from the run's groups; nothing
-    /// unless `watch_lineage` was called.
-    pub(crate) fn observe_lineage(&self) {
-        let mut lineage = self.lineage.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(lineage) = lineage.as_mut() else {
-            return;
-        };
-        let groups = self.lock().groups.clone();
-        lineage.observe(&lineage::snapshot(), &groups);
-    }
-
-    /// Processes that left a group of the run and were re-parented elsewhere (`lineage`), each with
-    /// the group it came from.
-    fn lineage_escapees(&self) -> Vec<Escaped> {
-        let mut lineage = self.lineage.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(lineage) = lineage.as_mut() else {
-            return Vec::new();
-        };
-        lineage
-            .escaped(&lineage::snapshot())
-            .into_iter()
-            .filter(|(entry, _)| !self.is_known(entry.pid))
-            .map(|(entry, group)| orphans::described_from(entry.pid, entry.start_time, group))
-            .collect()
     }
 
     /// Kills (and reaps, by pid) the processes adopted from finished units: those that left their

@@ -1,0 +1,237 @@
+//! `cargo-cleantest __host`: the session host the `cleantest` crate starts when tests run without
+//! `cargo cleantest` (plain `cargo test`, `cargo nextest run`, an IDE's test button).
+//!
+//! It is a session like a run's (its record in the state directory, the host reaper, the engine-side
+//! reaper where `auto` would use one, the owner labels and the run id on everything it creates) that
+//! starts no process of its own: it serves the control socket to the descendants of its key process
+//! (the `cargo` the tests run under) and starts their services, code-declared and from the config, on
+//! demand. When the key process exits it sweeps its session and exits. It never signals a test
+//! process: it did not start them. Killed itself, its reaper and the next stale sweep finish the job.
+//!
+//! The crate starts it with a pipe on stdout and waits for one line: `ready SOCKET` once it serves, or
+//! `error MESSAGE`. It then leaves the terminal's session (`setsid`), so a Ctrl-C of `cargo test` goes
+//! to cargo and the tests, and the host cleans up once cargo has gone.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::cli::{ProfileArg, RunnerOpts, SessionOpts};
+use crate::config::Settings;
+use crate::session::{CleanupGuard, Session, signals, start};
+
+/// The hidden subcommand.
+pub(crate) const SUBCOMMAND: &str = "__host";
+
+/// How long one wait for the key process lasts before signals are looked at again.
+const WATCH_STEP: Duration = Duration::from_millis(250);
+
+/// What the crate passes.
+#[derive(Debug, PartialEq, Eq)]
+struct HostArgs {
+    /// The process whose exit ends the session (the cargo process the tests run under).
+    key_pid: i32,
+    /// The file that names the socket, for the key's later test processes.
+    address: PathBuf,
+    /// The package of the test that started the host (`CARGO_MANIFEST_DIR`): its workspace's config.
+    manifest_dir: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<HostArgs, String> {
+    let mut key_pid = None;
+    let mut address = None;
+    let mut manifest_dir = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--key-pid" => {
+                key_pid = Some(
+                    value
+                        .parse::<i32>()
+                        .ok()
+                        .filter(|p| *p > 1)
+                        .ok_or_else(|| format!("--key-pid {value:?} is not a process id"))?,
+                )
+            }
+            "--address" => address = Some(PathBuf::from(value)),
+            "--manifest-dir" => manifest_dir = (!value.is_empty()).then(|| PathBuf::from(value)),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(HostArgs {
+        key_pid: key_pid.ok_or("--key-pid is missing")?,
+        address: address.ok_or("--address is missing")?,
+        manifest_dir,
+    })
+}
+
+/// Runs the host; its exit code.
+pub(crate) fn run(args: &[String]) -> i32 {
+    let answer = |line: &str| {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    let args = match parse(args) {
+        Ok(args) => args,
+        Err(e) => {
+            answer(&format!("error {e}"));
+            return crate::contract::EXIT_USAGE;
+        }
+    };
+    if !crate::sys::is_live(args.key_pid) {
+        answer(&format!(
+            "error the key process {} is not running",
+            args.key_pid
+        ));
+        return crate::contract::EXIT_USAGE;
+    }
+    // Out of the terminal's session and process group: Ctrl-C and a hangup are cargo's business; the
+    // host ends when cargo has gone.
+    let _ = nix::unistd::setsid();
+    if let Some(dir) = &args.manifest_dir {
+        let _ = std::env::set_current_dir(dir);
+    }
+    let session = Session::new();
+    let _cleanup = CleanupGuard(session.clone());
+    let (tx, rx) = mpsc::channel();
+    let served = signals::install(session.clone(), tx)
+        .map_err(|e| e.to_string())
+        .and_then(|()| serve(&session, &args));
+    match served {
+        Ok(socket) => answer(&format!("ready {}", socket.display())),
+        Err(e) => {
+            answer(&format!("error {e}"));
+            return crate::contract::EXIT_TEST_FAILED;
+        }
+    }
+    // Nobody reads stdout from now on: anything written there must not fail (or kill) the host.
+    silence_stdio();
+    watch(args.key_pid, &session, &rx);
+    remove_address(&args.address, &session);
+    // The key process is gone, so no test process of it can wait on the lock any more.
+    let _ = std::fs::remove_file(args.address.with_extension("lock"));
+    session.finish(false);
+    0
+}
+
+/// Starts the session (no lock, no proxy: the host runs no command) and serves its control socket;
+/// names the socket in the address file. The socket's path.
+fn serve(session: &std::sync::Arc<Session>, args: &HostArgs) -> Result<PathBuf, String> {
+    let workspace = super::exec::workspace_root();
+    let runner = RunnerOpts {
+        profile: ProfileArg {
+            config_profile: std::env::var("CLEANTEST_PROFILE")
+                .ok()
+                .filter(|p| !p.is_empty()),
+        },
+        ..RunnerOpts::default()
+    };
+    let opts = SessionOpts {
+        no_lock: true,
+        no_proxy: true,
+        ..SessionOpts::default()
+    };
+    let settings = Settings::load(&workspace, &runner, &opts.guard).map_err(|e| e.to_string())?;
+    let profile = start::Profile {
+        lock: None,
+        proxy: false,
+        engine_reaper: settings.engine_reaper,
+        guard: &settings.guard,
+        proxy_policy: &settings.proxy_policy,
+    };
+    start::start(session, &opts, profile, &workspace).map_err(|e| e.to_string())?;
+    let socket = crate::services::serve_host(session, settings.services.clone(), args.key_pid)
+        .map_err(|e| format!("cannot serve the control socket: {e}"))?;
+    write_address(&args.address, &socket)
+        .map_err(|e| format!("{}: {e}", args.address.display()))?;
+    Ok(socket)
+}
+
+/// Names `socket` (and this host's pid) in the address file, whole or not at all (written aside, then
+/// renamed).
+fn write_address(address: &Path, socket: &Path) -> std::io::Result<()> {
+    let aside = address.with_extension(format!("{}.tmp", std::process::id()));
+    // The socket, then this host's pid (for tools and tests; the crate reads the first line).
+    std::fs::write(
+        &aside,
+        format!("{}\n{}\n", socket.display(), std::process::id()),
+    )?;
+    std::fs::rename(&aside, address)
+}
+
+/// Removes the address file if it still names this host's socket (a later host may have replaced it).
+fn remove_address(address: &Path, session: &Session) {
+    if std::fs::read_to_string(address).is_ok_and(|text| text.contains(session.id())) {
+        let _ = std::fs::remove_file(address);
+    }
+}
+
+/// Points stdin, stdout and stderr at /dev/null.
+fn silence_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this process, from one it owns.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// Blocks until the key process has exited, or a signal asks the host to stop.
+fn watch(key: i32, session: &Session, signals: &mpsc::Receiver<crate::session::process::Event>) {
+    loop {
+        if session.interrupted_by().is_some() || !crate::sys::is_live(key) {
+            return;
+        }
+        let started = Instant::now();
+        if crate::sys::exits_within(key, WATCH_STEP) {
+            return;
+        }
+        // Where the exit cannot be waited for (no pidfd), the signal channel paces the loop.
+        let left = WATCH_STEP.saturating_sub(started.elapsed());
+        if !left.is_zero() && signals.recv_timeout(left).is_ok() {
+            continue;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_crates_arguments_are_read_and_bad_ones_refused() {
+        let ok = parse(&args(&[
+            "--key-pid",
+            "4242",
+            "--address",
+            "/s/hosts/4242-1.socket",
+            "--manifest-dir",
+            "/w/pkg",
+        ]))
+        .unwrap();
+        assert_eq!(ok.key_pid, 4242);
+        assert_eq!(ok.manifest_dir.as_deref(), Some(Path::new("/w/pkg")));
+        for bad in [
+            &["--key-pid"][..],
+            &["--key-pid", "x", "--address", "a"],
+            &["--key-pid", "1", "--address", "a"],
+            &["--address", "a"],
+            &["--key-pid", "5"],
+            &["--nope", "1"],
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
+}
