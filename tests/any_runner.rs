@@ -59,6 +59,10 @@ fn main() {
         .then(|| "cargo-nextest is not installed (cargo install --locked cargo-nextest)".into());
     cells.push(nextest);
     cells.push(trial("with_the_host_off_the_error_is_todays", host_off));
+    cells.push(trial(
+        "with_no_binary_found_the_error_says_how_to_install_it",
+        no_binary_found,
+    ));
     run_trials(cells);
 }
 
@@ -221,22 +225,7 @@ fn plain() -> Result<(), Failed> {
 fn per_test_processes() -> Result<(), Failed> {
     service_image::build("redis", false)?;
     let run = Run::new("host-procs");
-    let built = run
-        .cargo(&workspace(), &target())
-        .args(["test", "--no-run", "--message-format", "json"])
-        .output()?;
-    check(built.status.success(), || stderr(&built))?;
-    let binaries: Vec<String> = stdout(&built)
-        .lines()
-        .filter(|l| l.contains("\"test\":true") && l.contains("\"kind\":[\"test\"]"))
-        .filter_map(|l| {
-            let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
-            Some(l[at..].split('"').next()?.to_string())
-        })
-        .collect();
-    check(binaries.len() == 2, || {
-        format!("test binaries: {binaries:?}")
-    })?;
+    let binaries = test_binaries(&run)?;
     let done = run.out.join("hanging.done");
     let mut script = String::from("(set -e\n");
     for binary in &binaries {
@@ -266,6 +255,58 @@ fn per_test_processes() -> Result<(), Failed> {
     })?;
     run.check_shared(20)?;
     run.check_gone()
+}
+
+/// The fixture's two test binaries (`a`, `b`), built.
+fn test_binaries(run: &Run) -> Result<Vec<String>, Failed> {
+    let built = run
+        .cargo(&workspace(), &target())
+        .args(["test", "--no-run", "--message-format", "json"])
+        .output()?;
+    check(built.status.success(), || stderr(&built))?;
+    let binaries: Vec<String> = stdout(&built)
+        .lines()
+        .filter(|l| l.contains("\"test\":true") && l.contains("\"kind\":[\"test\"]"))
+        .filter_map(|l| {
+            let at = l.find("\"executable\":\"")? + "\"executable\":\"".len();
+            Some(l[at..].split('"').next()?.to_string())
+        })
+        .collect();
+    check(binaries.len() == 2, || {
+        format!("test binaries: {binaries:?}")
+    })?;
+    Ok(binaries)
+}
+
+/// No `cargo-cleantest` on PATH or in `$CARGO_HOME/bin`, and no `CLEANTEST_RUNNER`: the test fails
+/// with the error that says how to install it, and nothing starts.
+fn no_binary_found() -> Result<(), Failed> {
+    let run = Run::new("host-none");
+    let binary = test_binaries(&run)?
+        .into_iter()
+        .find(|b| b.contains("/a-"))
+        .ok_or("no binary a")?;
+    let home = temp_dir("empty-home");
+    let out = Command::new(binary)
+        .args(["--exact", "a_one"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", &home)
+        .env("CLEANTEST_STATE_DIR", &run.state)
+        .env("CLEANTEST_RUN_ID", &run.mark)
+        .output()?;
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    check(!out.status.success(), || {
+        "the test passed with no runner".into()
+    })?;
+    check(
+        text.contains("no cargo-cleantest binary was found") && text.contains("cargo install"),
+        || format!("the error does not say how to install it:\n{text}"),
+    )?;
+    check(run.host_pid().is_none(), || {
+        "a session host was started".into()
+    })?;
+    check(run.left().is_empty(), || "a container was started".into())
 }
 
 fn exact() -> Result<(), Failed> {

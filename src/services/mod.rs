@@ -53,42 +53,19 @@ pub(crate) fn start_or_keep(
 /// every process it starts from now on gets it, then watches them; and serves the control socket, where
 /// test code asks for more (`cleantest::Service`). Says on stderr what is up, and how long it took.
 pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result<Monitor, Error> {
-    let engine = match session.docker() {
-        DockerState::Up(engine) => Some(engine),
-        _ => None,
-    };
-    // The container's pid is one of this kernel's only with a local engine on this kernel (not a VM's),
-    // seen from the host's PID namespace.
-    let local = crate::docker::engine::endpoint().starts_with("unix://")
-        && crate::sys::capabilities().container_pids_visible
-        && !engine_reaper::in_child_pid_namespace();
     let started = std::time::Instant::now();
-    let ending: Arc<dyn Fn() -> bool + Send + Sync> = {
-        let session = session.clone();
-        Arc::new(move || session.is_ending() || session.interrupted_by().is_some())
-    };
-    let monitor = match &engine {
-        Some(engine) => {
-            let session = session.clone();
-            Monitor::new(engine, started, Arc::new(move || session.is_ending()))
-        }
-        None => Monitor::default(),
-    };
-    let labels = {
-        let mut labels = vec![(SESSION_LABEL.to_string(), session.id().to_string())];
-        labels.extend(session.labels());
-        labels
-    };
+    let context = context(session, started, None, Vec::new());
+    let (engine, local, labels, monitor) = (
+        &context.engine,
+        context.local,
+        &context.labels,
+        &context.monitor,
+    );
     let mut env = Vec::new();
     if !specs.is_empty() {
-        let running = start_all(
-            engine.as_ref(),
-            session.id(),
-            &labels,
-            specs,
-            local,
-            &|| session.interrupted_by().is_some(),
-        )?;
+        let running = start_all(engine.as_ref(), session.id(), labels, specs, local, &|| {
+            session.interrupted_by().is_some()
+        })?;
         env.extend(running.iter().flat_map(env_of));
         let names: Vec<String> = running
             .iter()
@@ -111,17 +88,7 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
             monitor.add(service);
         }
     }
-    let context = control::Context {
-        engine,
-        session: session.id().to_string(),
-        labels,
-        local,
-        monitor: monitor.clone(),
-        ending,
-        network: std::sync::Mutex::new(()),
-        key: None,
-        config: Vec::new(),
-    };
+    let monitor = monitor.clone();
     let served = state::state_dir().and_then(|dir| {
         let path = state::socket_path(&dir, session.id(), CONTROL_SOCKET_FILE)?;
         control::serve(&path, context)
@@ -148,31 +115,46 @@ pub(crate) fn serve_host(
     specs: Vec<ServiceSpec>,
     key: i32,
 ) -> std::io::Result<std::path::PathBuf> {
+    let context = context(session, std::time::Instant::now(), Some(key), specs);
+    let dir = state::state_dir()?;
+    let path = state::socket_path(&dir, session.id(), CONTROL_SOCKET_FILE)?;
+    let control = control::serve(&path, context)?;
+    let path = control.path.clone();
+    session.on_end(Box::new(move || control.stop()));
+    Ok(path)
+}
+
+/// What the control socket serves with: the session's engine, labels and monitor (timed from
+/// `started`), whether the engine is local, and a host's key process and config services.
+fn context(
+    session: &Arc<Session>,
+    started: std::time::Instant,
+    key: Option<i32>,
+    config: Vec<ServiceSpec>,
+) -> control::Context {
     let engine = match session.docker() {
         DockerState::Up(engine) => Some(engine),
         _ => None,
     };
+    // The container's pid is one of this kernel's only with a local engine on this kernel (not a VM's),
+    // seen from the host's PID namespace.
     let local = crate::docker::engine::endpoint().starts_with("unix://")
         && crate::sys::capabilities().container_pids_visible
         && !engine_reaper::in_child_pid_namespace();
+    let ending: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let session = session.clone();
+        Arc::new(move || session.is_ending() || session.interrupted_by().is_some())
+    };
     let monitor = match &engine {
         Some(engine) => {
             let session = session.clone();
-            Monitor::new(
-                engine,
-                std::time::Instant::now(),
-                Arc::new(move || session.is_ending()),
-            )
+            Monitor::new(engine, started, Arc::new(move || session.is_ending()))
         }
         None => Monitor::default(),
     };
     let mut labels = vec![(SESSION_LABEL.to_string(), session.id().to_string())];
     labels.extend(session.labels());
-    let ending: Arc<dyn Fn() -> bool + Send + Sync> = {
-        let session = session.clone();
-        Arc::new(move || session.is_ending() || session.interrupted_by().is_some())
-    };
-    let context = control::Context {
+    control::Context {
         engine,
         session: session.id().to_string(),
         labels,
@@ -180,15 +162,9 @@ pub(crate) fn serve_host(
         monitor,
         ending,
         network: std::sync::Mutex::new(()),
-        key: Some(key),
-        config: specs,
-    };
-    let dir = state::state_dir()?;
-    let path = state::socket_path(&dir, session.id(), CONTROL_SOCKET_FILE)?;
-    let control = control::serve(&path, context)?;
-    let path = control.path.clone();
-    session.on_end(Box::new(move || control.stop()));
-    Ok(path)
+        key,
+        config,
+    }
 }
 
 /// A service that is up and ready.

@@ -154,23 +154,28 @@ fn env_cleared_chain() -> Result<(), Failed> {
         pid = pidfile.display()
     );
     let out = run(exec_in_session(&mark, &dir).args(["--", "sh", "-c", &script]));
-    let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    died_with_the_run(&pidfile, &out, "the chain's sleep")
+}
+
+/// The process whose pid the run wrote to `pidfile` started and did not survive the run (killed here
+/// if it did: the test started it, through the run), and the run succeeded.
+fn died_with_the_run(pidfile: &Path, out: &std::process::Output, what: &str) -> Result<(), Failed> {
+    let pid = std::fs::read_to_string(pidfile).unwrap_or_default();
     let pid = pid.trim().to_string();
     let survived = !pid.is_empty() && !is_gone(&pid);
     if survived && let Ok(n) = pid.parse::<i32>() {
-        // Ours: the test started it, through the run.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(n),
             nix::sys::signal::Signal::SIGKILL,
         );
     }
     check(!pid.is_empty(), || {
-        format!("the chain never started: {}", stderr(&out))
+        format!("{what} never started: {}", stderr(out))
     })?;
     check(!survived, || {
-        format!("the chain's sleep {pid} survived the run")
+        format!("{what} {pid} survived the run: {}", stderr(out))
     })?;
-    check_success(&out)
+    check_success(out)
 }
 
 /// A helper of the command (still in its group) starts a server that calls `setsid` and clears its
@@ -194,23 +199,7 @@ fn setsid_server_without_subreaper(off: bool) -> Result<(), Failed> {
         command.env_remove("CLEANTEST_SUBREAPER");
     }
     let out = run(command.args(["--", "sh", "-c", &script]));
-    let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
-    let pid = pid.trim().to_string();
-    let survived = !pid.is_empty() && !is_gone(&pid);
-    if survived && let Ok(n) = pid.parse::<i32>() {
-        // Ours: the test started it, through the run.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(n),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    check(!pid.is_empty(), || {
-        format!("the server never started: {}", stderr(&out))
-    })?;
-    check(!survived, || {
-        format!("the server {pid} survived the run: {}", stderr(&out))
-    })?;
-    check_success(&out)
+    died_with_the_run(&pidfile, &out, "the server")
 }
 
 /// The zombie children of process `pid` (in any of its threads).

@@ -3,7 +3,8 @@
 //! three ways: (a) a container per test, created, waited for and removed by the test, as careful
 //! testcontainers users do; (b) one container per binary in a `static`, never removed (the leak the
 //! runner's sweep cleans); (c) a session service; (c′) the same service declared in test code
-//! (`cleantest::Service`, started on demand through the control socket). Then a cold build with a session service: how long
+//! (`cleantest::Service`, started on demand through the control socket); (d) and (d′): (c′) and
+//! (c) under plain `cargo test`, through the crate's session host. Then a cold build with a session service: how long
 //! after the build's end the first test starts. Every way must leave 0 containers.
 
 use std::path::{Path, PathBuf};
@@ -72,6 +73,11 @@ pub fn test(table: &str) {
                 .unwrap_or_else(|e| panic!("{e}"));
             work(&db.render("postgres://postgres@{host}:{port:5432}/postgres").unwrap(), table)
         }
+        // Under plain cargo test: the config's service, through the session host.
+        Ok("host-config") => {
+            let db = cleantest::service("db").unwrap_or_else(|e| panic!("{e}"));
+            work(&db.render("postgres://postgres@{host}:{port:5432}/postgres").unwrap(), table)
+        }
         _ => work(&std::env::var("DATABASE_URL").unwrap(), table),
     }
 }
@@ -107,11 +113,14 @@ pub(super) fn rows(opts: &Opts, bin: &Path) -> Result<Vec<Row>, String> {
         Samples::default(),
         Samples::default(),
     );
+    let (mut host_code, mut host_config) = (Samples::default(), Samples::default());
     for _ in 0..runs {
         push(&mut per_test, way(bin, &ws, "per-test")?);
         push(&mut per_binary_static, way(bin, &ws, "per-binary")?);
         push(&mut service, way(bin, &ws, "service")?);
         push(&mut in_code, way(bin, &ws, "in-code")?);
+        push(&mut host_code, plain_way(bin, &ws, "in-code")?);
+        push(&mut host_config, plain_way(bin, &ws, "host-config")?);
     }
     let tests = binaries * per_binary;
     // (c) and (c′) against (a) and (b), with the targets.
@@ -119,6 +128,14 @@ pub(super) fn rows(opts: &Opts, bin: &Path) -> Result<Vec<Row>, String> {
     for (ours, how) in [
         (&service, "a session service"),
         (&in_code, "declared in code (cleantest::Service)"),
+        (
+            &host_code,
+            "plain `cargo test`, declared in code, through the session host",
+        ),
+        (
+            &host_config,
+            "plain `cargo test`, the config's service, through the session host",
+        ),
     ] {
         for (theirs, other, target) in [
             (&per_test, "a container per test", 0.15),
@@ -215,6 +232,34 @@ fn way(bin: &Path, ws: &Path, mode: &str) -> Result<f64, String> {
             "{mode} left {} postgres container(s)",
             after.saturating_sub(before)
         ));
+    }
+    Ok(seconds)
+}
+
+/// How long the session host may take to sweep after cargo's exit.
+const HOST_SWEEP_BOUND: Duration = Duration::from_secs(10);
+
+/// One run of the workspace under plain `cargo test` (no `cargo cleantest`): the crate starts a session
+/// host (`cargo-cleantest` is first on PATH). Timed until cargo exits, as a user waits; then the host
+/// must have removed its containers within `HOST_SWEEP_BOUND`.
+fn plain_way(bin: &Path, ws: &Path, mode: &str) -> Result<f64, String> {
+    let before = postgres_containers()?;
+    let mut command = in_ws(bin, ws, &["test"]);
+    command
+        .env("BENCH_PG_MODE", mode)
+        .env_remove("CLEANTEST_SESSION")
+        .env_remove("CLEANTEST_CONTROL")
+        .env_remove("CLEANTEST_HOST");
+    let (seconds, _) = timed(&mut command)?;
+    let deadline = std::time::Instant::now() + HOST_SWEEP_BOUND;
+    while postgres_containers()? != before {
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "plain cargo test ({mode}): the session host left postgres containers after {HOST_SWEEP_BOUND:?}"
+            ));
+        }
+        // Polling the engine for a condition it sends no event of, within the bound.
+        std::thread::sleep(Duration::from_millis(100));
     }
     Ok(seconds)
 }
