@@ -9,7 +9,8 @@
 //! process: it did not start them. Killed itself, its reaper and the next stale sweep finish the job.
 //!
 //! The crate starts it with a pipe on stdout and waits for one line: `ready SOCKET` once it serves, or
-//! `error MESSAGE`. It then leaves the terminal's session (`setsid`), so a Ctrl-C of `cargo test` goes
+//! `error MESSAGE`. After that its stderr is `hosts/<key>.log`, kept only when it holds a warning or
+//! an error, or the sweep left something. It then leaves the terminal's session (`setsid`), so a Ctrl-C of `cargo test` goes
 //! to cargo and the tests, and the host cleans up once cargo has gone.
 
 use std::io::Write;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{ProfileArg, RunnerOpts, SessionOpts};
 use crate::config::Settings;
-use crate::session::{CleanupGuard, Session, signals, start};
+use crate::session::{CleanupGuard, Session, docker_lines, signals, start};
 
 /// The hidden subcommand.
 pub(crate) const SUBCOMMAND: &str = "__host";
@@ -107,13 +108,35 @@ pub(crate) fn run(args: &[String]) -> i32 {
             return crate::contract::EXIT_TEST_FAILED;
         }
     }
-    // Nobody reads stdout from now on: anything written there must not fail (or kill) the host.
-    silence_stdio();
+    // Nobody reads stdout from now on: anything written there must not fail (or kill) the host. What
+    // it would say on stderr (a warning, a service that died) goes to its log.
+    let log = args.address.with_extension("log");
+    redirect_stdio(&log);
     watch(args.key_pid, &session, &rx);
     remove_address(&args.address, &session);
     // The key process is gone, so no test process of it can wait on the lock any more.
     let _ = std::fs::remove_file(args.address.with_extension("lock"));
-    session.finish(false);
+    let left = match session.finish(false) {
+        Some(end) => {
+            let left = end.docker.as_ref().is_some_and(|d| d.left_something());
+            for line in end
+                .docker
+                .map(|d| docker_lines(&d, session.id()))
+                .unwrap_or_default()
+            {
+                eprintln!("{}", line.trim_start_matches('\n'));
+            }
+            left
+        }
+        None => false,
+    };
+    // Kept only when it has something to say: a warning, an error, or a sweep that left something.
+    let worth_keeping = left
+        || std::fs::read_to_string(&log)
+            .is_ok_and(|text| text.contains("warning:") || text.contains("error:"));
+    if !worth_keeping {
+        let _ = std::fs::remove_file(&log);
+    }
     0
 }
 
@@ -169,18 +192,27 @@ fn remove_address(address: &Path, session: &Session) {
     }
 }
 
-/// Points stdin, stdout and stderr at /dev/null.
-fn silence_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new()
+/// Points stdin and stdout at /dev/null and stderr at `log` (else /dev/null too).
+fn redirect_stdio(log: &Path) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")
-    {
-        use std::os::fd::AsRawFd;
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors of this process, from one it owns.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
-        }
+    else {
+        return;
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(log);
+    let err = log.as_ref().map_or(null.as_raw_fd(), |f| f.as_raw_fd());
+    for (fd, from) in [(0, null.as_raw_fd()), (1, null.as_raw_fd()), (2, err)] {
+        // SAFETY: dup2 onto the standard descriptors of this process, from descriptors it owns.
+        unsafe { libc::dup2(from, fd) };
     }
 }
 
