@@ -192,6 +192,17 @@ impl Run {
             })
     }
 
+    /// The address and lock files in the hosts directory.
+    fn host_files(&self) -> Vec<String> {
+        std::fs::read_dir(self.state.join("hosts"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".socket") || n.ends_with(".lock"))
+            .collect()
+    }
+
     /// Whether any session host was started (its files in the state directory).
     fn hosts_started(&self) -> bool {
         std::fs::read_dir(self.state.join("hosts"))
@@ -391,7 +402,24 @@ fn interrupted(how: Kill) -> Result<(), Failed> {
     }
     check(host_gone(), || {
         format!("the session host {host:?} is still running ({how:?})")
-    })
+    })?;
+    if let Kill::Host = how {
+        // The killed host left its files; the next host in this state directory forgets them (their
+        // key, the killed cargo, is gone).
+        let before = run.host_files();
+        let out = run
+            .cargo(&workspace(), &target())
+            .args(["test", "--test", "a", "--", "--exact", "a_one"])
+            .output()?;
+        check_success(&out)?;
+        run.check_gone()?;
+        let after = run.host_files();
+        check(
+            !before.is_empty() && before.iter().all(|f| !after.contains(f)),
+            || format!("a killed host's files {before:?} are still there: {after:?}"),
+        )?;
+    }
+    Ok(())
 }
 
 /// Two copies of the workspace tested at once: each its own host, its own containers, nothing left.

@@ -170,6 +170,9 @@ fn serve(session: &std::sync::Arc<Session>, args: &HostArgs) -> Result<PathBuf, 
         .map_err(|e| format!("cannot serve the control socket: {e}"))?;
     write_address(&args.address, &socket)
         .map_err(|e| format!("{}: {e}", args.address.display()))?;
+    if let Some(hosts) = args.address.parent() {
+        forget_dead_hosts(hosts, crate::sys::is_live);
+    }
     Ok(socket)
 }
 
@@ -183,6 +186,28 @@ fn write_address(address: &Path, socket: &Path) -> std::io::Result<()> {
         format!("{}\n{}\n", socket.display(), std::process::id()),
     )?;
     std::fs::rename(&aside, address)
+}
+
+/// Removes the files of hosts that were killed (a SIGKILLed host leaves its address and lock files):
+/// those whose key process, the pid their name starts with, no longer runs. No test process of a dead
+/// key can come for them; a pid that was reused keeps its files, which is harmless. Logs are kept.
+fn forget_dead_hosts(hosts: &Path, is_live: impl Fn(i32) -> bool) {
+    let Ok(entries) = std::fs::read_dir(hosts) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name
+            .strip_suffix(".socket")
+            .or_else(|| name.strip_suffix(".lock"))
+        else {
+            continue;
+        };
+        let pid = stem.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|pid| pid > 1 && !is_live(pid)) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Removes the address file if it still names this host's socket (a later host may have replaced it).
@@ -240,6 +265,32 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn files_of_hosts_whose_key_is_gone_are_forgotten() {
+        let dir = std::env::temp_dir().join(format!("ct-hosts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in [
+            "100-5.socket",
+            "100-5.lock",
+            "100-5.log",
+            "200-7.socket",
+            "200-7.lock",
+            "x.lock",
+        ] {
+            std::fs::write(dir.join(file), "").unwrap();
+        }
+        // 100 is gone, 200 runs.
+        forget_dead_hosts(&dir, |pid| pid == 200);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["100-5.log", "200-7.lock", "200-7.socket", "x.lock"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
