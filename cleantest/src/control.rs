@@ -117,10 +117,21 @@ fn endpoint(name: &str, answer: &str) -> Result<Endpoint, Error> {
                 .collect()
         })
         .unwrap_or_default();
+    let exports = endpoint
+        .get("exports")
+        .and_then(Value::as_object)
+        .map(|exports| {
+            exports
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Endpoint {
         name: name.to_string(),
         host,
         ports,
+        exports,
     })
 }
 
@@ -133,6 +144,12 @@ mod tests {
         let ok = r#"{"v":1,"ok":true,"endpoint":{"host":"127.0.0.1","ports":{"6379":49153}}}"#;
         let cache = endpoint("cache", ok).unwrap();
         assert_eq!(cache.port(6379), Ok(49153));
+        let db = r#"{"v":1,"ok":true,"endpoint":{"host":"h","ports":{"5432":1},"exports":{"DATABASE_URL":"postgres://h:1/db"}}}"#;
+        let db = endpoint("db", db).unwrap();
+        assert_eq!(
+            db.export("DATABASE_URL").as_deref(),
+            Some("postgres://h:1/db")
+        );
         let refused = r#"{"v":1,"ok":false,"error":"container abc has died"}"#;
         assert!(matches!(
             endpoint("cache", refused),

@@ -53,7 +53,8 @@
 //! `$CARGO_HOME/bin`. It is keyed by the nearest ancestor `cargo` (or `cargo-*`) process, so every
 //! test binary and per-test process of one invocation shares its containers, and it removes them when
 //! that process exits. It reads `[services.NAME]` from the workspace's `.config/cleantest.toml` and
-//! starts each on the first [`service`] call. It says once on stderr that it started.
+//! starts each on the first [`service`] call, with its readiness checks; its `export`s come with the
+//! endpoint ([`Endpoint::export`]). It says once on stderr that it started.
 //!
 //! | runner | containers shared by | removed when |
 //! | --- | --- | --- |
@@ -236,12 +237,31 @@ pub struct Endpoint {
     host: String,
     /// Container port → published host port.
     ports: BTreeMap<u16, u16>,
+    /// A config service's `export`s, rendered, as a session host answers them (under `cargo
+    /// cleantest` they are environment variables instead).
+    exports: BTreeMap<String, String>,
 }
 
 impl Endpoint {
     /// The service's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// One of a config service's `export`s (`export = { DATABASE_URL = "..." }`), rendered: under
+    /// `cargo cleantest` every process has it in its environment, under any other runner the session
+    /// host answers it with the endpoint. None if neither has it.
+    ///
+    /// ```
+    /// let db = cleantest::Endpoint::for_tests("db", "127.0.0.1", &[(5432, 49153)]);
+    /// // No export of that name here, and none in this process's environment.
+    /// assert_eq!(db.export("CLEANTEST_DOC_NO_SUCH_EXPORT"), None);
+    /// ```
+    pub fn export(&self, name: &str) -> Option<String> {
+        self.exports
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
     }
 
     /// The host that reaches it (`127.0.0.1` with a local engine).
@@ -316,6 +336,7 @@ impl Endpoint {
             name: name.to_string(),
             host: host.to_string(),
             ports: ports.iter().copied().collect(),
+            exports: BTreeMap::new(),
         }
     }
 }
@@ -357,6 +378,7 @@ pub fn service(name: &str) -> Result<Endpoint, Error> {
         name: name.to_string(),
         host,
         ports,
+        exports: BTreeMap::new(),
     })
 }
 

@@ -288,8 +288,13 @@ fn answer(result: Result<Running, String>) -> Value {
                 .iter()
                 .map(|(c, h)| (c.to_string(), json!(h)))
                 .collect();
+            let exports: serde_json::Map<String, Value> = running
+                .exports
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
             json!({"v": VERSION, "ok": true, "endpoint": {
-                "name": running.name, "host": running.host, "ports": ports}})
+                "name": running.name, "host": running.host, "ports": ports, "exports": exports}})
         }
         Err(error) => json!({"v": VERSION, "ok": false, "error": error}),
     }
