@@ -89,17 +89,16 @@ fn find_or_start() -> Result<String, Error> {
         return Ok(socket);
     }
     let socket = spawn(&key, &address)?;
-    let what = if key.cargo {
-        "cargo"
+    let (what, exits) = if key.cargo {
+        ("cargo", "cargo")
     } else {
-        "the parent process"
+        ("the parent process", "it")
     };
     // Straight to the process's stderr, past libtest's capture: it is said once, when it happens.
     let _ = writeln!(
         std::io::stderr(),
-        "cleantest: started a session host for {what} pid {}; its containers are removed when {} exits",
-        key.pid,
-        if key.cargo { "cargo" } else { "it" }
+        "cleantest: started a session host for {what} pid {}; its containers are removed when {exits} exits",
+        key.pid
     );
     drop(lock);
     Ok(socket)

@@ -13,3 +13,15 @@ pub(crate) struct ProfileArg {
     )]
     pub config_profile: Option<String>,
 }
+
+impl ProfileArg {
+    /// The profile `CLEANTEST_PROFILE` names, for a process that reads no command line (the session
+    /// host): the same variable clap reads above.
+    pub(crate) fn from_env() -> ProfileArg {
+        ProfileArg {
+            config_profile: std::env::var("CLEANTEST_PROFILE")
+                .ok()
+                .filter(|p| !p.is_empty()),
+        }
+    }
+}

@@ -9,8 +9,8 @@
 //! process: it did not start them. Killed itself, its reaper and the next stale sweep finish the job.
 //!
 //! The crate starts it with a pipe on stdout and waits for one line: `ready SOCKET` once it serves, or
-//! `error MESSAGE`. After that its stderr is `hosts/<key>.log`, kept only when it holds a warning or
-//! an error, or the sweep left something. It then leaves the terminal's session (`setsid`), so a Ctrl-C of `cargo test` goes
+//! `error MESSAGE`. Its stderr is `hosts/<key>.log` from its start, kept only when it holds a warning
+//! or an error, or the sweep left something. It then leaves the terminal's session (`setsid`), so a Ctrl-C of `cargo test` goes
 //! to cargo and the tests, and the host cleans up once cargo has gone.
 
 use std::io::Write;
@@ -92,6 +92,10 @@ pub(crate) fn run(args: &[String]) -> i32 {
     // Out of the terminal's session and process group: Ctrl-C and a hangup are cargo's business; the
     // host ends when cargo has gone.
     let _ = nix::unistd::setsid();
+    // What it says on stderr from now on (a stale sweep, a refused reaper, a service that died) goes
+    // to its log: the crate reads only its stdout.
+    let log = args.address.with_extension("log");
+    redirect(&[2], &log);
     if let Some(dir) = &args.manifest_dir {
         let _ = std::env::set_current_dir(dir);
     }
@@ -108,10 +112,8 @@ pub(crate) fn run(args: &[String]) -> i32 {
             return crate::contract::EXIT_TEST_FAILED;
         }
     }
-    // Nobody reads stdout from now on: anything written there must not fail (or kill) the host. What
-    // it would say on stderr (a warning, a service that died) goes to its log.
-    let log = args.address.with_extension("log");
-    redirect_stdio(&log);
+    // Nobody reads stdout from now on: anything written there must not fail (or kill) the host.
+    redirect(&[0, 1], Path::new("/dev/null"));
     watch(args.key_pid, &session, &rx);
     remove_address(&args.address, &session);
     // The key process is gone, so no test process of it can wait on the lock any more.
@@ -145,11 +147,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
 fn serve(session: &std::sync::Arc<Session>, args: &HostArgs) -> Result<PathBuf, String> {
     let workspace = super::exec::workspace_root();
     let runner = RunnerOpts {
-        profile: ProfileArg {
-            config_profile: std::env::var("CLEANTEST_PROFILE")
-                .ok()
-                .filter(|p| !p.is_empty()),
-        },
+        profile: ProfileArg::from_env(),
         ..RunnerOpts::default()
     };
     let opts = SessionOpts {
@@ -217,27 +215,25 @@ fn remove_address(address: &Path, session: &Session) {
     }
 }
 
-/// Points stdin and stdout at /dev/null and stderr at `log` (else /dev/null too).
-fn redirect_stdio(log: &Path) {
+/// Points the descriptors `fds` at `path` (a log, made 0600, or /dev/null); left as they are if it
+/// cannot be opened.
+fn redirect(fds: &[i32], path: &Path) {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
-    let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
+    let log = path != Path::new("/dev/null");
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(!log)
         .write(true)
-        .open("/dev/null")
+        .create(log)
+        .truncate(log)
+        .mode(0o600)
+        .open(path)
     else {
         return;
     };
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(log);
-    let err = log.as_ref().map_or(null.as_raw_fd(), |f| f.as_raw_fd());
-    for (fd, from) in [(0, null.as_raw_fd()), (1, null.as_raw_fd()), (2, err)] {
-        // SAFETY: dup2 onto the standard descriptors of this process, from descriptors it owns.
-        unsafe { libc::dup2(from, fd) };
+    for &fd in fds {
+        // SAFETY: dup2 onto a standard descriptor of this process, from a descriptor it owns.
+        unsafe { libc::dup2(file.as_raw_fd(), fd) };
     }
 }
 
@@ -253,8 +249,8 @@ fn watch(key: i32, session: &Session, signals: &mpsc::Receiver<crate::session::p
         }
         // Where the exit cannot be waited for (no pidfd), the signal channel paces the loop.
         let left = WATCH_STEP.saturating_sub(started.elapsed());
-        if !left.is_zero() && signals.recv_timeout(left).is_ok() {
-            continue;
+        if !left.is_zero() {
+            let _ = signals.recv_timeout(left);
         }
     }
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::control_request::{caller, config_request, request};
+use super::control_request::{Request, caller, request};
 use super::start;
 use super::{Monitor, Running};
 use crate::config::services::ServiceSpec;
@@ -215,14 +215,16 @@ fn handle(mut stream: UnixStream, context: &Context, registry: &(Mutex<Registry>
     let answer = match caller(&stream, &context.session, context.key) {
         Err(refusal) => json!({"v": VERSION, "ok": false, "error": refusal}),
         Ok(unit) => match read {
-            Ok(_) if let Some(name) = config_request(&line) => match name {
-                Ok(name) => config_service(context, registry, &unit, &name),
-                Err(e) => json!({"v": VERSION, "ok": false, "error": e}),
-            },
             Ok(_) => match request(&line) {
-                Ok((name, site, spec, key)) => answer(start_or_get(
+                Ok(Request::Start {
+                    name,
+                    site,
+                    spec,
+                    key,
+                }) => answer(start_or_get(
                     context, registry, &unit, &name, &site, &spec, &key,
                 )),
+                Ok(Request::Service(name)) => config_service(context, registry, &unit, &name),
                 Err(e) => json!({"v": VERSION, "ok": false, "error": e}),
             },
             Err(e) => json!({"v": VERSION, "ok": false, "error": e.to_string()}),
@@ -263,21 +265,21 @@ fn config_service(
 /// first); None if there is no such service.
 fn with_dependencies<'s>(config: &'s [ServiceSpec], name: &str) -> Option<Vec<&'s ServiceSpec>> {
     config.iter().find(|s| s.name == name)?;
-    let mut wanted = std::collections::BTreeSet::from([name.to_string()]);
-    // To a fixpoint: a config of N services needs at most N rounds.
-    for _ in 0..config.len() {
-        let before = wanted.len();
-        let deps: Vec<String> = config
-            .iter()
-            .filter(|s| wanted.contains(&s.name))
-            .flat_map(|s| s.depends_on.iter().cloned())
-            .collect();
-        wanted.extend(deps);
-        if wanted.len() == before {
-            break;
+    let mut wanted = std::collections::BTreeSet::new();
+    let mut next = vec![name];
+    while let Some(name) = next.pop() {
+        if wanted.insert(name)
+            && let Some(spec) = config.iter().find(|s| s.name == name)
+        {
+            next.extend(spec.depends_on.iter().map(String::as_str));
         }
     }
-    Some(config.iter().filter(|s| wanted.contains(&s.name)).collect())
+    Some(
+        config
+            .iter()
+            .filter(|s| wanted.contains(s.name.as_str()))
+            .collect(),
+    )
 }
 
 fn answer(result: Result<Running, String>) -> Value {
@@ -449,7 +451,12 @@ mod tests {
     #[test]
     fn a_request_is_checked_like_a_config_service() {
         let line = r#"{"v":1,"op":"start","name":"cache","site":"t.rs:3","spec":{"image":"redis","command":["redis-server"],"env":[["K","V"]],"ports":[6379],"ready":[{"tcp":6379},{"http":6379,"path":"/h"}],"ready_timeout_ms":5000}}"#;
-        let (name, site, spec, _) = request(line).unwrap();
+        let Request::Start {
+            name, site, spec, ..
+        } = request(line).unwrap()
+        else {
+            panic!("not a start request: {line}");
+        };
         assert_eq!((name.as_str(), site.as_str()), ("cache", "t.rs:3"));
         assert_eq!(spec.ports, vec![6379]);
         assert_eq!(spec.ready_timeout, Duration::from_secs(5));

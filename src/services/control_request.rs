@@ -53,27 +53,24 @@ fn descends_from(mut pid: i32, ancestor: i32) -> bool {
     false
 }
 
-/// The service name of a `service` request (a config service, asked of a session host), or None for
-/// any other request.
-pub(super) fn config_request(line: &str) -> Option<Result<String, String>> {
-    let value: Value = serde_json::from_str(line.trim()).ok()?;
-    if value.get("op").and_then(Value::as_str) != Some("service") {
-        return None;
-    }
-    if value.get("v").and_then(Value::as_u64) != Some(VERSION) {
-        return None; // `request` says why
-    }
-    Some(
-        value
-            .get("name")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| "the request names no service".to_string()),
-    )
+/// What a peer asks, from its one request line.
+#[derive(Debug)]
+pub(super) enum Request {
+    /// `start`: a service declared in test code, with its call site, its checked spec, and the spec as
+    /// text (to compare callers' specs).
+    Start {
+        name: String,
+        site: String,
+        /// Boxed: a spec is large beside a name.
+        spec: Box<ServiceSpec>,
+        key: String,
+    },
+    /// `service`: a config service, by name (served by a session host).
+    Service(String),
 }
 
-/// A request's name, call site, checked spec, and the spec as text (to compare callers' specs).
-pub(super) fn request(line: &str) -> Result<(String, String, ServiceSpec, String), String> {
+/// The request on `line`, checked, or why it is refused.
+pub(super) fn request(line: &str) -> Result<Request, String> {
     let value: Value =
         serde_json::from_str(line.trim()).map_err(|e| format!("the request is not JSON: {e}"))?;
     if value.get("v").and_then(Value::as_u64) != Some(VERSION) {
@@ -82,12 +79,24 @@ pub(super) fn request(line: &str) -> Result<(String, String, ServiceSpec, String
             value.get("v").map_or("none".to_string(), Value::to_string)
         ));
     }
-    if value.get("op").and_then(Value::as_str) != Some("start") {
-        return Err("unknown operation (known: start, service)".into());
+    let name = || {
+        value
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| "the request names no service".to_string())
+    };
+    match value.get("op").and_then(Value::as_str) {
+        Some("start") => start_request(&value, name()?),
+        Some("service") => Ok(Request::Service(name()?)),
+        _ => Err("unknown operation (known: start, service)".into()),
     }
+}
+
+/// A `start` request's call site and spec, checked as a config service is.
+fn start_request(value: &Value, name: String) -> Result<Request, String> {
     let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
-    let name = text(&value, "name").ok_or("the request names no service")?;
-    let site = text(&value, "site").unwrap_or_else(|| "an unknown call site".into());
+    let site = text(value, "site").unwrap_or_else(|| "an unknown call site".into());
     let raw = value.get("spec").ok_or("the request has no spec")?;
     let strings = |v: Option<&Value>| -> Option<Vec<String>> {
         v?.as_array()?
@@ -152,5 +161,10 @@ pub(super) fn request(line: &str) -> Result<(String, String, ServiceSpec, String
         .map(Duration::from_millis);
     let mut spec = config::on_demand(&name, image, command, env, ports, ready, timeout)?;
     spec.tmpfs = tmpfs;
-    Ok((name, site, spec, raw.to_string()))
+    Ok(Request::Start {
+        name,
+        site,
+        spec: Box::new(spec),
+        key: raw.to_string(),
+    })
 }
