@@ -39,8 +39,32 @@ pub(crate) async fn list(
         .collect())
 }
 
-/// Removes one image by id, with its tags and untagged parents; not forced. Gone already is done.
+/// Removes one image by id, with its tags and untagged parents; not forced. Gone already is done. An
+/// image with several names is removed name by name (each still naming it when it goes): by id, the
+/// engine removes such an image only when forced, and forcing would take it from a stopped container
+/// outside the sweep too.
 pub(crate) async fn remove(engine: &Engine, id: &str) -> Result<(), String> {
+    let tags = match engine.docker.inspect_image(id).await {
+        Ok(image) => image.repo_tags.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    if tags.len() > 1 {
+        for tag in &tags {
+            let names_it = engine
+                .docker
+                .inspect_image(tag)
+                .await
+                .is_ok_and(|i| i.id.as_deref() == Some(id));
+            if names_it {
+                remove_one(engine, tag).await?;
+            }
+        }
+    }
+    remove_one(engine, id).await
+}
+
+/// Removes one image reference (an id, or one of its names); not forced. Gone already is done.
+async fn remove_one(engine: &Engine, id: &str) -> Result<(), String> {
     let options = RemoveImageOptionsBuilder::default()
         .force(false)
         .noprune(false)

@@ -62,6 +62,11 @@ impl Removal {
         self.elapsed += other.elapsed;
     }
 
+    /// Whether anything at all was removed (an image alone counts).
+    pub(crate) fn removed_any(&self) -> bool {
+        self.containers + self.networks + self.volumes + self.images > 0
+    }
+
     /// `swept 12 containers, 2 networks, 3 volumes in 0.41s` (`, 1 image` when there were images)
     pub(crate) fn line(&self) -> String {
         let images = match self.images {

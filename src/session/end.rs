@@ -212,7 +212,7 @@ impl Drop for CleanupGuard {
             docker: Some(DockerEnd::Swept(r)),
             ..
         }) = self.0.finish(false)
-            && (r.containers + r.networks + r.volumes > 0 || !r.failures.is_empty())
+            && (r.removed_any() || !r.failures.is_empty())
         {
             // Reached on an error's way out: the error is printed by `main` after this drop, and the
             // sweep it caused belongs after it. While panicking there is no later: say it now.
@@ -242,7 +242,7 @@ pub(crate) fn docker_lines(end: &DockerEnd, session: &str) -> Vec<String> {
     let mut out = Vec::new();
     match end {
         DockerEnd::Swept(r) => {
-            if r.containers + r.networks + r.volumes > 0 || !r.failures.is_empty() {
+            if r.removed_any() || !r.failures.is_empty() {
                 out.push(format!("\n{}", r.line()));
             }
             for f in &r.failures {
@@ -322,4 +322,22 @@ pub(crate) fn docker_lines(end: &DockerEnd, session: &str) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::sweep::Removal;
+
+    #[test]
+    fn a_sweep_that_removed_only_an_image_says_so() {
+        let images_only = DockerEnd::Swept(Removal {
+            images: 1,
+            ..Removal::default()
+        });
+        let lines = docker_lines(&images_only, "s1");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("swept 0 containers, 0 networks, 0 volumes, 1 image"));
+        assert!(docker_lines(&DockerEnd::Swept(Removal::default()), "s1").is_empty());
+    }
 }

@@ -31,7 +31,7 @@ impl StaleReport {
             0 => String::new(),
             n => format!("killed {n} process(es), "),
         };
-        (r.containers + r.networks + r.volumes + self.processes > 0 || !r.failures.is_empty())
+        (r.removed_any() || self.processes > 0 || !r.failures.is_empty())
             .then(|| format!("{killed}{} of {} dead session(s)", r.line(), self.sessions))
     }
 }

@@ -10,6 +10,7 @@ mod escape;
 mod foreign;
 mod never_hang;
 mod never_lie;
+mod pinned;
 mod trust;
 
 use std::process::{Child, Command, Stdio};
@@ -74,6 +75,7 @@ fn main() {
     ];
     cells.extend(trust::cells());
     cells.extend(foreign::cells());
+    cells.extend(pinned::cells());
     cells.extend(never_hang::cells());
     cells.extend(escape::cells());
     cells.extend(never_lie::cells());

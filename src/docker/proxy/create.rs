@@ -2,19 +2,80 @@
 //! volumes a container create would make unlabelled created labelled first, the resource guard's
 //! admission, and the anonymous volumes the create made recorded for the session's sweep.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::{Request, Response};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
 use serde_json::Value;
 
-use super::forward::{BoxError, ProxyBody, Shared, Unit, error_response, send};
-use super::rewrite::Refusal;
+use super::client::{BoxError, ProxyBody, UpstreamSlot, buffered, error_response, send};
+use super::in_flight::InFlight;
+use super::rewrite::{Refusal, merge_labels};
+use super::shared::{Shared, Unit, labels_for};
+use super::table::Create;
 use super::{guard, host_config, volumes};
-use crate::contract::{BINARY_LABEL, SESSION_LABEL, TEST_LABEL};
+use crate::contract::{NESTED_LABEL_PREFIX, SESSION_LABEL};
+
+/// Forwards an admitted create (`bytes`: its body, pinned): the session's labels merged in, the
+/// resource guard's default memory, then sent from a task of its own, which the client going away does
+/// not cancel: the engine completes a create it has received anyway, and the end of the session waits
+/// for its answer. Err is the answer to a body that cannot be labelled with certainty.
+pub(super) async fn forward(
+    shared: &Arc<Shared>,
+    unit: &Unit,
+    slot: &UpstreamSlot,
+    mut parts: hyper::http::request::Parts,
+    kind: Create,
+    bytes: &[u8],
+) -> Result<Result<Response<ProxyBody>, BoxError>, Response<ProxyBody>> {
+    let labels = labels_for(shared, unit);
+    let is_container = kind == Create::Container;
+    let merged = merge_labels(bytes, &labels, SESSION_LABEL, NESTED_LABEL_PREFIX)
+        .and_then(|new| {
+            if is_container {
+                normalized(&new)
+            } else {
+                Ok(new)
+            }
+        })
+        .map_err(|refusal| {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("cleantest proxy: {refusal}"),
+            )
+        })?;
+    let mut plan = volumes::VolumePlan::default();
+    let body = match (is_container, shared.guard.default_memory) {
+        (true, Some(bytes)) => guard::with_default_memory(&merged, bytes),
+        _ => merged,
+    };
+    if is_container {
+        plan = volumes::plan(&body);
+        plan.memory = guard::memory_of(&body);
+    }
+    // The body is JSON now even where the client sent none (`docker commit` sends no body and no
+    // Content-Type; the engine refuses a body without it).
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let body = buffered(&mut parts, Bytes::from(body));
+    let request = Request::from_parts(parts, body);
+    let forwarded = InFlight::forward(&shared.in_flight);
+    let (slot, shared) = (slot.clone(), shared.clone());
+    let task = tokio::spawn(async move {
+        let answer = create(&slot, &shared, request, plan, &labels, is_container).await;
+        drop(forwarded);
+        answer
+    });
+    Ok(task.await.unwrap_or_else(|e| Err(BoxError::from(e))))
+}
 
 /// Forwards a create: the named volumes a container create would make unlabelled are created labelled
 /// first, and the anonymous volumes the new container got are recorded for the sweep.
-pub(super) async fn create(
+async fn create(
     slot: &tokio::sync::Mutex<Option<SendRequest<ProxyBody>>>,
     shared: &Shared,
     request: Request<ProxyBody>,
@@ -88,22 +149,10 @@ pub(super) async fn create(
 }
 
 /// A container create body with its HostConfig spellings folded into one (`host_config`).
-pub(super) fn normalized(body: &[u8]) -> Result<Vec<u8>, Refusal> {
+fn normalized(body: &[u8]) -> Result<Vec<u8>, Refusal> {
     let Ok(Value::Object(mut root)) = serde_json::from_slice::<Value>(body) else {
         return Err(Refusal::NotAnObject);
     };
     host_config::normalize(&mut root).map_err(Refusal::BadHostConfig)?;
     serde_json::to_vec(&Value::Object(root)).map_err(|e| Refusal::Unreadable(e.to_string()))
-}
-
-pub(super) fn labels_for(shared: &Shared, unit: &Unit) -> Vec<(String, String)> {
-    let mut labels = vec![(SESSION_LABEL.to_string(), shared.session.clone())];
-    labels.extend(shared.fixed.iter().cloned());
-    if let Some(binary) = &unit.binary {
-        labels.push((BINARY_LABEL.into(), binary.clone()));
-    }
-    if let Some(test) = &unit.test {
-        labels.push((TEST_LABEL.into(), test.clone()));
-    }
-    labels
 }

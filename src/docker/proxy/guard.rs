@@ -6,10 +6,11 @@
 use hyper::{Method, StatusCode};
 use serde_json::{Map, Value};
 
-use super::forward::{Shared, Upstream};
+use super::client::{Upstream, call};
 use super::host_config;
 use super::rewrite::go_fold;
-use super::volumes::call;
+use super::shared::Shared;
+
 use crate::cli::human_bytes;
 use crate::contract::{ROLE_LABEL, SESSION_LABEL};
 

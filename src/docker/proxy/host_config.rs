@@ -53,6 +53,79 @@ pub(crate) fn normalize(root: &mut Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
+/// Every spelling of `NetworkingConfig` merged, in document order, into one `NetworkingConfig` key, and
+/// every spelling of its `EndpointsConfig` into one map, as Go's decoder fills them: a struct decoded
+/// again keeps the fields it had, a map decoded again keeps its keys, and a `null` clears either.
+pub(crate) fn normalize_networking(root: &mut Map<String, Value>) -> Result<(), String> {
+    let spellings: Vec<String> = root
+        .keys()
+        .filter(|k| go_fold(k) == "networkingconfig")
+        .cloned()
+        .collect();
+    if spellings.is_empty() {
+        return Ok(());
+    }
+    let mut merged: Option<Map<String, Value>> = None;
+    for key in spellings {
+        match root.remove(&key) {
+            Some(Value::Null) => merged = None,
+            Some(Value::Object(fields)) => {
+                let into = merged.get_or_insert_with(Map::new);
+                for (k, v) in fields {
+                    let folded = go_fold(&k);
+                    if folded != "endpointsconfig" {
+                        into.retain(|have, _| go_fold(have) != folded);
+                        into.insert(k, v);
+                        continue;
+                    }
+                    match v {
+                        Value::Null => {
+                            into.remove("EndpointsConfig");
+                        }
+                        Value::Object(endpoints) => {
+                            let slot = into
+                                .entry("EndpointsConfig")
+                                .or_insert_with(|| Value::Object(Map::new()));
+                            if let Value::Object(have) = slot {
+                                have.extend(endpoints);
+                            }
+                        }
+                        _ => return Err(format!("`{k}` in the create body is not an object")),
+                    }
+                }
+            }
+            _ => return Err(format!("`{key}` in the create body is not an object")),
+        }
+    }
+    if let Some(merged) = merged {
+        root.insert("NetworkingConfig".into(), Value::Object(merged));
+    }
+    Ok(())
+}
+
+/// A request body as the engine reads it: one JSON object (an empty body is an empty one), its
+/// `HostConfig` and `NetworkingConfig` spellings folded into one each. What serde cannot read exactly
+/// (trailing data, a lone surrogate, deep nesting: Go reads all three) is an error, so that it is
+/// refused, never forwarded as it is.
+pub(crate) fn read_body(bytes: &[u8]) -> Result<Map<String, Value>, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let mut root = match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(root)) => root,
+        Ok(_) => return Err("the body is not a JSON object".into()),
+        Err(e) => {
+            return Err(format!(
+                "the body is not JSON the proxy can read with certainty ({e}); send one JSON object, \
+                 without trailing data, lone surrogates or deep nesting"
+            ));
+        }
+    };
+    normalize(&mut root)?;
+    normalize_networking(&mut root)?;
+    Ok(root)
+}
+
 /// The HostConfig the engine uses for a normalized create body.
 pub(crate) fn effective(root: &Map<String, Value>) -> Map<String, Value> {
     let Some(Value::Object(inner)) = root.get("HostConfig") else {
@@ -114,6 +187,28 @@ mod tests {
         normalize(&mut cleared).unwrap();
         assert!(!cleared.contains_key("HostConfig"));
         assert!(normalize(&mut object(r#"{"HostConfig":[1]}"#)).is_err());
+    }
+
+    #[test]
+    fn networking_spellings_merge_as_go_fills_them() {
+        let mut root = object(
+            r#"{"NetworkingConfig":{"EndpointsConfig":{"a":{}}},"networkingconfig":{"endpointsconfig":{"b":{}}}}"#,
+        );
+        normalize_networking(&mut root).unwrap();
+        let endpoints = root["NetworkingConfig"]["EndpointsConfig"]
+            .as_object()
+            .unwrap();
+        assert_eq!(endpoints.keys().collect::<Vec<_>>(), ["a", "b"]);
+        let mut cleared =
+            object(r#"{"NetworkingConfig":{"EndpointsConfig":{"a":{}}},"NETWORKINGCONFIG":null}"#);
+        normalize_networking(&mut cleared).unwrap();
+        assert!(!cleared.contains_key("NetworkingConfig"));
+        assert!(
+            normalize_networking(&mut object(
+                r#"{"NetworkingConfig":{"EndpointsConfig":[1]}}"#
+            ))
+            .is_err()
+        );
     }
 
     #[test]

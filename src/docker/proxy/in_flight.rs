@@ -18,7 +18,7 @@ pub(crate) struct InFlight {
 }
 
 /// One forwarded create; dropped when its answer came (or its sending failed).
-pub(crate) struct Forwarded(Arc<super::Shared>);
+pub(crate) struct Forwarded(Arc<InFlight>);
 
 impl InFlight {
     pub(crate) fn new(marker: PathBuf) -> InFlight {
@@ -30,12 +30,11 @@ impl InFlight {
     }
 
     /// Notes a create about to be forwarded, until the returned guard drops.
-    pub(crate) fn forward(shared: &Arc<super::Shared>) -> Forwarded {
-        let me = &shared.in_flight;
+    pub(crate) fn forward(me: &Arc<InFlight>) -> Forwarded {
         if me.count.fetch_add(1, Ordering::SeqCst) == 0 {
             let _ = std::fs::write(&me.marker, b"");
         }
-        Forwarded(shared.clone())
+        Forwarded(me.clone())
     }
 
     /// Waits until no create is out, at most `bound`; true when none is.
@@ -56,7 +55,7 @@ impl InFlight {
 
 impl Drop for Forwarded {
     fn drop(&mut self) {
-        let me = &self.0.in_flight;
+        let me = &self.0;
         if me.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             let _ = std::fs::remove_file(&me.marker);
         }

@@ -5,25 +5,35 @@
 //! unmodified code — the docker CLI, bollard, testcontainers-rs, docker-compose — is swept with the
 //! session.
 
-mod create;
-mod forward;
-mod guard;
+// The engine client, at the bottom.
+mod client;
+// Pure rules: what a call is and names, and how it is rewritten.
 mod host_config;
-mod in_flight;
-mod policy;
-#[cfg(test)]
-mod props;
+mod pin;
 mod query;
+mod refs;
 pub(crate) mod rewrite;
 pub(crate) mod table;
+// State, and admission: resolve, check, pin; the guard and the volumes a create makes.
+mod guard;
+mod in_flight;
+mod policy;
+mod resolve;
+mod shared;
 mod volumes;
+// Serving, on top.
+mod create;
+mod forward;
+#[cfg(test)]
+mod props;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use forward::{Shared, Upstream};
+use client::Upstream;
 use in_flight::InFlight;
+use shared::Shared;
 
 /// The most client connections the proxy serves at once; each holds two of the runner's descriptors
 /// (client and engine side). Past it, a connection gets a 503 saying so and is closed, so a test that
@@ -62,7 +72,7 @@ pub(crate) struct Proxy {
 impl Proxy {
     /// Whether the proxy ever connected to the engine.
     pub(crate) fn reached_engine(&self) -> bool {
-        forward::REACHED.load(std::sync::atomic::Ordering::SeqCst)
+        client::REACHED.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Listens on `socket` and forwards to the engine `DOCKER_HOST` names (or the default socket).
@@ -90,9 +100,9 @@ impl Proxy {
             session: session.to_string(),
             fixed,
             created: Mutex::default(),
-            in_flight: InFlight::new(
+            in_flight: Arc::new(InFlight::new(
                 socket.with_file_name(crate::contract::CREATES_IN_FLIGHT_FILE),
-            ),
+            )),
             anonymous_volumes: socket.with_file_name(crate::contract::ANONYMOUS_VOLUMES_FILE),
             volume_sink,
             image_volumes: Mutex::default(),

@@ -1,245 +1,269 @@
-//! Applying the endpoint table's rules (`table`) to one call before it is forwarded: whether the object
-//! an action names is the session's, as the engine says (its labels, or an anonymous volume the proxy
-//! recorded for the session), and the checks of start, update and connect bodies. A refusal is the
+//! Admission: one call, before anything of it is forwarded. Its row of the table (`table`), the body
+//! read (bounded) when the rule needs it, every object it names found once (`refs`), each resolved
+//! once by asking the engine (`resolve`), checked, and the call rewritten to name the ids that were
+//! checked (`pin`). Then the row's own rewrites (labels in a build's or import's query, the session's
+//! filter in a prune's) and checks (an empty start body, an update within `max-memory`). A refusal is the
 //! answer the client gets instead of the engine's.
 
 use bytes::Bytes;
-use hyper::{Method, Response, StatusCode};
-use serde_json::Value;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Response, StatusCode};
+use serde_json::{Map, Value};
 
-use super::create::labels_for;
-use super::forward::{ProxyBody, Shared, Unit, error_response};
-use super::host_config::field;
-use super::rewrite::{Create, route};
-use super::table::{self, Object, Rule};
-use super::volumes::call;
-use super::{guard, query};
-use crate::contract::{NESTED_LABEL_PREFIX, SESSION_LABEL};
+use super::client::{ProxyBody, error_response};
+use super::pin::{self, Denied};
+use super::refs::{self, Reference};
+use super::resolve::resolve_all;
+use super::rewrite::{percent_decode, split_version};
+use super::shared::{Shared, Unit, labels_for};
+use super::table::{self, Create, Row, Rule};
+use super::{guard, host_config, query};
+use crate::contract::SESSION_LABEL;
+
+/// The largest request body the proxy reads to check or rewrite. Real ones are a few KiB; without a
+/// bound a client could grow the runner without limit (a 1.4 GB body did), so a larger one gets 413.
+pub(crate) const MAX_BODY: usize = 16 << 20;
 
 /// A refusal: the answer the client gets instead of the engine's (boxed: a response is large).
 pub(crate) type Refused = Box<Response<ProxyBody>>;
 
-/// The status of refusals by policy: the docker CLI shows the message, and clients do not retry.
-pub(crate) const FORBIDDEN: StatusCode = StatusCode::FORBIDDEN;
-
-/// What `admit` found out about a call, for the rest of its handling.
-#[derive(Debug, Default)]
-pub(crate) struct Checked {
+/// A call admitted: what to forward.
+pub(crate) struct Admitted {
     /// A create whose body gets the session's labels.
     pub create: Option<Create>,
-    /// A body to read and check before it is forwarded.
-    pub body_check: Option<BodyCheck>,
+    /// The body: read (and pinned) when the rule needed it, else the client's, streamed.
+    pub body: Outgoing,
 }
 
-/// The body checks of the table's `Start`, `Update` and `Connect` rules.
-#[derive(Debug)]
-pub(crate) enum BodyCheck {
-    Start,
-    /// The container being updated.
-    Update(String),
-    /// The call, for the refusal's message.
-    Connect(String),
+/// A request body on its way to the engine.
+pub(crate) enum Outgoing {
+    Read(Bytes),
+    Stream(Incoming),
 }
 
-/// Applies the table's rule for the call in `parts` (rewriting its query for builds and prunes), or
-/// answers it with a refusal.
+/// Admits the call in `parts` (rewriting its path, query and body to what was checked), or answers
+/// it with a refusal.
 pub(crate) async fn admit(
     shared: &Shared,
     unit: &Unit,
     parts: &mut hyper::http::request::Parts,
-) -> Result<Checked, Refused> {
+    body: Incoming,
+) -> Result<Admitted, Refused> {
+    let (version, path) = routed(parts.uri.path()).map_err(refuse)?;
     let method = parts.method.as_str().to_string();
-    let path = route(parts.uri.path());
     let call_name = format!("{method} {path}");
-    let (rule, object) = match table::rule_for(&method, &path) {
-        Some(found) => found,
-        None if shared
+    let row = row_of(shared, &method, &path, &call_name)?;
+    let mut body = match reads_body(row.rule) {
+        true => Outgoing::Read(read_body(body).await?),
+        false => Outgoing::Stream(body),
+    };
+    let mut json = match (&body, json_body(row.rule)) {
+        (Outgoing::Read(bytes), true) => Some(object_of(bytes).map_err(refuse)?),
+        _ => None,
+    };
+    let query = parts.uri.query().map(str::to_string);
+    let references =
+        refs::of_call(&row, query.as_deref(), json.as_mut()).map_err(|e| refuse(e.into()))?;
+    let resolved = resolve_all(shared, &references).await.map_err(refuse)?;
+    let call = pin::Call {
+        name: &call_name,
+        method: &method,
+        row: &row,
+        query: query.as_deref(),
+    };
+    let allow_foreign = shared.policy.allow_foreign;
+    let pinned =
+        pin::apply(&call, json.as_mut(), &references, &resolved, allow_foreign).map_err(refuse)?;
+    let path = pinned.path.unwrap_or(path);
+    let query = row_query(shared, unit, row.rule, pinned.query).map_err(refuse)?;
+    if let (Some(json), Some(_)) = (&json, refs::body_of(row.rule)) {
+        body = Outgoing::Read(Bytes::from(written(json).map_err(refuse)?));
+    }
+    let read = match &body {
+        Outgoing::Read(bytes) => Some(bytes.as_ref()),
+        Outgoing::Stream(_) => None,
+    };
+    check_row(
+        shared,
+        row.rule,
+        &path_pin(&references, &pinned.pins),
+        read,
+        json.as_ref(),
+    )
+    .await?;
+    set_uri(parts, version, &path, query.as_deref()).map_err(refuse)?;
+    let create = match row.rule {
+        Rule::Label(kind) => Some(kind),
+        _ => None,
+    };
+    Ok(Admitted { create, body })
+}
+
+/// `Denied` as the answer the client gets.
+fn refuse(denied: Denied) -> Refused {
+    Box::new(error_response(denied.status(), &denied.to_string()))
+}
+
+/// The path as the engine routes it (decoded) and its version prefix. A `.` or `..` segment is
+/// refused: the engine would clean it into another path than the one the table matched.
+fn routed(raw: &str) -> Result<(Option<String>, String), Denied> {
+    let decoded = percent_decode(raw);
+    let (version, path) = split_version(&decoded);
+    if path.split('/').any(|s| s == "." || s == "..") {
+        return Err(Denied::BadRequest(format!(
+            "the path {path} has a `.` or `..` segment, which the engine would read as another path"
+        )));
+    }
+    Ok((version.map(str::to_string), path.to_string()))
+}
+
+/// The table's row for the call; a call it does not list, or refuses, passes only when `proxy.allow`
+/// lists it.
+fn row_of(shared: &Shared, method: &str, path: &str, call_name: &str) -> Result<Row, Refused> {
+    let row = table::rule_for(method, path);
+    let listed = |row: &Option<Row>| {
+        row.as_ref()
+            .is_some_and(|r| !matches!(r.rule, Rule::Refuse(_)))
+    };
+    if !listed(&row)
+        && shared
             .policy
             .allow
             .iter()
-            .any(|entry| table::allowed(entry, &method, &path)) =>
-        {
-            (Rule::Pass, None)
-        }
-        None => return Err(unlisted(&call_name)),
-    };
-    let object = object.unwrap_or_default();
-    let mut checked = Checked::default();
-    match rule {
-        Rule::Pass => {}
-        Rule::Label(kind) => checked.create = Some(kind),
-        Rule::LabelBuild => {
-            let labels = labels_for(shared, unit);
-            set_query(parts, query::build(parts.uri.query(), &labels))?;
-        }
-        Rule::LabelImport => {
-            let labels = labels_for(shared, unit);
-            set_query(parts, query::import(parts.uri.query(), &labels))?;
-        }
-        Rule::Scope => set_query(
-            parts,
-            query::scoped(parts.uri.query(), SESSION_LABEL, &shared.session),
-        )?,
-        Rule::Own(kind) => check_owned(shared, kind, &object, &call_name).await?,
-        Rule::Start => {
-            check_owned(shared, Object::Container, &object, &call_name).await?;
-            checked.body_check = Some(BodyCheck::Start);
-        }
-        Rule::Update => {
-            check_owned(shared, Object::Container, &object, &call_name).await?;
-            checked.body_check = Some(BodyCheck::Update(object));
-        }
-        Rule::Connect => {
-            check_owned(shared, Object::Network, &object, &call_name).await?;
-            checked.body_check = Some(BodyCheck::Connect(call_name));
-        }
-        Rule::Refuse(why) => {
-            return Err(refuse(
-                FORBIDDEN,
-                &format!("cleantest proxy: `{call_name}` is refused: {why}"),
-            ));
-        }
+            .any(|entry| table::allowed(entry, method, path))
+    {
+        return Ok(table::passed(path));
     }
-    Ok(checked)
+    match row {
+        Some(Row {
+            rule: Rule::Refuse(why),
+            ..
+        }) => Err(refuse_message(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "cleantest proxy: `{call_name}` is refused: {why}. Allow it with \
+                 `proxy.allow = [\"{call_name}\"]` in the profile ({})",
+                crate::contract::CONFIG_PATH
+            ),
+        )),
+        Some(row) => Ok(row),
+        None => Err(unlisted(call_name)),
+    }
 }
 
-/// The checks of a body `admit` asked for, once it is read.
-pub(crate) async fn check_body(
+/// Whether the rule needs the body before it decides (creates, and the checks of start, update and
+/// connect).
+fn reads_body(rule: Rule) -> bool {
+    matches!(
+        rule,
+        Rule::Label(_) | Rule::Start | Rule::Update | Rule::Connect
+    )
+}
+
+/// Whether the body is read as a JSON object: the bodies with references, and an update's.
+fn json_body(rule: Rule) -> bool {
+    refs::body_of(rule).is_some() || rule == Rule::Update
+}
+
+/// A request body, bounded by `MAX_BODY` (413 past it).
+async fn read_body(body: Incoming) -> Result<Bytes, Refused> {
+    match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(refuse_message(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "cleantest proxy: a request body over {} MiB is refused",
+                MAX_BODY >> 20
+            ),
+        )),
+        Err(e) => Err(refuse_message(
+            StatusCode::BAD_REQUEST,
+            &format!("cleantest proxy: reading the request body: {e}"),
+        )),
+    }
+}
+
+/// A body as the engine reads it (`host_config::read_body`).
+fn object_of(bytes: &[u8]) -> Result<Map<String, Value>, Denied> {
+    host_config::read_body(bytes).map_err(Denied::BadRequest)
+}
+
+fn written(json: &Map<String, Value>) -> Result<Vec<u8>, Denied> {
+    serde_json::to_vec(json).map_err(|e| Denied::BadRequest(format!("writing the body back: {e}")))
+}
+
+/// The query a row's own rewrite gives: a build's and an import's labels, a prune's scope.
+fn row_query(
     shared: &Shared,
-    checked: &Checked,
-    body: &[u8],
+    unit: &Unit,
+    rule: Rule,
+    query: Option<String>,
+) -> Result<Option<String>, Denied> {
+    let query = query.as_deref();
+    Ok(Some(match rule {
+        Rule::LabelBuild => query::build(query, &labels_for(shared, unit))?,
+        Rule::LabelImport => query::import(query, &labels_for(shared, unit))?,
+        Rule::Scope => query::scoped(query, SESSION_LABEL, &shared.session)?,
+        _ => return Ok(query.map(str::to_string)),
+    }))
+}
+
+/// The id the path's object was pinned to, if it has one.
+fn path_pin(references: &[Reference], pins: &pin::Pins) -> Option<String> {
+    let reference = references.iter().find(|r| r.site == refs::Site::Path)?;
+    pins.get(&(reference.object, reference.name.clone()))
+        .cloned()
+}
+
+/// The checks of a start body (empty) and an update (within `max-memory`), once the body is read.
+async fn check_row(
+    shared: &Shared,
+    rule: Rule,
+    pinned: &Option<String>,
+    bytes: Option<&[u8]>,
+    json: Option<&Map<String, Value>>,
 ) -> Result<(), Refused> {
-    match &checked.body_check {
-        None => Ok(()),
-        Some(BodyCheck::Start) => check_start_body(body),
-        Some(BodyCheck::Update(id)) => match update_memory(body) {
-            0 => Ok(()),
-            memory => guard::admit_update(shared, id, memory)
+    match rule {
+        Rule::Start => check_start_body(bytes.unwrap_or_default()),
+        Rule::Update => match (json.map(update_memory).unwrap_or(0), pinned) {
+            (0, _) | (_, None) => Ok(()),
+            (memory, Some(id)) => guard::admit_update(shared, id, memory)
                 .await
-                .map_err(|refusal| refuse(guard::REFUSED, &refusal)),
+                .map_err(|refusal| refuse_message(guard::REFUSED, &refusal)),
         },
-        Some(BodyCheck::Connect(call_name)) => match connect_container(body) {
-            Some(container) => check_owned(shared, Object::Container, &container, call_name).await,
-            None => Ok(()),
-        },
+        _ => Ok(()),
     }
 }
 
-/// `error_response`, boxed.
-fn refuse(status: StatusCode, message: &str) -> Refused {
-    Box::new(error_response(status, message))
-}
-
-fn set_query(
+/// `parts`' URI set to the version prefix, `path` and `query` (path segments escaped as sent).
+fn set_uri(
     parts: &mut hyper::http::request::Parts,
-    query: Result<String, query::QueryRefusal>,
-) -> Result<(), Refused> {
-    let refuse =
-        |why: String| error_response(StatusCode::BAD_REQUEST, &format!("cleantest proxy: {why}"));
-    let query = query.map_err(|e| refuse(e.to_string()))?;
-    let uri = format!("{}?{query}", parts.uri.path());
+    version: Option<String>,
+    path: &str,
+    query: Option<&str>,
+) -> Result<(), Denied> {
+    let prefix = version.map(|v| format!("/v{v}")).unwrap_or_default();
+    let path: Vec<String> = path.split('/').map(pin::encode_segment).collect();
+    let uri = match query {
+        Some(query) => format!("{prefix}{}?{query}", path.join("/")),
+        None => format!("{prefix}{}", path.join("/")),
+    };
     parts.uri = uri
         .parse()
-        .map_err(|e| refuse(format!("rewriting the query: {e}")))?;
+        .map_err(|e| Denied::BadRequest(format!("rewriting the request's address: {e}")))?;
     Ok(())
 }
 
-/// Whether labels carry this session: as its own, or as a nested session's outer one.
-fn carries_session(labels: Option<&Value>, session: &str) -> bool {
-    let Some(labels) = labels.and_then(Value::as_object) else {
-        return false;
-    };
-    labels.get(SESSION_LABEL).and_then(Value::as_str) == Some(session)
-        || labels.contains_key(&format!("{NESTED_LABEL_PREFIX}{session}"))
-}
-
-/// Forwarded only if `id` names an object of the session (or `proxy.allow-foreign` is set). An object
-/// the engine does not know gets the engine's own answer (404), so a name cannot be created between
-/// the check and the call.
-pub(crate) async fn check_owned(
-    shared: &Shared,
-    object: Object,
-    id: &str,
-    call_name: &str,
-) -> Result<(), Refused> {
-    if shared.policy.allow_foreign {
-        return Ok(());
-    }
-    let (path, labels) = match object {
-        Object::Container => (format!("/containers/{id}/json"), "/Config/Labels"),
-        Object::Network => (format!("/networks/{id}"), "/Labels"),
-        Object::Volume => (format!("/volumes/{id}"), "/Labels"),
-        Object::Image => (format!("/images/{id}/json"), "/Config/Labels"),
-        Object::Exec => {
-            let (status, body) = inspect(shared, &format!("/exec/{id}/json")).await?;
-            let container = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .filter(|_| status.is_success())
-                .and_then(|v| Some(v.get("ContainerID")?.as_str()?.to_string()));
-            return match container {
-                Some(container) => {
-                    Box::pin(check_owned(
-                        shared,
-                        Object::Container,
-                        &container,
-                        call_name,
-                    ))
-                    .await
-                }
-                None => Err(engine_answer(status, body)),
-            };
-        }
-    };
-    let (status, body) = inspect(shared, &path).await?;
-    if !status.is_success() {
-        return Err(engine_answer(status, body));
-    }
-    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let ours = carries_session(value.pointer(labels), &shared.session)
-        || (object == Object::Volume && shared.recorded_volume(id));
-    if ours {
-        Ok(())
-    } else {
-        Err(foreign(call_name, object, id))
-    }
-}
-
-async fn inspect(shared: &Shared, path: &str) -> Result<(StatusCode, Bytes), Refused> {
-    call(&shared.upstream, Method::GET, path, None)
-        .await
-        .map_err(|e| {
-            refuse(
-                StatusCode::BAD_GATEWAY,
-                &format!("cleantest proxy: engine unreachable: {e}"),
-            )
-        })
-}
-
-fn engine_answer(status: StatusCode, body: Bytes) -> Refused {
-    let message = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| Some(v.get("message")?.as_str()?.to_string()))
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-    Box::new(error_response(status, &message))
-}
-
-fn foreign(call_name: &str, object: Object, id: &str) -> Refused {
-    let kind = format!("{object:?}").to_lowercase();
-    refuse(
-        FORBIDDEN,
-        &format!(
-            "cleantest proxy: `{call_name}` acts on {kind} {id}, which is not this session's; the proxy \
-             refuses actions on what the session did not create. Set `proxy.allow-foreign = true` in \
-             the profile ({}) to allow them",
-            crate::contract::CONFIG_PATH
-        ),
-    )
+/// `error_response`, boxed.
+fn refuse_message(status: StatusCode, message: &str) -> Refused {
+    Box::new(error_response(status, message))
 }
 
 /// The refusal of a call the table does not list.
 pub(crate) fn unlisted(call_name: &str) -> Refused {
-    refuse(
-        FORBIDDEN,
+    refuse_message(
+        StatusCode::FORBIDDEN,
         &format!(
             "cleantest proxy: `{call_name}` is not in the proxy's endpoint table, so it is refused: the proxy \
              forwards only calls it can keep to the session. Allow it with `proxy.allow = [\"{call_name}\"]` \
@@ -261,7 +285,7 @@ pub(crate) fn check_start_body(body: &[u8]) -> Result<(), Refused> {
     if empty {
         Ok(())
     } else {
-        Err(refuse(
+        Err(refuse_message(
             StatusCode::BAD_REQUEST,
             "cleantest proxy: a container start with a body (HostConfig at start, before API 1.24) is \
              refused: what it would mount cannot be labelled; give the HostConfig to the create instead",
@@ -269,20 +293,11 @@ pub(crate) fn check_start_body(body: &[u8]) -> Result<(), Refused> {
     }
 }
 
-/// The `Container` a connect/disconnect body names, as the engine reads it.
-pub(crate) fn connect_container(body: &[u8]) -> Option<String> {
-    let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(body) else {
-        return None;
-    };
-    field(&top, "Container")?.as_str().map(str::to_string)
-}
-
 /// The memory limit an update body sets (0: it leaves the limit as it is).
-pub(crate) fn update_memory(body: &[u8]) -> u64 {
-    let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(body) else {
-        return 0;
-    };
-    field(&top, "Memory").and_then(Value::as_u64).unwrap_or(0)
+pub(crate) fn update_memory(top: &Map<String, Value>) -> u64 {
+    host_config::field(top, "Memory")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -300,22 +315,21 @@ mod tests {
 
     #[test]
     fn bodies_read_as_the_engine_reads_them() {
-        assert_eq!(
-            connect_container(br#"{"container":"a","Container":"b"}"#).as_deref(),
-            Some("b")
-        );
-        assert_eq!(connect_container(b"[]"), None);
-        assert_eq!(update_memory(br#"{"memory":4294967296}"#), 4 << 30);
-        assert_eq!(update_memory(br#"{"CpuShares":2}"#), 0);
+        let object = object_of(br#"{"memory":4294967296}"#).unwrap();
+        assert_eq!(update_memory(&object), 4 << 30);
+        assert_eq!(update_memory(&object_of(br#"{"CpuShares":2}"#).unwrap()), 0);
+        assert!(object_of(b"[]").is_err());
+        assert!(object_of(br#"{"Memory":1} trailing"#).is_err());
+        assert!(object_of(b" ").unwrap().is_empty());
     }
 
     #[test]
-    fn nested_sessions_own_what_their_outer_proxy_relabelled() {
-        let labels =
-            serde_json::json!({"cleantest.session": "outer", "cleantest.nested.inner": ""});
-        assert!(carries_session(Some(&labels), "outer"));
-        assert!(carries_session(Some(&labels), "inner"));
-        assert!(!carries_session(Some(&labels), "other"));
-        assert!(!carries_session(None, "outer"));
+    fn dot_segments_are_refused() {
+        assert!(routed("/v1.41/images/../containers/x").is_err());
+        assert!(routed("/images/%2e%2e/containers/x").is_err());
+        assert_eq!(
+            routed("/v1.41/containers/%63reate").unwrap(),
+            (Some("1.41".into()), "/containers/create".into())
+        );
     }
 }

@@ -12,6 +12,37 @@ pub(crate) enum QueryRefusal {
     Unreadable(&'static str, String),
     #[error("a `;` in the query: the engine's reading of it is not certain")]
     Semicolon,
+    #[error("a malformed `%` escape in the query: the engine refuses such a query")]
+    Malformed,
+}
+
+/// The first value of parameter `name`, decoded, as the engine reads it (`r.Form.Get`).
+pub(crate) fn first(query: Option<&str>, name: &str) -> Result<Option<String>, QueryRefusal> {
+    take(query, name).map(|(_, found)| found)
+}
+
+/// Every value of parameter `name`, decoded, in order (as the engine reads a list: `r.Form[name]`).
+pub(crate) fn all(query: Option<&str>, name: &str) -> Result<Vec<String>, QueryRefusal> {
+    take(query, name)?;
+    Ok(query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|param| {
+            let (k, v) = param.split_once('=').unwrap_or((param, ""));
+            (decode(k) == name).then(|| decode(v))
+        })
+        .collect())
+}
+
+/// The query with every spelling of `name` replaced by one `name=value`.
+pub(crate) fn replace(
+    query: Option<&str>,
+    name: &str,
+    value: &str,
+) -> Result<String, QueryRefusal> {
+    let (mut params, _) = take(query, name)?;
+    params.push(format!("{}={}", encode(name), encode(value)));
+    Ok(params.join("&"))
 }
 
 /// A prune's query with `label=<key>=<value>` added to its `filters`, so only what carries it goes.
@@ -89,6 +120,9 @@ fn take(query: Option<&str>, name: &str) -> Result<(Vec<String>, Option<String>)
     if query.contains(';') {
         return Err(QueryRefusal::Semicolon);
     }
+    if malformed_escape(query) {
+        return Err(QueryRefusal::Malformed);
+    }
     let mut kept = Vec::new();
     let mut found = None;
     for param in query.split('&').filter(|p| !p.is_empty()) {
@@ -100,6 +134,16 @@ fn take(query: Option<&str>, name: &str) -> Result<(Vec<String>, Option<String>)
         }
     }
     Ok((kept, found))
+}
+
+/// Whether a `%` is not followed by two hex digits (Go's `url.ParseQuery` fails on it).
+fn malformed_escape(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
 }
 
 fn read_object(text: &str, name: &'static str) -> Result<Map<String, Value>, QueryRefusal> {
@@ -202,5 +246,16 @@ mod tests {
         assert_eq!(labels["team"], "db");
         assert_eq!(labels["cleantest.session"], "s1");
         assert_eq!(decode("a+b%2Fc%zz"), "a b/c%zz");
+        assert_eq!(build(Some("t=a%zz"), &[]), Err(QueryRefusal::Malformed));
+    }
+
+    #[test]
+    fn values_are_read_as_the_engine_reads_them() {
+        let q = Some("t=a%3A1&%74=b&repo=x+y&repo=z");
+        assert_eq!(all(q, "t").unwrap(), ["a:1", "b"]);
+        assert_eq!(first(q, "repo").unwrap().as_deref(), Some("x y"));
+        assert_eq!(first(q, "tag").unwrap(), None);
+        let replaced = replace(Some("container=a&c%6fntainer=b&x=1"), "container", "id:1").unwrap();
+        assert_eq!(replaced, "x=1&container=id%3A1");
     }
 }

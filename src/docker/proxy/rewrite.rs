@@ -5,16 +5,6 @@ use serde_json::{Map, Value};
 
 use crate::contract::is_session_id;
 
-/// Which create call a request is, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Create {
-    Container,
-    Network,
-    Volume,
-    /// `POST /commit`: its body is the new image's config, labels included.
-    Commit,
-}
-
 /// `(version, rest)` for `/v1.41/containers/json` → `(Some("1.41"), "/containers/json")`.
 pub(crate) fn split_version(path: &str) -> (Option<&str>, &str) {
     let Some((version, rest)) = path
@@ -30,17 +20,9 @@ pub(crate) fn split_version(path: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// The path (query string excluded) as the engine routes it: decoded, without its version prefix.
-/// `/containers/%63reate` is a container create to the engine, so matching the raw path would let an
-/// encoded create through unlabelled.
-pub(crate) fn route(path: &str) -> String {
-    let decoded = percent_decode(path);
-    split_version(&decoded).1.to_string()
-}
-
 /// `%XX` escapes decoded as Go's `url.PathUnescape` decodes them; a malformed escape is left as it is
 /// (the engine refuses such a request itself).
-pub(super) fn percent_decode(path: &str) -> String {
+pub(crate) fn percent_decode(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -169,6 +151,7 @@ pub(super) fn go_fold(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::table::Create;
     use super::*;
 
     fn labels() -> Vec<(String, String)> {
@@ -183,8 +166,9 @@ mod tests {
     }
 
     fn create_kind(method: &str, path: &str) -> Option<Create> {
-        match super::super::table::rule_for(method, &route(path)) {
-            Some((super::super::table::Rule::Label(kind), _)) => Some(kind),
+        let routed = percent_decode(path);
+        match super::super::table::rule_for(method, split_version(&routed).1)?.rule {
+            super::super::table::Rule::Label(kind) => Some(kind),
             _ => None,
         }
     }

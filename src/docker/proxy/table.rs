@@ -11,16 +11,28 @@
 //! - `LabelImport`: image creates; an import gets the labels as `LABEL` changes, a pull passes.
 //! - `Scope`: prunes; the session's label is added to the filters, so only its own go.
 //! - `Own`: an action on one object (the `*` or `**`), forwarded only when the engine says the object is
-//!   the session's; `Start`, `Update` and `Connect` are `Own` with a check of the body besides.
+//!   the session's; `Start`, `Update`, `Connect`, `Tag` and `Rename` are `Own` with more besides.
 //! - `Refuse`: known, and never forwarded, with the reason.
 //!
-//! `proxy.allow-foreign = true` lets `Own` rows act on other objects too; `proxy.allow = [...]`
-//! forwards listed calls that are not in the table, as they are (`config::proxy`).
+//! Every object a call names besides the path's (in its query or body) is found by `refs`, which reads
+//! each row's rule: what the call acts on or joins must be the session's, a name it writes must not be
+//! another's, and the call is forwarded with the ids that were checked (`policy`).
+//!
+//! `proxy.allow-foreign = true` lifts the ownership checks; `proxy.allow = [...]` forwards listed calls
+//! that the table does not list or refuses, as they are (`config::proxy`).
 
-use super::rewrite::Create;
+/// Which create call a request is, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    Container,
+    Network,
+    Volume,
+    /// `POST /commit`: its body is the new image's config, labels included.
+    Commit,
+}
 
 /// What kind of object an `Own` row acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Object {
     Container,
     Exec,
@@ -46,6 +58,10 @@ pub(crate) enum Rule {
     Update,
     /// Network connect/disconnect: the network and the body's container both ours.
     Connect,
+    /// `docker tag`: the source ours, and the name it writes nobody else's.
+    Tag,
+    /// `docker rename`: ours, and the new name nobody else's.
+    Rename,
     Refuse(&'static str),
 }
 
@@ -68,7 +84,8 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("POST",   "/containers/*/wait",                             Pass),
     ("POST",   "/containers/*/start",                            Start),
     ("POST",   "/containers/*/update",                           Update),
-    ("POST",   "/containers/*/{stop,restart,kill,pause,unpause,rename,resize,attach,exec}", Own(Container)),
+    ("POST",   "/containers/*/rename",                           Rename),
+    ("POST",   "/containers/*/{stop,restart,kill,pause,unpause,resize,attach,exec}", Own(Container)),
     ("PUT",    "/containers/*/archive",                          Own(Container)),
     ("DELETE", "/containers/*",                                  Own(Container)),
     ("GET",    "/exec/*/json",                                   Pass),
@@ -76,14 +93,14 @@ const TABLE: &[(&str, &str, Rule)] = &[
     // Images
     ("GET",    "/images/{json,search,get}",                      Pass),
     ("POST",   "/images/create",                                 LabelImport), // pulls as they are
-    ("POST",   "/images/load",                                   Pass), // loads add images, unlabelled
+    ("POST",   "/images/load",                                   Refuse("a load writes the names its archive holds, which may be other images', and adds images no label reaches, so the sweep would never remove them; load images before the run")),
     ("POST",   "/images/prune",                                  Scope),
     ("POST",   "/build",                                         LabelBuild),
     ("POST",   "/build/prune",                                   Refuse("the build cache has no labels, so a prune cannot be kept to the session")),
     ("POST",   "/commit",                                        Label(Create::Commit)),
     ("GET",    "/images/**/{json,history,get}",                  Pass),
     ("POST",   "/images/**/push",                                Pass),
-    ("POST",   "/images/**/tag",                                 Own(Image)),
+    ("POST",   "/images/**/tag",                                 Tag),
     ("DELETE", "/images/**",                                     Own(Image)),
     // Networks and volumes
     ("GET",    "/{networks,volumes}",                            Pass),
@@ -100,8 +117,39 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("GET",    "/{services,tasks}/*/logs",                       Pass),
 ];
 
-/// A call's rule, and the object the pattern's `*`/`**` names (the first wildcard's segments).
-pub(crate) fn rule_for(method: &str, path: &str) -> Option<(Rule, Option<String>)> {
+/// A call's row: its rule, and where in the path the object the pattern's `*`/`**` names stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Row {
+    pub rule: Rule,
+    /// The path's segments (without the leading `/`).
+    pub segments: Vec<String>,
+    /// The object's segments, `start..end` of `segments`: one for `*`, one or more for `**`.
+    pub object: Option<std::ops::Range<usize>>,
+}
+
+impl Row {
+    /// The object the path names (an image name keeps its slashes).
+    pub(crate) fn object(&self) -> Option<String> {
+        self.object.clone().map(|r| self.segments[r].join("/"))
+    }
+
+    /// The path with the object replaced by `with` (one segment).
+    pub(crate) fn path_with(&self, with: &str) -> String {
+        let Some(range) = self.object.clone() else {
+            return format!("/{}", self.segments.join("/"));
+        };
+        let mut segments: Vec<&str> = self.segments[..range.start]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        segments.push(with);
+        segments.extend(self.segments[range.end..].iter().map(String::as_str));
+        format!("/{}", segments.join("/"))
+    }
+}
+
+/// The row a call matches, if any.
+pub(crate) fn rule_for(method: &str, path: &str) -> Option<Row> {
     let method = if method == "HEAD" { "GET" } else { method };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     TABLE.iter().find_map(|(m, pattern, rule)| {
@@ -109,8 +157,31 @@ pub(crate) fn rule_for(method: &str, path: &str) -> Option<(Rule, Option<String>
             return None;
         }
         let mut object = None;
-        matches(&pattern_segments(pattern), &segments, &mut object).then_some((*rule, object))
+        matches(&pattern_segments(pattern), &segments, 0, &mut object).then(|| Row {
+            rule: *rule,
+            segments: segments.iter().map(|s| s.to_string()).collect(),
+            object,
+        })
     })
+}
+
+/// The row of a call `proxy.allow` lets through: forwarded as it is.
+pub(crate) fn passed(path: &str) -> Row {
+    Row {
+        rule: Rule::Pass,
+        segments: path
+            .trim_start_matches('/')
+            .split('/')
+            .map(str::to_string)
+            .collect(),
+        object: None,
+    }
+}
+
+/// Every row, as `(method, pattern, rule)`: for tests that must cover the whole table.
+#[cfg(test)]
+pub(crate) fn rows() -> &'static [(&'static str, &'static str, Rule)] {
+    TABLE
 }
 
 /// Whether a `METHOD /pattern` of `proxy.allow` matches the call (same pattern language).
@@ -120,28 +191,34 @@ pub(crate) fn allowed(entry: &str, method: &str, path: &str) -> bool {
     };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     m.eq_ignore_ascii_case(method)
-        && matches(&pattern_segments(pattern.trim()), &segments, &mut None)
+        && matches(&pattern_segments(pattern.trim()), &segments, 0, &mut None)
 }
 
 fn pattern_segments(pattern: &str) -> Vec<&str> {
     pattern.trim_start_matches('/').split('/').collect()
 }
 
-fn matches(pattern: &[&str], path: &[&str], object: &mut Option<String>) -> bool {
+/// Whether `path` (starting at segment `at` of the whole path) matches `pattern`; the first wildcard's
+/// span is put in `object`.
+fn matches(
+    pattern: &[&str],
+    path: &[&str],
+    at: usize,
+    object: &mut Option<std::ops::Range<usize>>,
+) -> bool {
     match (pattern.split_first(), path.split_first()) {
         (None, None) => true,
         (Some((&"**", rest)), Some(_)) => (1..=path.len()).rev().any(|take| {
-            let mut inner = None;
-            let found = matches(rest, &path[take..], &mut inner);
-            if found {
-                *object = Some(path[..take].join("/"));
+            let found = matches(rest, &path[take..], at + take, &mut None);
+            if found && object.is_none() {
+                *object = Some(at..at + take);
             }
             found
         }),
         (Some((&"*", rest)), Some((segment, after))) if !segment.is_empty() => {
-            let found = matches(rest, after, &mut None);
+            let found = matches(rest, after, at + 1, &mut None);
             if found && object.is_none() {
-                *object = Some(segment.to_string());
+                *object = Some(at..at + 1);
             }
             found
         }
@@ -150,7 +227,7 @@ fn matches(pattern: &[&str], path: &[&str], object: &mut Option<String>) -> bool
                 Some(choices) => choices.split(',').any(|c| c == *segment),
                 None => p == segment,
             };
-            literal && matches(rest, after, object)
+            literal && matches(rest, after, at + 1, object)
         }
         _ => false,
     }
@@ -161,11 +238,11 @@ mod tests {
     use super::*;
 
     fn rule(method: &str, path: &str) -> Option<Rule> {
-        rule_for(method, path).map(|(r, _)| r)
+        rule_for(method, path).map(|r| r.rule)
     }
 
     fn object(method: &str, path: &str) -> Option<String> {
-        rule_for(method, path).and_then(|(_, o)| o)
+        rule_for(method, path).and_then(|r| r.object())
     }
 
     #[test]
@@ -198,6 +275,19 @@ mod tests {
             Some("team/pg:15".into())
         );
         assert_eq!(rule("GET", "/images/team/pg/json"), Some(Pass));
+        assert_eq!(rule("POST", "/images/team/pg:15/tag"), Some(Tag));
+        assert_eq!(
+            rule_for("DELETE", "/images/team/pg:15")
+                .unwrap()
+                .path_with("sha256:ab"),
+            "/images/sha256:ab"
+        );
+        assert_eq!(
+            rule_for("POST", "/containers/db/kill")
+                .unwrap()
+                .path_with("0123"),
+            "/containers/0123/kill"
+        );
         assert_eq!(rule("POST", "/networks/n1/connect"), Some(Connect));
     }
 
@@ -211,6 +301,7 @@ mod tests {
         assert_eq!(rule("PATCH", "/containers/json"), None);
         assert_eq!(rule("GET", "/containers/json/extra"), None);
         assert!(matches!(rule("POST", "/build/prune"), Some(Refuse(_))));
+        assert!(matches!(rule("POST", "/images/load"), Some(Refuse(_))));
     }
 
     #[test]

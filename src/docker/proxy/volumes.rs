@@ -13,12 +13,10 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::forward::{BoxError, ProxyBody, Upstream, connect};
+use super::client::{BoxError, Upstream, call, get};
 use super::host_config::{self, field};
 
 /// A named volume a container create refers to.
@@ -279,38 +277,6 @@ pub(crate) async fn record_anonymous(
 /// The name the engine gives an anonymous volume: 64 lowercase hex digits.
 fn is_anonymous_name(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// A GET's JSON answer, when the engine gave one with a success status.
-async fn get(upstream: &Upstream, path: &str) -> Option<Value> {
-    let (status, body) = call(upstream, Method::GET, path, None).await.ok()?;
-    if !status.is_success() {
-        return None;
-    }
-    serde_json::from_slice(&body).ok()
-}
-
-/// One request on a connection of its own; the status and the whole (small) body.
-pub(super) async fn call(
-    upstream: &Upstream,
-    method: Method,
-    path: &str,
-    json_body: Option<String>,
-) -> Result<(StatusCode, Bytes), BoxError> {
-    let mut sender = connect(upstream).await?;
-    let body: ProxyBody = Full::new(Bytes::from(json_body.unwrap_or_default()))
-        .map_err(|never| match never {})
-        .boxed();
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, "docker")
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(body)?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    Ok((status, bytes))
 }
 
 #[cfg(test)]
