@@ -5,6 +5,7 @@
 //! [profile.default]
 //! proxy.allow-foreign = true           # actions on containers, networks, volumes not of the session
 //! proxy.allow = ["POST /plugins/pull"] # calls the table does not list, forwarded as they are
+//! proxy.refuse-host-access = true      # no privileged containers, host namespaces or host binds
 //! ```
 
 use serde::Deserialize;
@@ -24,6 +25,7 @@ pub(crate) struct ProxyTable {
     pub enabled: Option<bool>,
     pub allow_foreign: Option<bool>,
     pub allow: Option<Vec<String>>,
+    pub refuse_host_access: Option<bool>,
 }
 
 /// What the proxy may forward besides its table's rules.
@@ -33,6 +35,8 @@ pub(crate) struct ProxyPolicy {
     pub allow_foreign: bool,
     /// `METHOD /pattern` entries forwarded untouched though the table does not list them.
     pub allow: Vec<String>,
+    /// Container creates that would make a test root on the host are refused (`host_config::host_access`).
+    pub refuse_host_access: bool,
 }
 
 impl ProxyConfig {
@@ -53,6 +57,7 @@ impl ProxyConfig {
             enabled: top.enabled.or(base.enabled),
             allow_foreign: top.allow_foreign.or(base.allow_foreign),
             allow: top.allow.or(base.allow),
+            refuse_host_access: top.refuse_host_access.or(base.refuse_host_access),
         })
     }
 
@@ -79,6 +84,7 @@ impl ProxyConfig {
         Ok(ProxyPolicy {
             allow_foreign: table.allow_foreign.unwrap_or(false),
             allow,
+            refuse_host_access: table.refuse_host_access.unwrap_or(false),
         })
     }
 }
@@ -104,6 +110,9 @@ mod tests {
         let policy = table.policy().unwrap();
         assert!(policy.allow_foreign);
         assert_eq!(policy.allow, ["POST /plugins/pull"]);
+        assert!(!policy.refuse_host_access);
+        let refusing = read("proxy.refuse-host-access = true").over(&table);
+        assert!(refusing.policy().unwrap().refuse_host_access);
         assert!(read("proxy.allow = [\"/plugins\"]").policy().is_err());
         assert!(toml::from_str::<Holder>("proxy.allow-foreing = true").is_err());
     }

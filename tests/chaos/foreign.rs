@@ -72,18 +72,6 @@ fn session(mark: &str, state: &Path, script: &str) -> std::process::Output {
     run(exec_in_session(mark, state).args(["--", "sh", "-c", script]))
 }
 
-/// A workspace whose profile sets `proxy.allow-foreign = true`, outside this repository (whose own
-/// config would be found first); removed by the caller.
-fn allow_foreign_workspace(mark: &str) -> std::io::Result<std::path::PathBuf> {
-    let workspace = std::env::temp_dir().join(format!("ct-{mark}"));
-    std::fs::create_dir_all(workspace.join(".config"))?;
-    std::fs::write(
-        workspace.join(".config/cleantest.toml"),
-        "[profile.default]\nproxy.allow-foreign = true\n",
-    )?;
-    Ok(workspace)
-}
-
 /// `--volumes-from` a foreign container and a top-level `Binds` of an existing volume: before, both
 /// volumes were recorded as the session's anonymous ones and removed by its sweep or a stale sweep.
 /// Joining a foreign container's volumes is refused unless the profile allows foreign objects, so it
@@ -113,13 +101,11 @@ fn foreign_volumes_kept() -> Result<(), Failed> {
            'http://docker/containers/create?name={mark}-top'\n",
         image = image::IMAGE,
     );
-    let workspace = allow_foreign_workspace(&mark)?;
+    let workspace = Workspace::with_profile(&mark, "proxy.allow-foreign = true");
     let out = run(exec_in_session(&mark, &state)
-        .current_dir(&workspace)
+        .current_dir(&workspace.0)
         .args(["--", "sh", "-c", &script]));
-    let _ = std::fs::remove_file(workspace.join(".config/cleantest.toml"));
-    let _ = std::fs::remove_dir(workspace.join(".config"));
-    let _ = std::fs::remove_dir(&workspace);
+    drop(workspace);
     // The foreign container goes first, as it would in real life: then only the record protects them.
     let _ = docker(&["rm", &owner]);
     let stale = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
@@ -270,13 +256,13 @@ fn foreign_actions_refused() -> Result<(), Failed> {
         return result;
     }
     // Opened by the profile: the same kill goes through.
-    let workspace = allow_foreign_workspace(&mark)?;
+    let workspace = Workspace::with_profile(&mark, "proxy.allow-foreign = true");
     let out = run(exec_in_session(&mark, &state)
-        .current_dir(&workspace)
+        .current_dir(&workspace.0)
         .args(["--", "docker", "kill", short]));
     let killed = docker(&["inspect", "-f", "{{.State.Running}}", &victim]) == "false";
     remove_foreign(None, &mark);
-    let _ = std::fs::remove_dir_all(&workspace);
+    drop(workspace);
     check(out.status.success() && killed, || {
         format!("allow-foreign did not allow the kill: {}", stderr(&out))
     })

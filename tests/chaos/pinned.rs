@@ -25,6 +25,10 @@ pub(crate) fn cells() -> Vec<Cell> {
             "a_create_cannot_join_a_foreign_containers_namespaces_volumes_or_networks",
             joins_refused,
         ),
+        trial(
+            "refuse_host_access_refuses_privileged_host_namespaces_and_host_binds",
+            host_access_refused,
+        ),
     ]
 }
 
@@ -243,7 +247,7 @@ fn joins_refused() -> Result<(), Failed> {
          docker run -d --name {mark}-own {image} sleep 1000 >/dev/null\n\
          for flags in '--pid container:{victim}' '--ipc container:{victim}' '--network container:{victim}' \
            '--volumes-from {victim}' '--link {victim}:v' '--network {mark}-net'; do\n\
-           if docker run --rm $flags {image} true >/dev/null 2>&1; then echo \"allowed: $flags\"; fi\n\
+           if docker create $flags {image} true >/dev/null 2>&1; then echo \"allowed: $flags\"; fi\n\
          done\n\
          docker run --rm --pid container:{mark}-own --network container:{mark}-own {image} true && echo own-joins-ok\n"
     );
@@ -284,4 +288,43 @@ fn joins_refused() -> Result<(), Failed> {
         format!("the foreign network has {endpoints} endpoints, the container running: {running}")
     })?;
     session_gone(&session_id(&text))
+}
+
+/// Under `proxy.refuse-host-access = true`, creates that would make a test root on the host are
+/// refused (privileged, the host's pid namespace, a host bind, an added capability); an ordinary one
+/// runs. Without the key, the host pid namespace works (off by default).
+fn host_access_refused() -> Result<(), Failed> {
+    let mark = unique_mark("pin-host");
+    let state = temp_dir("pin-host");
+    let image = image::IMAGE;
+    let script = format!(
+        "for flags in '--privileged' '--pid host' '-v /etc:/host-etc:ro' '--cap-add SYS_ADMIN'; do\n\
+           if docker create $flags {image} true >/dev/null 2>&1; then echo \"allowed: $flags\"; fi\n\
+         done\n\
+         docker run --rm {image} true && echo plain-ok\n\
+         docker run --rm --pid host {image} true 2>&1 | grep -q 'refuse-host-access' && echo names-the-key\n"
+    );
+    let workspace = Workspace::with_profile(&mark, "proxy.refuse-host-access = true");
+    let out = run(exec_in_session(&mark, &state)
+        .current_dir(&workspace.0)
+        .args(["--", "sh", "-c", &script]));
+    drop(workspace);
+    let text = stdout(&out);
+    check_success(&out)?;
+    check(!text.contains("allowed:"), || {
+        format!("host access went through:\n{text}")
+    })?;
+    for want in ["plain-ok", "names-the-key"] {
+        check(text.contains(want), || {
+            format!("no {want}:\n{text}\n{}", stderr(&out))
+        })?;
+    }
+    let off = session(
+        &mark,
+        &state,
+        &format!("docker run --rm --pid host {image} true && echo host-pid-ok"),
+    );
+    check(stdout(&off).contains("host-pid-ok"), || {
+        format!("off by default, yet refused: {}", stderr(&off))
+    })
 }

@@ -436,6 +436,31 @@ impl Drop for PrivateEngine {
     }
 }
 
+/// A workspace outside this repository (whose own config would be found first) whose default profile
+/// holds `profile` (TOML lines); `Workspace::drop` removes what it made, by name.
+pub struct Workspace(pub std::path::PathBuf);
+
+impl Workspace {
+    pub fn with_profile(mark: &str, profile: &str) -> Workspace {
+        let dir = std::env::temp_dir().join(format!("ct-{mark}"));
+        std::fs::create_dir_all(dir.join(".config")).expect("create the workspace");
+        std::fs::write(
+            dir.join(".config/cleantest.toml"),
+            format!("[profile.default]\n{profile}\n"),
+        )
+        .expect("write its config");
+        Workspace(dir)
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0.join(".config/cleantest.toml"));
+        let _ = std::fs::remove_dir(self.0.join(".config"));
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 /// `cargo-cleantest exec --no-lock` with the test's state directory and mark; the caller adds
 /// `-- CMD ARGS...` (and any other option).
 pub fn exec_in_session(mark: &str, state: &Path) -> Command {

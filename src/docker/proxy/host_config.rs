@@ -126,6 +126,67 @@ pub(crate) fn read_body(bytes: &[u8]) -> Result<Map<String, Value>, String> {
     Ok(root)
 }
 
+/// What in a container create's HostConfig (`effective`) would make the test root on the host: a
+/// privileged container, the host's pid, ipc, user, uts or cgroup namespace, added capabilities,
+/// devices, a bind of a host path, or an unconfined security profile. Empty when there is none.
+pub(crate) fn host_access(host: &Map<String, Value>) -> Vec<String> {
+    let mut found = Vec::new();
+    if field(host, "Privileged") == Some(&Value::Bool(true)) {
+        found.push("Privileged".to_string());
+    }
+    for mode in [
+        "PidMode",
+        "IpcMode",
+        "UsernsMode",
+        "UTSMode",
+        "CgroupnsMode",
+    ] {
+        if field(host, mode).and_then(Value::as_str) == Some("host") {
+            found.push(format!("{mode}: host"));
+        }
+    }
+    for list in ["CapAdd", "Devices", "DeviceRequests"] {
+        if field(host, list)
+            .and_then(Value::as_array)
+            .is_some_and(|l| !l.is_empty())
+        {
+            found.push(list.to_string());
+        }
+    }
+    let strings = |key| {
+        field(host, key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+    };
+    for bind in strings("Binds") {
+        if bind
+            .split(':')
+            .next()
+            .is_some_and(|s| s.starts_with('/') || s.starts_with('.'))
+        {
+            found.push(format!("the host bind {bind}"));
+        }
+    }
+    for opt in strings("SecurityOpt") {
+        if opt.contains("unconfined") {
+            found.push(format!("SecurityOpt {opt}"));
+        }
+    }
+    let mounts = field(host, "Mounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    for mount in mounts.filter_map(Value::as_object) {
+        if field(mount, "Type").and_then(Value::as_str) == Some("bind") {
+            let source = field(mount, "Source").and_then(Value::as_str).unwrap_or("");
+            found.push(format!("the host bind mount {source}"));
+        }
+    }
+    found
+}
+
 /// The HostConfig the engine uses for a normalized create body.
 pub(crate) fn effective(root: &Map<String, Value>) -> Map<String, Value> {
     let Some(Value::Object(inner)) = root.get("HostConfig") else {
@@ -209,6 +270,26 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    #[test]
+    fn host_access_is_named() {
+        let host = object(
+            r#"{"privileged":true,"PidMode":"host","Binds":["vol:/v","/etc:/e"],"CapAdd":["SYS_ADMIN"],
+                "Mounts":[{"Type":"bind","Source":"/"},{"Type":"volume","Source":"v"}],"SecurityOpt":["seccomp=unconfined"]}"#,
+        );
+        assert_eq!(
+            host_access(&host),
+            [
+                "Privileged",
+                "PidMode: host",
+                "CapAdd",
+                "the host bind /etc:/e",
+                "SecurityOpt seccomp=unconfined",
+                "the host bind mount /"
+            ]
+        );
+        assert!(host_access(&object(r#"{"Binds":["v:/v"],"NetworkMode":"host"}"#)).is_empty());
     }
 
     #[test]

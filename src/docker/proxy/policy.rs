@@ -216,7 +216,8 @@ fn path_pin(references: &[Reference], pins: &pin::Pins) -> Option<String> {
         .cloned()
 }
 
-/// The checks of a start body (empty) and an update (within `max-memory`), once the body is read.
+/// The checks of a start body (empty), an update (within `max-memory`) and, with
+/// `proxy.refuse-host-access`, a container create's host access, once the body is read.
 async fn check_row(
     shared: &Shared,
     rule: Rule,
@@ -225,6 +226,21 @@ async fn check_row(
     json: Option<&Map<String, Value>>,
 ) -> Result<(), Refused> {
     match rule {
+        Rule::Label(Create::Container) if shared.policy.refuse_host_access => {
+            let found = json.map(|j| host_config::host_access(&host_config::effective(j)));
+            match found.filter(|f| !f.is_empty()) {
+                None => Ok(()),
+                Some(found) => Err(refuse_message(
+                    StatusCode::FORBIDDEN,
+                    &format!(
+                        "cleantest proxy: this container would be root on the host ({}), which \
+                         `proxy.refuse-host-access = true` in the profile ({}) refuses",
+                        found.join(", "),
+                        crate::contract::CONFIG_PATH
+                    ),
+                )),
+            }
+        }
         Rule::Start => check_start_body(bytes.unwrap_or_default()),
         Rule::Update => match (json.map(update_memory).unwrap_or(0), pinned) {
             (0, _) | (_, None) => Ok(()),
