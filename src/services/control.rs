@@ -17,7 +17,7 @@
 //! no container appears after the sweep has listed.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -27,15 +27,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::control_request::{Request, caller, request};
+use super::control_request::{Request, VERSION, caller, request};
 use super::start;
 use super::{Monitor, Running};
 use crate::config::services::ServiceSpec;
 use crate::docker::Engine;
 use crate::docker::container::{self, State};
 
-/// The protocol version served.
-pub(super) const VERSION: u64 = 1;
 /// The longest request line read.
 const MAX_REQUEST: u64 = 64 * 1024;
 /// How long `stop` waits for starts under way (they end early once the session ends).
@@ -133,12 +131,12 @@ pub(crate) fn serve(path: &Path, context: Context) -> std::io::Result<Control> {
     let registry: Arc<(Mutex<Registry>, Condvar)> = Arc::default();
     let (context, shared) = (Arc::new(context), registry.clone());
     let clients = Arc::new(AtomicUsize::new(0));
-    let (busy, refused) = std::sync::mpsc::sync_channel::<UnixStream>(BUSY_QUEUE);
+    let (busy, refused) = std::sync::mpsc::sync_channel::<(UnixStream, String)>(BUSY_QUEUE);
     std::thread::Builder::new()
-        .name("control-busy".into())
+        .name("control-refuse".into())
         .spawn(move || {
-            for stream in refused {
-                refuse_busy(stream);
+            for (stream, refusal) in refused {
+                refuse(stream, &refusal);
             }
         })?;
     std::thread::Builder::new()
@@ -150,19 +148,28 @@ pub(crate) fn serve(path: &Path, context: Context) -> std::io::Result<Control> {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 };
+                // Who asks is known before anything is read: a process outside the session never
+                // takes a request thread. Refusals are answered by the one refusing thread; when even
+                // its queue is full, the connection is closed.
+                let unit = match caller(&stream, &context.session, context.key) {
+                    Ok(unit) => unit,
+                    Err(refusal) => {
+                        let _ = busy.try_send((stream, refusal));
+                        continue;
+                    }
+                };
                 // One thread per request, up to a bound: past it, the request is read briefly and
-                // refused here, so a flood of connections cannot grow the runner's threads.
+                // refused, so a flood of connections cannot grow the runner's threads.
                 if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
                     clients.fetch_sub(1, Ordering::SeqCst);
-                    // Answered by the one refusing thread; when even its queue is full, closed.
-                    let _ = busy.try_send(stream);
+                    let _ = busy.try_send((stream, busy_refusal()));
                     continue;
                 }
                 let (context, registry, mine) = (context.clone(), shared.clone(), clients.clone());
                 let spawned = std::thread::Builder::new()
                     .name("control-client".into())
                     .spawn(move || {
-                        handle(stream, &context, &registry);
+                        handle(stream, &unit, &context, &registry);
                         mine.fetch_sub(1, Ordering::SeqCst);
                     });
                 if spawned.is_err() {
@@ -183,18 +190,19 @@ const MAX_CLIENTS: usize = 64;
 const BUSY_QUEUE: usize = 256;
 
 /// How long a refused client has to send its request line before it is answered.
-const BUSY_READ_BOUND: Duration = Duration::from_millis(200);
+const REFUSAL_READ_BOUND: Duration = Duration::from_millis(200);
 
-/// Answers a request past `MAX_CLIENTS` with a refusal, after reading its line (briefly): a peer whose
-/// request was never read would find the connection closed under its write instead of reading why.
-fn refuse_busy(mut stream: UnixStream) {
-    let _ = stream.set_read_timeout(Some(BUSY_READ_BOUND));
-    let _ = stream.set_write_timeout(Some(BUSY_READ_BOUND));
-    let mut line = String::new();
-    let _ = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
-    let refusal = format!(
+fn busy_refusal() -> String {
+    format!(
         "the control socket is busy: {MAX_CLIENTS} requests are being served at once; try again when one ends"
-    );
+    )
+}
+
+/// Answers a refused request, after reading its line (briefly): a peer whose request was never read
+/// would find the connection closed under its write instead of reading why.
+fn refuse(mut stream: UnixStream, refusal: &str) {
+    let _ = stream.set_write_timeout(Some(REFUSAL_READ_BOUND));
+    let _ = read_request(&stream, REFUSAL_READ_BOUND);
     let _ = writeln!(
         stream,
         "{}",
@@ -202,33 +210,63 @@ fn refuse_busy(mut stream: UnixStream) {
     );
 }
 
-/// How long a client may take to send its request line (the crate sends it at once).
-const REQUEST_READ_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client may take to send its whole request line (the crate sends it at once).
+const REQUEST_READ_BOUND: Duration = Duration::from_secs(10);
 
-fn handle(mut stream: UnixStream, context: &Context, registry: &(Mutex<Registry>, Condvar)) {
-    // The request is read before a refusal too: a peer whose request was never read would find the
-    // connection closed under its write (EPIPE) instead of reading why.
-    let mut line = String::new();
-    // A peer that never sends its line does not hold a thread for long.
-    let _ = stream.set_read_timeout(Some(REQUEST_READ_BOUND));
-    let read = BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line);
-    let answer = match caller(&stream, &context.session, context.key) {
-        Err(refusal) => json!({"v": VERSION, "ok": false, "error": refusal}),
-        Ok(unit) => match read {
-            Ok(_) => match request(&line) {
-                Ok(Request::Start {
-                    name,
-                    site,
-                    spec,
-                    key,
-                }) => answer(start_or_get(
-                    context, registry, &unit, &name, &site, &spec, &key,
-                )),
-                Ok(Request::Service(name)) => config_service(context, registry, &unit, &name),
-                Err(e) => json!({"v": VERSION, "ok": false, "error": e}),
-            },
-            Err(e) => json!({"v": VERSION, "ok": false, "error": e.to_string()}),
+/// One request line (at most `MAX_REQUEST` bytes), all of it within `bound`: a peer that sends a byte
+/// now and then cannot hold a thread past it.
+fn read_request(stream: &UnixStream, bound: Duration) -> std::io::Result<String> {
+    let deadline = Instant::now() + bound;
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the request line did not arrive within {}s",
+                    bound.as_secs_f64()
+                ),
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let read = (&*stream).read(&mut chunk)?;
+        let end = chunk[..read].iter().position(|b| *b == b'\n');
+        line.extend_from_slice(&chunk[..end.map_or(read, |i| i + 1)]);
+        if read == 0 || end.is_some() {
+            break;
+        }
+        if line.len() as u64 > MAX_REQUEST {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the request line is longer than {MAX_REQUEST} bytes"),
+            ));
+        }
+    }
+    String::from_utf8(line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+fn handle(
+    mut stream: UnixStream,
+    unit: &(String, String),
+    context: &Context,
+    registry: &(Mutex<Registry>, Condvar),
+) {
+    let answer = match read_request(&stream, REQUEST_READ_BOUND) {
+        Ok(line) => match request(&line) {
+            Ok(Request::Start {
+                name,
+                site,
+                spec,
+                key,
+            }) => answer(start_or_get(
+                context, registry, unit, &name, &site, &spec, &key,
+            )),
+            Ok(Request::Service(name)) => config_service(context, registry, unit, &name),
+            Err(e) => json!({"v": VERSION, "ok": false, "error": e}),
         },
+        Err(e) => json!({"v": VERSION, "ok": false, "error": e.to_string()}),
     };
     let _ = writeln!(stream, "{answer}");
 }
@@ -447,6 +485,28 @@ fn healthy(context: &Context, running: &Running) -> Result<Running, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_line_is_bounded_as_a_whole() {
+        let (client, server) = UnixStream::pair().unwrap();
+        // A peer that sends a byte every 20 ms, never a newline: each read alone is quick.
+        let writer = std::thread::spawn(move || {
+            for _ in 0..100 {
+                if (&client).write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let read = read_request(&server, Duration::from_millis(200));
+        drop(server);
+        writer.join().unwrap();
+        let error = read.expect_err("a line trickling in past its bound was taken");
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        let (client, server) = UnixStream::pair().unwrap();
+        (&client).write_all(b"{\"v\":1}\nrest").unwrap();
+        assert_eq!(read_request(&server, Duration::from_secs(5)).unwrap(), "{\"v\":1}\n");
+    }
 
     #[test]
     fn a_request_is_checked_like_a_config_service() {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::control::VERSION;
 use crate::config::services::{self as config, Ready, ServiceSpec};
 
 /// The unit a peer belongs to (`binary`, `test`), if it is a process of the session: it carries the
@@ -68,6 +67,9 @@ pub(super) enum Request {
     /// `service`: a config service, by name (served by a session host).
     Service(String),
 }
+
+/// The protocol version served.
+pub(super) const VERSION: u64 = 1;
 
 /// The request on `line`, checked, or why it is refused.
 pub(super) fn request(line: &str) -> Result<Request, String> {

@@ -1,7 +1,8 @@
 //! The proxy at a low descriptor limit (issue 12, B). When `accept` fails with EMFILE, the pending
 //! connection stays queued and the next `accept` fails at once: an accept loop that retries at once
 //! spins a core for as long as the clients hold their connections. It must back off, and serve again
-//! once descriptors are free.
+//! once descriptors are free. And floods of connections (issue 35, B.6): neither idle ones nor slow
+//! ones from outside the session may keep the session's own requests from being served.
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,10 @@ pub(crate) fn cells() -> Vec<Cell> {
         trial(
             "floods_of_connections_grow_neither_threads_nor_descriptors",
             connection_floods,
+        ),
+        trial(
+            "slow_control_connections_from_outside_the_session_never_hold_its_requests",
+            slow_outsiders,
         ),
     ]
 }
@@ -133,6 +138,63 @@ fn judge_floods(runner: u32, state: &Path) -> Result<(), Failed> {
         )
     })?;
     check(cpu_ticks(runner).is_some(), || "the runner is gone".into())
+}
+
+/// 100 connections to the control socket from outside the session (this test process), each having
+/// sent one byte of a request it never finishes: once they hold every request thread (64), a request
+/// of the session's own was answered "busy". Now a process outside the session is refused before its
+/// request is read, on a thread of its own, and the session's request is served.
+fn slow_outsiders() -> Result<(), Failed> {
+    let mark = unique_mark("slowloris");
+    let state = temp_dir("slowloris");
+    let go = state.join("go");
+    let status = Command::new("mkfifo").arg(&go).status()?;
+    check(status.success(), || "mkfifo failed".into())?;
+    std::fs::write(
+        state.join("request.py"),
+        "import os, socket\n\
+         s = socket.socket(socket.AF_UNIX)\n\
+         s.connect(os.environ['CLEANTEST_CONTROL'])\n\
+         s.sendall(b'{\"v\":1,\"op\":\"nope\"}\\n')\n\
+         print(s.makefile().readline())\n",
+    )?;
+    let mut runner = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"));
+    runner.args(["exec", "--no-lock", "--", "sh", "-c"]).arg(format!(
+        "cd {state}; touch ready; read line < go; python3 request.py > answer.tmp; mv answer.tmp answer; \
+         exec sleep 1000",
+        state = state.display()
+    ));
+    with_runner(runner, &mark, &state, judge_slow_outsiders)
+}
+
+fn judge_slow_outsiders(_runner: u32, state: &Path) -> Result<(), Failed> {
+    use std::io::{BufRead, Write};
+    let control = proxy_socket(state)
+        .ok_or("the session has no proxy socket")?
+        .with_file_name("control.sock");
+    // An outsider that sends its line reads why it is refused.
+    let mut whole = UnixStream::connect(&control)?;
+    whole.set_read_timeout(Some(Duration::from_secs(10)))?;
+    whole.write_all(b"{\"v\":1,\"op\":\"nope\"}\n")?;
+    let mut refused = String::new();
+    let _ = std::io::BufReader::new(&whole).read_line(&mut refused);
+    let mut held: Vec<UnixStream> = (0..100)
+        .filter_map(|_| UnixStream::connect(&control).ok())
+        .collect();
+    for stream in &mut held {
+        let _ = stream.write_all(b"{");
+    }
+    std::fs::write(state.join("go"), "go\n")?;
+    wait_for_file(&state.join("answer"), Duration::from_secs(30));
+    let answer = std::fs::read_to_string(state.join("answer"))?;
+    drop(held);
+    check(refused.contains("is not part of session"), || {
+        format!("an outsider's request got {refused:?}")
+    })?;
+    check(
+        answer.contains("\"ok\":false") && !answer.contains("busy"),
+        || format!("the session's own request got {answer:?}"),
+    )
 }
 
 /// User plus system CPU time of a process, in clock ticks.
