@@ -26,7 +26,7 @@ fn main() {
     let redis = (!Path::new("/usr/bin/redis-server").exists())
         .then(|| "redis-server is not installed (apt-get install redis-server)".to_string());
     type Case = fn() -> Result<(), Failed>;
-    let cases: [(&str, Case); 8] = [
+    let cases: [(&str, Case); 9] = [
         ("plain_cargo_test_shares_one_container_per_service", plain),
         ("per_test_processes_share_one_host", per_test_processes),
         ("an_ide_run_of_one_exact_test_leaves_nothing", exact),
@@ -41,6 +41,10 @@ fn main() {
         }),
         ("two_checkouts_at_once_get_two_hosts", two_checkouts),
         ("under_cargo_cleantest_no_host_is_started", under_cleantest),
+        (
+            "a_process_outside_cargo_holding_the_session_id_is_refused_by_the_host",
+            outsider_refused,
+        ),
     ];
     let mut cells: Vec<Cell> = cases
         .into_iter()
@@ -355,19 +359,70 @@ enum Kill {
 }
 
 /// A test that uses both services and hangs; once it says so, `how` ends the run.
-fn interrupted(how: Kill) -> Result<(), Failed> {
-    service_image::build("redis", false)?;
-    let run = Run::new("host-kill");
+/// Plain `cargo test` of a test that hangs once it has its services (so a host serves it): cargo, in
+/// a process group of its own, and the hanging test's pid.
+fn start_hanging(run: &Run) -> Result<(std::process::Child, i32), Failed> {
     let mut command = run.cargo(&workspace(), &target());
     command
         .args(["test", "--test", "b", "--", "--ignored", "--exact", "hangs"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .process_group(0);
-    let mut cargo = command.spawn()?;
+    let cargo = command.spawn()?;
     let hanging = run.out.join("hanging");
     wait_for_file(&hanging, Duration::from_secs(300));
     let test_pid: i32 = std::fs::read_to_string(&hanging)?.trim().parse()?;
+    Ok((cargo, test_pid))
+}
+
+/// A process that is not of the cargo invocation (this harness's child) sets `CLEANTEST_SESSION` to the
+/// host's session id, which the socket's path shows, and asks for a service: the host refuses it. It
+/// used to serve any process carrying the id.
+fn outsider_refused() -> Result<(), Failed> {
+    service_image::build("redis", false)?;
+    let run = Run::new("host-peer");
+    let (mut cargo, _) = start_hanging(&run)?;
+    let address = std::fs::read_dir(run.state.join("hosts"))?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".socket"))
+        .map(|e| e.path());
+    let socket = address
+        .and_then(|a| std::fs::read_to_string(a).ok())
+        .and_then(|text| Some(PathBuf::from(text.lines().next()?.trim())));
+    let answer = socket.as_ref().map(|socket| {
+        let session = socket
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import os, socket\n\
+                 s = socket.socket(socket.AF_UNIX)\n\
+                 s.connect(os.environ['CT_SOCKET'])\n\
+                 s.sendall(b'{\"v\":1,\"op\":\"service\",\"name\":\"cache\"}\\n')\n\
+                 print(s.makefile().readline())\n",
+            )
+            .env("CT_SOCKET", socket)
+            .env("CLEANTEST_SESSION", &session)
+            .output()
+    });
+    let _ = killpg(Pid::from_raw(cargo.id() as i32), Signal::SIGINT);
+    let _ = cargo.wait();
+    run.check_gone()?;
+    let answer = answer
+        .ok_or("no session host named its socket")?
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())?;
+    check(answer.contains("is not part of session"), || {
+        format!("an outsider holding the session id got {answer:?}")
+    })
+}
+
+fn interrupted(how: Kill) -> Result<(), Failed> {
+    service_image::build("redis", false)?;
+    let run = Run::new("host-kill");
+    let (mut cargo, test_pid) = start_hanging(&run)?;
     let cargo_pid = Pid::from_raw(cargo.id() as i32);
     let host = run.host_pid();
     match how {

@@ -117,6 +117,7 @@ fn spawn(key: &Key, address: &Path) -> Result<String, Error> {
     let workspace = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     let mut child = Command::new(&runner)
         .args([SUBCOMMAND, "--key-pid", &key.pid.to_string()])
+        .args(["--key-start", &key.start])
         .args(["--address", &address.display().to_string()])
         .args(["--manifest-dir", &workspace])
         .stdin(Stdio::null())

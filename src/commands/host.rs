@@ -33,6 +33,8 @@ const WATCH_STEP: Duration = Duration::from_millis(250);
 struct HostArgs {
     /// The process whose exit ends the session (the cargo process the tests run under).
     key_pid: i32,
+    /// Its start time as the crate read it (`/proc/PID/stat`'s 22nd field on Linux), if passed.
+    key_start: Option<String>,
     /// The file that names the socket, for the key's later test processes.
     address: PathBuf,
     /// The package of the test that started the host (`CARGO_MANIFEST_DIR`): its workspace's config.
@@ -41,6 +43,7 @@ struct HostArgs {
 
 fn parse(args: &[String]) -> Result<HostArgs, String> {
     let mut key_pid = None;
+    let mut key_start = None;
     let mut address = None;
     let mut manifest_dir = None;
     let mut it = args.iter();
@@ -56,6 +59,7 @@ fn parse(args: &[String]) -> Result<HostArgs, String> {
                         .ok_or_else(|| format!("--key-pid {value:?} is not a process id"))?,
                 )
             }
+            "--key-start" => key_start = Some(value.clone()),
             "--address" => address = Some(PathBuf::from(value)),
             "--manifest-dir" => manifest_dir = (!value.is_empty()).then(|| PathBuf::from(value)),
             other => return Err(format!("unknown argument {other:?}")),
@@ -63,6 +67,7 @@ fn parse(args: &[String]) -> Result<HostArgs, String> {
     }
     Ok(HostArgs {
         key_pid: key_pid.ok_or("--key-pid is missing")?,
+        key_start,
         address: address.ok_or("--address is missing")?,
         manifest_dir,
     })
@@ -82,13 +87,13 @@ pub(crate) fn run(args: &[String]) -> i32 {
             return crate::contract::EXIT_USAGE;
         }
     };
-    if !crate::sys::is_live(args.key_pid) {
-        answer(&format!(
-            "error the key process {} is not running",
-            args.key_pid
-        ));
-        return crate::contract::EXIT_USAGE;
-    }
+    let key = match Key::of(args.key_pid, args.key_start.as_deref()) {
+        Ok(key) => key,
+        Err(e) => {
+            answer(&format!("error {e}"));
+            return crate::contract::EXIT_USAGE;
+        }
+    };
     // Out of the terminal's session and process group: Ctrl-C and a hangup are cargo's business; the
     // host ends when cargo has gone.
     let _ = nix::unistd::setsid();
@@ -114,7 +119,7 @@ pub(crate) fn run(args: &[String]) -> i32 {
     }
     // Nobody reads stdout from now on: anything written there must not fail (or kill) the host.
     redirect(&[0, 1], Path::new("/dev/null"));
-    watch(args.key_pid, &session, &rx);
+    watch(key, &session, &rx);
     remove_address(&args.address, &session);
     // The key process is gone, so no test process of it can wait on the lock any more.
     let _ = std::fs::remove_file(args.address.with_extension("lock"));
@@ -237,14 +242,51 @@ fn redirect(fds: &[i32], path: &Path) {
     }
 }
 
+/// The key process: its pid and start time, which together name it for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    pid: i32,
+    start_time: u64,
+}
+
+impl Key {
+    /// The running process `pid`; with `start` (the crate's reading), only if it started then.
+    fn of(pid: i32, start: Option<&str>) -> Result<Key, String> {
+        let stat = crate::sys::stat(pid)
+            .filter(|_| crate::sys::is_live(pid))
+            .ok_or_else(|| format!("the key process {pid} is not running"))?;
+        // The crate reads the start time as `/proc` gives it on Linux; elsewhere in another form, and
+        // the process is this host's ancestor's, alive while the crate waits for the host's answer.
+        if let (true, Some(start)) = (cfg!(target_os = "linux"), start)
+            && start.parse::<u64>().ok() != Some(stat.start_time)
+        {
+            return Err(format!(
+                "the key process {pid} started at {}, not at {start}: it is not the process that asked for a host",
+                stat.start_time
+            ));
+        }
+        Ok(Key {
+            pid,
+            start_time: stat.start_time,
+        })
+    }
+
+    /// Whether the key still runs: its pid live, and still naming the process that started then (a
+    /// reused pid is the key's exit).
+    fn runs(&self) -> bool {
+        crate::sys::is_live(self.pid)
+            && crate::sys::stat(self.pid).is_some_and(|s| s.start_time == self.start_time)
+    }
+}
+
 /// Blocks until the key process has exited, or a signal asks the host to stop.
-fn watch(key: i32, session: &Session, signals: &mpsc::Receiver<crate::session::process::Event>) {
+fn watch(key: Key, session: &Session, signals: &mpsc::Receiver<crate::session::process::Event>) {
     loop {
-        if session.interrupted_by().is_some() || !crate::sys::is_live(key) {
+        if session.interrupted_by().is_some() || !key.runs() {
             return;
         }
         let started = Instant::now();
-        if crate::sys::exits_within(key, WATCH_STEP) {
+        if crate::sys::exits_within(key.pid, WATCH_STEP) {
             return;
         }
         // Where the exit cannot be waited for (no pidfd), the signal channel paces the loop.
@@ -258,6 +300,29 @@ fn watch(key: i32, session: &Session, signals: &mpsc::Receiver<crate::session::p
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_its_pid_and_start_time() {
+        let me = std::process::id() as i32;
+        let key = Key::of(me, None).unwrap();
+        assert!(key.runs());
+        let start = key.start_time.to_string();
+        assert_eq!(Key::of(me, Some(&start)).unwrap(), key);
+        // A reused pid: the same number, another process.
+        let reused = Key {
+            start_time: key.start_time + 1,
+            ..key
+        };
+        assert!(!reused.runs());
+        if cfg!(target_os = "linux") {
+            let other = (key.start_time + 1).to_string();
+            assert!(
+                Key::of(me, Some(&other))
+                    .unwrap_err()
+                    .contains("not the process")
+            );
+        }
+    }
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -301,6 +366,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(ok.key_pid, 4242);
+        assert_eq!(ok.key_start, None);
         assert_eq!(ok.manifest_dir.as_deref(), Some(Path::new("/w/pkg")));
         for bad in [
             &["--key-pid"][..],

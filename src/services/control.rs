@@ -505,7 +505,10 @@ mod tests {
         assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
         let (client, server) = UnixStream::pair().unwrap();
         (&client).write_all(b"{\"v\":1}\nrest").unwrap();
-        assert_eq!(read_request(&server, Duration::from_secs(5)).unwrap(), "{\"v\":1}\n");
+        assert_eq!(
+            read_request(&server, Duration::from_secs(5)).unwrap(),
+            "{\"v\":1}\n"
+        );
     }
 
     #[test]

@@ -21,9 +21,16 @@ pub(super) fn caller(
     let var = crate::sys::env_var;
     let env = environ(pid);
     let me = std::process::id() as i32;
-    let member = var(&env, crate::contract::ENV_SESSION).as_deref() == Some(session)
-        || descends_from(pid, me)
-        || key.is_some_and(|key| descends_from(pid, key));
+    // A session host serves its key's descendants only: its session id can be read in its socket's
+    // path, so a value in the environment proves nothing there. The runner serves its descendants, and
+    // processes carrying its session (one that escaped its subreaper still does).
+    let member = match key {
+        Some(key) => descends_from(pid, key),
+        None => {
+            var(&env, crate::contract::ENV_SESSION).as_deref() == Some(session)
+                || descends_from(pid, me)
+        }
+    };
     if !member {
         return Err(format!(
             "process {pid} is not part of session {session}: only its tests may start its services"
