@@ -180,11 +180,8 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         );
     }
     let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());
-    for line in end
-        .docker
-        .map(|e| docker_lines(&e, session.id()))
-        .unwrap_or_default()
-    {
+    let docker = end.docker.map(|e| docker_lines(&e, session.id()));
+    for line in end.stale.iter().chain(docker.iter().flatten()) {
         eprintln!("{}", line.trim_start_matches('\n'));
     }
     Ok(if let Some(signal) = session.interrupted_by() {

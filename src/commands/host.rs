@@ -126,11 +126,8 @@ pub(crate) fn run(args: &[String]) -> i32 {
     let left = match session.finish(false) {
         Some(end) => {
             let left = end.docker.as_ref().is_some_and(|d| d.left_something());
-            for line in end
-                .docker
-                .map(|d| docker_lines(&d, session.id()))
-                .unwrap_or_default()
-            {
+            let docker = end.docker.map(|d| docker_lines(&d, session.id()));
+            for line in end.stale.iter().chain(docker.iter().flatten()) {
                 eprintln!("{}", line.trim_start_matches('\n'));
             }
             left

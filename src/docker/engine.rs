@@ -10,6 +10,10 @@ use bollard::Docker;
 
 /// How long a ping may take before the engine counts as unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `/info` may take. A wedged dockerd answers `/_ping` and `/version` (they take none of its
+/// locks) and hangs on everything else: past this bound it counts as unreachable too, so that no later
+/// call of the start waits for it.
+const INFO_TIMEOUT: Duration = Duration::from_secs(4);
 /// Per-request timeout: a removal that hangs must not hang the sweep.
 const REQUEST_TIMEOUT: u64 = 30;
 use super::context::DEFAULT_SOCKET;
@@ -35,6 +39,8 @@ pub(crate) enum Connection {
         endpoint: String,
         expected: bool,
         reason: String,
+        /// It answered the ping, and then not (a wedged engine): retrying soon will not help.
+        wedged: bool,
     },
 }
 
@@ -125,6 +131,7 @@ async fn finish_connect(
         endpoint: endpoint.clone(),
         expected,
         reason,
+        wedged: false,
     };
     let docker = match docker {
         Ok(d) => d,
@@ -149,12 +156,24 @@ async fn finish_connect(
         ),
         Err(_) => (false, None),
     };
-    let (vm, memory_total) = match docker.info().await {
-        Ok(info) => (
+    let (vm, memory_total) = match tokio::time::timeout(INFO_TIMEOUT, docker.info()).await {
+        Ok(Ok(info)) => (
             super::vm::of_info(&info, &endpoint, cfg!(target_os = "linux")),
             info.mem_total.and_then(|m| u64::try_from(m).ok()),
         ),
-        Err(_) => (None, None),
+        Ok(Err(_)) => (None, None),
+        Err(_) => {
+            return Connection::Down {
+                endpoint,
+                expected,
+                reason: format!(
+                    "it answers /_ping but not /info within {}s: a wedged engine, which a restart \
+                     usually mends",
+                    INFO_TIMEOUT.as_secs()
+                ),
+                wedged: true,
+            };
+        }
     };
     Connection::Up(Engine {
         docker,

@@ -219,13 +219,18 @@ pub(crate) fn connect_to(endpoint: &str) -> Connection {
     block_on(engine::connect_to(endpoint))
 }
 
-/// Connects, retrying with backoff for up to `bound` while an expected engine does not answer.
+/// Connects, retrying with backoff for up to `bound` while an expected engine does not answer (a
+/// wedged one is not retried: it answered, and then hung).
 pub(crate) fn connect_within(bound: Duration) -> Connection {
     let deadline = Instant::now() + bound;
     let mut delay = Duration::from_millis(200);
     loop {
         match connect() {
-            Connection::Down { expected: true, .. } if Instant::now() + delay < deadline => {
+            Connection::Down {
+                expected: true,
+                wedged: false,
+                ..
+            } if Instant::now() + delay < deadline => {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(2));
             }

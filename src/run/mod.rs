@@ -367,10 +367,12 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         &origins,
         std::mem::take(&mut end.escaped),
     );
-    summary.docker_lines = end
-        .docker
-        .map(|e| docker_lines(&e, session.id()))
-        .unwrap_or_default();
+    summary.docker_lines = std::mem::take(&mut end.stale);
+    summary.docker_lines.extend(
+        end.docker
+            .map(|e| docker_lines(&e, session.id()))
+            .unwrap_or_default(),
+    );
     let junit_result = args
         .runner
         .junit

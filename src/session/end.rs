@@ -18,6 +18,8 @@ use crate::docker::{self, Engine, Kind, Removal, Resource};
 
 /// How long the end of a session waits for an engine that was down at its start.
 const END_RECONNECT: Duration = Duration::from_secs(5);
+/// How long the end waits for a stale sweep that was still running when the tests started.
+const STALE_END_WAIT: Duration = Duration::from_secs(2);
 
 /// What ending the session did with its Docker resources.
 #[derive(Debug)]
@@ -43,7 +45,9 @@ impl DockerEnd {
         match self {
             DockerEnd::Swept(r) => !r.failures.is_empty(),
             DockerEnd::Failed(_) => true,
-            _ => false,
+            // The engine was reached during the run and then not: what was made there is still there.
+            DockerEnd::NotSwept { reached, .. } => *reached,
+            DockerEnd::Kept(_) => false,
         }
     }
 }
@@ -57,6 +61,8 @@ pub(crate) struct SessionEnd {
     pub escaped: Vec<Escaped>,
     /// The most containers the session had at once, and the most memory they used (sampled).
     pub peak: Option<Peak>,
+    /// What the start's stale sweep did, when it was still running as the tests started.
+    pub stale: Vec<String>,
 }
 
 impl Session {
@@ -159,7 +165,27 @@ impl Session {
             docker,
             escaped,
             peak,
+            stale: self.pending_stale(),
         })
+    }
+
+    /// What a stale sweep still running when the tests started did, waited for a little; it is left to
+    /// the next run when it is still not done (it sweeps only dead sessions, and is bounded itself).
+    fn pending_stale(&self) -> Vec<String> {
+        let pending = self
+            .pending_stale
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match pending.map(|rx| rx.recv_timeout(STALE_END_WAIT)) {
+            None => Vec::new(),
+            Some(Ok(lines)) => lines,
+            Some(Err(_)) => vec![
+                "note: the stale sweep of dead sessions did not finish (the engine answers slowly); \
+                 the next run goes on with it"
+                    .to_string(),
+            ],
+        }
     }
 
     fn sweep_or_keep(&self, engine: &Engine, keep: bool, in_memory: &[String]) -> DockerEnd {
@@ -309,7 +335,10 @@ pub(crate) fn docker_lines(end: &DockerEnd, session: &str) -> Vec<String> {
         } => {
             out.push(format!(
                 "\nno Docker engine answers at {endpoint} ({reason}): nothing was swept; the session \
-                 stays on record, and `cargo cleantest sweep --stale` sweeps it once the engine is back"
+                 stays on record, and the next run's stale sweep sweeps it once the engine is back"
+            ));
+            out.push(format!(
+                "    or now, once it is back: cargo cleantest sweep --session {session}"
             ));
         }
         DockerEnd::Failed(e) => {

@@ -108,6 +108,8 @@ pub(crate) struct Session {
     /// Where the runner is no subreaper: what descends from its groups (`watch_lineage`), and when
     /// the next periodic snapshot is due.
     lineage: Mutex<Option<(lineage::Lineage, std::time::Instant)>>,
+    /// A stale sweep still running when the tests started: the end says what it did.
+    pending_stale: Mutex<Option<std::sync::mpsc::Receiver<Vec<String>>>>,
 }
 
 impl Session {
@@ -126,6 +128,7 @@ impl Session {
             run: Mutex::default(),
             usage: Mutex::default(),
             lineage: Mutex::default(),
+            pending_stale: Mutex::default(),
         })
     }
 
@@ -162,6 +165,11 @@ impl Session {
     /// Starts sampling the session's containers (count and memory) until it ends.
     pub(crate) fn set_sampler(&self, sampler: crate::docker::usage::Sampler) {
         *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = Some(sampler);
+    }
+
+    /// A stale sweep that goes on while the tests run (`stale::start_in_background`).
+    pub(crate) fn set_pending_stale(&self, pending: std::sync::mpsc::Receiver<Vec<String>>) {
+        *self.pending_stale.lock().unwrap_or_else(|e| e.into_inner()) = Some(pending);
     }
 
     pub(crate) fn set_run_id(&self, run: Option<String>) {

@@ -36,6 +36,55 @@ impl StaleReport {
     }
 }
 
+/// How long a run's start waits for its stale sweep before the tests start anyway.
+const START_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A run's stale sweep, started on a thread of its own.
+pub(crate) enum Started {
+    /// It finished within `START_WAIT`: what to say now.
+    Done(Vec<String>),
+    /// It goes on while the tests run; the end of the session says what it did.
+    Pending(std::sync::mpsc::Receiver<Vec<String>>),
+}
+
+/// Sweeps this host's dead sessions on a thread of its own and waits for it at most `START_WAIT`: a
+/// slow engine, or one that hangs on some calls only, never holds the tests back. It touches only
+/// sessions whose runner is dead, so it may go on beside the run.
+pub(crate) fn start_in_background(engine: &Engine, state: &Path) -> Started {
+    let (engine, state) = (engine.clone(), state.to_path_buf());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("stale-sweep".into())
+        .spawn(move || {
+            let _ = tx.send(lines(&sweep_stale(&engine, &state, true, false)));
+        });
+    if let Err(e) = spawned {
+        return Started::Done(vec![format!(
+            "warning: stale sweep: cannot start its thread ({e}); the next run tries again"
+        )]);
+    }
+    match rx.recv_timeout(START_WAIT) {
+        Ok(lines) => Started::Done(lines),
+        Err(_) => Started::Pending(rx),
+    }
+}
+
+/// What a run says of its stale sweep.
+fn lines(report: &StaleReport) -> Vec<String> {
+    let mut lines: Vec<String> = report
+        .line()
+        .map(|line| format!("note: stale sweep: {line}"))
+        .into_iter()
+        .collect();
+    lines.extend(
+        report
+            .unreachable
+            .iter()
+            .map(|(_, line)| format!("warning: stale sweep: {line}")),
+    );
+    lines
+}
+
 /// Sweeps the sessions of dead runners that were not kept (of this host only, when `this_host`).
 pub(crate) fn sweep_stale(
     engine: &Engine,

@@ -74,10 +74,16 @@ pub(crate) fn start(
             endpoint,
             expected,
             reason,
+            wedged,
         } => {
             // No noise for projects that never touch Docker: only a configured engine (DOCKER_HOST, or a
             // socket that exists) is worth a word. Its sweep is tried again at the end.
-            if expected {
+            if wedged {
+                eprintln!(
+                    "warning: the Docker engine at {endpoint} does not answer ({reason}); nothing more \
+                     is asked of it until the run ends, when the sweep tries again"
+                );
+            } else if expected {
                 eprintln!(
                     "warning: no Docker engine answers at {endpoint} ({reason}); \
                      the sweep will try again when the run ends"
@@ -92,12 +98,9 @@ pub(crate) fn start(
     };
     check_free_memory(profile.guard, &docker)?;
     if let (DockerState::Up(engine), false) = (&docker, opts.no_stale_sweep) {
-        let report = stale::sweep_stale(engine, &state, true, false);
-        if let Some(line) = report.line() {
-            eprintln!("note: stale sweep: {line}");
-        }
-        for (_, line) in &report.unreachable {
-            eprintln!("warning: stale sweep: {line}");
+        match stale::start_in_background(engine, &state) {
+            stale::Started::Done(lines) => lines.iter().for_each(|line| eprintln!("{line}")),
+            stale::Started::Pending(pending) => session.set_pending_stale(pending),
         }
     }
     let mode = opts

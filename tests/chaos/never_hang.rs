@@ -20,6 +20,10 @@ pub(crate) fn cells() -> Vec<Cell> {
             "a_stopped_reaper_does_not_hang_the_end_of_the_run",
             stopped_reaper,
         ),
+        trial(
+            "a_wedged_engine_neither_holds_the_command_nor_the_end",
+            wedged_engine,
+        ),
     ]
 }
 
@@ -118,4 +122,136 @@ fn hung_engine_and_timeouts() -> Result<(), Failed> {
     check(left.is_empty(), || format!("left on the engine: {left:?}"))?;
     assert_no_survivors(&mark);
     engine.check_host_untouched()
+}
+
+/// A wedged dockerd answers `/_ping` and `/version` and hangs on every other call. No real engine
+/// wedges on demand, so this one is a stand-in on a socket of the cell's: its answers are the real
+/// ones' shape, and everything else is held unanswered until the client goes away.
+struct Wedged {
+    socket: std::path::PathBuf,
+}
+
+impl Wedged {
+    fn start(dir: &Path) -> std::io::Result<Wedged> {
+        let socket = dir.join("wedged.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket)?;
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || Wedged::serve(stream));
+            }
+        });
+        Ok(Wedged { socket })
+    }
+
+    fn serve(stream: std::os::unix::net::UnixStream) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut reader = BufReader::new(&stream);
+        loop {
+            let mut request = String::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                if request.is_empty() {
+                    request = line;
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let path = request
+                .split(' ')
+                .nth(1)
+                .unwrap_or("")
+                .split('?')
+                .next()
+                .unwrap_or("");
+            let answer = if path.ends_with("/_ping") {
+                "OK".to_string()
+            } else if path.ends_with("/version") {
+                r#"{"ApiVersion":"1.41","MinAPIVersion":"1.12","Version":"20.10.24"}"#.to_string()
+            } else {
+                // Wedged: nothing, until the client closes.
+                let _ = std::io::copy(&mut reader, &mut std::io::sink());
+                return;
+            };
+            let head = request.starts_with("HEAD");
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: {}\r\n\r\n{}",
+                answer.len(),
+                if head { "" } else { &answer }
+            );
+            if (&stream).write_all(reply.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Against a wedged engine, `exec` used to start its command after 90 s of silence and end after 150 s
+/// (the start's `/info` and stale sweep, and the end's sweep, each waited out its bound). Now the
+/// engine is found wedged within the start, said once, and asked nothing more until the end: the
+/// command starts within 10 s and the run ends within 30 s (bounds of a hang check, far from both).
+fn wedged_engine() -> Result<(), Failed> {
+    let mark = unique_mark("wedged");
+    let dir = temp_dir("wedged");
+    let engine = Wedged::start(&dir)?;
+    let started = dir.join("started");
+    let begun = Instant::now();
+    let mut child = exec_in_session(&mark, &dir.join("state"))
+        .env("DOCKER_HOST", format!("unix://{}", engine.socket.display()))
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "touch {}; docker ps >/dev/null 2>&1 & sleep 1; kill $!",
+            started.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = begun + Duration::from_secs(30);
+    while !started.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let to_command = begun.elapsed();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    check(to_command < Duration::from_secs(10), || {
+        format!("the command started {to_command:?} after the run:\n{text}")
+    })?;
+    check(status.is_some(), || {
+        format!("the run had not ended 30 s after it began:\n{text}")
+    })?;
+    // The command reached the engine (its ping was answered), so what it made may be there: exit 3.
+    check(status.and_then(|s| s.code()) == Some(3), || {
+        format!("{status:?}, not 3:\n{text}")
+    })?;
+    check(text.matches("wedged engine").count() == 2, || {
+        format!("the start and the end should each say it once:\n{text}")
+    })?;
+    check(text.contains("cargo cleantest sweep --session"), || {
+        format!("the end does not say how to retry:\n{text}")
+    })?;
+    assert_no_survivors(&mark);
+    Ok(())
 }
