@@ -217,21 +217,35 @@ const REQUEST_READ_BOUND: Duration = Duration::from_secs(10);
 /// now and then cannot hold a thread past it.
 fn read_request(stream: &UnixStream, bound: Duration) -> std::io::Result<String> {
     let deadline = Instant::now() + bound;
+    let timed_out = || {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the request line did not arrive within {}s",
+                bound.as_secs_f64()
+            ),
+        )
+    };
     let mut line = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "the request line did not arrive within {}s",
-                    bound.as_secs_f64()
-                ),
-            ));
+            return Err(timed_out());
         }
         stream.set_read_timeout(Some(left))?;
-        let read = (&*stream).read(&mut chunk)?;
+        let read = match (&*stream).read(&mut chunk) {
+            // The socket's own timeout (EAGAIN): the deadline has passed.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timed_out());
+            }
+            other => other?,
+        };
         let end = chunk[..read].iter().position(|b| *b == b'\n');
         line.extend_from_slice(&chunk[..end.map_or(read, |i| i + 1)]);
         if read == 0 || end.is_some() {

@@ -206,16 +206,9 @@ fn prunes_are_scoped() -> Result<(), Failed> {
 fn foreign_actions_refused() -> Result<(), Failed> {
     let mark = unique_mark("foreign-act");
     let state = temp_dir("foreign-act");
-    let label = format!("ct-it.foreign={mark}");
     let foreign = Foreign::start(&mark);
     let victim = foreign.0.clone();
-    let net = docker(&[
-        "network",
-        "create",
-        "--label",
-        &label,
-        &format!("{mark}-net"),
-    ]);
+    let net = Foreign::network(&mark);
     let short = &victim[..12];
     let script = format!(
         "sock=${{DOCKER_HOST#unix://}}\n\

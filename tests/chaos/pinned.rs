@@ -206,16 +206,9 @@ fn foreign_names_kept() -> Result<(), Failed> {
 fn joins_refused() -> Result<(), Failed> {
     let mark = unique_mark("pin-joins");
     let state = temp_dir("pin-joins");
-    let label = format!("ct-it.foreign={mark}");
     let foreign = Foreign::start(&mark);
     let victim = foreign.0.clone();
-    let net = docker(&[
-        "network",
-        "create",
-        "--label",
-        &label,
-        &format!("{mark}-net"),
-    ]);
+    let net = Foreign::network(&mark);
     let image = image::IMAGE;
     let create = |body: &str| {
         format!(

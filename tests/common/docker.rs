@@ -177,6 +177,19 @@ impl Foreign {
     pub fn running(&self) -> bool {
         docker(&["inspect", "-f", "{{.State.Running}}", &self.0]) == "true"
     }
+
+    /// A network that belongs to nobody's session, `<mark>-net`, labelled as the container is (its
+    /// caller removes it by that label).
+    pub fn network(mark: &str) -> String {
+        let label = format!("ct-it.foreign={mark}");
+        docker(&[
+            "network",
+            "create",
+            "--label",
+            &label,
+            &format!("{mark}-net"),
+        ])
+    }
 }
 
 impl Drop for Foreign {

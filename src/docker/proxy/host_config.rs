@@ -24,81 +24,77 @@ const PROMOTED: [&str; 5] = [
 /// Every spelling of `HostConfig` merged, in document order, into one `HostConfig` key (a `null`
 /// clears what came before, as it does in Go). Err when one is neither an object nor null.
 pub(crate) fn normalize(root: &mut Map<String, Value>) -> Result<(), String> {
-    let spellings: Vec<String> = root
-        .keys()
-        .filter(|k| go_fold(k) == "hostconfig")
-        .cloned()
-        .collect();
-    if spellings.is_empty() {
-        return Ok(());
-    }
-    let mut merged: Option<Map<String, Value>> = None;
-    for key in spellings {
-        match root.remove(&key) {
-            Some(Value::Null) => merged = None,
-            Some(Value::Object(fields)) => {
-                let into = merged.get_or_insert_with(Map::new);
-                for (k, v) in fields {
-                    let folded = go_fold(&k);
-                    into.retain(|have, _| go_fold(have) != folded);
-                    into.insert(k, v);
-                }
-            }
-            _ => return Err(format!("`{key}` in the create body is not an object")),
-        }
-    }
-    if let Some(merged) = merged {
-        root.insert("HostConfig".into(), Value::Object(merged));
-    }
-    Ok(())
+    fold_spellings(root, "HostConfig", |into, k, v| {
+        replace_field(into, k, v);
+        Ok(())
+    })
 }
 
 /// Every spelling of `NetworkingConfig` merged, in document order, into one `NetworkingConfig` key, and
 /// every spelling of its `EndpointsConfig` into one map, as Go's decoder fills them: a struct decoded
 /// again keeps the fields it had, a map decoded again keeps its keys, and a `null` clears either.
 pub(crate) fn normalize_networking(root: &mut Map<String, Value>) -> Result<(), String> {
+    fold_spellings(root, "NetworkingConfig", |into, k, v| {
+        if go_fold(&k) != "endpointsconfig" {
+            replace_field(into, k, v);
+            return Ok(());
+        }
+        match v {
+            Value::Null => {
+                into.remove("EndpointsConfig");
+            }
+            Value::Object(endpoints) => {
+                let slot = into
+                    .entry("EndpointsConfig")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(have) = slot {
+                    have.extend(endpoints);
+                }
+            }
+            _ => return Err(format!("`{k}` in the create body is not an object")),
+        }
+        Ok(())
+    })
+}
+
+/// The field `k` set to `v`, every other spelling of it gone (a later spelling wins, as in Go).
+fn replace_field(into: &mut Map<String, Value>, k: String, v: Value) {
+    let folded = go_fold(&k);
+    into.retain(|have, _| go_fold(have) != folded);
+    into.insert(k, v);
+}
+
+/// Every spelling of `key` merged, in document order, into one `key`, each field of each spelling put
+/// in by `put`; a `null` clears what came before. Err when a spelling is neither an object nor null.
+fn fold_spellings(
+    root: &mut Map<String, Value>,
+    key: &str,
+    put: impl Fn(&mut Map<String, Value>, String, Value) -> Result<(), String>,
+) -> Result<(), String> {
+    let folded = go_fold(key);
     let spellings: Vec<String> = root
         .keys()
-        .filter(|k| go_fold(k) == "networkingconfig")
+        .filter(|k| go_fold(k) == folded)
         .cloned()
         .collect();
     if spellings.is_empty() {
         return Ok(());
     }
     let mut merged: Option<Map<String, Value>> = None;
-    for key in spellings {
-        match root.remove(&key) {
+    for spelling in spellings {
+        match root.remove(&spelling) {
             Some(Value::Null) => merged = None,
             Some(Value::Object(fields)) => {
                 let into = merged.get_or_insert_with(Map::new);
                 for (k, v) in fields {
-                    let folded = go_fold(&k);
-                    if folded != "endpointsconfig" {
-                        into.retain(|have, _| go_fold(have) != folded);
-                        into.insert(k, v);
-                        continue;
-                    }
-                    match v {
-                        Value::Null => {
-                            into.remove("EndpointsConfig");
-                        }
-                        Value::Object(endpoints) => {
-                            let slot = into
-                                .entry("EndpointsConfig")
-                                .or_insert_with(|| Value::Object(Map::new()));
-                            if let Value::Object(have) = slot {
-                                have.extend(endpoints);
-                            }
-                        }
-                        _ => return Err(format!("`{k}` in the create body is not an object")),
-                    }
+                    put(into, k, v)?;
                 }
             }
-            _ => return Err(format!("`{key}` in the create body is not an object")),
+            _ => return Err(format!("`{spelling}` in the create body is not an object")),
         }
     }
     if let Some(merged) = merged {
-        root.insert("NetworkingConfig".into(), Value::Object(merged));
+        root.insert(key.into(), Value::Object(merged));
     }
     Ok(())
 }
