@@ -41,16 +41,8 @@ fn remote_host(endpoint: &str) -> Option<String> {
         .strip_prefix("tcp://")
         .or_else(|| endpoint.strip_prefix("http://"))
         .or_else(|| endpoint.strip_prefix("https://"))?;
-    let host = host_of(rest.split('/').next().unwrap_or(rest));
+    let host = super::tls::host_of(rest.split('/').next().unwrap_or(rest));
     (!host.is_empty()).then(|| host.to_string())
-}
-
-/// The host of `HOST:PORT` (`[V6]:PORT` without its brackets).
-pub(crate) fn host_of(authority: &str) -> &str {
-    match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    }
 }
 
 fn is_loopback(host: &str) -> bool {

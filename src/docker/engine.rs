@@ -100,6 +100,14 @@ pub(crate) async fn connect_to(endpoint: &str) -> Connection {
     finish_connect(endpoint.to_string(), true, client_for(endpoint)).await
 }
 
+/// Whether any client can talk to `endpoint` at all: a `DOCKER_HOST` of another scheme (a typo, a
+/// bad value) never reached an engine, so nothing of a session can have been made there.
+pub(crate) fn usable(endpoint: &str) -> bool {
+    ["unix://", "tcp://", "http://"]
+        .iter()
+        .any(|p| endpoint.starts_with(p))
+}
+
 fn client_for(endpoint: &str) -> Result<Docker, String> {
     if let Some(path) = endpoint.strip_prefix("unix://") {
         Docker::connect_with_unix(path, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)

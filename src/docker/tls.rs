@@ -81,9 +81,17 @@ impl Tls {
     }
 }
 
+/// The host of `HOST:PORT` (`[V6]:PORT` without its brackets).
+pub(crate) fn host_of(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    }
+}
+
 /// The name the engine's certificate must carry: the host of `HOST:PORT`.
 pub(crate) fn server_name(address: &str) -> Result<ServerName<'static>, String> {
-    let host = super::context::host_of(address);
+    let host = host_of(address);
     ServerName::try_from(host.to_string())
         .map_err(|e| format!("{host} is not a name a TLS certificate can carry: {e}"))
 }

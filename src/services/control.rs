@@ -17,7 +17,7 @@
 //! no container appears after the sweep has listed.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -28,14 +28,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::control_request::{Request, VERSION, caller, request};
+use super::control_wire::{REQUEST_READ_BOUND, read_request, refuse};
 use super::start;
 use super::{Monitor, Running};
 use crate::config::services::ServiceSpec;
 use crate::docker::Engine;
 use crate::docker::container::{self, State};
 
-/// The longest request line read.
-const MAX_REQUEST: u64 = 64 * 1024;
 /// How long `stop` waits for starts under way (they end early once the session ends).
 const STOP_BOUND: Duration = Duration::from_secs(30);
 
@@ -189,76 +188,10 @@ const MAX_CLIENTS: usize = 64;
 /// Refused requests waiting to be answered; past that, a connection is closed unanswered.
 const BUSY_QUEUE: usize = 256;
 
-/// How long a refused client has to send its request line before it is answered.
-const REFUSAL_READ_BOUND: Duration = Duration::from_millis(200);
-
 fn busy_refusal() -> String {
     format!(
         "the control socket is busy: {MAX_CLIENTS} requests are being served at once; try again when one ends"
     )
-}
-
-/// Answers a refused request, after reading its line (briefly): a peer whose request was never read
-/// would find the connection closed under its write instead of reading why.
-fn refuse(mut stream: UnixStream, refusal: &str) {
-    let _ = stream.set_write_timeout(Some(REFUSAL_READ_BOUND));
-    let _ = read_request(&stream, REFUSAL_READ_BOUND);
-    let _ = writeln!(
-        stream,
-        "{}",
-        json!({"v": VERSION, "ok": false, "error": refusal})
-    );
-}
-
-/// How long a client may take to send its whole request line (the crate sends it at once).
-const REQUEST_READ_BOUND: Duration = Duration::from_secs(10);
-
-/// One request line (at most `MAX_REQUEST` bytes), all of it within `bound`: a peer that sends a byte
-/// now and then cannot hold a thread past it.
-fn read_request(stream: &UnixStream, bound: Duration) -> std::io::Result<String> {
-    let deadline = Instant::now() + bound;
-    let timed_out = || {
-        std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!(
-                "the request line did not arrive within {}s",
-                bound.as_secs_f64()
-            ),
-        )
-    };
-    let mut line = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(timed_out());
-        }
-        stream.set_read_timeout(Some(left))?;
-        let read = match (&*stream).read(&mut chunk) {
-            // The socket's own timeout (EAGAIN): the deadline has passed.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(timed_out());
-            }
-            other => other?,
-        };
-        let end = chunk[..read].iter().position(|b| *b == b'\n');
-        line.extend_from_slice(&chunk[..end.map_or(read, |i| i + 1)]);
-        if read == 0 || end.is_some() {
-            break;
-        }
-        if line.len() as u64 > MAX_REQUEST {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("the request line is longer than {MAX_REQUEST} bytes"),
-            ));
-        }
-    }
-    String::from_utf8(line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 fn handle(
@@ -493,81 +426,5 @@ fn healthy(context: &Context, running: &Running) -> Result<Running, String> {
         State::Gone => Err(format!(
             "its container {short} was removed; it is not replaced"
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_request_line_is_bounded_as_a_whole() {
-        let (client, server) = UnixStream::pair().unwrap();
-        // A peer that sends a byte every 20 ms, never a newline: each read alone is quick.
-        let writer = std::thread::spawn(move || {
-            for _ in 0..100 {
-                if (&client).write_all(b"x").is_err() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        let read = read_request(&server, Duration::from_millis(200));
-        drop(server);
-        writer.join().unwrap();
-        let error = read.expect_err("a line trickling in past its bound was taken");
-        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
-        let (client, server) = UnixStream::pair().unwrap();
-        (&client).write_all(b"{\"v\":1}\nrest").unwrap();
-        assert_eq!(
-            read_request(&server, Duration::from_secs(5)).unwrap(),
-            "{\"v\":1}\n"
-        );
-    }
-
-    #[test]
-    fn a_request_is_checked_like_a_config_service() {
-        let line = r#"{"v":1,"op":"start","name":"cache","site":"t.rs:3","spec":{"image":"redis","command":["redis-server"],"env":[["K","V"]],"ports":[6379],"ready":[{"tcp":6379},{"http":6379,"path":"/h"}],"ready_timeout_ms":5000}}"#;
-        let Request::Start {
-            name, site, spec, ..
-        } = request(line).unwrap()
-        else {
-            panic!("not a start request: {line}");
-        };
-        assert_eq!((name.as_str(), site.as_str()), ("cache", "t.rs:3"));
-        assert_eq!(spec.ports, vec![6379]);
-        assert_eq!(spec.ready_timeout, Duration::from_secs(5));
-        assert_eq!(spec.env, vec![("K".to_string(), "V".to_string())]);
-    }
-
-    #[test]
-    fn bad_requests_say_what_is_wrong_and_never_panic() {
-        for (line, says) in [
-            ("", "not JSON"),
-            ("[]", "protocol version"),
-            (r#"{"v":2}"#, "protocol version 2"),
-            (r#"{"v":1,"op":"stop"}"#, "unknown operation"),
-            (r#"{"v":1,"op":"start"}"#, "names no service"),
-            (r#"{"v":1,"op":"start","name":"x","spec":{}}"#, "no image"),
-            (
-                r#"{"v":1,"op":"start","name":"x","spec":{"image":"i","ready":[{"tcp":1}]}}"#,
-                "add it to `ports`",
-            ),
-            (
-                r#"{"v":1,"op":"start","name":"x","spec":{"image":"i","ports":[70000]}}"#,
-                "port numbers",
-            ),
-            (
-                r#"{"v":1,"op":"start","name":"-x","spec":{"image":"i"}}"#,
-                "service name",
-            ),
-            (
-                r#"{"v":1,"op":"start","name":"x","spec":{"image":"i","ready":[{"nope":1}]}}"#,
-                "unknown readiness",
-            ),
-        ] {
-            let err = request(line).unwrap_err();
-            assert!(err.contains(says), "{line}: {err}");
-        }
     }
 }

@@ -177,3 +177,54 @@ fn start_request(value: &Value, name: String) -> Result<Request, String> {
         key: raw.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_checked_like_a_config_service() {
+        let line = r#"{"v":1,"op":"start","name":"cache","site":"t.rs:3","spec":{"image":"redis","command":["redis-server"],"env":[["K","V"]],"ports":[6379],"ready":[{"tcp":6379},{"http":6379,"path":"/h"}],"ready_timeout_ms":5000}}"#;
+        let Request::Start {
+            name, site, spec, ..
+        } = request(line).unwrap()
+        else {
+            panic!("not a start request: {line}");
+        };
+        assert_eq!((name.as_str(), site.as_str()), ("cache", "t.rs:3"));
+        assert_eq!(spec.ports, vec![6379]);
+        assert_eq!(spec.ready_timeout, Duration::from_secs(5));
+        assert_eq!(spec.env, vec![("K".to_string(), "V".to_string())]);
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong_and_never_panic() {
+        for (line, says) in [
+            ("", "not JSON"),
+            ("[]", "protocol version"),
+            (r#"{"v":2}"#, "protocol version 2"),
+            (r#"{"v":1,"op":"stop"}"#, "unknown operation"),
+            (r#"{"v":1,"op":"start"}"#, "names no service"),
+            (r#"{"v":1,"op":"start","name":"x","spec":{}}"#, "no image"),
+            (
+                r#"{"v":1,"op":"start","name":"x","spec":{"image":"i","ready":[{"tcp":1}]}}"#,
+                "add it to `ports`",
+            ),
+            (
+                r#"{"v":1,"op":"start","name":"x","spec":{"image":"i","ports":[70000]}}"#,
+                "port numbers",
+            ),
+            (
+                r#"{"v":1,"op":"start","name":"-x","spec":{"image":"i"}}"#,
+                "service name",
+            ),
+            (
+                r#"{"v":1,"op":"start","name":"x","spec":{"image":"i","ready":[{"nope":1}]}}"#,
+                "unknown readiness",
+            ),
+        ] {
+            let err = request(line).unwrap_err();
+            assert!(err.contains(says), "{line}: {err}");
+        }
+    }
+}

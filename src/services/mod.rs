@@ -14,6 +14,7 @@
 
 mod control;
 mod control_request;
+mod control_wire;
 mod env;
 mod monitor;
 mod ready;

@@ -136,9 +136,9 @@ impl Session {
                     Some(self.sweep_or_keep(&engine, keep, &in_memory))
                 }
                 docker::Connection::Down { .. } => Some(DockerEnd::NotSwept {
+                    reached: reached && docker::engine::usable(&endpoint),
                     endpoint,
                     reason,
-                    reached,
                 }),
             },
             DockerState::Up(engine) => Some(self.sweep_or_keep(&engine, keep, &in_memory)),

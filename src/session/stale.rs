@@ -156,10 +156,10 @@ pub(crate) fn sweep_records(
         let endpoint = f.record.docker_endpoint.as_str();
         // An endpoint no client can use (a bad DOCKER_HOST) never reached an engine: nothing to look for
         // there, so it is settled on the current engine as before.
-        let usable = ["unix://", "tcp://", "http://"]
-            .iter()
-            .any(|p| endpoint.starts_with(p));
-        let key = if !usable || endpoint == current || is_gone_proxy(endpoint) {
+        let key = if !docker::engine::usable(endpoint)
+            || endpoint == current
+            || is_gone_proxy(endpoint)
+        {
             current.as_str()
         } else {
             endpoint
