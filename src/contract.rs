@@ -24,6 +24,9 @@ pub(crate) fn is_session_id(text: &str) -> bool {
 /// `CLEANTEST_SERVICE_<NAME>_HOST` and `CLEANTEST_SERVICE_<NAME>_PORT_<CONTAINER_PORT>` of each session
 /// service, `<NAME>` the service's name upper-cased with every character outside `[A-Z0-9]` as `_`.
 pub(crate) const ENV_SERVICE_PREFIX: &str = "CLEANTEST_SERVICE_";
+/// `CLEANTEST_DATABASE_<NAME>`: the database a process was given on an isolating service (`isolate`),
+/// `<NAME>` as for `CLEANTEST_SERVICE_`.
+pub(crate) const ENV_DATABASE_PREFIX: &str = "CLEANTEST_DATABASE_";
 /// The control socket's path: where `cleantest::Service::start` asks the runner for a shared container.
 pub(crate) const ENV_CONTROL: &str = "CLEANTEST_CONTROL";
 /// The binary id of the unit (`pkg`, `pkg::it`, `pkg::bin/tool`, `doctests`, `exec`).

@@ -212,8 +212,15 @@ fn every_config_example_loads() {
             if lang != "toml" || !(body.contains("[profile.") || body.contains("[services.")) {
                 continue;
             }
-            // A compose file an example names: one service, so the file is read as a real one.
+            // A compose file an example names: one service, so the file is read as a real one. A
+            // migrations directory it names: made, as a workspace has it.
             for line in body.lines() {
+                if let Some(dir_name) = line
+                    .split_once("sql = \"")
+                    .and_then(|(_, v)| v.split('"').next())
+                {
+                    std::fs::create_dir_all(dir.join(dir_name)).unwrap();
+                }
                 if let Some(name) = line
                     .split_once("compose-file")
                     .and_then(|(_, v)| v.split('"').nth(1))

@@ -7,7 +7,9 @@ use std::os::unix::net::UnixStream;
 
 use serde_json::{json, Value};
 
-use super::{Endpoint, Error, Ready, Service};
+use std::collections::BTreeMap;
+
+use super::{Database, Endpoint, Error, Ready, Service};
 
 /// The socket's path, set by the runner for every process of the session.
 pub(crate) const ENV_CONTROL: &str = "CLEANTEST_CONTROL";
@@ -34,8 +36,49 @@ pub(crate) fn service(name: &str, path: &str) -> Result<Endpoint, Error> {
     ask(path, &request, name)
 }
 
-/// One request line, one answer line.
+/// Asks for the database of the isolating service `name` for the test `key`.
+pub(crate) fn database(name: &str, key: &str, path: &str) -> Result<Database, Error> {
+    let request = json!({"v": VERSION, "op": "database", "name": name, "key": key});
+    let value = answer(path, &request, name)?;
+    let database = value.get("database").ok_or_else(|| Error::Control {
+        reason: "the runner's answer has no database".into(),
+    })?;
+    let text = |key: &str| {
+        database
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let exports: BTreeMap<String, String> = database
+        .get("exports")
+        .and_then(Value::as_object)
+        .map(|exports| {
+            exports
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let db_name = text("name").ok_or_else(|| Error::Control {
+        reason: "the runner's answer names no database".into(),
+    })?;
+    Ok(Database::new(name, db_name, exports))
+}
+
+/// Gives the database `database` of `name` back to the session host at `path` (best effort: what is
+/// not given back goes with the container).
+pub(crate) fn release(name: &str, database: &str, path: &str) {
+    let request = json!({"v": VERSION, "op": "release", "name": name, "database": database});
+    let _ = answer(path, &request, name);
+}
+
+/// One request line, one answer line: the endpoint it gives.
 fn ask(path: &str, request: &Value, name: &str) -> Result<Endpoint, Error> {
+    endpoint(name, &answer(path, request, name)?)
+}
+
+/// One request line, one answer line: the answer when it is `ok`, else the error it gives.
+fn answer(path: &str, request: &Value, name: &str) -> Result<Value, Error> {
     let fail = |e: std::io::Error| Error::Control {
         reason: format!("{path}: {e}"),
     };
@@ -47,7 +90,7 @@ fn ask(path: &str, request: &Value, name: &str) -> Result<Endpoint, Error> {
     BufReader::new(stream)
         .read_line(&mut answer)
         .map_err(fail)?;
-    endpoint(name, &answer)
+    checked(name, &answer)
 }
 
 /// The spec as the runner reads it.
@@ -73,8 +116,8 @@ fn spec(service: &Service) -> Value {
     })
 }
 
-/// The endpoint in the runner's answer, or the error it gives.
-fn endpoint(name: &str, answer: &str) -> Result<Endpoint, Error> {
+/// The runner's answer when it is `ok`, or the error it gives.
+fn checked(name: &str, answer: &str) -> Result<Value, Error> {
     let value: Value = serde_json::from_str(answer.trim()).map_err(|e| Error::Control {
         reason: format!("the runner's answer is not JSON ({e}): {:?}", answer.trim()),
     })?;
@@ -99,6 +142,11 @@ fn endpoint(name: &str, answer: &str) -> Result<Endpoint, Error> {
             reason,
         });
     }
+    Ok(value)
+}
+
+/// The endpoint in the runner's answer.
+fn endpoint(name: &str, value: &Value) -> Result<Endpoint, Error> {
     let endpoint = value.get("endpoint").ok_or_else(|| Error::Control {
         reason: "the runner's answer has no endpoint".into(),
     })?;
@@ -139,32 +187,34 @@ fn endpoint(name: &str, answer: &str) -> Result<Endpoint, Error> {
 mod tests {
     use super::*;
 
+    /// An answer line as `ask` reads it.
+    fn parse(name: &str, answer: &str) -> Result<Endpoint, Error> {
+        endpoint(name, &checked(name, answer)?)
+    }
+
     #[test]
     fn answers_become_endpoints_or_errors() {
         let ok = r#"{"v":1,"ok":true,"endpoint":{"host":"127.0.0.1","ports":{"6379":49153}}}"#;
-        let cache = endpoint("cache", ok).unwrap();
+        let cache = parse("cache", ok).unwrap();
         assert_eq!(cache.port(6379), Ok(49153));
         let db = r#"{"v":1,"ok":true,"endpoint":{"host":"h","ports":{"5432":1},"exports":{"DATABASE_URL":"postgres://h:1/db"}}}"#;
-        let db = endpoint("db", db).unwrap();
+        let db = parse("db", db).unwrap();
         assert_eq!(
             db.export("DATABASE_URL").as_deref(),
             Some("postgres://h:1/db")
         );
         let refused = r#"{"v":1,"ok":false,"error":"container abc has died"}"#;
-        assert!(matches!(
-            endpoint("cache", refused),
-            Err(Error::Start { .. })
-        ));
+        assert!(matches!(parse("cache", refused), Err(Error::Start { .. })));
         let unknown = r#"{"v":1,"ok":false,"error":"no service","known":["db"]}"#;
         assert_eq!(
-            endpoint("cache", unknown),
+            parse("cache", unknown),
             Err(Error::UnknownService {
                 name: "cache".into(),
                 known: vec!["db".into()]
             })
         );
         assert!(matches!(
-            endpoint("cache", "garbage"),
+            parse("cache", "garbage"),
             Err(Error::Control { .. })
         ));
     }

@@ -45,6 +45,9 @@
 //! }
 //! ```
 //!
+//! A database of the test's own, on a service that isolates (`isolate = "database"` or `"db-index"`
+//! in `.config/cleantest.toml`): see [`database`].
+//!
 //! # Under any runner
 //!
 //! Outside `cargo cleantest` (plain `cargo test`, `cargo nextest run`, an IDE's "Run test"), the first
@@ -68,7 +71,10 @@
 //! install it.
 
 mod control;
+mod database;
 mod host;
+
+pub use database::{database, Database};
 
 use std::collections::BTreeMap;
 use std::fmt;

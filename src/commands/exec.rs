@@ -63,6 +63,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         proxy_policy: &settings.proxy_policy,
     };
     let _lock = start::start(&session, &args.session, profile, &workspace)?;
+    let mut services = None;
     if !args.session.no_services {
         // Its deaths are said on stderr as they happen; exec has no report to add them to.
         let started = crate::services::start_or_keep(
@@ -74,8 +75,16 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         if let (Err(_), Some(signal)) = (&started, session.interrupted_by()) {
             return Ok(signals::exit_code(signal));
         }
-        let _services = started?;
+        services = Some(started?);
     }
+    // The command is a process of its own: it gets its own database of each service that isolates.
+    let databases = match &services {
+        Some(started) => started
+            .databases
+            .for_process()
+            .map_err(|e| Error::Usage(e.to_string()))?,
+        None => Default::default(),
+    };
 
     let mut command = Command::new(&args.command[0]);
     command
@@ -90,6 +99,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         })
         .process_group(0);
     session.configure(&mut command);
+    command.envs(databases.env.iter().cloned());
     let spawning = session.spawning();
     let child = match command.spawn() {
         Ok(child) => child,

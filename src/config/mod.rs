@@ -6,6 +6,7 @@
 mod compose;
 mod duration;
 pub(crate) mod guard;
+mod isolate;
 mod memory;
 mod overlay;
 mod overrides;
@@ -183,8 +184,17 @@ impl Settings {
                 return Err(no_image(&path, name, profile.compose_file.as_deref()));
             }
         }
-        let services = services::resolve(&defined, profile.services.as_deref())
+        let mut services = services::resolve(&defined, profile.services.as_deref())
             .map_err(|message| resolve_error(&path, &defined, message))?;
+        for spec in &mut services {
+            if let Some(migrate) = &spec.migrate {
+                let resolved = migrate.resolved(root).map_err(|why| Error::Config {
+                    path: path.clone(),
+                    message: format!("[services.{}]: {why}", spec.name),
+                })?;
+                spec.migrate = Some(resolved);
+            }
+        }
         let settings = Settings {
             timeout: args
                 .timeout

@@ -1,6 +1,6 @@
 //! A `[services.NAME]` table without an `image` adds to the compose service of the same name what a
-//! compose file cannot say: `export` (a `DATABASE_URL` made from its address), and `ready` or
-//! `ready-timeout` in place of its healthcheck. Anything else belongs in the compose file, so it is
+//! compose file cannot say: `export` (a `DATABASE_URL` made from its address), `ready` or
+//! `ready-timeout` in place of its healthcheck, and `isolate`/`migrate` (a database per test). Anything else belongs in the compose file, so it is
 //! refused here, naming the key.
 
 use super::services::ServiceConfig;
@@ -36,6 +36,12 @@ pub(crate) fn apply(
         ));
     }
     service.export.extend(overlay.export.clone());
+    if overlay.isolate.is_some() {
+        service.isolate = overlay.isolate.clone();
+    }
+    if overlay.migrate.is_some() {
+        service.migrate = overlay.migrate.clone();
+    }
     if !overlay.ready.0.is_empty() {
         service.ready = overlay.ready.clone();
     }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::duration::ConfigDuration;
+pub(crate) use super::isolate::{Isolate, Migrate};
+use super::isolate::{IsolateConfig, MigrateConfig};
 use super::memory::Memory;
 pub(crate) use super::ready::Ready;
 use super::ready::ReadyList;
@@ -47,6 +49,10 @@ pub(crate) struct ServiceConfig {
     pub working_dir: Option<String>,
     /// The size of `/dev/shm` (postgres wants more than the engine's 64 MiB for parallel queries).
     pub shm_size: Option<Memory>,
+    /// How each test gets a database of its own (`config/isolate.rs`).
+    pub isolate: Option<IsolateConfig>,
+    /// What prepares the template once per session.
+    pub migrate: Option<MigrateConfig>,
     /// Volumes mounted (compose files only).
     #[serde(skip)]
     pub mounts: Vec<Mount>,
@@ -98,6 +104,8 @@ pub(crate) struct ServiceSpec {
     pub fixed_ports: BTreeMap<u16, u16>,
     /// The compose file it comes from, if any.
     pub origin: Option<std::path::PathBuf>,
+    pub isolate: Option<Isolate>,
+    pub migrate: Option<Migrate>,
 }
 
 /// Checks the defined services and resolves the ones that start: `selected` (the profile's `services`;
@@ -191,6 +199,8 @@ pub(crate) fn on_demand(
         mounts: Vec::new(),
         fixed_ports: BTreeMap::new(),
         origin: None,
+        isolate: None,
+        migrate: None,
     };
     check(name, &config, &BTreeMap::new())
 }
@@ -259,6 +269,18 @@ fn check(
             return Err(fail(format!("`env` has a bad variable name {key:?}")));
         }
     }
+    let isolate = config
+        .isolate
+        .as_ref()
+        .map(IsolateConfig::check)
+        .transpose()
+        .map_err(fail)?;
+    let migrate = config
+        .migrate
+        .as_ref()
+        .map(|m| m.check(isolate.as_ref()))
+        .transpose()
+        .map_err(fail)?;
     let mut export = Vec::new();
     for (key, value) in &config.export {
         if !is_env_name(key) {
@@ -266,7 +288,7 @@ fn check(
         }
         export.push((
             key.clone(),
-            Template::parse(value, &config.ports).map_err(fail)?,
+            Template::parse(value, &config.ports, isolate.is_some()).map_err(fail)?,
         ));
     }
     Ok(ServiceSpec {
@@ -289,6 +311,8 @@ fn check(
         shm_size: config.shm_size.map(|m| m.0),
         fixed_ports: config.fixed_ports.clone(),
         origin: config.origin.clone(),
+        isolate,
+        migrate,
     })
 }
 

@@ -1,5 +1,5 @@
-//! An `export` value of a service: text with `{host}`, `{name}` and `{port:N}` (N a container port the
-//! service publishes). `{{` and `}}` stand for braces. Parsed when the config is loaded, so a typo is an
+//! An `export` value of a service: text with `{host}`, `{name}`, `{port:N}` (N a container port the
+//! service publishes) and, for a service that isolates, `{database}` (the database of whoever reads it). `{{` and `}}` stand for braces. Parsed when the config is loaded, so a typo is an
 //! error before anything starts; rendered once the service's host and ports are known.
 
 /// One piece of a template.
@@ -9,6 +9,7 @@ pub(crate) enum Piece {
     Host,
     Name,
     Port(u16),
+    Database,
 }
 
 /// A parsed template.
@@ -16,8 +17,9 @@ pub(crate) enum Piece {
 pub(crate) struct Template(pub Vec<Piece>);
 
 impl Template {
-    /// Parses `text`; `ports` are the container ports `{port:N}` may name.
-    pub(crate) fn parse(text: &str, ports: &[u16]) -> Result<Template, String> {
+    /// Parses `text`; `ports` are the container ports `{port:N}` may name; `{database}` is known when
+    /// the service `isolates`.
+    pub(crate) fn parse(text: &str, ports: &[u16], isolates: bool) -> Result<Template, String> {
         let mut pieces = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
@@ -38,6 +40,13 @@ impl Template {
             let piece = match &tail[1..end] {
                 "host" => Piece::Host,
                 "name" => Piece::Name,
+                "database" if isolates => Piece::Database,
+                "database" => {
+                    return Err(format!(
+                        "{text:?}: `{{database}}` is the database of whoever reads the export; it needs \
+                         `isolate` on the service"
+                    ));
+                }
                 other => match other.strip_prefix("port:").map(str::parse::<u16>) {
                     Some(Ok(port)) if ports.contains(&port) => Piece::Port(port),
                     Some(Ok(port)) => {
@@ -47,7 +56,7 @@ impl Template {
                     }
                     _ => {
                         return Err(format!(
-                            "{text:?}: unknown placeholder `{{{other}}}` (known: {{host}}, {{name}}, {{port:N}})"
+                            "{text:?}: unknown placeholder `{{{other}}}` (known: {{host}}, {{name}}, {{port:N}}, {{database}})"
                         ));
                     }
                 },
@@ -65,12 +74,19 @@ impl Template {
         Ok(Template(pieces))
     }
 
-    /// The text, with `host`, `name` and the published host port of each container port.
+    /// Whether it names `{database}`: it has a value only for a reader that has a database.
+    pub(crate) fn needs_database(&self) -> bool {
+        self.0.contains(&Piece::Database)
+    }
+
+    /// The text, with `host`, `name`, the published host port of each container port and the reader's
+    /// `database` (empty without one).
     pub(crate) fn render(
         &self,
         host: &str,
         name: &str,
         port: impl Fn(u16) -> Option<u16>,
+        database: Option<&str>,
     ) -> String {
         let mut out = String::new();
         for piece in &self.0 {
@@ -78,6 +94,7 @@ impl Template {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Host => out.push_str(host),
                 Piece::Name => out.push_str(name),
+                Piece::Database => out.push_str(database.unwrap_or_default()),
                 Piece::Port(p) => match port(*p) {
                     Some(published) => out.push_str(&published.to_string()),
                     None => out.push_str(&p.to_string()),
@@ -96,6 +113,7 @@ impl std::fmt::Display for Template {
                 Piece::Text(t) => f.write_str(&t.replace('{', "{{").replace('}', "}}"))?,
                 Piece::Host => f.write_str("{host}")?,
                 Piece::Name => f.write_str("{name}")?,
+                Piece::Database => f.write_str("{database}")?,
                 Piece::Port(p) => write!(f, "{{port:{p}}}")?,
             }
         }
@@ -108,9 +126,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_database_is_the_readers() {
+        let t = Template::parse(
+            "postgres://postgres@{host}:{port:5432}/{database}",
+            &[5432],
+            true,
+        )
+        .unwrap();
+        assert!(t.needs_database());
+        let out = t.render("h", "db", |_| Some(5), Some("cleantest_3"));
+        assert_eq!(out, "postgres://postgres@h:5/cleantest_3");
+        assert_eq!(
+            t.to_string(),
+            "postgres://postgres@{host}:{port:5432}/{database}"
+        );
+    }
+
+    #[test]
     fn placeholders_render_and_braces_escape() {
-        let t = Template::parse("postgres://u@{host}:{port:5432}/{name}?x={{y}}", &[5432]).unwrap();
-        let out = t.render("127.0.0.1", "db", |p| (p == 5432).then_some(49153));
+        let t = Template::parse(
+            "postgres://u@{host}:{port:5432}/{name}?x={{y}}",
+            &[5432],
+            false,
+        )
+        .unwrap();
+        let out = t.render("127.0.0.1", "db", |p| (p == 5432).then_some(49153), None);
         assert_eq!(out, "postgres://u@127.0.0.1:49153/db?x={y}");
         assert_eq!(
             t.to_string(),
@@ -126,8 +166,9 @@ mod tests {
             ("{port:x}", "unknown placeholder"),
             ("{host", "not closed"),
             ("a}b", "lone"),
+            ("/{database}", "needs `isolate`"),
         ] {
-            let err = Template::parse(text, &[5432]).unwrap_err();
+            let err = Template::parse(text, &[5432], false).unwrap_err();
             assert!(err.contains(says), "{text}: {err}");
         }
     }

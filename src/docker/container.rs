@@ -289,6 +289,24 @@ pub(crate) fn exec(
     })
 }
 
+/// Extracts `archive` (a tar) into the directory `path` of the container.
+pub(crate) fn upload(
+    engine: &Engine,
+    id: &str,
+    path: &str,
+    archive: Vec<u8>,
+) -> Result<(), String> {
+    let options = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+        .path(path)
+        .build();
+    block_on(engine.docker.upload_to_container(
+        id,
+        Some(options),
+        bollard::body_full(archive.into()),
+    ))
+    .map_err(|e| e.to_string())
+}
+
 /// The container's log (stdout and stderr), the last `tail` lines or all of it.
 pub(crate) fn logs(engine: &Engine, id: &str, tail: Option<usize>) -> Result<String, String> {
     let tail = tail.map_or("all".to_string(), |n| n.to_string());

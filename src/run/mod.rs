@@ -14,6 +14,7 @@
 mod amend;
 mod cargo;
 mod cargo_env;
+mod databases;
 mod fail_fast;
 mod harness;
 mod leak_check;
@@ -41,7 +42,7 @@ use crate::cli::{RunArgs, TestArgs, human_bytes, near_subcommand};
 use crate::config::Settings;
 use crate::contract::{EXIT_LEFTOVERS, EXIT_OK, EXIT_TEST_FAILED, SERVICE_LOGS_DIR};
 use crate::errors::Error;
-use crate::services::Monitor;
+use crate::services::Started;
 use crate::session::state;
 use crate::session::{CleanupGuard, Session, docker_lines, signals, start};
 use cargo::{Built, TestBinary, Workspace};
@@ -123,7 +124,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
                 };
                 let lock = start::start(&session, &args.session, profile, &workspace.root)?;
                 let services = if args.session.no_services {
-                    Monitor::default()
+                    Started::default()
                 } else {
                     crate::services::start_or_keep(
                         &session,
@@ -133,7 +134,7 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
                 };
                 (lock, services)
             } else {
-                (None, Monitor::default())
+                (None, Started::default())
             };
             Ok((runners, lock))
         });
@@ -154,7 +155,8 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
         return Ok(signals::exit_code(signal));
     }
     let built = built?;
-    let (runners, (_env_lock, services)) = prepared?;
+    let (runners, (_env_lock, started_services)) = prepared?;
+    let services = started_services.monitor.clone();
     let binaries = workspace.test_binaries(built, &runners);
     if args.no_run {
         return Ok(EXIT_OK);
@@ -318,6 +320,8 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
             session: &session,
             doc_cargo_args: &doc_cargo_args,
             doc_prefixes: &doc_prefixes,
+            databases: &started_services.databases,
+            keep_on_failure: args.session.keep_on_failure,
         },
         reporter,
         slots: slots.max(1),

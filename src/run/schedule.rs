@@ -6,6 +6,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use super::amend::{add_note, annotate, not_run_of, recovered};
+use super::databases;
 use super::fail_fast::{FailFast, MaxFail, Unfinished};
 use super::leak_check::{self, LeakCheck};
 use super::leftovers::{self, Origins};
@@ -59,7 +60,7 @@ impl Scheduler<'_> {
         loop {
             let now = Instant::now();
             let stopping = self.ctx.session.interrupted_by().is_some();
-            let max_reached = self.max_reached(&summary);
+            let max_reached = self.max_fail.reached(&summary);
             while !stopping && !max_reached && running.len() < self.slots {
                 let Some(spec) = queue.pop_front() else { break };
                 if fail_fast.leaves_out(&spec) {
@@ -183,7 +184,7 @@ impl Scheduler<'_> {
         }
         if self.ctx.session.interrupted_by().is_some() {
             summary.not_run.extend(queue.iter().flat_map(not_run_of));
-        } else if self.max_reached(&summary) && !queue.is_empty() {
+        } else if self.max_fail.reached(&summary) && !queue.is_empty() {
             summary.max_fail = self.max_fail.limit;
             summary
                 .max_fail_skipped
@@ -208,11 +209,6 @@ impl Scheduler<'_> {
         } else {
             name.into()
         }
-    }
-
-    /// Whether `--max-fail` is reached: no unit starts any more.
-    fn max_reached(&mut self, summary: &RunSummary) -> bool {
-        self.max_fail.reached(summary)
     }
 
     /// With fail-fast, a failure in the binary of run order `order` stops the binaries after it.
@@ -263,7 +259,7 @@ impl Scheduler<'_> {
     /// finish, and reruns that recover failures' output.
     fn unit_done(
         &mut self,
-        unit: RunningUnit,
+        mut unit: RunningUnit,
         summary: &mut RunSummary,
         fail_fast: &mut FailFast,
     ) -> Vec<UnitSpec> {
@@ -282,7 +278,9 @@ impl Scheduler<'_> {
         let mut retries = Vec::new();
         let counts = !fail_fast.leaves_out(&unit.spec);
         let interrupted = self.ctx.session.interrupted_by().is_some();
+        let leases = std::mem::take(&mut unit.leases);
         let mut finished = unit.finish(Instant::now(), self.settings, interrupted);
+        databases::process_ended(&self.ctx, &self.reporter, (pid, &label), leases, &finished);
         for result in finished
             .results
             .iter_mut()
@@ -464,6 +462,7 @@ impl Scheduler<'_> {
                             outcome_of(verdict),
                             duration,
                         );
+                        databases::test_ended(&self.ctx, &self.reporter, unit, index, verdict);
                     }
                 }
             }

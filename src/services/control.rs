@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::control_request::{Request, VERSION, caller, request};
+use super::control_request::{Caller, Request, VERSION, caller, request};
 use super::control_wire::{REQUEST_READ_BOUND, read_request, refuse};
 use super::start;
 use super::{Monitor, Running};
@@ -40,6 +40,8 @@ const STOP_BOUND: Duration = Duration::from_secs(30);
 
 /// What the server knows.
 pub(crate) struct Context {
+    /// The databases of the services that isolate (`cleantest::database`).
+    pub databases: Arc<super::Databases>,
     pub engine: Option<Engine>,
     pub session: String,
     /// The session's and its owner's labels.
@@ -150,8 +152,8 @@ pub(crate) fn serve(path: &Path, context: Context) -> std::io::Result<Control> {
                 // Who asks is known before anything is read: a process outside the session never
                 // takes a request thread. Refusals are answered by the one refusing thread; when even
                 // its queue is full, the connection is closed.
-                let unit = match caller(&stream, &context.session, context.key) {
-                    Ok(unit) => unit,
+                let who = match caller(&stream, &context.session, context.key) {
+                    Ok(who) => who,
                     Err(refusal) => {
                         let _ = busy.try_send((stream, refusal));
                         continue;
@@ -168,7 +170,7 @@ pub(crate) fn serve(path: &Path, context: Context) -> std::io::Result<Control> {
                 let spawned = std::thread::Builder::new()
                     .name("control-client".into())
                     .spawn(move || {
-                        handle(stream, &unit, &context, &registry);
+                        handle(stream, &who, &context, &registry);
                         mine.fetch_sub(1, Ordering::SeqCst);
                     });
                 if spawned.is_err() {
@@ -196,10 +198,11 @@ fn busy_refusal() -> String {
 
 fn handle(
     mut stream: UnixStream,
-    unit: &(String, String),
+    who: &Caller,
     context: &Context,
     registry: &(Mutex<Registry>, Condvar),
 ) {
+    let unit = &who.unit;
     let answer = match read_request(&stream, REQUEST_READ_BOUND) {
         Ok(line) => match request(&line) {
             Ok(Request::Start {
@@ -211,11 +214,86 @@ fn handle(
                 context, registry, unit, &name, &site, &spec, &key,
             )),
             Ok(Request::Service(name)) => config_service(context, registry, unit, &name),
+            Ok(Request::Database { name, key }) => {
+                database_answer(database(context, registry, who, &name, &key))
+            }
+            Ok(Request::Release { name, database }) => {
+                // Under the runner a test's database ends with its result (so that a failed one can
+                // be kept); a session host has no results, so the holder's word ends it.
+                let released =
+                    context.key.is_some() && context.databases.give_back(who.pid, &name, &database);
+                json!({"v": VERSION, "ok": true, "released": released})
+            }
             Err(e) => json!({"v": VERSION, "ok": false, "error": e}),
         },
         Err(e) => json!({"v": VERSION, "ok": false, "error": e.to_string()}),
     };
     let _ = writeln!(stream, "{answer}");
+}
+
+/// The database of the isolating service `name` for the caller's test `key`: the one its environment
+/// names when it is a process of one test (`--isolate`), else its own, the same on a second call. A
+/// session host starts and prepares the service on the first request.
+fn database(
+    context: &Context,
+    registry: &(Mutex<Registry>, Condvar),
+    who: &Caller,
+    name: &str,
+    key: &str,
+) -> Result<super::Database, String> {
+    let own = who
+        .databases
+        .iter()
+        .find(|(n, _)| *n == super::env_name(name))
+        .map(|(_, database)| database);
+    if let (Some(database), false) = (own, who.unit.1.is_empty())
+        && let Some(found) = context.databases.named(name, database)
+    {
+        return Ok(found);
+    }
+    if context.key.is_some() && !context.databases.has(name) {
+        prepare_for_host(context, registry, &who.unit, name)?;
+    }
+    context
+        .databases
+        .for_test(who.pid, key, name)
+        .map_err(|e| e.to_string())
+}
+
+/// A session host's isolating config service: started (after what it depends on) and prepared.
+fn prepare_for_host(
+    context: &Context,
+    registry: &(Mutex<Registry>, Condvar),
+    unit: &(String, String),
+    name: &str,
+) -> Result<(), String> {
+    let running = start_config(context, registry, unit, name)?;
+    let spec = context.config.iter().find(|s| s.name == name);
+    match (spec, &context.engine) {
+        (Some(spec), Some(engine)) if spec.isolate.is_some() => context
+            .databases
+            .add(engine, spec, &running, super::pool_ahead())
+            .map_err(|why| format!("preparing the databases of `{name}` failed: {why}")),
+        (Some(_), Some(_)) => Err(format!(
+            "service `{name}` does not isolate: give it `isolate` (docs/services.md)"
+        )),
+        _ => Err(format!("service `{name}` has no engine to run on")),
+    }
+}
+
+fn database_answer(result: Result<super::Database, String>) -> Value {
+    match result {
+        Ok(database) => {
+            let exports: serde_json::Map<String, Value> = database
+                .exports
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            json!({"v": VERSION, "ok": true, "database": {
+                "service": database.service, "name": database.name, "exports": exports}})
+        }
+        Err(error) => json!({"v": VERSION, "ok": false, "error": error}),
+    }
 }
 
 /// A config service of a session host, started on demand after what it depends on; an unknown name is
@@ -226,11 +304,23 @@ fn config_service(
     unit: &(String, String),
     name: &str,
 ) -> Value {
-    let Some(needed) = with_dependencies(&context.config, name) else {
+    if with_dependencies(&context.config, name).is_none() {
         let known: Vec<&str> = context.config.iter().map(|s| s.name.as_str()).collect();
         return json!({"v": VERSION, "ok": false, "known": known, "error": format!(
             "the workspace's .config/cleantest.toml has no service `{name}`")});
-    };
+    }
+    answer(start_config(context, registry, unit, name))
+}
+
+/// Starts the config service `name` after what it depends on, or gets it if it runs.
+fn start_config(
+    context: &Context,
+    registry: &(Mutex<Registry>, Condvar),
+    unit: &(String, String),
+    name: &str,
+) -> Result<Running, String> {
+    let needed = with_dependencies(&context.config, name)
+        .ok_or_else(|| format!("the workspace's .config/cleantest.toml has no service `{name}`"))?;
     let mut last = Err(format!("`{name}` was not started"));
     for spec in needed {
         let key = format!("the config service {}", spec.name);
@@ -243,7 +333,7 @@ fn config_service(
             break;
         }
     }
-    answer(last)
+    last
 }
 
 /// `name` and everything it depends on, dependencies first (in the config's order, which has them

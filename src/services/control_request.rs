@@ -8,13 +8,22 @@ use serde_json::Value;
 
 use crate::config::services::{self as config, Ready, ServiceSpec};
 
-/// The unit a peer belongs to (`binary`, `test`), if it is a process of the session: it carries the
-/// session's id, or descends from this process, or (for a session host) from the host's key process.
+/// Who asks: a process of the session.
+pub(super) struct Caller {
+    pub pid: i32,
+    /// Its unit (`binary`, `test`).
+    pub unit: (String, String),
+    /// The databases its environment says it was given (`CLEANTEST_DATABASE_<NAME>`), by `<NAME>`.
+    pub databases: Vec<(String, String)>,
+}
+
+/// The peer, if it is a process of the session: it carries the session's id, or descends from this
+/// process, or (for a session host) from the host's key process.
 pub(super) fn caller(
     stream: &UnixStream,
     session: &str,
     key: Option<i32>,
-) -> Result<(String, String), String> {
+) -> Result<Caller, String> {
     let pid =
         crate::sys::peer_pid(stream).map_err(|e| format!("cannot identify the caller: {e}"))?;
     let environ = |pid: i32| crate::sys::environ(pid).unwrap_or_default();
@@ -36,10 +45,24 @@ pub(super) fn caller(
             "process {pid} is not part of session {session}: only its tests may start its services"
         ));
     }
-    Ok((
-        var(&env, crate::contract::ENV_BINARY).unwrap_or_default(),
-        var(&env, crate::contract::ENV_TEST).unwrap_or_default(),
-    ))
+    let prefix = crate::contract::ENV_DATABASE_PREFIX.as_bytes();
+    let databases = env
+        .split(|b| *b == 0)
+        .filter_map(|pair| pair.strip_prefix(prefix))
+        .filter_map(|rest| {
+            let text = std::str::from_utf8(rest).ok()?;
+            let (name, value) = text.split_once('=')?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect();
+    Ok(Caller {
+        pid,
+        unit: (
+            var(&env, crate::contract::ENV_BINARY).unwrap_or_default(),
+            var(&env, crate::contract::ENV_TEST).unwrap_or_default(),
+        ),
+        databases,
+    })
 }
 
 /// Whether `pid`'s ancestry reaches `ancestor`.
@@ -73,6 +96,10 @@ pub(super) enum Request {
     },
     /// `service`: a config service, by name (served by a session host).
     Service(String),
+    /// `database`: a database of its own on the isolating service `name`, for the caller's test `key`.
+    Database { name: String, key: String },
+    /// `release`: the caller is done with the database `database` of `name` (a session host drops it).
+    Release { name: String, database: String },
 }
 
 /// The protocol version served.
@@ -95,10 +122,25 @@ pub(super) fn request(line: &str) -> Result<Request, String> {
             .map(str::to_string)
             .ok_or_else(|| "the request names no service".to_string())
     };
+    let field = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("the request has no `{key}`"))
+    };
     match value.get("op").and_then(Value::as_str) {
         Some("start") => start_request(&value, name()?),
         Some("service") => Ok(Request::Service(name()?)),
-        _ => Err("unknown operation (known: start, service)".into()),
+        Some("database") => Ok(Request::Database {
+            name: name()?,
+            key: field("key")?,
+        }),
+        Some("release") => Ok(Request::Release {
+            name: name()?,
+            database: field("database")?,
+        }),
+        _ => Err("unknown operation (known: start, service, database, release)".into()),
     }
 }
 

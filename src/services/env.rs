@@ -53,6 +53,7 @@ mod tests {
             host: "127.0.0.1".into(),
             ports: vec![(5432, 49153)],
             exports: vec![("DATABASE_URL".into(), "postgres://127.0.0.1:49153".into())],
+            export: Vec::new(),
         };
         assert_eq!(
             env_of(&running),

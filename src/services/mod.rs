@@ -16,11 +16,13 @@ mod control;
 mod control_request;
 mod control_wire;
 mod env;
+mod isolate;
 mod monitor;
 mod ready;
 mod start;
 
 pub(crate) use env::{env_name, env_of};
+pub(crate) use isolate::{Database, Databases, Lease, ProcessDatabases, settle};
 pub(crate) use monitor::{Death, Monitor};
 pub(crate) use start::start_all;
 
@@ -37,7 +39,7 @@ pub(crate) fn start_or_keep(
     session: &Arc<Session>,
     specs: &[ServiceSpec],
     keep: bool,
-) -> Result<Monitor, Error> {
+) -> Result<Started, Error> {
     let started = start_for(session, specs);
     if let (Err(_), true) = (&started, keep)
         && let Some(end) = session.finish(true)
@@ -50,10 +52,18 @@ pub(crate) fn start_or_keep(
     started
 }
 
+/// The session's services, started: who watches them, and the databases of those that isolate.
+#[derive(Clone, Default)]
+pub(crate) struct Started {
+    pub monitor: Monitor,
+    pub databases: Arc<Databases>,
+}
+
 /// Starts the session's services on its engine and hands their environment to the session, so that
-/// every process it starts from now on gets it, then watches them; and serves the control socket, where
-/// test code asks for more (`cleantest::Service`). Says on stderr what is up, and how long it took.
-pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result<Monitor, Error> {
+/// every process it starts from now on gets it, then watches them; prepares the databases of those
+/// that isolate; and serves the control socket, where test code asks for more (`cleantest::Service`,
+/// `cleantest::database`). Says on stderr what is up, and how long it took.
+pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result<Started, Error> {
     let started = std::time::Instant::now();
     let context = context(session, started, None, Vec::new());
     let (engine, local, labels, monitor) = (
@@ -88,8 +98,14 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
         for service in &running {
             monitor.add(service);
         }
+        if let Some(engine) = engine {
+            isolate_all(engine, specs, &running, &context.databases)?;
+        }
     }
-    let monitor = monitor.clone();
+    let started = Started {
+        monitor: monitor.clone(),
+        databases: context.databases.clone(),
+    };
     let served = state::state_dir().and_then(|dir| {
         let path = state::socket_path(&dir, session.id(), CONTROL_SOCKET_FILE)?;
         control::serve(&path, context)
@@ -97,6 +113,8 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
     match served {
         Ok(control) => {
             env.push((ENV_CONTROL.to_string(), control.path.display().to_string()));
+            let databases = started.databases.clone();
+            session.on_end(Box::new(move || databases.close()));
             // Before the session's sweep lists: no start may complete after it.
             session.on_end(Box::new(move || control.stop()));
         }
@@ -105,7 +123,67 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
         ),
     }
     session.set_service_env(env);
-    Ok(monitor)
+    Ok(started)
+}
+
+/// How many databases of a service are kept ready: as many as tests can run at once here.
+pub(crate) fn pool_ahead() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
+
+/// Prepares the services of `specs` that isolate (`running` in the same order): a failure stops the
+/// run before any test, with what the migration said.
+fn isolate_all(
+    engine: &crate::docker::Engine,
+    specs: &[ServiceSpec],
+    running: &[Running],
+    databases: &Databases,
+) -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    let mut isolating = Vec::new();
+    for spec in specs.iter().filter(|s| s.isolate.is_some()) {
+        let Some(service) = running.iter().find(|r| r.name == spec.name) else {
+            continue;
+        };
+        databases
+            .add(engine, spec, service, pool_ahead())
+            .map_err(|why| isolation_failed(spec, why.to_string()))?;
+        isolating.push(spec.name.as_str());
+    }
+    if !isolating.is_empty() {
+        eprintln!(
+            "{:>12} databases of {} in {:.2}s",
+            "Prepared",
+            isolating.join(", "),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// The start's error for a service whose isolation could not be prepared.
+pub(crate) fn isolation_failed(spec: &ServiceSpec, why: String) -> Error {
+    let (reason, log) = match why.split_once('\n') {
+        Some((first, rest)) => (first.to_string(), indent(rest)),
+        None => (why, String::new()),
+    };
+    Error::Service {
+        name: spec.name.clone(),
+        reason: format!("preparing its databases failed: {reason}"),
+        log,
+        help:
+            "fix the migration (its output is above), or run without isolation: remove `isolate` \
+               from the service (docs/services.md)"
+                .into(),
+    }
+}
+
+/// Output lines under the error, as a failed service's log is shown.
+fn indent(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("\n    | {l}"))
+        .collect()
 }
 
 /// Serves the control socket of a session host (`cargo-cleantest __host`): for the descendants of
@@ -119,8 +197,10 @@ pub(crate) fn serve_host(
     let context = context(session, std::time::Instant::now(), Some(key), specs);
     let dir = state::state_dir()?;
     let path = state::socket_path(&dir, session.id(), CONTROL_SOCKET_FILE)?;
+    let databases = context.databases.clone();
     let control = control::serve(&path, context)?;
     let path = control.path.clone();
+    session.on_end(Box::new(move || databases.close()));
     session.on_end(Box::new(move || control.stop()));
     Ok(path)
 }
@@ -165,6 +245,7 @@ fn context(
         network: std::sync::Mutex::new(()),
         key,
         config,
+        databases: Arc::default(),
     }
 }
 
@@ -177,8 +258,44 @@ pub(crate) struct Running {
     pub host: String,
     /// (container port, published host port).
     pub ports: Vec<(u16, u16)>,
-    /// The service's `export`s, rendered.
+    /// The service's `export`s, rendered; those that name `{database}` only for a reader with one
+    /// (`exports_for`).
     pub exports: Vec<(String, String)>,
+    /// The `export`s as written.
+    pub export: Vec<(String, crate::config::template::Template)>,
+}
+
+impl Running {
+    pub(crate) fn new(
+        spec: &ServiceSpec,
+        id: String,
+        host: String,
+        ports: Vec<(u16, u16)>,
+    ) -> Self {
+        let mut running = Running {
+            name: spec.name.clone(),
+            id,
+            host,
+            ports,
+            exports: Vec::new(),
+            export: spec.export.clone(),
+        };
+        running.exports = running.exports_for(None);
+        running
+    }
+
+    /// Every export rendered for a reader of `database` (None: only those that name none).
+    pub(crate) fn exports_for(&self, database: Option<&str>) -> Vec<(String, String)> {
+        self.export
+            .iter()
+            .filter(|(_, template)| database.is_some() || !template.needs_database())
+            .map(|(key, template)| {
+                let port = |p| self.ports.iter().find(|(c, _)| *c == p).map(|(_, h)| *h);
+                let value = template.render(&self.host, &self.name, port, database);
+                (key.clone(), value)
+            })
+            .collect()
+    }
 }
 
 /// Why a service is not up.

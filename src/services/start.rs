@@ -236,23 +236,7 @@ pub(crate) fn start_one(
     if let Err(failure) = ready::wait(&target, spec, abort) {
         return failed(failure, Some(id));
     }
-    let exports = spec
-        .export
-        .iter()
-        .map(|(key, template)| {
-            let value = template.render(&host, &spec.name, |p| {
-                ports.iter().find(|(c, _)| *c == p).map(|(_, h)| *h)
-            });
-            (key.clone(), value)
-        })
-        .collect();
-    Ok(Running {
-        name: spec.name.clone(),
-        id,
-        host: host.clone(),
-        ports,
-        exports,
-    })
+    Ok(Running::new(spec, id, host.clone(), ports))
 }
 
 /// The running services in order, or the error of the first service that failed for a reason of its

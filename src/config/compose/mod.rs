@@ -221,6 +221,8 @@ fn convert(
             .collect::<Result<_, _>>()?,
         fixed_ports,
         origin: None,
+        isolate: None,
+        migrate: None,
     };
     if let Some(deploy) = service.deploy {
         ignored.extend(deploy.other.keys().map(|k| format!("deploy.{k}")));

@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::session::process::{Event, ExitKind, UnitId, kill_leftovers, spawn_unit};
 use crate::session::signal_group;
 
-pub(crate) use finish::outcome_of;
+pub(crate) use finish::{Finished, outcome_of};
 pub(crate) use spec::{CommandContext, UnitKind, UnitSpec};
 
 /// How long to wait for the output pipe to close after the group is gone or killed. Only a process that
@@ -77,6 +77,8 @@ pub(crate) struct RunningUnit {
     heartbeats: HashMap<usize, u32>,
     /// The group was looked into and SIGKILLed after its leader exited (`kill_leftovers`).
     group_killed: bool,
+    /// The databases the process was given (`services::Databases::for_process`).
+    pub leases: Vec<crate::services::Lease>,
 }
 
 /// The heartbeat key of a whole unit, whose running tests are not known.
@@ -94,7 +96,12 @@ impl RunningUnit {
             UnitKind::Whole => Tracker::open(),
             _ => Tracker::new(spec.tests.clone(), spec.threads, now),
         };
-        let pid = spawn_unit(&mut spec.command(ctx), id, events, ctx.session)?;
+        // Each process gets its own database of every service that isolates, for as long as it runs.
+        let crate::services::ProcessDatabases { env, leases } =
+            ctx.databases.for_process().map_err(std::io::Error::other)?;
+        let mut command = spec.command(ctx);
+        command.envs(env);
+        let pid = spawn_unit(&mut command, id, events, ctx.session)?;
         Ok(RunningUnit {
             spec,
             pid,
@@ -115,6 +122,7 @@ impl RunningUnit {
             leftovers: Vec::new(),
             heartbeats: HashMap::new(),
             group_killed: false,
+            leases,
         })
     }
 

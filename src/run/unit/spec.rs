@@ -54,6 +54,10 @@ pub(crate) struct CommandContext<'a> {
     pub doc_cargo_args: &'a [String],
     /// Package directories and names, to name doctests (`cargo::doctest_name`).
     pub doc_prefixes: &'a [(String, String)],
+    /// The databases of the services that isolate: each unit process gets its own.
+    pub databases: &'a crate::services::Databases,
+    /// `--keep-on-failure`: a failed test's databases are kept and named.
+    pub keep_on_failure: bool,
 }
 
 impl UnitSpec {

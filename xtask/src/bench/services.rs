@@ -204,17 +204,28 @@ fn workspace(
     Ok(dir)
 }
 
-/// Containers of the postgres image, in any state.
-fn postgres_containers() -> Result<usize, String> {
-    Ok(sh("docker ps -aq --filter ancestor=cleantest-postgres:15")?
-        .lines()
-        .filter(|l| !l.is_empty())
-        .count())
+/// A run id of its own for one timed run (`CLEANTEST_RUN_ID`): what it leaves is told apart from what
+/// other runs on the same engine (a test suite beside the bench) have at the time.
+fn run_id(mode: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("bench-{mode}-{}-{nanos}", std::process::id())
+}
+
+/// Containers labelled with the run id `run`, in any state.
+fn containers_of(run: &str) -> Result<usize, String> {
+    Ok(
+        sh(&format!("docker ps -aq --filter label=cleantest.run={run}"))?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count(),
+    )
 }
 
 /// One run of the workspace one way (`mode`: the tests' own containers; None: the session service).
 fn way(bin: &Path, ws: &Path, mode: &str) -> Result<f64, String> {
-    let before = postgres_containers()?;
+    let run = run_id(mode);
     let mut args = vec!["cleantest", "--no-lock"];
     match mode {
         // The tests start their own containers: no session service.
@@ -224,14 +235,13 @@ fn way(bin: &Path, ws: &Path, mode: &str) -> Result<f64, String> {
         _ => {}
     }
     let mut command = in_ws(bin, ws, &args);
-    command.env("BENCH_PG_MODE", mode);
+    command
+        .env("BENCH_PG_MODE", mode)
+        .env("CLEANTEST_RUN_ID", &run);
     let (seconds, _) = timed(&mut command)?;
-    let after = postgres_containers()?;
-    if after != before {
-        return Err(format!(
-            "{mode} left {} postgres container(s)",
-            after.saturating_sub(before)
-        ));
+    let left = containers_of(&run)?;
+    if left > 0 {
+        return Err(format!("{mode} left {left} container(s)"));
     }
     Ok(seconds)
 }
@@ -243,16 +253,17 @@ const HOST_SWEEP_BOUND: Duration = Duration::from_secs(10);
 /// host (`cargo-cleantest` is first on PATH). Timed until cargo exits, as a user waits; then the host
 /// must have removed its containers within `HOST_SWEEP_BOUND`.
 fn plain_way(bin: &Path, ws: &Path, mode: &str) -> Result<f64, String> {
-    let before = postgres_containers()?;
+    let run = run_id(mode);
     let mut command = in_ws(bin, ws, &["test"]);
     command
         .env("BENCH_PG_MODE", mode)
+        .env("CLEANTEST_RUN_ID", &run)
         .env_remove("CLEANTEST_SESSION")
         .env_remove("CLEANTEST_CONTROL")
         .env_remove("CLEANTEST_HOST");
     let (seconds, _) = timed(&mut command)?;
     let deadline = std::time::Instant::now() + HOST_SWEEP_BOUND;
-    while postgres_containers()? != before {
+    while containers_of(&run)? > 0 {
         if std::time::Instant::now() > deadline {
             return Err(format!(
                 "plain cargo test ({mode}): the session host left postgres containers after {HOST_SWEEP_BOUND:?}"
