@@ -3,7 +3,8 @@
 //! database: each inserts a fixed primary key, then counts the rows and looks for the migration's seed
 //! row. They pass in shared mode through the crate, under `--isolate` through `DATABASE_URL`, and under
 //! plain `cargo test` and nextest through the crate; the same tests fail when a whole binary shares one
-//! database, which shows that the check can fail. A failing migration is exit 5 with psql's words;
+//! database, which shows that the check can fail. A server with the user's own create and drop commands
+//! (the fixture image) does the same. A failing migration is exit 5 with psql's words;
 //! `--keep-on-failure` names the failed test's database; a SIGKILLed runner leaves nothing.
 
 mod common;
@@ -55,6 +56,12 @@ fn main() {
     for cell in &mut cells {
         cell.unavailable = clients_problem();
     }
+    let mut dirs = trial(
+        "create_and_drop_commands_give_each_test_a_database_of_the_services_own_making",
+        commands_of_the_user,
+    );
+    dirs.unavailable = clients_problem();
+    cells.push(dirs);
     let mut redis = trial(
         "db_index_gives_each_redis_test_its_own_index",
         redis_db_index,
@@ -260,6 +267,20 @@ fn redis_db_index() -> Result<(), Failed> {
         seen.len() == 6 && seen.iter().all(|u| !u.ends_with("/0")),
         || format!("{seen:?}"),
     )?;
+    check_nothing_owned(pid)
+}
+
+/// `isolate = { create, drop }` on the fixture image: each test reads back, over HTTP, the file its
+/// database's `create` command wrote.
+fn commands_of_the_user() -> Result<(), Failed> {
+    let run = Run::new("iso-dirs")?;
+    let (pid, out) = run_owned({
+        let mut c = run.cleantest("crate");
+        c.args(["-P", "dirs", "--test", "dirs", "--", "--ignored"]);
+        c
+    })?;
+    check_exit(&out, 0)?;
+    run.check_distinct(4)?;
     check_nothing_owned(pid)
 }
 

@@ -126,9 +126,10 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
     Ok(started)
 }
 
-/// How many databases of a service are kept ready: as many as tests can run at once here.
+/// How many databases of a service are kept ready to start with: a test's for each CPU and a process's
+/// for each CPU (binaries run side by side), and two more; the pool grows when tests find it empty.
 pub(crate) fn pool_ahead() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+    2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 2
 }
 
 /// Prepares the services of `specs` that isolate (`running` in the same order): a failure stops the

@@ -1,7 +1,9 @@
-//! `cargo xtask bench [--smoke] [--runs N]`: cargo-cleantest measured against cargo test, cargo-nextest
-//! and the docker CLI, side by side, alternating runs, medians with min–max. Writes `BENCHMARKS.md`
-//! (`--smoke`: tiny sizes, one run, nothing asserted, written under target/bench/ instead).
+//! `cargo xtask bench [--smoke] [--runs N] [--only isolation]`: cargo-cleantest measured against cargo
+//! test, cargo-nextest and the docker CLI, side by side, alternating runs, medians with min–max. Writes
+//! `BENCHMARKS.md` (`--smoke`: tiny sizes, one run, nothing asserted, written under target/bench/
+//! instead; `--only isolation`: the per-test database rows alone, in target/bench/ISOLATION.md).
 
+mod isolation;
 mod services;
 
 use std::fmt::Write as _;
@@ -59,6 +61,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let opts = Opts { smoke, runs, root };
     let bin = build_runner(&opts)?;
+    if args
+        .windows(2)
+        .any(|w| w[0] == "--only" && w[1] == "isolation")
+    {
+        let rows = isolation::rows(&opts, &bin)?;
+        let out = crate::target_dir(&opts.root).join("bench/ISOLATION.md");
+        let report = render(&opts, &rows);
+        std::fs::write(&out, &report).map_err(|e| e.to_string())?;
+        println!("{report}");
+        return Ok(());
+    }
     let mut rows = Vec::new();
     let (tests, binaries) = if smoke { (20, 2) } else { (1000, 10) };
     let ws = generate_workspace(&opts, "trivial", binaries, tests / binaries, &|_| {
@@ -81,6 +94,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             );
         }
         rows.extend(services::rows(&opts, &bin)?);
+        rows.extend(isolation::rows(&opts, &bin)?);
     } else {
         eprintln!(
             "bench: no Docker engine answers: sweep, proxy, interrupt and crash are not measured"

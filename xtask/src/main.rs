@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         Some("check-foreign") => foreign::run(&workspace_root()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|check-foreign|demo [ARGS...]|image [postgres|redis] [--rebuild]|bench [--smoke] [--runs N]|conformance [--ci] [--only NAME]|stress [--runs N] [--test NAME]... [--no-hog] [FILTER]...>"
+                "usage: cargo xtask <ci|check-foreign|demo [ARGS...]|image [postgres|redis] [--rebuild]|bench [--smoke] [--runs N] [--only isolation]|conformance [--ci] [--only NAME]|stress [--runs N] [--test NAME]... [--no-hog] [FILTER]...>"
             );
             return ExitCode::from(2);
         }

@@ -160,7 +160,7 @@ impl Databases {
             return Ok(());
         }
         let prepare = |why| IsolateError::Prepare { why };
-        let server = Server::new(engine.clone(), running.id.clone(), spec, isolate);
+        let mut server = Server::new(engine.clone(), running.id.clone(), spec, isolate);
         let names = server.prepare().map_err(prepare)?;
         if let Some(migrate) = &spec.migrate {
             migrate::apply(&server, migrate, running).map_err(prepare)?;
@@ -169,6 +169,8 @@ impl Databases {
         let pool = Pool::start(server, names, ahead).map_err(|e| IsolateError::Prepare {
             why: format!("cannot start the pool's threads: {e}"),
         })?;
+        // The first tests find databases ready (this runs while cargo builds).
+        pool.wait_filled().map_err(prepare)?;
         locked(&self.services).push(Arc::new(Isolated {
             running: running.clone(),
             pool,

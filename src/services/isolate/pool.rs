@@ -1,6 +1,6 @@
-//! The warm pool of one isolating service: databases made ahead of need on a thread of their own, so
-//! that a test takes one that is ready; released ones dropped (or, for a fixed set, reset and handed
-//! out again) on another, off every test's path.
+//! The warm pool of one isolating service: databases made ahead of need, in batches, on two threads of
+//! their own, so that a test takes one that is ready; released ones dropped (or, for a fixed set, reset
+//! and handed out again) on another, off every test's path.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -11,19 +11,25 @@ use super::server::{Names, Server};
 /// How long a test waits for a database before it is told why none came.
 const TAKE_BOUND: Duration = Duration::from_secs(120);
 
-/// At most this many databases are made by one command.
+/// At most this many databases are made (or dropped) by one command.
 const BATCH: usize = 8;
+
+/// Threads making databases at once.
+const MAKERS: usize = 2;
+
+/// The most databases kept ready ahead of need, however often tests found none.
+const MAX_AHEAD: usize = 32;
 
 pub(super) struct Pool {
     server: Server,
-    /// How many ready databases are kept ahead of need.
-    ahead: usize,
     state: Mutex<State>,
     changed: Condvar,
 }
 
 #[derive(Default)]
 struct State {
+    /// How many ready databases are kept ahead of need: grows by half each time a test finds none.
+    ahead: usize,
     ready: VecDeque<String>,
     making: usize,
     /// Tests waiting for one.
@@ -43,21 +49,26 @@ struct State {
 impl Pool {
     /// A pool over `server`, filled by a thread of its own, `ahead` ready at a time.
     pub(super) fn start(server: Server, names: Names, ahead: usize) -> std::io::Result<Arc<Pool>> {
-        let mut state = State::default();
+        let mut state = State {
+            ahead: ahead.max(1),
+            ..State::default()
+        };
         if let Names::Fixed(names) = names {
             state.fixed_total = names.len();
             state.free = Some(names.into());
         }
         let pool = Arc::new(Pool {
             server,
-            ahead: ahead.max(1),
             state: Mutex::new(state),
             changed: Condvar::new(),
         });
-        let maker = pool.clone();
-        std::thread::Builder::new()
-            .name("isolate-make".into())
-            .spawn(move || maker.make_loop())?;
+        // Two makers: while one command runs, the next batch is already on its way.
+        for _ in 0..MAKERS {
+            let maker = pool.clone();
+            std::thread::Builder::new()
+                .name("isolate-make".into())
+                .spawn(move || maker.make_loop())?;
+        }
         let dropper = pool.clone();
         std::thread::Builder::new()
             .name("isolate-drop".into())
@@ -73,6 +84,10 @@ impl Pool {
     pub(super) fn take(&self) -> Result<String, String> {
         let deadline = Instant::now() + TAKE_BOUND;
         let mut state = self.lock();
+        if state.ready.is_empty() {
+            // Demand outran the pool: keep half as many again ready from now on.
+            state.ahead = (state.ahead + state.ahead.div_ceil(2)).min(MAX_AHEAD);
+        }
         state.waiting += 1;
         self.changed.notify_all();
         let taken = loop {
@@ -115,6 +130,31 @@ impl Pool {
         taken
     }
 
+    /// Waits (bounded) until the first databases are ready, so that the first tests find them; a
+    /// failure to make them is the error.
+    pub(super) fn wait_filled(&self) -> Result<(), String> {
+        let deadline = Instant::now() + TAKE_BOUND;
+        let mut state = self.lock();
+        loop {
+            if let Some(why) = &state.broken {
+                return Err(why.clone());
+            }
+            let full = match state.free {
+                Some(_) => state.ahead.min(state.fixed_total),
+                None => state.ahead,
+            };
+            if state.ready.len() >= full || Instant::now() >= deadline {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     /// A database a test is done with: dropped in the background, unless `keep`.
     pub(super) fn release(&self, name: String, keep: bool) {
         let mut state = self.lock();
@@ -138,8 +178,11 @@ impl Pool {
             if state.closed || state.broken.is_some() {
                 return None;
             }
-            let want =
-                (self.ahead + state.waiting).saturating_sub(state.ready.len() + state.making);
+            // Made in batches (one command each): once half the pool is gone, or a test waits.
+            let deficit =
+                (state.ahead + state.waiting).saturating_sub(state.ready.len() + state.making);
+            let due = state.waiting > state.making || deficit * 2 >= state.ahead;
+            let want = if due { deficit } else { 0 };
             let batch: Vec<String> = match &mut state.free {
                 Some(free) => (0..want.min(BATCH))
                     .map_while(|_| free.pop_front())
@@ -174,25 +217,26 @@ impl Pool {
 
     fn drop_loop(&self) {
         loop {
-            let name = {
+            let names: Vec<String> = {
                 let mut state = self.lock();
                 loop {
                     if state.closed {
                         return;
                     }
-                    if let Some(name) = state.to_drop.pop_front() {
-                        state.dropping += 1;
-                        break name;
+                    if !state.to_drop.is_empty() {
+                        let n = state.to_drop.len().min(BATCH);
+                        state.dropping += n;
+                        break state.to_drop.drain(..n).collect();
                     }
                     state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
             };
-            let dropped = self.server.drop(&name);
+            let dropped = self.server.drop(&names);
             let mut state = self.lock();
-            state.dropping -= 1;
-            // A reset name of a fixed set is ready again; a failed reset is never handed out.
+            state.dropping -= names.len();
+            // Reset names of a fixed set are ready again; a failed reset is never handed out.
             if let (Some(_), Ok(())) = (&state.free, &dropped) {
-                state.ready.push_back(name);
+                state.ready.extend(names);
             }
             self.changed.notify_all();
         }
