@@ -5,6 +5,7 @@
 //! This layer knows the engine and the contract's labels, nothing of sessions, records or runs: it
 //! never imports `session` or `run`. Callers say which label filter to act on.
 
+pub(crate) mod attached;
 pub(crate) mod container;
 pub(crate) mod context;
 pub(crate) mod engine;

@@ -2,10 +2,13 @@
 //! postgres template, a redis server's index count), making a database for a test, and dropping it.
 //! Every command goes through the engine's exec; nothing here connects to the server itself.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::services::{Isolate, ServiceSpec};
 use crate::docker::Engine;
+use crate::docker::attached::Attached;
 use crate::docker::container;
 
 /// The template every postgres database of a test is cloned from.
@@ -19,6 +22,9 @@ pub(super) struct Server {
     engine: Engine,
     id: String,
     kind: Kind,
+    /// psql sessions kept open in the container, idle: a batch of statements costs no exec.
+    sessions: Mutex<Vec<Attached>>,
+    asked: AtomicU64,
 }
 
 enum Kind {
@@ -60,7 +66,13 @@ impl Server {
                 drop: drop.clone(),
             },
         };
-        Server { engine, id, kind }
+        Server {
+            engine,
+            id,
+            kind,
+            sessions: Mutex::default(),
+            asked: AtomicU64::new(0),
+        }
     }
 
     pub(super) fn engine(&self) -> &Engine {
@@ -99,6 +111,54 @@ impl Server {
         argv.extend([user.clone(), "-d".into(), database.into()]);
         argv.extend(args.iter().cloned());
         self.run(&argv, bound)
+    }
+
+    /// Runs `statements` on the `postgres` database through an open psql session (one is opened when
+    /// none is idle), then counts which of `names` exist: they must be `exist` (made) or not (dropped).
+    /// The count is the proof, read from psql's output; a session that fails is closed, never reused.
+    fn statements(
+        &self,
+        statements: &[String],
+        names: &[String],
+        exist: bool,
+    ) -> Result<(), String> {
+        let Kind::Postgres { user, .. } = &self.kind else {
+            return Err("psql runs only in a postgres service".into());
+        };
+        let idle = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        let session = match idle {
+            Some(session) => session,
+            None => {
+                let argv =
+                    ["psql", "-X", "-q", "-At", "-U", user, "-d", "postgres"].map(String::from);
+                Attached::open(&self.engine, &self.id, &argv)
+                    .map_err(|e| format!("`psql` could not start: {e}"))?
+            }
+        };
+        let marker = format!(
+            "cleantest-done-{}",
+            self.asked.fetch_add(1, Ordering::Relaxed)
+        );
+        let listed: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+        let mut text: String = statements.iter().map(|s| format!("{s};\n")).collect();
+        text.push_str(&format!(
+            "SELECT 'count=' || count(*) FROM pg_database WHERE datname IN ({});\n\\echo {marker}\n",
+            listed.join(", ")
+        ));
+        let answer = session.ask(&text, &marker, EXEC_BOUND)?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(session);
+        let expected = format!("count={}", if exist { names.len() } else { 0 });
+        match answer.lines().any(|l| l.trim() == expected) {
+            true => Ok(()),
+            false => Err(answer.trim().to_string()),
+        }
     }
 
     /// Gets the server ready to make databases; says how they are named. Postgres: an empty template
@@ -162,7 +222,7 @@ impl Server {
                     .iter()
                     .map(|n| format!("CREATE DATABASE \"{n}\" TEMPLATE {TEMPLATE}{strategy}"))
                     .collect();
-                self.psql("postgres", &commands(&sql), EXEC_BOUND).map(drop)
+                self.statements(&sql, names, true)
             }
             Kind::Redis => names.iter().try_for_each(|n| self.flush(n)),
             Kind::Commands { create, .. } => names
@@ -179,7 +239,7 @@ impl Server {
                     .iter()
                     .map(|n| format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)"))
                     .collect();
-                self.psql("postgres", &commands(&sql), EXEC_BOUND).map(drop)
+                self.statements(&sql, names, false)
             }
             Kind::Redis => names.iter().try_for_each(|n| self.flush(n)),
             Kind::Commands { drop: argv, .. } => names
