@@ -368,9 +368,20 @@ fn start_hanging(run: &Run) -> Result<(std::process::Child, i32), Failed> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .process_group(0);
-    let cargo = command.spawn()?;
+    let mut cargo = command.spawn()?;
     let hanging = run.out.join("hanging");
-    wait_for_file(&hanging, Duration::from_secs(300));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !hanging.exists() {
+        let ended = cargo.try_wait()?;
+        if ended.is_some() || Instant::now() > deadline {
+            // Cleaned up on failure too: cargo's whole group, which holds the test and its host's key.
+            let _ = killpg(Pid::from_raw(cargo.id() as i32), Signal::SIGKILL);
+            let _ = cargo.wait();
+            return Err(format!("the hanging test never started (cargo: {ended:?})").into());
+        }
+        // Waiting for a file the fixture writes once it runs: no event to wait on from here.
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let test_pid: i32 = std::fs::read_to_string(&hanging)?.trim().parse()?;
     Ok((cargo, test_pid))
 }

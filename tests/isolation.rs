@@ -62,6 +62,12 @@ fn main() {
     );
     dirs.unavailable = clients_problem();
     cells.push(dirs);
+    let mut small = trial(
+        "when_every_index_is_held_the_next_holder_is_refused_never_given_one_in_use",
+        exhausted,
+    );
+    small.unavailable = clients_problem();
+    cells.push(small);
     let mut redis = trial(
         "db_index_gives_each_redis_test_its_own_index",
         redis_db_index,
@@ -281,6 +287,21 @@ fn commands_of_the_user() -> Result<(), Failed> {
     })?;
     check_exit(&out, 0)?;
     run.check_distinct(4)?;
+    check_nothing_owned(pid)
+}
+
+fn exhausted() -> Result<(), Failed> {
+    let run = Run::new("iso-small")?;
+    let (pid, out) = run_owned({
+        let mut c = run.cleantest("crate");
+        c.args(["-P", "small", "--test", "exhaust", "--", "--ignored"]);
+        c
+    })?;
+    check_exit(&out, 0)?;
+    let seen = run.seen();
+    check(seen == ["1 2 refused"] || seen == ["2 1 refused"], || {
+        format!("{seen:?}")
+    })?;
     check_nothing_owned(pid)
 }
 

@@ -82,7 +82,14 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         Some(started) => started
             .databases
             .for_process()
-            .map_err(|e| Error::Usage(e.to_string()))?,
+            .map_err(|e| Error::Service {
+                name: e.service().unwrap_or("?").to_string(),
+                reason: e.to_string(),
+                log: String::new(),
+                help: "run fewer processes at once, or look at the service's log with \
+                       --keep-on-failure"
+                    .into(),
+            })?,
         None => Default::default(),
     };
 

@@ -254,10 +254,14 @@ fn database(
     if context.key.is_some() && !context.databases.has(name) {
         prepare_for_host(context, registry, &who.unit, name)?;
     }
+    // The crate names the service itself.
     context
         .databases
         .for_test(who.pid, key, name)
-        .map_err(|e| e.to_string())
+        .map_err(|e| match e {
+            super::IsolateError::NoDatabase { why, .. } => why,
+            other => other.to_string(),
+        })
 }
 
 /// A session host's isolating config service: started (after what it depends on) and prepared.

@@ -22,7 +22,7 @@ mod ready;
 mod start;
 
 pub(crate) use env::{env_name, env_of};
-pub(crate) use isolate::{Database, Databases, Lease, ProcessDatabases, settle};
+pub(crate) use isolate::{Database, Databases, IsolateError, Lease, ProcessDatabases, settle};
 pub(crate) use monitor::{Death, Monitor};
 pub(crate) use start::start_all;
 

@@ -37,6 +37,18 @@ pub(crate) enum IsolateError {
     Prepare { why: String },
 }
 
+impl IsolateError {
+    /// The service it is about, if it names one.
+    pub(crate) fn service(&self) -> Option<&str> {
+        match self {
+            IsolateError::NotIsolating { service } | IsolateError::NoDatabase { service, .. } => {
+                Some(service)
+            }
+            IsolateError::Prepare { .. } => None,
+        }
+    }
+}
+
 /// What a process about to start gets: the environment naming its databases, and their leases.
 #[derive(Default)]
 pub(crate) struct ProcessDatabases {
@@ -170,7 +182,10 @@ impl Databases {
             why: format!("cannot start the pool's threads: {e}"),
         })?;
         // The first tests find databases ready (this runs while cargo builds).
-        pool.wait_filled().map_err(prepare)?;
+        if let Err(why) = pool.wait_filled() {
+            pool.close();
+            return Err(prepare(why));
+        }
         locked(&self.services).push(Arc::new(Isolated {
             running: running.clone(),
             pool,
