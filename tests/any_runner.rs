@@ -368,6 +368,18 @@ fn start_hanging(run: &Run) -> Result<(std::process::Child, i32), Failed> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .process_group(0);
+    // A shell that runs this suite in the background (no job control) leaves SIGINT ignored, and an
+    // ignored signal stays ignored across exec: cargo would never see the Ctrl-C these cells send.
+    // SAFETY: between fork and exec only sigaction is called, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            for signal in [Signal::SIGINT, Signal::SIGQUIT] {
+                nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl)
+                    .map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
     let mut cargo = command.spawn()?;
     let hanging = run.out.join("hanging");
     let deadline = Instant::now() + Duration::from_secs(300);
