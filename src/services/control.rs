@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::control_request::{Caller, Request, VERSION, caller, request};
-use super::control_wire::{REQUEST_READ_BOUND, read_request, refuse};
+use super::control_wire::{REQUEST_READ_BOUND, answer, database_answer, read_request, refuse};
 use super::start;
 use super::{Monitor, Running};
 use crate::config::services::ServiceSpec;
@@ -285,21 +285,6 @@ fn prepare_for_host(
     }
 }
 
-fn database_answer(result: Result<super::Database, String>) -> Value {
-    match result {
-        Ok(database) => {
-            let exports: serde_json::Map<String, Value> = database
-                .exports
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
-            json!({"v": VERSION, "ok": true, "database": {
-                "service": database.service, "name": database.name, "exports": exports}})
-        }
-        Err(error) => json!({"v": VERSION, "ok": false, "error": error}),
-    }
-}
-
 /// A config service of a session host, started on demand after what it depends on; an unknown name is
 /// answered with the names there are (`known`), which the crate turns into `UnknownService`.
 fn config_service(
@@ -359,26 +344,6 @@ fn with_dependencies<'s>(config: &'s [ServiceSpec], name: &str) -> Option<Vec<&'
             .filter(|s| wanted.contains(s.name.as_str()))
             .collect(),
     )
-}
-
-fn answer(result: Result<Running, String>) -> Value {
-    match result {
-        Ok(running) => {
-            let ports: serde_json::Map<String, Value> = running
-                .ports
-                .iter()
-                .map(|(c, h)| (c.to_string(), json!(h)))
-                .collect();
-            let exports: serde_json::Map<String, Value> = running
-                .exports
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
-            json!({"v": VERSION, "ok": true, "endpoint": {
-                "name": running.name, "host": running.host, "ports": ports, "exports": exports}})
-        }
-        Err(error) => json!({"v": VERSION, "ok": false, "error": error}),
-    }
 }
 
 fn start_or_get(

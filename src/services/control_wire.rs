@@ -1,13 +1,15 @@
-//! The control socket's wire (`control`): one request line read within a bound, whole, and a refused
-//! peer answered after its line is read, so that it reads why instead of a closed connection.
+//! The control socket's wire (`control`): one request line read within a bound, whole; a refused peer
+//! answered after its line is read, so that it reads why instead of a closed connection; and the
+//! answer lines, as JSON.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::control_request::VERSION;
+use super::{Database, Running};
 
 /// The longest request line read.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -75,6 +77,43 @@ pub(super) fn read_request(stream: &UnixStream, bound: Duration) -> std::io::Res
         }
     }
     String::from_utf8(line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// The answer line for a start or a service request.
+pub(super) fn answer(result: Result<Running, String>) -> Value {
+    match result {
+        Ok(running) => {
+            let ports: serde_json::Map<String, Value> = running
+                .ports
+                .iter()
+                .map(|(c, h)| (c.to_string(), json!(h)))
+                .collect();
+            let exports: serde_json::Map<String, Value> = running
+                .exports
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            json!({"v": VERSION, "ok": true, "endpoint": {
+                "name": running.name, "host": running.host, "ports": ports, "exports": exports}})
+        }
+        Err(error) => json!({"v": VERSION, "ok": false, "error": error}),
+    }
+}
+
+/// The answer line for a database request.
+pub(super) fn database_answer(result: Result<Database, String>) -> Value {
+    match result {
+        Ok(database) => {
+            let exports: serde_json::Map<String, Value> = database
+                .exports
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            json!({"v": VERSION, "ok": true, "database": {
+                "service": database.service, "name": database.name, "exports": exports}})
+        }
+        Err(error) => json!({"v": VERSION, "ok": false, "error": error}),
+    }
 }
 
 #[cfg(test)]
