@@ -43,26 +43,13 @@ pub(crate) fn database(name: &str, key: &str, path: &str) -> Result<Database, Er
     let database = value.get("database").ok_or_else(|| Error::Control {
         reason: "the runner's answer has no database".into(),
     })?;
-    let text = |key: &str| {
-        database
-            .get(key)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let exports: BTreeMap<String, String> = database
-        .get("exports")
-        .and_then(Value::as_object)
-        .map(|exports| {
-            exports
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    let db_name = text("name").ok_or_else(|| Error::Control {
-        reason: "the runner's answer names no database".into(),
-    })?;
-    Ok(Database::new(name, db_name, exports))
+    let db_name = database
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::Control {
+            reason: "the runner's answer names no database".into(),
+        })?;
+    Ok(Database::new(name, db_name.to_string(), exports(database)))
 }
 
 /// Gives the database `database` of `name` back to the session host at `path` (best effort: what is
@@ -91,6 +78,20 @@ fn answer(path: &str, request: &Value, name: &str) -> Result<Value, Error> {
         .read_line(&mut answer)
         .map_err(fail)?;
     checked(name, &answer)
+}
+
+/// The `exports` object of an answer's endpoint or database: the rendered exports, by name.
+fn exports(value: &Value) -> BTreeMap<String, String> {
+    value
+        .get("exports")
+        .and_then(Value::as_object)
+        .map(|exports| {
+            exports
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The spec as the runner reads it.
@@ -165,16 +166,7 @@ fn endpoint(name: &str, value: &Value) -> Result<Endpoint, Error> {
                 .collect()
         })
         .unwrap_or_default();
-    let exports = endpoint
-        .get("exports")
-        .and_then(Value::as_object)
-        .map(|exports| {
-            exports
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let exports = exports(endpoint);
     Ok(Endpoint {
         name: name.to_string(),
         host,

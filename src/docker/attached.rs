@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::exec::StartExecResults;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -28,23 +28,9 @@ impl Attached {
     /// Starts `argv` in the container `id`, attached.
     pub(crate) fn open(engine: &Engine, id: &str, argv: &[String]) -> Result<Attached, String> {
         block_on(async {
-            let options = CreateExecOptions {
-                cmd: Some(argv.to_vec()),
-                attach_stdin: Some(true),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..CreateExecOptions::default()
-            };
-            let exec = engine
-                .docker
-                .create_exec(id, options)
-                .await
-                .map_err(|e| e.to_string())?;
-            match engine
-                .docker
-                .start_exec(&exec.id, Some(StartExecOptions::default()))
-                .await
-                .map_err(|e| e.to_string())?
+            match super::container::start_exec(engine, id, argv, true)
+                .await?
+                .1
             {
                 StartExecResults::Attached { output, input } => Ok(Attached {
                     streams: Mutex::new((input, output)),

@@ -236,6 +236,34 @@ pub(crate) fn state(engine: &Engine, id: &str) -> State {
     }
 }
 
+/// Starts `argv` in the container, its output attached (and its stdin, when `stdin`): the exec's id and
+/// its streams.
+pub(crate) async fn start_exec(
+    engine: &Engine,
+    id: &str,
+    argv: &[String],
+    stdin: bool,
+) -> Result<(String, StartExecResults), String> {
+    let options = CreateExecOptions {
+        cmd: Some(argv.to_vec()),
+        attach_stdin: Some(stdin),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..CreateExecOptions::default()
+    };
+    let exec = engine
+        .docker
+        .create_exec(id, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = engine
+        .docker
+        .start_exec(&exec.id, Some(StartExecOptions::default()))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((exec.id, started))
+}
+
 /// Runs `argv` in the container and returns its exit code, within `bound`.
 pub(crate) fn exec(
     engine: &Engine,
@@ -247,22 +275,7 @@ pub(crate) fn exec(
     const TAIL: usize = 2048;
     block_on(async {
         tokio::time::timeout(bound, async {
-            let options = CreateExecOptions {
-                cmd: Some(argv.to_vec()),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..CreateExecOptions::default()
-            };
-            let exec = engine
-                .docker
-                .create_exec(id, options)
-                .await
-                .map_err(|e| e.to_string())?;
-            let started = engine
-                .docker
-                .start_exec(&exec.id, Some(StartExecOptions::default()))
-                .await
-                .map_err(|e| e.to_string())?;
+            let (exec, started) = start_exec(engine, id, argv, false).await?;
             let mut tail: Vec<u8> = Vec::new();
             if let StartExecResults::Attached { mut output, .. } = started {
                 while let Some(chunk) = output.next().await {
@@ -276,7 +289,7 @@ pub(crate) fn exec(
             }
             let inspect = engine
                 .docker
-                .inspect_exec(&exec.id)
+                .inspect_exec(&exec)
                 .await
                 .map_err(|e| e.to_string())?;
             let code = inspect

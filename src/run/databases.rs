@@ -18,7 +18,9 @@ pub(super) fn test_ended(
     let keep = ctx.keep_on_failure && outcome_of(verdict).is_failure();
     let test = &unit.tracker.names()[index];
     let kept = ctx.databases.release_test(unit.pid, test, keep);
-    say_kept(reporter, &full_name(&unit.spec.binary_id, test), &kept);
+    if !kept.is_empty() {
+        say_kept(reporter, &full_name(&unit.spec.binary_id, test), &kept);
+    }
 }
 
 /// The process `pid` (shown as `label`) ended: its own databases (`leases`), and what its tests still
@@ -30,9 +32,8 @@ pub(super) fn process_ended(
     leases: Vec<Lease>,
     finished: &Finished,
 ) {
-    let failed =
-        finished.problem.is_some() || finished.results.iter().any(|r| r.outcome.is_failure());
-    let keep = ctx.keep_on_failure && failed;
+    let keep = ctx.keep_on_failure
+        && (finished.problem.is_some() || finished.results.iter().any(|r| r.outcome.is_failure()));
     let mut kept = settle(leases, keep);
     kept.extend(ctx.databases.release_process(pid, keep));
     say_kept(reporter, label, &kept);

@@ -241,10 +241,11 @@ fn database(
     name: &str,
     key: &str,
 ) -> Result<super::Database, String> {
+    let env_name = super::env_name(name);
     let own = who
         .databases
         .iter()
-        .find(|(n, _)| *n == super::env_name(name))
+        .find(|(n, _)| *n == env_name)
         .map(|(_, database)| database);
     if let (Some(database), false) = (own, who.unit.1.is_empty())
         && let Some(found) = context.databases.named(name, database)

@@ -79,6 +79,11 @@ pub(super) fn read_request(stream: &UnixStream, bound: Duration) -> std::io::Res
     String::from_utf8(line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// Rendered exports as a JSON object.
+fn exports(pairs: &[(String, String)]) -> serde_json::Map<String, Value> {
+    pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect()
+}
+
 /// The answer line for a start or a service request.
 pub(super) fn answer(result: Result<Running, String>) -> Value {
     match result {
@@ -88,13 +93,9 @@ pub(super) fn answer(result: Result<Running, String>) -> Value {
                 .iter()
                 .map(|(c, h)| (c.to_string(), json!(h)))
                 .collect();
-            let exports: serde_json::Map<String, Value> = running
-                .exports
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
             json!({"v": VERSION, "ok": true, "endpoint": {
-                "name": running.name, "host": running.host, "ports": ports, "exports": exports}})
+                "name": running.name, "host": running.host, "ports": ports,
+                "exports": exports(&running.exports)}})
         }
         Err(error) => json!({"v": VERSION, "ok": false, "error": error}),
     }
@@ -104,13 +105,9 @@ pub(super) fn answer(result: Result<Running, String>) -> Value {
 pub(super) fn database_answer(result: Result<Database, String>) -> Value {
     match result {
         Ok(database) => {
-            let exports: serde_json::Map<String, Value> = database
-                .exports
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
             json!({"v": VERSION, "ok": true, "database": {
-                "service": database.service, "name": database.name, "exports": exports}})
+                "service": database.service, "name": database.name,
+                "exports": exports(&database.exports)}})
         }
         Err(error) => json!({"v": VERSION, "ok": false, "error": error}),
     }

@@ -225,9 +225,7 @@ impl Server {
                 self.statements(&sql, names, true)
             }
             Kind::Redis => names.iter().try_for_each(|n| self.flush(n)),
-            Kind::Commands { create, .. } => names
-                .iter()
-                .try_for_each(|n| self.run(&substituted(create, n), EXEC_BOUND).map(drop)),
+            Kind::Commands { create, .. } => self.run_each(create, names),
         }
     }
 
@@ -242,10 +240,15 @@ impl Server {
                 self.statements(&sql, names, false)
             }
             Kind::Redis => names.iter().try_for_each(|n| self.flush(n)),
-            Kind::Commands { drop: argv, .. } => names
-                .iter()
-                .try_for_each(|n| self.run(&substituted(argv, n), EXEC_BOUND).map(drop)),
+            Kind::Commands { drop, .. } => self.run_each(drop, names),
         }
+    }
+
+    /// Runs the user's `argv` once for each of `names`, `{database}` substituted.
+    fn run_each(&self, argv: &[String], names: &[String]) -> Result<(), String> {
+        names
+            .iter()
+            .try_for_each(|n| self.run(&substituted(argv, n), EXEC_BOUND).map(|_| ()))
     }
 
     fn flush(&self, index: &str) -> Result<(), String> {
