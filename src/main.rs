@@ -9,13 +9,13 @@
 mod cli;
 mod commands;
 mod config;
-mod contract;
-mod docker;
+use cleantest_contract as contract;
+use cleantest_docker as docker;
 mod errors;
 mod run;
 mod services;
 mod session;
-mod sys;
+use cleantest_sys as sys;
 
 use commands::{completions, exec, services as services_command, sweep};
 use contract::EXIT_USAGE;

@@ -1,76 +1,72 @@
 //! The client side of the runner's control socket (`CLEANTEST_CONTROL`, a unix socket in the session's
-//! state directory): one request line of JSON, one answer line, protocol version 1 (documented in
-//! cargo-cleantest's ARCHITECTURE.md).
+//! state directory): one request line, one answer line, in the wire of the `cleantest-protocol` crate
+//! (the runner speaks the same crate, so the version is defined once).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 
-use serde_json::{json, Value};
+use cleantest_protocol::{Answer, Request, Spec};
 
-use std::collections::BTreeMap;
-
-use super::{Database, Endpoint, Error, Ready, Service};
+use super::{Database, Endpoint, Error};
 
 /// The socket's path, set by the runner for every process of the session.
 pub(crate) const ENV_CONTROL: &str = "CLEANTEST_CONTROL";
-/// The protocol version this crate speaks.
-const VERSION: u64 = 1;
 
 /// Asks the runner (or the session host) at `path` to start `service` (or get it, if started), on
 /// behalf of the code at `site`.
-pub(crate) fn start(service: &Service, site: &str, path: &str) -> Result<Endpoint, Error> {
-    let request = json!({
-        "v": VERSION,
-        "op": "start",
-        "name": service.name,
-        "site": site,
-        "spec": spec(service),
-    });
-    ask(path, &request, &service.name)
+pub(crate) fn start(name: &str, spec: Spec, site: &str, path: &str) -> Result<Endpoint, Error> {
+    let request = Request::Start {
+        name: name.to_string(),
+        site: site.to_string(),
+        spec,
+    };
+    endpoint(name, answer(path, &request, name)?)
 }
 
 /// Asks the session host at `path` for the service `name` of the workspace's
 /// `.config/cleantest.toml`, started on demand (under `cargo cleantest` these are in the environment).
 pub(crate) fn service(name: &str, path: &str) -> Result<Endpoint, Error> {
-    let request = json!({"v": VERSION, "op": "service", "name": name});
-    ask(path, &request, name)
+    let request = Request::Service {
+        name: name.to_string(),
+    };
+    endpoint(name, answer(path, &request, name)?)
 }
 
 /// Asks for the database of the isolating service `name` for the test `key`.
 pub(crate) fn database(name: &str, key: &str, path: &str) -> Result<Database, Error> {
-    let request = json!({"v": VERSION, "op": "database", "name": name, "key": key});
-    let value = answer(path, &request, name)?;
-    let database = value.get("database").ok_or_else(|| Error::Control {
-        reason: "the runner's answer has no database".into(),
-    })?;
-    let db_name = database
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::Control {
-            reason: "the runner's answer names no database".into(),
-        })?;
-    Ok(Database::new(name, db_name.to_string(), exports(database)))
+    let request = Request::Database {
+        name: name.to_string(),
+        key: key.to_string(),
+    };
+    match answer(path, &request, name)? {
+        Answer::Database(database) => Ok(Database::new(
+            name,
+            database.name,
+            database.exports.into_iter().collect(),
+        )),
+        _ => Err(Error::Control {
+            reason: "the runner's answer has no database".into(),
+        }),
+    }
 }
 
 /// Gives the database `database` of `name` back to the session host at `path` (best effort: what is
 /// not given back goes with the container).
 pub(crate) fn release(name: &str, database: &str, path: &str) {
-    let request = json!({"v": VERSION, "op": "release", "name": name, "database": database});
+    let request = Request::Release {
+        name: name.to_string(),
+        database: database.to_string(),
+    };
     let _ = answer(path, &request, name);
 }
 
-/// One request line, one answer line: the endpoint it gives.
-fn ask(path: &str, request: &Value, name: &str) -> Result<Endpoint, Error> {
-    endpoint(name, &answer(path, request, name)?)
-}
-
-/// One request line, one answer line: the answer when it is `ok`, else the error it gives.
-fn answer(path: &str, request: &Value, name: &str) -> Result<Value, Error> {
+/// One request line, one answer line: the answer when it is not a refusal, else the error it gives.
+fn answer(path: &str, request: &Request, name: &str) -> Result<Answer, Error> {
     let fail = |e: std::io::Error| Error::Control {
         reason: format!("{path}: {e}"),
     };
     let mut stream = UnixStream::connect(path).map_err(fail)?;
-    let mut line = request.to_string();
+    let mut line = request.to_line();
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(fail)?;
     let mut answer = String::new();
@@ -80,98 +76,39 @@ fn answer(path: &str, request: &Value, name: &str) -> Result<Value, Error> {
     checked(name, &answer)
 }
 
-/// The `exports` object of an answer's endpoint or database: the rendered exports, by name.
-fn exports(value: &Value) -> BTreeMap<String, String> {
-    value
-        .get("exports")
-        .and_then(Value::as_object)
-        .map(|exports| {
-            exports
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The spec as the runner reads it.
-fn spec(service: &Service) -> Value {
-    let ready: Vec<Value> = service
-        .ready
-        .iter()
-        .map(|r| match r {
-            Ready::Tcp(port) => json!({ "tcp": port }),
-            Ready::Log(text) => json!({ "log": text }),
-            Ready::Exec(argv) => json!({ "exec": argv }),
-            Ready::Http(port, path) => json!({ "http": port, "path": path }),
-        })
-        .collect();
-    json!({
-        "image": service.image,
-        "command": service.command,
-        "env": service.env,
-        "ports": service.ports,
-        "tmpfs": service.tmpfs,
-        "ready": ready,
-        "ready_timeout_ms": service.ready_timeout.map(|d| d.as_millis() as u64),
-    })
-}
-
-/// The runner's answer when it is `ok`, or the error it gives.
-fn checked(name: &str, answer: &str) -> Result<Value, Error> {
-    let value: Value = serde_json::from_str(answer.trim()).map_err(|e| Error::Control {
-        reason: format!("the runner's answer is not JSON ({e}): {:?}", answer.trim()),
-    })?;
-    if let Some(known) = value.get("known").and_then(Value::as_array) {
+/// The runner's answer when it is not a refusal, or the error it gives.
+fn checked(name: &str, answer: &str) -> Result<Answer, Error> {
+    match Answer::parse(answer) {
+        Err(e) => Err(Error::Control {
+            reason: e.to_string(),
+        }),
         // The host's config has no service of that name.
-        return Err(Error::UnknownService {
+        Ok(Answer::Refused {
+            known: Some(known), ..
+        }) => Err(Error::UnknownService {
             name: name.to_string(),
-            known: known
-                .iter()
-                .filter_map(|k| k.as_str().map(str::to_string))
-                .collect(),
-        });
-    }
-    if value.get("ok").and_then(Value::as_bool) != Some(true) {
-        let reason = value
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("the runner gave no reason")
-            .to_string();
-        return Err(Error::Start {
+            known,
+        }),
+        Ok(Answer::Refused { error, known: None }) => Err(Error::Start {
             service: name.to_string(),
-            reason,
-        });
+            reason: error,
+        }),
+        Ok(answer) => Ok(answer),
     }
-    Ok(value)
 }
 
 /// The endpoint in the runner's answer.
-fn endpoint(name: &str, value: &Value) -> Result<Endpoint, Error> {
-    let endpoint = value.get("endpoint").ok_or_else(|| Error::Control {
-        reason: "the runner's answer has no endpoint".into(),
-    })?;
-    let host = endpoint
-        .get("host")
-        .and_then(Value::as_str)
-        .unwrap_or("127.0.0.1")
-        .to_string();
-    let ports = endpoint
-        .get("ports")
-        .and_then(Value::as_object)
-        .map(|ports| {
-            ports
-                .iter()
-                .filter_map(|(c, h)| Some((c.parse().ok()?, u16::try_from(h.as_u64()?).ok()?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let exports = exports(endpoint);
+fn endpoint(name: &str, answer: Answer) -> Result<Endpoint, Error> {
+    let Answer::Endpoint(endpoint) = answer else {
+        return Err(Error::Control {
+            reason: "the runner's answer has no endpoint".into(),
+        });
+    };
     Ok(Endpoint {
         name: name.to_string(),
-        host,
-        ports,
-        exports,
+        host: endpoint.host,
+        ports: endpoint.ports,
+        exports: endpoint.exports.into_iter().collect(),
     })
 }
 
@@ -179,9 +116,9 @@ fn endpoint(name: &str, value: &Value) -> Result<Endpoint, Error> {
 mod tests {
     use super::*;
 
-    /// An answer line as `ask` reads it.
+    /// An answer line as `start` reads it.
     fn parse(name: &str, answer: &str) -> Result<Endpoint, Error> {
-        endpoint(name, &checked(name, answer)?)
+        endpoint(name, checked(name, answer)?)
     }
 
     #[test]
@@ -209,20 +146,5 @@ mod tests {
             parse("cache", "garbage"),
             Err(Error::Control { .. })
         ));
-    }
-
-    #[test]
-    fn a_spec_carries_every_setting() {
-        let s = Service::new("cache", "redis")
-            .command(["redis-server"])
-            .env("K", "V")
-            .port(6379)
-            .ready_tcp(6379)
-            .ready_http(8080, "/h");
-        let v = spec(&s);
-        assert_eq!(v["image"], "redis");
-        assert_eq!(v["ports"][0], 6379);
-        assert_eq!(v["ready"][1]["path"], "/h");
-        assert_eq!(v["env"][0][1], "V");
     }
 }

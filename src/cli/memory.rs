@@ -38,22 +38,7 @@ impl Memory {
     }
 }
 
-/// A byte count as `512m` or `1.5g`, as users write limits.
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    let gib = bytes as f64 / f64::from(1u32 << 30);
-    if gib >= 1.0 {
-        format!("{}g", trim(gib))
-    } else if bytes >= 1 << 20 {
-        format!("{}m", trim(bytes as f64 / f64::from(1u32 << 20)))
-    } else {
-        format!("{}k", bytes >> 10)
-    }
-}
-
-fn trim(n: f64) -> String {
-    let text = format!("{n:.1}");
-    text.strip_suffix(".0").unwrap_or(&text).to_string()
-}
+pub(crate) use crate::docker::usage::human_bytes;
 
 #[cfg(test)]
 mod tests {

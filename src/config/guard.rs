@@ -3,25 +3,7 @@
 
 use crate::cli::{GuardOpts, Memory};
 use crate::contract::CONFIG_PATH;
-
-/// A limit and where it was set (`--max-containers`, `max-containers in .config/cleantest.toml`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Limit {
-    pub value: u64,
-    pub source: String,
-}
-
-/// The guard of one session; every limit is optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Guard {
-    pub max_containers: Option<Limit>,
-    pub max_memory: Option<Limit>,
-    /// Bytes given to container creates that set no memory limit.
-    pub default_memory: Option<u64>,
-    pub min_free_memory: Option<Limit>,
-    /// Refuse to start below `min_free_memory`, rather than warn.
-    pub require_free_memory: bool,
-}
+pub(crate) use crate::docker::proxy::{Guard, Limit};
 
 /// The guard's keys as a profile writes them.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,45 +14,38 @@ pub(crate) struct GuardConfig {
     pub min_free_memory: Option<Memory>,
 }
 
-impl Guard {
-    /// The command line's flags over the profile's keys.
-    pub(crate) fn resolve(flags: &GuardOpts, profile: GuardConfig) -> Guard {
-        let limit = |flag: Option<u64>, key: Option<u64>, name: &str| match (flag, key) {
-            (Some(value), _) => Some(Limit {
-                value,
-                source: format!("--{name}"),
-            }),
-            (None, Some(value)) => Some(Limit {
-                value,
-                source: format!("{name} in {CONFIG_PATH}"),
-            }),
-            (None, None) => None,
-        };
-        let bytes = |m: Option<Memory>| m.map(|m| m.0);
-        Guard {
-            max_containers: limit(
-                flags.max_containers,
-                profile.max_containers,
-                "max-containers",
-            ),
-            max_memory: limit(
-                bytes(flags.max_memory),
-                bytes(profile.max_memory),
-                "max-memory",
-            ),
-            default_memory: bytes(flags.default_memory.or(profile.default_memory)),
-            min_free_memory: limit(
-                bytes(flags.min_free_memory),
-                bytes(profile.min_free_memory),
-                "min-free-memory",
-            ),
-            require_free_memory: flags.require_free_memory,
-        }
-    }
-
-    /// Whether the proxy has anything to check or change in a container create.
-    pub(crate) fn limits_creates(&self) -> bool {
-        self.max_containers.is_some() || self.max_memory.is_some() || self.default_memory.is_some()
+/// The guard: the command line's flags over the profile's keys.
+pub(crate) fn resolve(flags: &GuardOpts, profile: GuardConfig) -> Guard {
+    let limit = |flag: Option<u64>, key: Option<u64>, name: &str| match (flag, key) {
+        (Some(value), _) => Some(Limit {
+            value,
+            source: format!("--{name}"),
+        }),
+        (None, Some(value)) => Some(Limit {
+            value,
+            source: format!("{name} in {CONFIG_PATH}"),
+        }),
+        (None, None) => None,
+    };
+    let bytes = |m: Option<Memory>| m.map(|m| m.0);
+    Guard {
+        max_containers: limit(
+            flags.max_containers,
+            profile.max_containers,
+            "max-containers",
+        ),
+        max_memory: limit(
+            bytes(flags.max_memory),
+            bytes(profile.max_memory),
+            "max-memory",
+        ),
+        default_memory: bytes(flags.default_memory.or(profile.default_memory)),
+        min_free_memory: limit(
+            bytes(flags.min_free_memory),
+            bytes(profile.min_free_memory),
+            "min-free-memory",
+        ),
+        require_free_memory: flags.require_free_memory,
     }
 }
 
@@ -89,7 +64,7 @@ mod tests {
             max_memory: Some(Memory(4 << 30)),
             ..Default::default()
         };
-        let guard = Guard::resolve(&flags, profile);
+        let guard = resolve(&flags, profile);
         assert_eq!(guard.max_containers.as_ref().unwrap().value, 3);
         assert_eq!(guard.max_containers.unwrap().source, "--max-containers");
         let memory = guard.max_memory.unwrap();

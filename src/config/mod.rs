@@ -231,7 +231,7 @@ impl Settings {
             services,
             retries: args.ci.retries.or(profile.retries).unwrap_or(0),
             flaky_fails: args.ci.flaky_result.or(profile.flaky_result) == Some(FlakyResult::Fail),
-            guard: guard::Guard::resolve(
+            guard: guard::resolve(
                 guard,
                 guard::GuardConfig {
                     max_containers: profile.max_containers,

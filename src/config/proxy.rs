@@ -10,6 +10,8 @@
 
 use serde::Deserialize;
 
+pub(crate) use crate::docker::proxy::ProxyPolicy;
+
 /// `proxy` as a profile writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
@@ -26,17 +28,6 @@ pub(crate) struct ProxyTable {
     pub allow_foreign: Option<bool>,
     pub allow: Option<Vec<String>>,
     pub refuse_host_access: Option<bool>,
-}
-
-/// What the proxy may forward besides its table's rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct ProxyPolicy {
-    /// `Own` rows act on objects of other sessions, or of nobody's, too.
-    pub allow_foreign: bool,
-    /// `METHOD /pattern` entries forwarded untouched though the table does not list them.
-    pub allow: Vec<String>,
-    /// Container creates that would make a test root on the host are refused (`host_config::host_access`).
-    pub refuse_host_access: bool,
 }
 
 impl ProxyConfig {

@@ -25,10 +25,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use cleantest_protocol::Answer;
 
-use super::control_request::{Caller, Request, VERSION, caller, request};
+use super::control_request::{Request, request};
 use super::control_wire::{REQUEST_READ_BOUND, answer, database_answer, read_request, refuse};
+use super::peer::{Caller, caller};
 use super::start;
 use super::{Monitor, Running};
 use crate::config::services::ServiceSpec;
@@ -222,13 +223,13 @@ fn handle(
                 // be kept); a session host has no results, so the holder's word ends it.
                 let released =
                     context.key.is_some() && context.databases.give_back(who.pid, &name, &database);
-                json!({"v": VERSION, "ok": true, "released": released})
+                Answer::Released(released)
             }
-            Err(e) => json!({"v": VERSION, "ok": false, "error": e}),
+            Err(e) => Answer::refused(e),
         },
-        Err(e) => json!({"v": VERSION, "ok": false, "error": e.to_string()}),
+        Err(e) => Answer::refused(e),
     };
-    let _ = writeln!(stream, "{answer}");
+    let _ = writeln!(stream, "{}", answer.to_line());
 }
 
 /// The database of the isolating service `name` for the caller's test `key`: the one its environment
@@ -293,11 +294,13 @@ fn config_service(
     registry: &(Mutex<Registry>, Condvar),
     unit: &(String, String),
     name: &str,
-) -> Value {
+) -> Answer {
     if with_dependencies(&context.config, name).is_none() {
-        let known: Vec<&str> = context.config.iter().map(|s| s.name.as_str()).collect();
-        return json!({"v": VERSION, "ok": false, "known": known, "error": format!(
-            "the workspace's .config/cleantest.toml has no service `{name}`")});
+        let known = context.config.iter().map(|s| s.name.clone()).collect();
+        return Answer::Refused {
+            error: format!("the workspace's .config/cleantest.toml has no service `{name}`"),
+            known: Some(known),
+        };
     }
     answer(start_config(context, registry, unit, name))
 }

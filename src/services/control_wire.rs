@@ -6,9 +6,8 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use cleantest_protocol::{Answer, Database as WireDatabase, Endpoint};
 
-use super::control_request::VERSION;
 use super::{Database, Running};
 
 /// The longest request line read.
@@ -21,11 +20,7 @@ const REFUSAL_READ_BOUND: Duration = Duration::from_millis(200);
 pub(super) fn refuse(mut stream: UnixStream, refusal: &str) {
     let _ = stream.set_write_timeout(Some(REFUSAL_READ_BOUND));
     let _ = read_request(&stream, REFUSAL_READ_BOUND);
-    let _ = writeln!(
-        stream,
-        "{}",
-        json!({"v": VERSION, "ok": false, "error": refusal})
-    );
+    let _ = writeln!(stream, "{}", Answer::refused(refusal).to_line());
 }
 
 /// How long a client may take to send its whole request line (the crate sends it at once).
@@ -79,37 +74,28 @@ pub(super) fn read_request(stream: &UnixStream, bound: Duration) -> std::io::Res
     String::from_utf8(line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// Rendered exports as a JSON object.
-fn exports(pairs: &[(String, String)]) -> serde_json::Map<String, Value> {
-    pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect()
-}
-
-/// The answer line for a start or a service request.
-pub(super) fn answer(result: Result<Running, String>) -> Value {
+/// The answer to a start or a service request.
+pub(super) fn answer(result: Result<Running, String>) -> Answer {
     match result {
-        Ok(running) => {
-            let ports: serde_json::Map<String, Value> = running
-                .ports
-                .iter()
-                .map(|(c, h)| (c.to_string(), json!(h)))
-                .collect();
-            json!({"v": VERSION, "ok": true, "endpoint": {
-                "name": running.name, "host": running.host, "ports": ports,
-                "exports": exports(&running.exports)}})
-        }
-        Err(error) => json!({"v": VERSION, "ok": false, "error": error}),
+        Ok(running) => Answer::Endpoint(Endpoint {
+            name: running.name,
+            host: running.host,
+            ports: running.ports.into_iter().collect(),
+            exports: running.exports,
+        }),
+        Err(error) => Answer::refused(error),
     }
 }
 
-/// The answer line for a database request.
-pub(super) fn database_answer(result: Result<Database, String>) -> Value {
+/// The answer to a database request.
+pub(super) fn database_answer(result: Result<Database, String>) -> Answer {
     match result {
-        Ok(database) => {
-            json!({"v": VERSION, "ok": true, "database": {
-                "service": database.service, "name": database.name,
-                "exports": exports(&database.exports)}})
-        }
-        Err(error) => json!({"v": VERSION, "ok": false, "error": error}),
+        Ok(database) => Answer::Database(WireDatabase {
+            service: database.service,
+            name: database.name,
+            exports: database.exports,
+        }),
+        Err(error) => Answer::refused(error),
     }
 }
 

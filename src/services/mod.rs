@@ -18,6 +18,7 @@ mod control_wire;
 mod env;
 mod isolate;
 mod monitor;
+mod peer;
 mod ready;
 mod start;
 

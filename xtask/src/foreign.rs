@@ -1,6 +1,6 @@
 //! `cargo xtask check-foreign`: `cargo check` and `cargo clippy -D warnings` of the whole workspace,
 //! all targets, for `aarch64-apple-darwin`, from Linux. Nothing is linked or run (there is no Apple
-//! SDK here): this keeps the macOS backend (`src/sys/macos.rs`) and every `cfg` compiling.
+//! SDK here): this keeps the macOS backend (`crates/sys/src/macos.rs`) and every `cfg` compiling.
 //!
 //! It needs a rustc whose own std source is at hand, for `-Zbuild-std`: Debian's `rustc-web`,
 //! `cargo-web`, `rust-web-src` and `rust-web-clippy`, all of one version (rustup's toolchains fail to

@@ -1,0 +1,193 @@
+//! The Docker engine connection: `DOCKER_HOST` (unix or tcp), the selected Docker context, or the
+//! default socket (see `context`), API version
+//! negotiated before anything else (Debian's 20.10 speaks API 1.41; bollard targets newer), and whether
+//! the engine is podman (whose force-remove waits for SIGTERM, so containers are killed first).
+
+use std::future::Future;
+use std::time::Duration;
+
+use bollard::Docker;
+
+/// How long a ping may take before the engine counts as unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `/info` may take. A wedged dockerd answers `/_ping` and `/version` (they take none of its
+/// locks) and hangs on everything else: past this bound it counts as unreachable too, so that no later
+/// call of the start waits for it.
+const INFO_TIMEOUT: Duration = Duration::from_secs(4);
+/// Per-request timeout: a removal that hangs must not hang the sweep.
+const REQUEST_TIMEOUT: u64 = 30;
+use super::context::DEFAULT_SOCKET;
+
+/// A reachable engine.
+#[derive(Clone)]
+pub struct Engine {
+    pub docker: Docker,
+    pub podman: bool,
+    /// The highest API version the engine speaks (`1.41` for Debian's 20.10).
+    pub api_version: Option<String>,
+    /// The VM the engine runs in on this machine, if it does (`vm::classify`).
+    pub vm: Option<&'static str>,
+    /// The memory the engine's host has in all (`/info`'s `MemTotal`): the VM's, for an engine in one.
+    pub memory_total: Option<u64>,
+}
+
+/// What connecting found.
+pub enum Connection {
+    Up(Engine),
+    /// No engine answered. `expected` is true when one was configured (`DOCKER_HOST`) or a socket exists.
+    Down {
+        endpoint: String,
+        expected: bool,
+        reason: String,
+        /// It answered the ping, and then not (a wedged engine): retrying soon will not help.
+        wedged: bool,
+    },
+}
+
+/// Where the engine is expected: `DOCKER_HOST`, else the selected context's, else the default socket.
+pub fn endpoint() -> String {
+    super::context::endpoint()
+}
+
+/// The one runtime every engine call runs on, built at start (`init_runtime`). A runtime per call
+/// needed new descriptors (epoll, eventfd) for each, so a runner out of descriptors — a test holding
+/// thousands of proxy connections — could not even build one; now only the call's own socket can fail,
+/// and that is an error the caller handles.
+static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+
+/// Builds the shared runtime: called first thing by `main`, while descriptors are plentiful.
+pub fn init_runtime() -> std::io::Result<()> {
+    runtime().map(|_| ())
+}
+
+/// The shared runtime, built on first use.
+fn runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    // Current-thread: whichever caller holds its core drives the I/O for all; the others wait on
+    // their own futures meanwhile, and take the core over when it is free.
+    let built = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Two first callers at once: one runtime is kept, the other dropped unused.
+    Ok(RUNTIME.get_or_init(|| built))
+}
+
+/// Runs a future on the shared runtime, from any thread that is not itself async (the runner is
+/// thread-based and needs async only for the engine). Several threads may wait on it at once.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    match runtime() {
+        Ok(runtime) => runtime.block_on(future),
+        // Only where `main` did not build it first (unit tests), and descriptors ran out.
+        Err(e) => {
+            eprintln!("error: cannot start the runtime for engine calls: {e}");
+            std::process::exit(cleantest_contract::EXIT_TEST_FAILED)
+        }
+    }
+}
+
+/// Connects, pings and negotiates the API version.
+pub async fn connect() -> Connection {
+    let expected = super::context::configured() || std::path::Path::new(DEFAULT_SOCKET).exists();
+    let endpoint = endpoint();
+    finish_connect(endpoint.clone(), expected, client_for(&endpoint)).await
+}
+
+/// Connects to a given endpoint (`unix://PATH`, `tcp://HOST:PORT`, `http://HOST:PORT`): the engine a
+/// session record names, which may not be the one this run uses.
+pub async fn connect_to(endpoint: &str) -> Connection {
+    finish_connect(endpoint.to_string(), true, client_for(endpoint)).await
+}
+
+/// Whether any client can talk to `endpoint` at all: a `DOCKER_HOST` of another scheme (a typo, a
+/// bad value) never reached an engine, so nothing of a session can have been made there.
+pub fn usable(endpoint: &str) -> bool {
+    ["unix://", "tcp://", "http://"]
+        .iter()
+        .any(|p| endpoint.starts_with(p))
+}
+
+fn client_for(endpoint: &str) -> Result<Docker, String> {
+    if let Some(path) = endpoint.strip_prefix("unix://") {
+        Docker::connect_with_unix(path, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| e.to_string())
+    } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+        match super::tls::Tls::from_env()? {
+            Some(tls) if endpoint.starts_with("tcp://") => Docker::connect_with_ssl(
+                endpoint,
+                &tls.key(),
+                &tls.cert(),
+                &tls.ca(),
+                REQUEST_TIMEOUT,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            _ => Docker::connect_with_http(endpoint, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION),
+        }
+        .map_err(|e| e.to_string())
+    } else {
+        Err(format!("{endpoint} is not a unix:// or tcp:// address"))
+    }
+}
+
+async fn finish_connect(
+    endpoint: String,
+    expected: bool,
+    docker: Result<Docker, String>,
+) -> Connection {
+    let down = |reason: String| Connection::Down {
+        endpoint: endpoint.clone(),
+        expected,
+        reason,
+        wedged: false,
+    };
+    let docker = match docker {
+        Ok(d) => d,
+        Err(e) => return down(e),
+    };
+    match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return down(e.to_string()),
+        Err(_) => return down(format!("no answer within {}s", PING_TIMEOUT.as_secs())),
+    }
+    let docker = match docker.negotiate_version().await {
+        Ok(d) => d,
+        Err(e) => return down(format!("version negotiation: {e}")),
+    };
+    let (podman, api_version) = match docker.version().await {
+        Ok(v) => (
+            v.components
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.name.contains("Podman")),
+            v.api_version,
+        ),
+        Err(_) => (false, None),
+    };
+    let (vm, memory_total) = match tokio::time::timeout(INFO_TIMEOUT, docker.info()).await {
+        Ok(Ok(info)) => (
+            super::vm::of_info(&info, &endpoint, cfg!(target_os = "linux")),
+            info.mem_total.and_then(|m| u64::try_from(m).ok()),
+        ),
+        Ok(Err(_)) => (None, None),
+        Err(_) => {
+            return Connection::Down {
+                endpoint,
+                expected,
+                reason: format!(
+                    "it answers /_ping but not /info within {}s: a wedged engine, which a restart \
+                     usually mends",
+                    INFO_TIMEOUT.as_secs()
+                ),
+                wedged: true,
+            };
+        }
+    };
+    Connection::Up(Engine {
+        docker,
+        podman,
+        api_version,
+        vm,
+        memory_total,
+    })
+}

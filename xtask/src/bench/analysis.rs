@@ -1,0 +1,71 @@
+//! What the measurements mean and what was tried: the prose `BENCHMARKS.md` carries under its table.
+
+/// What the measurements mean and what was tried, kept with the numbers.
+pub(super) const ANALYSIS: &str = "
+## Where the time goes
+
+- **Shared mode.** cargo-cleantest reads the workspace, loads its config and starts the session (record,
+  reaper, engine, proxy, lock) while cargo builds, and starts `cargo test --doc` first so it overlaps with
+  the test binaries. What remains over `cargo test` is listing each binary (one `--list` per binary) and
+  the second cargo process that doctests need.
+- **Start-up with zero tests** is that same fixed cost (about 60 ms on this machine), paid once per run.
+- **Sweep.** On this 2-core machine the engine is the limit. Container removals run 8 at a time (a
+  scan of the sweep of 100 containers: 6.1–6.7 s at 4 in flight, 5.2–5.6 s at 8, 5.1–5.4 s at 12,
+  5.4–5.6 s at 16, 6.1–6.6 s at 24). dockerd removes networks one at a time, about 0.2 s each and
+  mostly idle (parallel requests take as long), so the CLI pays about 2 s for its 10 networks after
+  its containers are gone. The sweep removes each network as soon as the last of its containers is
+  gone, while other containers are still being removed; containers are taken network by network, so
+  only the last network's removal shows. At most 2 removals are in flight on one network: concurrent
+  endpoint deletions on one network can leave dockerd 20.10's per-network endpoint count too high
+  (moby/moby#43286), and such a network cannot be removed until the daemon restarts. With all 8
+  removals on one network, 2 of 33 sweeps of this benchmark's resources left such a network; with at
+  most 2 per network, none of 40. A network refused that way is reported after 2 s, with what to do,
+  instead of holding the sweep for its 60 s bound.
+- **Peak RSS.** The runner peaks at about 7 MiB with 1,000 isolated tests, nextest at about 15.5 MiB.
+  Both are measured after cargo has exec'd them: cargo's own start-up peaks at about 15 MiB, and an
+  earlier version of this harness, which sampled from the start, compared that on both sides (0.98x).
+- **Proxy.** Measured with curl on this machine: the proxy adds about 60 µs to a request on an open
+  connection and about 0.4 ms to a new connection (the caller's unit is read from /proc, and an
+  upstream connection is opened). A `docker create` from the CLI is one connection with two requests,
+  about 28 ms in all, so the proxy costs under 2%; the median of 50 creates moves by a few percent
+  between runs, which is why the ratio lands either side of 1. Each side starts on an engine
+  without the other side's containers, and the sides take turns going first.
+- **Interrupt and crash** are dominated by the engine removing the containers; the processes are gone
+  within milliseconds of the signal.
+- **PID namespace killed.** `cargo cleantest` runs as PID 1 of a PID namespace of its own (`unshare
+  --fork --pid`), as a container's entrypoint or a CI job in a container does. Killing it kills every
+  process of the run, the host reaper included; the engine-side reaper container, whose attached stream
+  then breaks, sweeps the session and removes itself. The time is until no container of the session is
+  left, the reaper's own included.
+- **Isolated mode, again.** The runner used to find a unit's leftover processes by reading every
+  process's `/proc/PID/stat`, once per unit: with the unit's leader kept as a zombie (so that its group
+  id cannot be reused), the cheap check that the group is empty always failed. A profile of 1,000
+  isolated tests showed a third of the runner's CPU there, and isolated runs here took 2.9 s. Leftovers
+  are now looked for among the processes created after the unit's leader (all of them once pids have
+  wrapped) and in the runner's own subtree (the runner is a subreaper: whatever the leader left is
+  re-parented into it), and the same run took about 1.5 s. A later profile still showed the listing of
+  /proc (`getdents64`, 18% of the runner's CPU) and the reading of each listed process's `stat` (10%),
+  twice per unit (when the leader exits, and when the unit is finished). Now the pids created after the
+  leader (`leader+1..=ns_last_pid`, a few dozen here) are looked up one by one, /proc is listed only
+  when that range is long or pids have wrapped, a thread's id (which /proc also answers for) is not
+  taken for a process, and a group is looked into once after its leader exits: 1.03 s against the
+  previous version's 1.30 s on the same machine, side by side (hyperfine, 8 runs each).
+- **CI at scale (issue 15)** adds a sampler thread per session with an engine (a list of the session's
+  containers each second, and one-shot stats for the running ones, four at a time) and nothing to the
+  end of a run: the peak count there comes from what the sweep lists anyway. Side by side on this
+  machine with the build before it: shared mode 121 ms against 123 ms, isolated mode the same within
+  noise. This machine's `cargo nextest run` is faster than the one that measured the earlier tables
+  (2.0–2.1 s against 2.5–2.8 s), which is what moved the isolated ratio.
+- **Services.** 40 tests in 4 binaries, each connecting to postgres with the host's `psql` to create a
+  table, insert and select, on `cleantest-postgres:15`. Its image carries a data directory initialised
+  when it was built, so a container is ready in about 0.5 s (`initdb` at start took 5–6 s on this
+  machine's fuse-overlayfs storage). (a) starts, waits for and removes 40 containers; (b) starts 4, one
+  per binary, two binaries at a time, and leaves them to the sweep; (c) starts one while the session
+  starts, on a network of its own; (c′) starts the same one from test code, through the control socket,
+  when the first test asks. With a warm build, (c) pays one network (about 0.25 s), one container start
+  and its readiness checks before any test can run, where (b)'s first binaries start theirs in parallel
+  with each other: the two are within a second of each other, and the ratio (c)/(b) is set by that
+  fixed cost, not by the 40 tests. What (c) is for shows on a cold build: the service starts while cargo
+  builds, and the first test starts 0.03 s after the build's end; nothing of its start-up is left on
+  the wall time, and one container serves every binary instead of one per binary.
+";
