@@ -43,6 +43,31 @@ pub fn run_trials(cells: Vec<Cell>) {
     run_cells(cells, engine_problem());
 }
 
+/// Cells that need the engine: without a usable one (checked once per binary, which builds the fixture
+/// image), each is unavailable with the reason.
+pub fn engine_cells(cells: Vec<Cell>) -> Vec<Cell> {
+    static PROBLEM: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let engine = PROBLEM.get_or_init(|| {
+        let problem = engine_problem();
+        if let Some(reason) = &problem {
+            eprintln!("docker tests: no usable engine: {reason}");
+        }
+        problem
+    });
+    cells
+        .into_iter()
+        .map(|mut cell| {
+            cell.unavailable = engine.clone().or(cell.unavailable);
+            cell
+        })
+        .collect()
+}
+
+/// Cells that need no engine (each may still be unavailable for a reason of its own).
+pub fn plain_cells(cells: Vec<Cell>) -> Vec<Cell> {
+    cells
+}
+
 /// Runs trials that need no engine: one that cannot run here (its `unavailable`) is reported ignored
 /// with the reason, or failed under `CLEANTEST_REQUIRE_DOCKER=1`, which CI sets to mean "everything this
 /// suite needs is installed".

@@ -15,12 +15,15 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The binaries run when none is named: the leak, timeout, signal and chaos cells.
-const DEFAULT_TESTS: &[&str] = &["timeouts", "signals", "chaos"];
+/// What runs when no binary is named: the timeout and signal modules of `plain` (where the leak cells
+/// live too), and the chaos cells.
+const DEFAULT_TESTS: &[(&str, &[&str])] =
+    &[("plain", &["timeouts::", "signals::"]), ("chaos", &[])];
 
 struct Options {
     runs: u32,
-    tests: Vec<String>,
+    /// Each binary, with the filters it alone gets.
+    tests: Vec<(String, Vec<String>)>,
     filters: Vec<String>,
     hog: bool,
 }
@@ -43,11 +46,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .filter(|&n| n > 0)
                     .ok_or_else(|| format!("read --runs {n}: a whole number above 0"))?;
             }
-            "--test" => options.tests.push(
+            "--test" => options.tests.push((
                 args.next()
                     .ok_or("read --test: it takes a test target")?
                     .clone(),
-            ),
+                Vec::new(),
+            )),
             "--no-hog" => options.hog = false,
             other if other.starts_with('-') => {
                 return Err(format!(
@@ -58,7 +62,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
         }
     }
     if options.tests.is_empty() {
-        options.tests = DEFAULT_TESTS.iter().map(|t| t.to_string()).collect();
+        options.tests = DEFAULT_TESTS
+            .iter()
+            .map(|(t, f)| (t.to_string(), f.iter().map(|f| f.to_string()).collect()))
+            .collect();
     }
     Ok(options)
 }
@@ -66,14 +73,22 @@ fn parse(args: &[String]) -> Result<Options, String> {
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let options = parse(args)?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let binaries = build(&root, &options.tests)?;
+    let names: Vec<String> = options.tests.iter().map(|(t, _)| t.clone()).collect();
+    let binaries = build(&root, &names)?;
     let hog = options.hog.then(Hog::start);
     let mut passed: BTreeMap<String, u32> = BTreeMap::new();
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for run in 1..=options.runs {
         for (target, binary) in &binaries {
             eprintln!("xtask: stress run {run}/{}: {target}", options.runs);
-            for (name, ok) in run_once(&root, binary, &options.filters)? {
+            let own = options.tests.iter().find(|(t, _)| t == target);
+            let filters: Vec<String> = own
+                .into_iter()
+                .flat_map(|(_, f)| f.iter())
+                .chain(&options.filters)
+                .cloned()
+                .collect();
+            for (name, ok) in run_once(&root, binary, &filters)? {
                 let key = format!("{target}::{name}");
                 *seen.entry(key.clone()).or_default() += 1;
                 *passed.entry(key).or_default() += u32::from(ok);
@@ -221,21 +236,27 @@ mod tests {
     }
 
     #[test]
-    fn options_default_to_the_leak_timeout_signal_and_chaos_binaries() {
+    fn options_default_to_the_leak_timeout_signal_and_chaos_cells() {
         let o = parse(&[]).unwrap();
         assert_eq!(o.runs, 10);
-        assert_eq!(o.tests, DEFAULT_TESTS);
+        let names: Vec<&str> = o.tests.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(names, ["plain", "chaos"]);
+        assert_eq!(o.tests[0].1, ["timeouts::", "signals::"]);
         let o = parse(&[
             "--runs".into(),
             "40".into(),
             "--test".into(),
-            "timeouts".into(),
+            "plain".into(),
             "leak".into(),
         ])
         .unwrap();
         assert_eq!(
             (o.runs, o.tests, o.filters),
-            (40, vec!["timeouts".to_string()], vec!["leak".to_string()])
+            (
+                40,
+                vec![("plain".to_string(), Vec::new())],
+                vec!["leak".to_string()]
+            )
         );
         assert!(parse(&["--runs".into(), "0".into()]).is_err());
         assert!(parse(&["--bogus".into()]).is_err());

@@ -4,7 +4,7 @@
 //! relative link and anchor resolves, and the README stays a quick start. The configuration
 //! reference's keys are checked against the parser itself in `src/config/reference.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

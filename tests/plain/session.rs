@@ -1,7 +1,7 @@
 //! The session around a run: the environment lock (runs serialize, a timeout fails clearly) and an
 //! unreachable Docker engine (tests still run, one warning, nothing swept).
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Per-test timeouts and leftovers: hung tests are stopped (SIGTERM, grace, SIGKILL of the whole group),
 //! reported TIMEOUT, the rest of their binary still runs, and nothing of the run survives it.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,8 @@
 //! invocation, and removes them when cargo exits, however it exits; `CLEANTEST_HOST=off` gives the
 //! plain error; under `cargo cleantest` no host is started. Real engine, real redis, real signals.
 
-mod common;
-#[path = "../xtask/src/service_image.rs"]
-mod service_image;
+use crate::common;
+use crate::service_image;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
@@ -22,7 +21,8 @@ use nix::unistd::Pid;
 /// How long after cargo's exit the host's containers may still be there.
 const GONE_BOUND: Duration = Duration::from_secs(5);
 
-fn main() {
+/// The cells of this module.
+pub fn cells() -> Vec<Cell> {
     let redis = (!Path::new("/usr/bin/redis-server").exists())
         .then(|| "redis-server is not installed (apt-get install redis-server)".to_string());
     type Case = fn() -> Result<(), Failed>;
@@ -67,7 +67,7 @@ fn main() {
         "with_no_binary_found_the_error_says_how_to_install_it",
         no_binary_found,
     ));
-    run_trials(cells);
+    engine_cells(cells)
 }
 
 fn tool_works(args: &[&str]) -> bool {

@@ -3,7 +3,7 @@
 //! guard's refusals and `default-memory`, and a remote engine over TCP (a private dockerd in a network
 //! namespace of its own) with a service reached at `{host}`.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -14,7 +14,8 @@ use libtest_mimic::Failed;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-fn main() {
+/// The cells of this module.
+pub fn cells() -> Vec<Cell> {
     let mut remote = trial(
         "a_tcp_engine_runs_tests_and_a_service_reached_at_its_host",
         remote_engine,
@@ -29,7 +30,7 @@ fn main() {
         (!openssl.is_ok_and(|o| o.status.success()))
             .then(|| "no openssl binary to make the certificates".to_string())
     });
-    run_trials(vec![
+    engine_cells(vec![
         trial(
             "two_kept_sessions_of_one_run_are_removed_by_one_sweep_run",
             one_sweep_per_run,
@@ -44,7 +45,7 @@ fn main() {
         ),
         remote,
         tls,
-    ]);
+    ])
 }
 
 fn binary() -> &'static str {

@@ -2,14 +2,15 @@
 //! reported ignored with the reason when not root (failed under `CLEANTEST_REQUIRE_DOCKER=1`, as in CI,
 //! which runs as root), never passed without checking.
 
-mod common;
+use crate::common;
 
-use common::docker::{Cell, check, run_plain_trials, trial};
+use common::docker::{Cell, check, plain_cells, trial};
 use common::*;
 use libtest_mimic::Failed;
 
-fn main() {
-    run_plain_trials(vec![
+/// The cells of this module.
+pub fn cells() -> Vec<Cell> {
+    plain_cells(vec![
         as_root(
             "a_state_dir_owned_by_another_user_is_refused",
             state_dir_owned_by_another_user,
@@ -32,7 +33,7 @@ fn main() {
             }
             cell
         },
-    ]);
+    ])
 }
 
 /// A cell that runs only as root.

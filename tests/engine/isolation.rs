@@ -7,9 +7,8 @@
 //! (the fixture image) does the same. A failing migration is exit 5 with psql's words;
 //! `--keep-on-failure` names the failed test's database; a SIGKILLed runner leaves nothing.
 
-mod common;
-#[path = "../xtask/src/service_image.rs"]
-mod service_image;
+use crate::common;
+use crate::service_image;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -25,7 +24,8 @@ use nix::unistd::Pid;
 /// The fixture's postgres tests.
 const PG_TESTS: usize = 8;
 
-fn main() {
+/// The cells of this module.
+pub fn cells() -> Vec<Cell> {
     let mut cells = vec![
         trial(
             "in_shared_mode_every_test_gets_its_own_database_through_the_crate",
@@ -82,7 +82,7 @@ fn main() {
     nextest.optional = (!tool_works(&["nextest", "--version"]))
         .then(|| "cargo-nextest is not installed (cargo install cargo-nextest)".to_string());
     cells.push(nextest);
-    run_trials(cells);
+    engine_cells(cells)
 }
 
 /// Why the images or the host's clients are missing here, if they are.

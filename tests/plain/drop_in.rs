@@ -1,6 +1,6 @@
 //! Drop-in behaviour: the same totals, selection, environment and exit codes as `cargo test`.
 
-mod common;
+use crate::common;
 
 use common::*;
 

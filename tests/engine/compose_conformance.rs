@@ -9,9 +9,8 @@
 //! ports, the network, labels, the names and hostnames of containers, restart policies and init, how a
 //! healthcheck is run).
 
-mod common;
-#[path = "../xtask/src/service_image.rs"]
-mod service_image;
+use crate::common;
+use crate::service_image;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -46,7 +45,8 @@ const ON_PURPOSE: &[&str] = &[
     "healthcheck: run by the runner until ready, not configured on the container",
 ];
 
-fn main() {
+/// The cells of this module.
+pub fn cells() -> Vec<Cell> {
     let compose_problem = Command::new("docker-compose")
         .arg("version")
         .output()
@@ -77,7 +77,7 @@ fn main() {
             cell
         })
         .collect();
-    run_trials(cells);
+    engine_cells(cells)
 }
 
 /// The environment both sides run in: what some cases take from it.

@@ -3,9 +3,8 @@
 //! second spec for a name and a dead service are errors, and plain `cargo test` gets an error that says
 //! how to run the tests, with nothing started.
 
-mod common;
-#[path = "../xtask/src/service_image.rs"]
-mod service_image;
+use crate::common;
+use crate::service_image;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,7 +14,8 @@ use common::docker::*;
 use common::*;
 use libtest_mimic::Failed;
 
-fn main() {
+/// The cells of this module.
+pub fn cells() -> Vec<Cell> {
     let redis_problem = redis_problem();
     let redis_cells: Vec<Cell> = [
         (
@@ -57,7 +57,7 @@ fn main() {
             outsiders_are_refused,
         ),
     ]);
-    run_trials(cells);
+    engine_cells(cells)
 }
 
 fn library_run(mark: &str, state: &Path, out: &Path) -> Command {

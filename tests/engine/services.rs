@@ -7,9 +7,8 @@
 //! A run's containers are found by the owner label `cleantest.pid=<runner pid>`: the runner is started
 //! directly, so the child's pid is the owner's.
 
-mod common;
-#[path = "../xtask/src/service_image.rs"]
-mod service_image;
+use crate::common;
+use crate::service_image;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -22,13 +21,14 @@ use libtest_mimic::Failed;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-fn main() {
+/// The cells of this module.
+pub fn cells() -> Vec<Cell> {
     let mut postgres = trial(
         "a_real_postgres_service_is_shared_by_every_test_process",
         real_postgres,
     );
     postgres.unavailable = postgres_problem();
-    run_trials(vec![
+    engine_cells(vec![
         postgres,
         trial(
             "every_process_in_both_modes_and_doctests_shares_one_container_per_service",
@@ -81,7 +81,7 @@ fn main() {
             compose_mistakes,
         ),
         docs_example_cell(),
-    ]);
+    ])
 }
 
 /// `[services.echo]` without `image` adds an export to the compose file's `echo`; `exec -P` and

@@ -2,7 +2,7 @@
 //! order and at most `--test-threads` run at once, so no test starts before k results when it is at
 //! position k + threads or later.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -1,7 +1,7 @@
 //! Bad input gets a short error that says what is wrong and what to do: exit 2 for usage and config
 //! errors, 101 for what cargo test would also fail on; never a panic.
 
-mod common;
+use crate::common;
 
 use common::*;
 

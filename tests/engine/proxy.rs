@@ -2,7 +2,7 @@
 //! docker-compose) get their containers, networks and volumes labelled with the session and swept, and
 //! everything else behaves exactly as against the real socket.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -11,13 +11,18 @@ use common::docker::*;
 use common::*;
 use libtest_mimic::Failed;
 
-fn main() {
-    // Re-run by `cargo cleantest exec` as the client under test (see `bollard_creates_are_labelled`).
+/// The role this process plays when `cargo cleantest exec` re-runs the test binary as the client under
+/// test (see `bollard_creates_are_labelled`): it plays it and exits.
+pub fn play_role() {
     match std::env::var("CT_PROXY_ROLE").as_deref() {
         Ok("bollard") => std::process::exit(bollard_client()),
         Ok("testcontainers") => std::process::exit(testcontainers_client()),
         _ => {}
     }
+}
+
+/// The cells of this module.
+pub fn cells() -> Vec<Cell> {
     let compose_missing = Command::new("docker-compose")
         .arg("version")
         .output()
@@ -28,7 +33,7 @@ fn main() {
     );
     compose.unavailable =
         compose_missing.then(|| "docker-compose is not installed (CI installs Debian's)".into());
-    run_trials(vec![
+    engine_cells(vec![
         trial(
             "docker_cli_behaves_as_against_the_real_socket_and_is_labelled",
             docker_cli_through_the_proxy,
@@ -55,7 +60,7 @@ fn main() {
             "a_percent_encoded_create_path_is_labelled",
             encoded_create_path_is_labelled,
         ),
-    ]);
+    ])
 }
 
 fn exec(mark: &str, extra: &[&str], script: &str) -> std::process::Output {

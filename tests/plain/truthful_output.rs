@@ -3,7 +3,7 @@
 //! printed names can be pasted back, a failed run ends with a command that reruns its failures, and
 //! `--list` interleaves headers with their lists. Each case drives the real binary against a fixture.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

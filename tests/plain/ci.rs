@@ -2,7 +2,7 @@
 //! both modes, for hash and slice), `--retries` with FLAKY reporting and JUnit's flaky elements,
 //! `flaky-result = "fail"`, per-override retries, and `--max-fail`, on `fixtures/flaky`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

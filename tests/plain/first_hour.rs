@@ -4,7 +4,7 @@
 //! are readable where plain `cargo test` shows them. Each case drives the real binary, and asserts exit
 //! codes, files and what a user reads.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

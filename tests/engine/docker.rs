@@ -4,7 +4,7 @@
 //! Every test uses a state directory of its own (sweeps of stale or kept sessions must not reach other
 //! tests' sessions) and finds what its run created by the `ct-it.mark` label the fixture adds.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,8 +16,9 @@ use libtest_mimic::Failed;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-fn main() {
-    run_trials(vec![
+/// The cells of this module.
+pub fn cells() -> Vec<Cell> {
+    engine_cells(vec![
         trial(
             "session_resources_are_removed_in_both_modes",
             session_resources_are_removed_in_both_modes,
@@ -44,7 +45,7 @@ fn main() {
             passing_run_sweeps_and_exits_zero,
         ),
         podman_cell(),
-    ]);
+    ])
 }
 
 fn docker_run(mark: &str, state: &Path) -> Command {

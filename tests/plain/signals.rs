@@ -1,7 +1,7 @@
 //! Signals: the first SIGINT/SIGTERM/SIGHUP stops every test (forwarded, grace, SIGKILL), cleans up and
 //! exits 128+signal; a second one kills at once.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};

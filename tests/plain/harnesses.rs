@@ -2,7 +2,7 @@
 //! them, and counted as cargo test counts them (fixture `harness`: a plain `main`, a silent one, a
 //! harness that rejects `--test-threads` like criterion, and a plain `main` that fails).
 
-mod common;
+use crate::common;
 
 use common::*;
 
