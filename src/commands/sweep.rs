@@ -313,10 +313,10 @@ impl Held<'_> {
     }
 }
 
-fn docker_error(reason: String) -> Error {
+fn docker_error(error: docker::Error) -> Error {
     Error::DockerDown {
         endpoint: docker::engine::endpoint(),
-        reason,
+        reason: error.to_string(),
     }
 }
 

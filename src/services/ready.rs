@@ -137,7 +137,7 @@ fn probe(target: &Target<'_>, pid: i64, check: &Ready, left: Duration) -> Probe 
                     cannot_run: matches!(code, 126 | 127),
                 },
                 Err(e) => Probe::Failed {
-                    why: Some(e),
+                    why: Some(e.to_string()),
                     cannot_run: false,
                 },
             }

@@ -37,7 +37,9 @@ pub(crate) fn ensure_network(
     if container::network_exists(engine, &name) {
         return Ok(());
     }
-    container::create_network(engine, &name, labels).map(|_| ())
+    container::create_network(engine, &name, labels)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// The engine's name of a compose file's named volume in this session.
@@ -94,13 +96,13 @@ pub(crate) fn start_all(
         ));
     };
     container::create_network(engine, &network_name(session), labels)
-        .map_err(|e| fail(&first.name, Failure::Network(e)))?;
+        .map_err(|e| fail(&first.name, Failure::Network(e.to_string())))?;
     // Named volumes may be shared by several services: each is made once, labelled like the rest.
     for spec in specs {
         for mount in &spec.mounts {
             if let Mount::Named { name, .. } = mount {
                 container::create_volume(engine, &volume_name(session, name), labels)
-                    .map_err(|e| fail(&spec.name, Failure::Start(e)))?;
+                    .map_err(|e| fail(&spec.name, Failure::Start(e.to_string())))?;
             }
         }
     }
@@ -174,7 +176,7 @@ pub(crate) fn start_one(
     let network = network_name(session);
     let failed = |failure, id| Err((failure, id));
     if let Err(e) = container::ensure_image(engine, &spec.image, PULL_BOUND) {
-        return failed(Failure::Image(e), None);
+        return failed(Failure::Image(e.to_string()), None);
     }
     let mut labels = labels.to_vec();
     labels.push((SERVICE_LABEL.to_string(), spec.name.clone()));
@@ -220,11 +222,11 @@ pub(crate) fn start_one(
     };
     let id = match container::run(engine, &container) {
         Ok(id) => id,
-        Err(e) => return failed(Failure::Start(e), None),
+        Err(e) => return failed(Failure::Start(e.to_string()), None),
     };
     let ports = match container::host_ports(engine, &id) {
         Ok(ports) => ports,
-        Err(e) => return failed(Failure::Start(e), Some(id)),
+        Err(e) => return failed(Failure::Start(e.to_string()), Some(id)),
     };
     let target = Target {
         host: &host,

@@ -36,7 +36,7 @@ pub(crate) enum DockerEnd {
     /// `--keep-on-failure`: these were kept for inspection.
     Kept(Vec<Resource>),
     /// The engine stopped answering while the session ended.
-    Failed(String),
+    Failed(crate::docker::Error),
 }
 
 impl DockerEnd {

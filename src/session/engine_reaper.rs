@@ -99,7 +99,7 @@ impl EngineReaper {
             args: vec![SUBCOMMAND.to_string(), session.to_string()],
             labels,
         };
-        let mut sidecar = sidecar::start(engine, endpoint, &spec)?;
+        let mut sidecar = sidecar::start(engine, endpoint, &spec).map_err(|e| e.to_string())?;
         let answer = sidecar.line(Instant::now() + READY_BOUND);
         let ready = match answer {
             Ok(Some(line)) if line == "ready" => Ok(()),

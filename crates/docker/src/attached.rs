@@ -11,7 +11,7 @@ use bollard::exec::StartExecResults;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::{Engine, block_on};
+use super::{Engine, Error, block_on};
 
 type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 type Input = Pin<Box<dyn AsyncWrite + Send>>;
@@ -26,7 +26,7 @@ const ANSWER_CAP: usize = 64 * 1024;
 
 impl Attached {
     /// Starts `argv` in the container `id`, attached.
-    pub fn open(engine: &Engine, id: &str, argv: &[String]) -> Result<Attached, String> {
+    pub fn open(engine: &Engine, id: &str, argv: &[String]) -> Result<Attached, Error> {
         block_on(async {
             match super::container::start_exec(engine, id, argv, true)
                 .await?
@@ -35,14 +35,17 @@ impl Attached {
                 StartExecResults::Attached { output, input } => Ok(Attached {
                     streams: Mutex::new((input, output)),
                 }),
-                StartExecResults::Detached => Err("the command did not attach".into()),
+                StartExecResults::Detached => Err(Error::Said {
+                    doing: String::new(),
+                    said: "the command did not attach".into(),
+                }),
             }
         })
     }
 
     /// Sends `text`, then reads the output up to a line that is `marker` (which `text` must make the
     /// command print), within `bound`: the output before it.
-    pub fn ask(&self, text: &str, marker: &str, bound: Duration) -> Result<String, String> {
+    pub fn ask(&self, text: &str, marker: &str, bound: Duration) -> Result<String, Error> {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let (input, output) = &mut *streams;
         block_on(async {
@@ -50,11 +53,11 @@ impl Attached {
                 input
                     .write_all(text.as_bytes())
                     .await
-                    .map_err(|e| format!("write to the command: {e}"))?;
+                    .map_err(Error::io("write to the command"))?;
                 input
                     .flush()
                     .await
-                    .map_err(|e| format!("write to the command: {e}"))?;
+                    .map_err(Error::io("write to the command"))?;
                 let mut answer = String::new();
                 loop {
                     if let Some(at) = answer.find(&format!("{marker}\n")) {
@@ -67,13 +70,24 @@ impl Attached {
                                 answer.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
                             }
                         }
-                        Some(Err(e)) => return Err(format!("read from the command: {e}")),
-                        None => return Err(format!("the command ended: {}", answer.trim())),
+                        Some(Err(e)) => return Err(Error::engine("read from the command")(e)),
+                        None => {
+                            return Err(Error::Said {
+                                doing: "the command ended".into(),
+                                said: answer.trim().to_string(),
+                            });
+                        }
                     }
                 }
             })
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {}s", bound.as_secs())))
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    doing: String::new(),
+                    waited: "answer",
+                    bound,
+                })
+            })
         })
     }
 }

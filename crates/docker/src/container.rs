@@ -14,7 +14,7 @@ use bollard::models::{
 use bollard::query_parameters::{CreateImageOptionsBuilder, LogsOptionsBuilder};
 use futures_util::StreamExt;
 
-use super::{Engine, block_on};
+use super::{Engine, Error, block_on};
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -67,7 +67,7 @@ pub fn create_network(
     engine: &Engine,
     name: &str,
     labels: &[(String, String)],
-) -> Result<String, String> {
+) -> Result<String, Error> {
     let request = NetworkCreateRequest {
         name: name.to_string(),
         labels: Some(labels.iter().cloned().collect()),
@@ -75,7 +75,7 @@ pub fn create_network(
     };
     block_on(engine.docker.create_network(request))
         .map(|r| r.id)
-        .map_err(|e| format!("create the network {name}: {e}"))
+        .map_err(Error::engine(format!("create the network {name}")))
 }
 
 /// Whether a network of this name exists.
@@ -92,7 +92,7 @@ pub fn create_volume(
     engine: &Engine,
     name: &str,
     labels: &[(String, String)],
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let request = bollard::models::VolumeCreateRequest {
         name: Some(name.to_string()),
         labels: Some(labels.iter().cloned().collect()),
@@ -100,11 +100,11 @@ pub fn create_volume(
     };
     block_on(engine.docker.create_volume(request))
         .map(|_| ())
-        .map_err(|e| format!("create the volume {name}: {e}"))
+        .map_err(Error::engine(format!("create the volume {name}")))
 }
 
 /// Whether the engine has `image`; if not, one pull is tried, bounded (no registry may be reachable).
-pub fn ensure_image(engine: &Engine, image: &str, bound: Duration) -> Result<(), String> {
+pub fn ensure_image(engine: &Engine, image: &str, bound: Duration) -> Result<(), Error> {
     if block_on(engine.docker.inspect_image(image)).is_ok() {
         return Ok(());
     }
@@ -115,23 +115,33 @@ pub fn ensure_image(engine: &Engine, image: &str, bound: Duration) -> Result<(),
         tokio::time::timeout(bound, async {
             let mut progress = engine.docker.create_image(Some(options), None, None);
             while let Some(step) = progress.next().await {
-                let step = step.map_err(|e| e.to_string())?;
-                if let Some(error) = step.error_detail.and_then(|d| d.message) {
-                    return Err(error);
+                let step = step.map_err(Error::engine(""))?;
+                if let Some(said) = step.error_detail.and_then(|d| d.message) {
+                    return Err(Error::Said {
+                        doing: String::new(),
+                        said,
+                    });
                 }
             }
             Ok(())
         })
         .await
-        .unwrap_or_else(|_| Err(format!("no answer within {}s", bound.as_secs())))
+        .unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                doing: String::new(),
+                waited: "answer",
+                bound,
+            })
+        })
     });
-    pulled.map_err(|e| {
-        format!("the image `{image}` is not on the engine, and the engine could not pull it ({e})")
+    pulled.map_err(|e| Error::NoImage {
+        image: image.to_string(),
+        source: Box::new(e),
     })
 }
 
 /// Creates and starts a container; returns its id. A container created and not started is removed.
-pub fn run(engine: &Engine, spec: &ContainerSpec) -> Result<String, String> {
+pub fn run(engine: &Engine, spec: &ContainerSpec) -> Result<String, Error> {
     let port_key = |p: &u16| format!("{p}/tcp");
     let bindings = spec
         .ports
@@ -189,18 +199,24 @@ pub fn run(engine: &Engine, spec: &ContainerSpec) -> Result<String, String> {
     };
     let id = block_on(engine.docker.create_container(None, body))
         .map(|r| r.id)
-        .map_err(|e| format!("create a container of {}: {e}", spec.image))?;
+        .map_err(Error::engine(format!(
+            "create a container of {}",
+            spec.image
+        )))?;
     if let Err(e) = block_on(engine.docker.start_container(&id, None)) {
         super::sidecar::remove(engine, &id);
-        return Err(format!("start the container of {}: {e}", spec.image));
+        return Err(Error::engine(format!(
+            "start the container of {}",
+            spec.image
+        ))(e));
     }
     Ok(id)
 }
 
 /// The host port each published container port got.
-pub fn host_ports(engine: &Engine, id: &str) -> Result<Vec<(u16, u16)>, String> {
+pub fn host_ports(engine: &Engine, id: &str) -> Result<Vec<(u16, u16)>, Error> {
     let inspect = block_on(engine.docker.inspect_container(id, None))
-        .map_err(|e| format!("inspect the container {id}: {e}"))?;
+        .map_err(Error::engine(format!("inspect the container {id}")))?;
     let mut out = Vec::new();
     let ports = inspect
         .network_settings
@@ -243,7 +259,7 @@ pub async fn start_exec(
     id: &str,
     argv: &[String],
     stdin: bool,
-) -> Result<(String, StartExecResults), String> {
+) -> Result<(String, StartExecResults), Error> {
     let options = CreateExecOptions {
         cmd: Some(argv.to_vec()),
         attach_stdin: Some(stdin),
@@ -255,12 +271,12 @@ pub async fn start_exec(
         .docker
         .create_exec(id, options)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::engine(""))?;
     let started = engine
         .docker
         .start_exec(&exec.id, Some(StartExecOptions::default()))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::engine(""))?;
     Ok((exec.id, started))
 }
 
@@ -270,7 +286,7 @@ pub fn exec(
     id: &str,
     argv: &[String],
     bound: Duration,
-) -> Result<(i64, String), String> {
+) -> Result<(i64, String), Error> {
     /// What is kept of the command's output: its last bytes, enough to say why it failed.
     const TAIL: usize = 2048;
     block_on(async {
@@ -291,19 +307,26 @@ pub fn exec(
                 .docker
                 .inspect_exec(&exec)
                 .await
-                .map_err(|e| e.to_string())?;
-            let code = inspect
-                .exit_code
-                .ok_or_else(|| "the command did not finish".to_string())?;
+                .map_err(Error::engine(""))?;
+            let code = inspect.exit_code.ok_or_else(|| Error::Said {
+                doing: String::new(),
+                said: "the command did not finish".into(),
+            })?;
             Ok((code, String::from_utf8_lossy(&tail).trim().to_string()))
         })
         .await
-        .unwrap_or_else(|_| Err(format!("no exit within {}s", bound.as_secs())))
+        .unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                doing: String::new(),
+                waited: "exit",
+                bound,
+            })
+        })
     })
 }
 
 /// Extracts `archive` (a tar) into the directory `path` of the container.
-pub fn upload(engine: &Engine, id: &str, path: &str, archive: Vec<u8>) -> Result<(), String> {
+pub fn upload(engine: &Engine, id: &str, path: &str, archive: Vec<u8>) -> Result<(), Error> {
     let options = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
         .path(path)
         .build();
@@ -312,11 +335,11 @@ pub fn upload(engine: &Engine, id: &str, path: &str, archive: Vec<u8>) -> Result
         Some(options),
         bollard::body_full(archive.into()),
     ))
-    .map_err(|e| e.to_string())
+    .map_err(Error::engine(""))
 }
 
 /// The container's log (stdout and stderr), the last `tail` lines or all of it.
-pub fn logs(engine: &Engine, id: &str, tail: Option<usize>) -> Result<String, String> {
+pub fn logs(engine: &Engine, id: &str, tail: Option<usize>) -> Result<String, Error> {
     let tail = tail.map_or("all".to_string(), |n| n.to_string());
     let options = LogsOptionsBuilder::default()
         .stdout(true)
@@ -327,7 +350,7 @@ pub fn logs(engine: &Engine, id: &str, tail: Option<usize>) -> Result<String, St
         let mut out = Vec::new();
         let mut stream = engine.docker.logs(id, Some(options));
         while let Some(chunk) = stream.next().await {
-            out.extend_from_slice(&chunk.map_err(|e| e.to_string())?.into_bytes());
+            out.extend_from_slice(&chunk.map_err(Error::engine(""))?.into_bytes());
         }
         Ok(String::from_utf8_lossy(&out).into_owned())
     })

@@ -98,28 +98,32 @@ fn selected_context() -> Option<String> {
 }
 
 /// The docker endpoint a named context stores, in `contexts/meta/<sha256 of its name>/meta.json`.
-fn context_host(name: &str) -> Result<String, String> {
+fn context_host(name: &str) -> Result<String, crate::Error> {
     let digest = Sha256::digest(name.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let dir = config_dir().ok_or("no home directory to find the Docker contexts in")?;
+    let setup = crate::Error::Setup;
+    let dir = config_dir()
+        .ok_or_else(|| setup("no home directory to find the Docker contexts in".into()))?;
     let path = dir.join("contexts/meta").join(hex).join("meta.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        format!(
-            "the Docker context is not readable at {}: {e}",
+    let text = std::fs::read_to_string(&path).map_err(crate::Error::io(format!(
+        "the Docker context is not readable at {}",
+        path.display()
+    )))?;
+    let meta: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        setup(format!(
+            "the Docker context at {} is not JSON: {e}",
             path.display()
-        )
+        ))
     })?;
-    let meta: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("the Docker context at {} is not JSON: {e}", path.display()))?;
     meta.pointer("/Endpoints/docker/Host")
         .and_then(|h| h.as_str())
         .filter(|h| !h.is_empty())
         .map(str::to_string)
         .ok_or_else(|| {
-            format!(
+            setup(format!(
                 "the Docker context at {} names no docker host",
                 path.display()
-            )
+            ))
         })
 }
 

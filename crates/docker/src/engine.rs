@@ -17,6 +17,7 @@ const INFO_TIMEOUT: Duration = Duration::from_secs(4);
 /// Per-request timeout: a removal that hangs must not hang the sweep.
 const REQUEST_TIMEOUT: u64 = 30;
 use super::context::DEFAULT_SOCKET;
+use super::error::Error;
 
 /// A reachable engine.
 #[derive(Clone)]
@@ -108,10 +109,10 @@ pub fn usable(endpoint: &str) -> bool {
         .any(|p| endpoint.starts_with(p))
 }
 
-fn client_for(endpoint: &str) -> Result<Docker, String> {
+fn client_for(endpoint: &str) -> Result<Docker, Error> {
     if let Some(path) = endpoint.strip_prefix("unix://") {
         Docker::connect_with_unix(path, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| e.to_string())
+            .map_err(Error::engine(""))
     } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
         match super::tls::Tls::from_env()? {
             Some(tls) if endpoint.starts_with("tcp://") => Docker::connect_with_ssl(
@@ -124,16 +125,18 @@ fn client_for(endpoint: &str) -> Result<Docker, String> {
             ),
             _ => Docker::connect_with_http(endpoint, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION),
         }
-        .map_err(|e| e.to_string())
+        .map_err(Error::engine(""))
     } else {
-        Err(format!("{endpoint} is not a unix:// or tcp:// address"))
+        Err(Error::Setup(format!(
+            "{endpoint} is not a unix:// or tcp:// address"
+        )))
     }
 }
 
 async fn finish_connect(
     endpoint: String,
     expected: bool,
-    docker: Result<Docker, String>,
+    docker: Result<Docker, Error>,
 ) -> Connection {
     let down = |reason: String| Connection::Down {
         endpoint: endpoint.clone(),
@@ -143,7 +146,7 @@ async fn finish_connect(
     };
     let docker = match docker {
         Ok(d) => d,
-        Err(e) => return down(e),
+        Err(e) => return down(e.to_string()),
     };
     match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
         Ok(Ok(_)) => {}

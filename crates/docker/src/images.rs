@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
 
 use super::engine::Engine;
+use super::error::Error;
 use super::resource::{Kind, Resource};
 
 /// The images carrying every label of `filters` (the sweep's own label filter).
@@ -43,7 +44,7 @@ pub async fn list(
 /// image with several names is removed name by name (each still naming it when it goes): by id, the
 /// engine removes such an image only when forced, and forcing would take it from a stopped container
 /// outside the sweep too.
-pub async fn remove(engine: &Engine, id: &str) -> Result<(), String> {
+pub async fn remove(engine: &Engine, id: &str) -> Result<(), Error> {
     let tags = match engine.docker.inspect_image(id).await {
         Ok(image) => image.repo_tags.unwrap_or_default(),
         Err(_) => Vec::new(),
@@ -64,7 +65,7 @@ pub async fn remove(engine: &Engine, id: &str) -> Result<(), String> {
 }
 
 /// Removes one image reference (an id, or one of its names); not forced. Gone already is done.
-async fn remove_one(engine: &Engine, id: &str) -> Result<(), String> {
+async fn remove_one(engine: &Engine, id: &str) -> Result<(), Error> {
     let options = RemoveImageOptionsBuilder::default()
         .force(false)
         .noprune(false)
@@ -74,6 +75,6 @@ async fn remove_one(engine: &Engine, id: &str) -> Result<(), String> {
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(Error::engine("")(e)),
     }
 }

@@ -9,6 +9,7 @@ pub mod attached;
 pub mod container;
 pub mod context;
 pub mod engine;
+mod error;
 #[cfg(test)]
 mod fake;
 mod images;
@@ -26,6 +27,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 pub use engine::{Connection, Engine, block_on};
+pub use error::Error;
 pub use resource::{Kind, Resource};
 pub use sweep::Removal;
 
@@ -45,7 +47,7 @@ const RELISTS: usize = 3;
 /// Finds and removes one session's resources (with `recorded`, the names of its anonymous volumes,
 /// which carry no label), then lists again and removes what appeared meanwhile.
 /// Listing is retried within the bound too, so a daemon that restarts during the run is waited for.
-pub fn sweep_session(engine: &Engine, id: &str, recorded: &[String]) -> Result<Removal, String> {
+pub fn sweep_session(engine: &Engine, id: &str, recorded: &[String]) -> Result<Removal, Error> {
     sweep_session_sparing(engine, id, recorded, None)
 }
 
@@ -56,7 +58,7 @@ pub fn sweep_session_sparing(
     id: &str,
     recorded: &[String],
     spare: Option<&str>,
-) -> Result<Removal, String> {
+) -> Result<Removal, Error> {
     let deadline = Instant::now() + SWEEP_BOUND;
     let spared = |r: &Resource| {
         r.kind == Kind::Container && spare.is_some_and(|s| !s.is_empty() && r.id.starts_with(s))
@@ -89,7 +91,7 @@ pub fn list_session(
     engine: &Engine,
     id: &str,
     recorded: &[String],
-) -> Result<Vec<Resource>, String> {
+) -> Result<Vec<Resource>, Error> {
     let deadline = Instant::now() + SWEEP_BOUND;
     block_on(find_with_recorded(engine, id, recorded, deadline))
 }
@@ -100,7 +102,7 @@ async fn find_with_recorded(
     id: &str,
     recorded: &[String],
     deadline: Instant,
-) -> Result<Vec<Resource>, String> {
+) -> Result<Vec<Resource>, Error> {
     let mut found = find_session(engine, id, deadline).await?;
     found.extend(existing_volumes(engine, id, recorded, &found).await);
     Ok(found)
@@ -139,7 +141,7 @@ async fn find_session(
     engine: &Engine,
     id: &str,
     deadline: Instant,
-) -> Result<Vec<Resource>, String> {
+) -> Result<Vec<Resource>, Error> {
     let (filter, nested) = (
         session_filter(id),
         vec![format!("{NESTED_LABEL_PREFIX}{id}")],
@@ -157,7 +159,7 @@ async fn find_session(
 }
 
 /// Lists resources matching a label filter.
-pub fn list(engine: &Engine, filter: &[String]) -> Result<Vec<Resource>, String> {
+pub fn list(engine: &Engine, filter: &[String]) -> Result<Vec<Resource>, Error> {
     let deadline = Instant::now() + SWEEP_BOUND;
     block_on(find_until(engine, filter, deadline))
 }
@@ -192,12 +194,12 @@ async fn find_until(
     engine: &Engine,
     filter: &[String],
     deadline: Instant,
-) -> Result<Vec<Resource>, String> {
+) -> Result<Vec<Resource>, Error> {
     let mut delay = Duration::from_millis(100);
     loop {
         match sweep::find(engine, filter).await {
             Ok(found) => return Ok(found),
-            Err(e) if Instant::now() + delay > deadline => return Err(e.to_string()),
+            Err(e) if Instant::now() + delay > deadline => return Err(Error::engine("")(e)),
             Err(_) => {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));

@@ -19,7 +19,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::Engine;
+use super::{Engine, Error};
 use cleantest_contract::REAPER_IMAGE_LABEL;
 
 /// The repository of our images.
@@ -47,9 +47,9 @@ struct Files {
 }
 
 /// Makes sure the engine has an image of this binary, importing it if not.
-pub async fn ensure(engine: &Engine) -> Result<OwnImage, String> {
+pub async fn ensure(engine: &Engine) -> Result<OwnImage, Error> {
     check_platform(engine).await?;
-    let files = files().map_err(|e| format!("read this process's own files: {e}"))?;
+    let files = files().map_err(Error::io("read this process's own files"))?;
     let tag = tag(&files);
     let reference = format!("{REPOSITORY}:{tag}");
     let image = OwnImage {
@@ -61,8 +61,8 @@ pub async fn ensure(engine: &Engine) -> Result<OwnImage, String> {
     }
     let archive = tokio::task::spawn_blocking(move || archive(&files))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("pack this binary into an image: {e}"))?;
+        .map_err(|e| Error::io("pack this binary into an image")(e.into()))?
+        .map_err(Error::io("pack this binary into an image"))?;
     let options = CreateImageOptionsBuilder::default()
         .from_src("-")
         .repo(REPOSITORY)
@@ -75,9 +75,12 @@ pub async fn ensure(engine: &Engine) -> Result<OwnImage, String> {
         None,
     );
     while let Some(step) = progress.next().await {
-        let step = step.map_err(|e| format!("import the image {reference}: {e}"))?;
-        if let Some(error) = step.error_detail.and_then(|d| d.message) {
-            return Err(format!("import the image {reference}: {error}"));
+        let step = step.map_err(Error::engine(format!("import the image {reference}")))?;
+        if let Some(said) = step.error_detail.and_then(|d| d.message) {
+            return Err(Error::Said {
+                doing: format!("import the image {reference}"),
+                said,
+            });
         }
     }
     prune(engine, &reference).await;
@@ -86,19 +89,19 @@ pub async fn ensure(engine: &Engine) -> Result<OwnImage, String> {
 
 /// Our image runs only where the engine runs Linux on this machine's architecture, and only a Linux
 /// build of this binary can be its program.
-async fn check_platform(engine: &Engine) -> Result<(), String> {
+async fn check_platform(engine: &Engine) -> Result<(), Error> {
     if std::env::consts::OS != "linux" {
-        return Err(format!(
+        return Err(Error::Setup(format!(
             "run this binary on the engine: it is built for {}, and the engine runs Linux containers \
              (pass --engine-reaper off)",
             std::env::consts::OS
-        ));
+        )));
     }
     let version = engine
         .docker
         .version()
         .await
-        .map_err(|e| format!("ask the engine its platform: {e}"))?;
+        .map_err(Error::engine("ask the engine its platform"))?;
     let ours = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -109,9 +112,9 @@ async fn check_platform(engine: &Engine) -> Result<(), String> {
         version.arch.unwrap_or_default(),
     );
     if os != "linux" || arch != ours {
-        return Err(format!(
+        return Err(Error::Setup(format!(
             "run this binary on the engine: the engine is {os}/{arch}, this binary linux/{ours}"
-        ));
+        )));
     }
     Ok(())
 }

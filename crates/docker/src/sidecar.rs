@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use tokio_rustls::rustls::{ClientConnection, StreamOwned};
 
 use super::own_image::{self, OwnImage};
-use super::{Engine, block_on};
+use super::{Engine, Error, block_on};
 
 /// Where the engine's socket is mounted in the container.
 pub const SOCKET_IN_CONTAINER: &str = "/var/run/docker.sock";
@@ -57,12 +57,12 @@ impl std::fmt::Debug for Sidecar {
 
 /// Imports the image if needed, creates the container, attaches to it and starts it. `endpoint` is the
 /// engine's address as the client sees it (`unix://…`, `tcp://…`).
-pub fn start(engine: &Engine, endpoint: &str, spec: &Spec) -> Result<Sidecar, String> {
+pub fn start(engine: &Engine, endpoint: &str, spec: &Spec) -> Result<Sidecar, Error> {
     let image = block_on(own_image::ensure(engine))?;
     let id = block_on(create(engine, endpoint, &image, spec))?;
     let started = attach(endpoint, &id).and_then(|link| {
         block_on(engine.docker.start_container(&id, None))
-            .map_err(|e| format!("start the container {id}: {e}"))?;
+            .map_err(Error::engine(format!("start the container {id}")))?;
         Ok(link)
     });
     match started {
@@ -83,7 +83,7 @@ async fn create(
     endpoint: &str,
     image: &OwnImage,
     spec: &Spec,
-) -> Result<String, String> {
+) -> Result<String, Error> {
     // The socket path as the engine's host sees it: the client's own path is the Mac's, not the VM's,
     // when the engine runs in one (Docker Desktop, colima, OrbStack).
     let override_socket = std::env::var(cleantest_contract::ENV_ENGINE_SOCKET).ok();
@@ -119,7 +119,10 @@ async fn create(
         .create_container(Some(options), body)
         .await
         .map(|r| r.id)
-        .map_err(|e| format!("create a container of {}: {e}", image.reference))
+        .map_err(Error::engine(format!(
+            "create a container of {}",
+            image.reference
+        )))
 }
 
 /// Waits (up to `bound`) until the engine has removed the container, as `AutoRemove` does when its
@@ -229,22 +232,27 @@ impl BufRead for Link {
 
 /// Connects to the engine and upgrades `POST /containers/ID/attach` to a raw stream (as the docker CLI
 /// does for `docker run -i`), before the container starts, so that nothing it prints is missed.
-fn attach(endpoint: &str, id: &str) -> Result<Link, String> {
-    let fail = |e: std::io::Error| format!("attach to the container {id} at {endpoint}: {e}");
+fn attach(endpoint: &str, id: &str) -> Result<Link, Error> {
+    let fail =
+        |e: std::io::Error| Error::io(format!("attach to the container {id} at {endpoint}"))(e);
     let mut link = if let Some(path) = endpoint.strip_prefix("unix://") {
         Link::Unix(BufReader::new(UnixStream::connect(path).map_err(fail)?))
     } else {
         let address = endpoint
             .strip_prefix("tcp://")
             .or_else(|| endpoint.strip_prefix("http://"))
-            .ok_or_else(|| format!("attach at {endpoint}: not a unix:// or tcp:// address"))?;
+            .ok_or_else(|| {
+                Error::Setup(format!(
+                    "attach at {endpoint}: not a unix:// or tcp:// address"
+                ))
+            })?;
         let address = address.trim_end_matches('/');
         let stream = TcpStream::connect(address).map_err(fail)?;
         match super::tls::Tls::from_env()? {
             Some(tls) if endpoint.starts_with("tcp://") => {
                 let name = super::tls::server_name(address)?;
                 let connection = ClientConnection::new(tls.client_config()?, name)
-                    .map_err(|e| format!("attach at {endpoint}: {e}"))?;
+                    .map_err(|e| Error::Setup(format!("attach at {endpoint}: {e}")))?;
                 Link::Tls(Box::new(BufReader::new(StreamOwned::new(
                     connection, stream,
                 ))))
@@ -263,10 +271,10 @@ fn attach(endpoint: &str, id: &str) -> Result<Link, String> {
     // 101 after an upgrade; engines that do not upgrade answer 200 and stream all the same.
     let code = status.split_whitespace().nth(1).unwrap_or("");
     if code != "101" && code != "200" {
-        return Err(format!(
-            "attach to the container {id}: the engine answered {}",
-            status.trim()
-        ));
+        return Err(Error::Said {
+            doing: format!("attach to the container {id}"),
+            said: format!("the engine answered {}", status.trim()),
+        });
     }
     loop {
         let mut header = String::new();

@@ -18,6 +18,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
 use super::engine::Engine;
+use super::error::Error;
 use super::plan::{Plan, Released};
 use super::resource::{Kind, Resource};
 
@@ -33,10 +34,11 @@ const RETRY_DELAYS_MS: [u64; 6] = [50, 100, 200, 400, 800, 1600];
 const STALE_COUNT_AFTER: Duration = Duration::from_secs(2);
 
 /// What a removal could not do.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Failure {
     pub resource: Resource,
-    pub error: String,
+    /// What the engine (or the connection) said: `Error::status` tells a 404 from a timeout.
+    pub error: Error,
 }
 
 /// The result of removing a set of resources.
@@ -262,7 +264,7 @@ async fn remove_other(
     released: Released<'_>,
     swept: &HashSet<&str>,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     // Its users failed to go: the engine refuses until they do, so one attempt, no retries.
     let deadline = if released.users_removed {
         deadline
@@ -280,12 +282,14 @@ async fn remove_other(
         if released.users_removed {
             e
         } else {
-            format!("{e} (a container using it could not be removed)")
+            Error::InUse {
+                source: Box::new(e),
+            }
         }
     })
 }
 
-fn tally(removal: &mut Removal, results: Vec<(Resource, Result<(), String>)>) {
+fn tally(removal: &mut Removal, results: Vec<(Resource, Result<(), Error>)>) {
     for (resource, result) in results {
         match result {
             Ok(()) => match resource.kind {
@@ -310,9 +314,9 @@ fn status(e: &DockerError) -> Option<u16> {
 enum Step {
     Done,
     /// Worth another attempt after a pause.
-    Again(String),
+    Again(Error),
     /// Not worth another attempt.
-    Stop(String),
+    Stop(Error),
 }
 
 impl Step {
@@ -325,15 +329,15 @@ impl Step {
             Err(e) => e,
         };
         match status(&error) {
-            Some(409) | Some(500) | None => Step::Again(error.to_string()),
-            Some(403) if endpoints_may_go => Step::Again(error.to_string()),
-            _ => Step::Stop(error.to_string()),
+            Some(409) | Some(500) | None => Step::Again(Error::engine("")(error)),
+            Some(403) if endpoints_may_go => Step::Again(Error::engine("")(error)),
+            _ => Step::Stop(Error::engine("")(error)),
         }
     }
 }
 
 /// Repeats `attempt` with backoff while it says `Again`, until `deadline`.
-async fn retry<F, Fut>(deadline: Instant, mut attempt: F) -> Result<(), String>
+async fn retry<F, Fut>(deadline: Instant, mut attempt: F) -> Result<(), Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Step>,
@@ -353,7 +357,7 @@ where
     }
 }
 
-async fn remove_container(engine: &Engine, id: &str, deadline: Instant) -> Result<(), String> {
+async fn remove_container(engine: &Engine, id: &str, deadline: Instant) -> Result<(), Error> {
     if engine.podman {
         // Podman's force-remove sends SIGTERM and waits the stop timeout; SIGKILL first makes it immediate.
         let kill = KillContainerOptionsBuilder::default()
@@ -382,7 +386,7 @@ async fn remove_network(
     id: &str,
     swept: &HashSet<&str>,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     // Endpoints of containers outside the sweep are disconnected, never their containers removed.
     // Containers of the sweep are never disconnected: see `plan` for why.
     if let Some(attached) = attached_containers(engine, id).await {
@@ -408,12 +412,11 @@ async fn remove_network(
         if since.elapsed() < STALE_COUNT_AFTER {
             return Step::of(result, true);
         }
-        Step::Stop(
+        Step::Stop(Error::said(
             "dockerd refuses it for active endpoints, yet none is attached: dockerd's endpoint \
              count for it is stale (a dockerd bug, moby/moby#43286), and only a dockerd restart \
-             clears it; after one, run the retry command"
-                .into(),
-        )
+             clears it; after one, run the retry command",
+        ))
     })
     .await
 }
@@ -432,7 +435,7 @@ async fn remove_volume(
     name: &str,
     swept: &HashSet<&str>,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let unused_since = Cell::new(None::<Instant>);
     retry(deadline, || async {
         let result = engine
@@ -454,11 +457,11 @@ async fn remove_volume(
                 .iter()
                 .map(|(id, name)| format!("{name} ({})", &id[..id.len().min(12)]))
                 .collect();
-            return Step::Stop(format!(
+            return Step::Stop(Error::said(format!(
                 "it is in use by container(s) outside this session: {}; remove or stop using them \
                  (they are not ours to remove), then run the retry command",
                 named.join(", ")
-            ));
+            )));
         }
         if !users.is_empty() {
             unused_since.set(None);
@@ -470,10 +473,10 @@ async fn remove_volume(
         if since.elapsed() < STALE_COUNT_AFTER {
             return Step::of(result, false);
         }
-        Step::Stop(format!(
+        Step::Stop(Error::said(format!(
             "the engine refuses it as in use, yet lists no container using it: {}",
             result.err().map(|e| e.to_string()).unwrap_or_default()
-        ))
+        )))
     })
     .await
 }

@@ -103,7 +103,7 @@ fn a_network_refused_for_endpoints_nobody_holds_is_reported_stale_without_waitin
         let removal = remove(&fake.engine, &[other(Kind::Network, "n")], deadline()).await;
         assert_eq!(removal.failures.len(), 1);
         assert!(
-            removal.failures[0].error.contains("stale"),
+            removal.failures[0].error.to_string().contains("stale"),
             "{}",
             removal.failures[0].error
         );
@@ -174,7 +174,7 @@ fn a_network_whose_container_failed_gets_one_attempt_and_says_why() {
             .find(|f| f.resource.kind == Kind::Network)
             .unwrap();
         assert!(
-            network.error.contains("could not be removed"),
+            network.error.to_string().contains("could not be removed"),
             "{}",
             network.error
         );

@@ -4,6 +4,7 @@
 //! own. bollard's client (`engine`), the proxy's upstream connections and the engine-side reaper's
 //! link all use it. `DOCKER_TLS` without verification is refused: it would trust any engine.
 
+use crate::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,15 +21,15 @@ pub struct Tls {
 impl Tls {
     /// `DOCKER_TLS_VERIFY` → the files of `DOCKER_CERT_PATH` or `~/.docker`; Err for `DOCKER_TLS`
     /// alone (no verification), which this runner will not do.
-    pub fn from_env() -> Result<Option<Tls>, String> {
+    pub fn from_env() -> Result<Option<Tls>, Error> {
         let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
         if !set("DOCKER_TLS_VERIFY") {
             if set("DOCKER_TLS") {
-                return Err(
+                return Err(Error::Setup(
                     "DOCKER_TLS without DOCKER_TLS_VERIFY would trust any engine; set DOCKER_TLS_VERIFY=1 \
                      with the engine's CA in DOCKER_CERT_PATH/ca.pem"
                         .into(),
-                );
+                ));
             }
             return Ok(None);
         }
@@ -36,9 +37,12 @@ impl Tls {
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
             .or_else(|| std::env::home_dir().map(|h| h.join(".docker")))
-            .ok_or(
-                "DOCKER_TLS_VERIFY is set, but neither DOCKER_CERT_PATH nor a home directory is",
-            )?;
+            .ok_or_else(|| {
+                Error::Setup(
+                    "DOCKER_TLS_VERIFY is set, but neither DOCKER_CERT_PATH nor a home directory is"
+                        .into(),
+                )
+            })?;
         Ok(Some(Tls { dir }))
     }
 
@@ -55,28 +59,32 @@ impl Tls {
     }
 
     /// The client configuration: `ca.pem` as the only root, `cert.pem` and `key.pem` as the client's.
-    pub fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, Error> {
         let read = |path: PathBuf| {
-            std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))
+            std::fs::read(&path).map_err(Error::io(format!("read {}", path.display())))
         };
-        let certs = |path: PathBuf| -> Result<Vec<CertificateDer<'static>>, String> {
+        let certs = |path: PathBuf| -> Result<Vec<CertificateDer<'static>>, Error> {
             let bytes = read(path.clone())?;
             CertificateDer::pem_slice_iter(&bytes)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("read the certificates of {}: {e}", path.display()))
+                .map_err(|e| {
+                    Error::Setup(format!("read the certificates of {}: {e}", path.display()))
+                })
         };
         let mut roots = RootCertStore::empty();
         for ca in certs(self.ca())? {
             roots
                 .add(ca)
-                .map_err(|e| format!("use {} as a CA: {e}", self.ca().display()))?;
+                .map_err(|e| Error::Setup(format!("use {} as a CA: {e}", self.ca().display())))?;
         }
         let key = PrivateKeyDer::from_pem_slice(&read(self.key())?)
-            .map_err(|e| format!("read the key of {}: {e}", self.key().display()))?;
+            .map_err(|e| Error::Setup(format!("read the key of {}: {e}", self.key().display())))?;
         let config = ClientConfig::builder()
             .with_root_certificates(roots)
             .with_client_auth_cert(certs(self.cert())?, key)
-            .map_err(|e| format!("use {} with its key: {e}", self.cert().display()))?;
+            .map_err(|e| {
+                Error::Setup(format!("use {} with its key: {e}", self.cert().display()))
+            })?;
         Ok(Arc::new(config))
     }
 }
@@ -90,8 +98,11 @@ pub fn host_of(authority: &str) -> &str {
 }
 
 /// The name the engine's certificate must carry: the host of `HOST:PORT`.
-pub fn server_name(address: &str) -> Result<ServerName<'static>, String> {
+pub fn server_name(address: &str) -> Result<ServerName<'static>, Error> {
     let host = host_of(address);
-    ServerName::try_from(host.to_string())
-        .map_err(|e| format!("{host} is not a name a TLS certificate can carry: {e}"))
+    ServerName::try_from(host.to_string()).map_err(|e| {
+        Error::Setup(format!(
+            "{host} is not a name a TLS certificate can carry: {e}"
+        ))
+    })
 }

@@ -149,7 +149,9 @@ impl Server {
             "SELECT 'count=' || count(*) FROM pg_database WHERE datname IN ({});\n\\echo {marker}\n",
             listed.join(", ")
         ));
-        let answer = session.ask(&text, &marker, EXEC_BOUND)?;
+        let answer = session
+            .ask(&text, &marker, EXEC_BOUND)
+            .map_err(|e| e.to_string())?;
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())

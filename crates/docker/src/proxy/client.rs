@@ -39,7 +39,7 @@ pub enum Upstream {
 impl Upstream {
     /// The engine the user's client would use (`DOCKER_HOST`, the selected context, the default socket):
     /// `unix://PATH`, `tcp://HOST:PORT` or `http://HOST:PORT`.
-    pub fn from_env() -> Result<Upstream, String> {
+    pub fn from_env() -> Result<Upstream, crate::Error> {
         let host = crate::engine::endpoint();
         if let Some(path) = host.strip_prefix("unix://") {
             Ok(Upstream::Unix(PathBuf::from(path)))
@@ -57,9 +57,9 @@ impl Upstream {
                 _ => Ok(Upstream::Tcp(address)),
             }
         } else {
-            Err(format!(
+            Err(crate::Error::Setup(format!(
                 "the Docker endpoint {host} is not a unix:// or tcp:// address the proxy can forward to"
-            ))
+            )))
         }
     }
 }

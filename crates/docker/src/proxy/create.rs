@@ -88,7 +88,7 @@ async fn create(
         let held = shared.admission.lock().await;
         match guard::admit(shared, plan.memory).await {
             Ok(before) => Some((held, before)),
-            Err(refusal) => return Ok(error_response(guard::REFUSED, &refusal)),
+            Err(refusal) => return Ok(error_response(guard::REFUSED, &refusal.0)),
         }
     } else {
         None
@@ -153,6 +153,6 @@ fn normalized(body: &[u8]) -> Result<Vec<u8>, Refusal> {
     let Ok(Value::Object(mut root)) = serde_json::from_slice::<Value>(body) else {
         return Err(Refusal::NotAnObject);
     };
-    host_config::normalize(&mut root).map_err(Refusal::BadHostConfig)?;
+    host_config::normalize(&mut root).map_err(|e| Refusal::BadHostConfig(e.0))?;
     serde_json::to_vec(&Value::Object(root)).map_err(|e| Refusal::Unreadable(e.to_string()))
 }

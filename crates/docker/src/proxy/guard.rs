@@ -40,6 +40,11 @@ impl Guard {
     }
 }
 
+/// Why the guard refuses a call: the message the client reads, naming the limit and where it is set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
 /// The status of a refusal: the engine's own for a request it will not carry out.
 pub const REFUSED: StatusCode = StatusCode::FORBIDDEN;
 
@@ -82,37 +87,37 @@ fn memory_of_root(root: &Map<String, Value>) -> u64 {
 /// Whether the session may create one more container asking for `memory` bytes: Ok is how many it has
 /// now, Err the message of the refusal. The engine is asked what the session has now, so removed
 /// containers free their place.
-pub async fn admit(shared: &Shared, memory: u64) -> Result<u64, String> {
+pub async fn admit(shared: &Shared, memory: u64) -> Result<u64, Refusal> {
     let guard = &shared.guard;
     let containers = session_containers(&shared.upstream, &shared.session).await?;
     if let Some(max) = &guard.max_containers
         && containers.len() as u64 >= max.value
     {
-        return Err(format!(
+        return Err(Refusal(format!(
             "cleantest: this session already has {} containers ({}); remove some first, or raise the limit",
             containers.len(),
             max.source,
-        ));
+        )));
     }
     if let Some(max) = &guard.max_memory {
         if memory == 0 {
-            return Err(format!(
+            return Err(Refusal(format!(
                 "cleantest: this container sets no memory limit, so it cannot be counted against {} ({}); \
                  give it one, or set default-memory",
                 human_bytes(max.value),
                 max.source
-            ));
+            )));
         }
         let used = running_limits(&shared.upstream, &containers, None).await;
         if used + memory > max.value {
-            return Err(format!(
+            return Err(Refusal(format!(
                 "cleantest: this session's running containers already have {} of memory limits; {} more \
                  would go over {} ({})",
                 human_bytes(used),
                 human_bytes(memory),
                 human_bytes(max.value),
                 max.source
-            ));
+            )));
         }
     }
     Ok(containers.len() as u64)
@@ -120,7 +125,7 @@ pub async fn admit(shared: &Shared, memory: u64) -> Result<u64, String> {
 
 /// Whether the session's container `id` may have its memory limit set to `memory` (`docker update`):
 /// with the other running containers' limits, it must stay within `max-memory`.
-pub async fn admit_update(shared: &Shared, id: &str, memory: u64) -> Result<(), String> {
+pub async fn admit_update(shared: &Shared, id: &str, memory: u64) -> Result<(), Refusal> {
     let Some(max) = &shared.guard.max_memory else {
         return Ok(());
     };
@@ -132,10 +137,10 @@ pub async fn admit_update(shared: &Shared, id: &str, memory: u64) -> Result<(), 
     )
     .await
     .map_err(|e| {
-        format!(
+        Refusal(format!(
             "cleantest: cannot check the update against {}: {e}",
             max.source
-        )
+        ))
     })?;
     let full_id = serde_json::from_slice::<Value>(&body)
         .ok()
@@ -144,14 +149,14 @@ pub async fn admit_update(shared: &Shared, id: &str, memory: u64) -> Result<(), 
     let containers = session_containers(&shared.upstream, &shared.session).await?;
     let used = running_limits(&shared.upstream, &containers, Some(&full_id)).await;
     if used + memory > max.value {
-        return Err(format!(
+        return Err(Refusal(format!(
             "cleantest: this session's other running containers have {} of memory limits; raising this \
              one to {} would go over {} ({})",
             human_bytes(used),
             human_bytes(memory),
             human_bytes(max.value),
             max.source
-        ));
+        )));
     }
     Ok(())
 }
@@ -166,7 +171,7 @@ pub fn created(shared: &Shared, before: u64) {
 async fn session_containers(
     upstream: &Upstream,
     session: &str,
-) -> Result<Vec<(String, bool)>, String> {
+) -> Result<Vec<(String, bool)>, Refusal> {
     let filters =
         serde_json::json!({ "label": [format!("{SESSION_LABEL}={session}")] }).to_string();
     let path = format!(
@@ -175,11 +180,19 @@ async fn session_containers(
     );
     let (status, body) = call(upstream, Method::GET, &path, None)
         .await
-        .map_err(|e| format!("cleantest: cannot count the session's containers: {e}"))?;
+        .map_err(|e| {
+            Refusal(format!(
+                "cleantest: cannot count the session's containers: {e}"
+            ))
+        })?;
     let list: Vec<Value> = serde_json::from_slice(&body)
         .ok()
         .filter(|_| status.is_success())
-        .ok_or_else(|| format!("cleantest: cannot count the session's containers: {status}"))?;
+        .ok_or_else(|| {
+            Refusal(format!(
+                "cleantest: cannot count the session's containers: {status}"
+            ))
+        })?;
     Ok(list
         .iter()
         .filter(|c| c.pointer(&format!("/Labels/{ROLE_LABEL}")).is_none())

@@ -12,6 +12,11 @@ use serde_json::{Map, Value};
 
 use super::rewrite::go_fold;
 
+/// What is wrong with a request body, as the 400 answer says it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadBody(pub String);
+
 /// The top-level fields that fill an empty field of an explicit HostConfig.
 const PROMOTED: [&str; 5] = [
     "Memory",
@@ -23,7 +28,7 @@ const PROMOTED: [&str; 5] = [
 
 /// Every spelling of `HostConfig` merged, in document order, into one `HostConfig` key (a `null`
 /// clears what came before, as it does in Go). Err when one is neither an object nor null.
-pub fn normalize(root: &mut Map<String, Value>) -> Result<(), String> {
+pub fn normalize(root: &mut Map<String, Value>) -> Result<(), BadBody> {
     fold_spellings(root, "HostConfig", |into, k, v| {
         replace_field(into, k, v);
         Ok(())
@@ -33,7 +38,7 @@ pub fn normalize(root: &mut Map<String, Value>) -> Result<(), String> {
 /// Every spelling of `NetworkingConfig` merged, in document order, into one `NetworkingConfig` key, and
 /// every spelling of its `EndpointsConfig` into one map, as Go's decoder fills them: a struct decoded
 /// again keeps the fields it had, a map decoded again keeps its keys, and a `null` clears either.
-pub fn normalize_networking(root: &mut Map<String, Value>) -> Result<(), String> {
+pub fn normalize_networking(root: &mut Map<String, Value>) -> Result<(), BadBody> {
     fold_spellings(root, "NetworkingConfig", |into, k, v| {
         if go_fold(&k) != "endpointsconfig" {
             replace_field(into, k, v);
@@ -51,7 +56,11 @@ pub fn normalize_networking(root: &mut Map<String, Value>) -> Result<(), String>
                     have.extend(endpoints);
                 }
             }
-            _ => return Err(format!("`{k}` in the create body is not an object")),
+            _ => {
+                return Err(BadBody(format!(
+                    "`{k}` in the create body is not an object"
+                )));
+            }
         }
         Ok(())
     })
@@ -69,8 +78,8 @@ fn replace_field(into: &mut Map<String, Value>, k: String, v: Value) {
 fn fold_spellings(
     root: &mut Map<String, Value>,
     key: &str,
-    put: impl Fn(&mut Map<String, Value>, String, Value) -> Result<(), String>,
-) -> Result<(), String> {
+    put: impl Fn(&mut Map<String, Value>, String, Value) -> Result<(), BadBody>,
+) -> Result<(), BadBody> {
     let folded = go_fold(key);
     let spellings: Vec<String> = root
         .keys()
@@ -90,7 +99,11 @@ fn fold_spellings(
                     put(into, k, v)?;
                 }
             }
-            _ => return Err(format!("`{spelling}` in the create body is not an object")),
+            _ => {
+                return Err(BadBody(format!(
+                    "`{spelling}` in the create body is not an object"
+                )));
+            }
         }
     }
     if let Some(merged) = merged {
@@ -103,18 +116,18 @@ fn fold_spellings(
 /// `HostConfig` and `NetworkingConfig` spellings folded into one each. What serde cannot read exactly
 /// (trailing data, a lone surrogate, deep nesting: Go reads all three) is an error, so that it is
 /// refused, never forwarded as it is.
-pub fn read_body(bytes: &[u8]) -> Result<Map<String, Value>, String> {
+pub fn read_body(bytes: &[u8]) -> Result<Map<String, Value>, BadBody> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
     let mut root = match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(root)) => root,
-        Ok(_) => return Err("the body is not a JSON object".into()),
+        Ok(_) => return Err(BadBody("the body is not a JSON object".into())),
         Err(e) => {
-            return Err(format!(
+            return Err(BadBody(format!(
                 "the body is not JSON the proxy can read with certainty ({e}); send one JSON object, \
                  without trailing data, lone surrogates or deep nesting"
-            ));
+            )));
         }
     };
     normalize(&mut root)?;

@@ -88,14 +88,16 @@ impl Proxy {
         volume_sink: Option<VolumeSink>,
         guard: crate::proxy::Guard,
         policy: crate::proxy::ProxyPolicy,
-    ) -> Result<Proxy, String> {
+    ) -> Result<Proxy, crate::Error> {
         let upstream = Upstream::from_env()?;
         let _ = std::fs::remove_file(socket);
         let listener = std::os::unix::net::UnixListener::bind(socket)
-            .map_err(|e| format!("listen on {}: {e}", socket.display()))?;
+            .map_err(crate::Error::io(format!("listen on {}", socket.display())))?;
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| e.to_string())?;
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+            .map_err(crate::Error::io(format!("restrict {}", socket.display())))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(crate::Error::io(format!("listen on {}", socket.display())))?;
         let shared = Arc::new(Shared {
             upstream,
             engine_max,
@@ -120,7 +122,7 @@ impl Proxy {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("start the proxy's runtime: {e}"))?;
+            .map_err(crate::Error::io("start the proxy's runtime"))?;
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let thread = std::thread::Builder::new()
             .name("docker-proxy".into())
@@ -158,7 +160,7 @@ impl Proxy {
                     for_thread.in_flight.settle(IN_FLIGHT_BOUND).await
                 })
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(crate::Error::io("start the proxy's thread"))?;
         Ok(Proxy {
             socket: socket.to_path_buf(),
             shared,

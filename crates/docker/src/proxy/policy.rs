@@ -197,7 +197,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, Refused> {
 
 /// A body as the engine reads it (`host_config::read_body`).
 fn object_of(bytes: &[u8]) -> Result<Map<String, Value>, Denied> {
-    host_config::read_body(bytes).map_err(Denied::BadRequest)
+    host_config::read_body(bytes).map_err(|e| Denied::BadRequest(e.0))
 }
 
 fn written(json: &Map<String, Value>) -> Result<Vec<u8>, Denied> {
@@ -257,7 +257,7 @@ async fn check_row(
             (0, _) | (_, None) => Ok(()),
             (memory, Some(id)) => guard::admit_update(shared, id, memory)
                 .await
-                .map_err(|refusal| refuse_message(guard::REFUSED, &refusal)),
+                .map_err(|refusal| refuse_message(guard::REFUSED, &refusal.0)),
         },
         _ => Ok(()),
     }
