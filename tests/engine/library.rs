@@ -144,7 +144,7 @@ fn outside_a_session() -> Result<(), Failed> {
         .args(["--test", "b"])
         .env_remove("CLEANTEST_SESSION")
         .env_remove("CLEANTEST_CONTROL")
-        // Today's error, without the session host (tests/any_runner.rs covers the host).
+        // Today's error, without the session host (tests/engine/any_runner.rs covers the host).
         .env("CLEANTEST_HOST", "off")
         .output()?;
     let after = unlabelled();

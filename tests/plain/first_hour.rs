@@ -222,7 +222,7 @@ fn config_mistakes_are_reported_before_anything_is_built() {
 
 #[test]
 fn the_crates_errors_say_what_to_do_under_plain_cargo_test() {
-    // Without the session host (tests/any_runner.rs covers it and the error when no binary is found).
+    // Without the session host (tests/engine/any_runner.rs covers it and the error when no binary is found).
     let out = cargo_test("plain")
         .env_remove("CLEANTEST_SESSION")
         .env_remove("CLEANTEST_CONTROL")
