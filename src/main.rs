@@ -12,6 +12,7 @@ mod config;
 use cleantest_contract as contract;
 use cleantest_docker as docker;
 mod errors;
+mod output;
 mod run;
 mod services;
 mod session;
@@ -33,7 +34,9 @@ fn main() {
 fn main_with(args: Vec<String>) {
     raise_descriptor_limit();
     if let Err(e) = docker::engine::init_runtime() {
-        eprintln!("error: cannot start the runtime for engine calls: {e}");
+        crate::output::err(format!(
+            "error: cannot start the runtime for engine calls: {e}"
+        ));
         std::process::exit(contract::EXIT_TEST_FAILED);
     }
     match args.first().map(String::as_str) {
@@ -118,9 +121,9 @@ fn parse_sub<T: clap::Parser>(args: &[String]) -> Result<T, errors::Error> {
             stray,
             e.kind(),
         ) {
-            eprintln!(
+            crate::output::err(format!(
                 "  help: the command goes after `--`: cargo cleantest exec [OPTIONS] -- {word} ..."
-            );
+            ));
         }
         std::process::exit(code);
     })
@@ -128,7 +131,7 @@ fn parse_sub<T: clap::Parser>(args: &[String]) -> Result<T, errors::Error> {
 
 /// A usage error in cargo's form, then exit 2.
 fn usage_error(message: &str, help: &str) -> ! {
-    eprintln!("error: {message}\n  help: {help}");
+    crate::output::err(format!("error: {message}\n  help: {help}"));
     std::process::exit(EXIT_USAGE);
 }
 
@@ -136,15 +139,15 @@ fn exit_with(result: Result<i32, errors::Error>) -> ! {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: failed to {e}");
+            crate::output::err(format!("error: failed to {e}"));
             if let Some(hint) = e.hint() {
-                eprintln!("  help: {hint}");
+                crate::output::err(format!("  help: {hint}"));
             }
             e.exit_code()
         }
     };
     for line in session::after_error() {
-        eprintln!("{line}");
+        crate::output::err(line);
     }
     std::process::exit(code);
 }

@@ -5,7 +5,7 @@
 use std::io::{ErrorKind, IsTerminal};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -17,7 +17,7 @@ use crate::contract::{ENV_BINARY, EXEC_ID, EXIT_LEFTOVERS, EXIT_NOT_FOUND, EXIT_
 use crate::errors::Error;
 use crate::run::cargo_program;
 use crate::session::process::{Event, ExitKind, kill_leftovers, release, wait_exit};
-use crate::session::{CleanupGuard, Session, docker_lines, signal_group, signals, start};
+use crate::session::{CleanupGuard, Profile, Session, open, signal_group, signals};
 
 /// `cargo cleantest exec [OPTIONS] -- CMD ARGS...`
 #[derive(Parser, Debug)]
@@ -55,44 +55,104 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         ..RunnerOpts::default()
     };
     let settings = Settings::load(&workspace, &runner, &args.session.guard)?;
-    let profile = start::Profile {
-        lock: settings.lock.as_deref(),
-        proxy: settings.proxy,
-        engine_reaper: settings.engine_reaper,
-        guard: &settings.guard,
-        proxy_policy: &settings.proxy_policy,
+    let _lock = open(&session, &args.session, Profile::of(&settings), &workspace)?;
+    let env = match services_env(&args, &session, &settings)? {
+        Step::Next(env) => env,
+        Step::Exit(code) => return Ok(code),
     };
-    let _lock = start::start(&session, &args.session, profile, &workspace)?;
-    let mut services = None;
-    if !args.session.no_services {
-        // Its deaths are said on stderr as they happen; exec has no report to add them to.
-        let started = crate::services::start_or_keep(
-            &session,
-            &settings.services,
-            args.session.keep_on_failure,
-        );
-        // Interrupted while the services started: the signal decides the exit code.
-        if let (Err(_), Some(signal)) = (&started, session.interrupted_by()) {
-            return Ok(signals::exit_code(signal));
-        }
-        services = Some(started?);
+    let pid = match spawn(&args, &session, &env)? {
+        Step::Next(pid) => pid,
+        Step::Exit(code) => return Ok(code),
+    };
+    let waiter = tx.clone();
+    std::thread::spawn(move || {
+        let exit = wait_exit(pid);
+        let _ = waiter.send(Event::Exited(0, exit));
+    });
+    let (exit, timed_out) = supervise(&args, &session, pid, &rx);
+    // The last moment what left the command's group is still linked to it (see `lineage`).
+    session.observe_lineage();
+    let leftovers = kill_leftovers(pid);
+    if !leftovers.is_empty() {
+        crate::output::err(format!(
+            "warning: the command left {} process(es) behind; killed them",
+            leftovers.len()
+        ));
     }
-    // The command is a process of its own: it gets its own database of each service that isolates.
-    let databases = match &services {
-        Some(started) => started
-            .databases
-            .for_process()
-            .map_err(|e| Error::Service {
-                name: e.service().unwrap_or("?").to_string(),
-                reason: e.to_string(),
-                log: String::new(),
-                help: "run fewer processes at once, or look at the service's log with \
-                       --keep-on-failure"
-                    .into(),
-            })?,
-        None => Default::default(),
-    };
+    release(pid);
+    session.remove_group(pid);
+    let failed = timed_out || !exit.success();
+    let end = session
+        .finish(args.session.keep_on_failure && failed)
+        .unwrap_or_default();
+    if !end.escaped.is_empty() {
+        crate::output::err(format!(
+            "warning: killed {} process(es) that escaped the command's group",
+            end.escaped.len()
+        ));
+    }
+    let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());
+    for line in end.docker_report(session.id()) {
+        crate::output::err(line.trim_start_matches('\n'));
+    }
+    Ok(if let Some(signal) = session.interrupted_by() {
+        signals::exit_code(signal)
+    } else if timed_out {
+        EXIT_TIMEOUT
+    } else if left_something {
+        EXIT_LEFTOVERS
+    } else {
+        match exit {
+            ExitKind::Code(code) => code,
+            ExitKind::Signal(sig) => 128 + sig,
+        }
+    })
+}
 
+/// A step of `exec` that goes on with a value, or ends the command with an exit code.
+enum Step<T> {
+    Next(T),
+    Exit(i32),
+}
+
+/// What the profile's services tell the command, with a database of its own of each service that
+/// isolates; or the exit code, when a signal came while they started.
+fn services_env(
+    args: &ExecArgs,
+    session: &Arc<Session>,
+    settings: &Settings,
+) -> Result<Step<Vec<(String, String)>>, Error> {
+    if args.session.no_services {
+        return Ok(Step::Next(Vec::new()));
+    }
+    // Its deaths are said on stderr as they happen; exec has no report to add them to.
+    let started =
+        crate::services::start_or_keep(session, &settings.services, args.session.keep_on_failure);
+    // Interrupted while the services started: the signal decides the exit code.
+    if let (Err(_), Some(signal)) = (&started, session.interrupted_by()) {
+        return Ok(Step::Exit(signals::exit_code(signal)));
+    }
+    let started = started?;
+    // The command is a process of its own: it gets its own database of each service that isolates.
+    let databases = started
+        .databases
+        .for_process()
+        .map_err(|e| Error::Service {
+            name: e.service().unwrap_or("?").to_string(),
+            reason: e.to_string(),
+            log: String::new(),
+            help: "run fewer processes at once, or look at the service's log with \
+                   --keep-on-failure"
+                .into(),
+        })?;
+    let mut env = started.env;
+    env.extend(databases.env.iter().cloned());
+    Ok(Step::Next(env))
+}
+
+/// Starts the command in a process group of its own, registered with the session: its pid, or the
+/// shell's exit code for a command that is not there (127) or cannot run (126).
+fn spawn(args: &ExecArgs, session: &Session, env: &[(String, String)]) -> Result<Step<i32>, Error> {
     let mut command = Command::new(&args.command[0]);
     command
         .args(&args.command[1..])
@@ -105,8 +165,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
             Stdio::inherit()
         })
         .process_group(0);
-    session.configure(&mut command);
-    command.envs(databases.env.iter().cloned());
+    session.configure(&mut command).envs(env.iter().cloned());
     let spawning = session.spawning();
     let child = match command.spawn() {
         Ok(child) => child,
@@ -117,8 +176,8 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
             } else {
                 EXIT_NOT_FOUND - 1
             };
-            eprintln!("error: cannot run `{}`: {e}", args.command[0]);
-            return Ok(code);
+            crate::output::err(format!("error: cannot run `{}`: {e}", args.command[0]));
+            return Ok(Step::Exit(code));
         }
         Err(source) => {
             return Err(Error::Spawn {
@@ -130,14 +189,19 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     let pid = child.id() as i32;
     session.add_group(pid);
     drop(spawning);
-    let waiter = tx.clone();
     // The child is not reaped until its group has been killed for the last time (see `wait_exit`).
     drop(child);
-    std::thread::spawn(move || {
-        let exit = wait_exit(pid);
-        let _ = waiter.send(Event::Exited(0, exit));
-    });
+    Ok(Step::Next(pid))
+}
 
+/// Waits for the command's exit, stopping it at its timeout (SIGTERM, then SIGKILL after the grace
+/// period) or after a signal; how it exited, and whether it timed out.
+fn supervise(
+    args: &ExecArgs,
+    session: &Session,
+    pid: i32,
+    rx: &mpsc::Receiver<Event>,
+) -> (ExitKind, bool) {
     let deadline = args.timeout.map(|t| Instant::now() + t);
     let mut kill_at: Option<Instant> = None;
     let mut timed_out = false;
@@ -167,7 +231,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
                     kill_at = None;
                 } else if deadline.is_some_and(|t| now >= t) && !timed_out {
                     timed_out = true;
-                    eprintln!("warning: the command ran past its timeout; stopping it");
+                    crate::output::err("warning: the command ran past its timeout; stopping it");
                     signal_group(pid, Signal::SIGTERM);
                     kill_at = Some(now + args.grace_period);
                 }
@@ -175,44 +239,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break ExitKind::Code(-1),
         }
     };
-    // The last moment what left the command's group is still linked to it (see `lineage`).
-    session.observe_lineage();
-    let leftovers = kill_leftovers(pid);
-    if !leftovers.is_empty() {
-        eprintln!(
-            "warning: the command left {} process(es) behind; killed them",
-            leftovers.len()
-        );
-    }
-    release(pid);
-    session.remove_group(pid);
-    let failed = timed_out || !exit.success();
-    let end = session
-        .finish(args.session.keep_on_failure && failed)
-        .unwrap_or_default();
-    if !end.escaped.is_empty() {
-        eprintln!(
-            "warning: killed {} process(es) that escaped the command's group",
-            end.escaped.len()
-        );
-    }
-    let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());
-    let docker = end.docker.map(|e| docker_lines(&e, session.id()));
-    for line in end.stale.iter().chain(docker.iter().flatten()) {
-        eprintln!("{}", line.trim_start_matches('\n'));
-    }
-    Ok(if let Some(signal) = session.interrupted_by() {
-        signals::exit_code(signal)
-    } else if timed_out {
-        EXIT_TIMEOUT
-    } else if left_something {
-        EXIT_LEFTOVERS
-    } else {
-        match exit {
-            ExitKind::Code(code) => code,
-            ExitKind::Signal(sig) => 128 + sig,
-        }
-    })
+    (exit, timed_out)
 }
 
 /// The cargo workspace around the current directory (so `exec` shares the test runs' default lock),

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{ProfileArg, RunnerOpts, SessionOpts};
 use crate::config::Settings;
-use crate::session::{CleanupGuard, Session, docker_lines, signals, start};
+use crate::session::{CleanupGuard, Profile, Session, open, signals};
 
 /// The hidden subcommand.
 pub(crate) const SUBCOMMAND: &str = "__host";
@@ -126,9 +126,8 @@ pub(crate) fn run(args: &[String]) -> i32 {
     let left = match session.finish(false) {
         Some(end) => {
             let left = end.docker.as_ref().is_some_and(|d| d.left_something());
-            let docker = end.docker.map(|d| docker_lines(&d, session.id()));
-            for line in end.stale.iter().chain(docker.iter().flatten()) {
-                eprintln!("{}", line.trim_start_matches('\n'));
+            for line in end.docker_report(session.id()) {
+                crate::output::err(line.trim_start_matches('\n'));
             }
             left
         }
@@ -158,14 +157,12 @@ fn serve(session: &std::sync::Arc<Session>, args: &HostArgs) -> Result<PathBuf, 
         ..SessionOpts::default()
     };
     let settings = Settings::load(&workspace, &runner, &opts.guard).map_err(|e| e.to_string())?;
-    let profile = start::Profile {
+    let profile = Profile {
         lock: None,
         proxy: false,
-        engine_reaper: settings.engine_reaper,
-        guard: &settings.guard,
-        proxy_policy: &settings.proxy_policy,
+        ..Profile::of(&settings)
     };
-    start::start(session, &opts, profile, &workspace).map_err(|e| e.to_string())?;
+    open(session, &opts, profile, &workspace).map_err(|e| e.to_string())?;
     let socket = crate::services::serve_host(session, settings.services.clone(), args.key_pid)
         .map_err(|e| format!("cannot serve the control socket: {e}"))?;
     write_address(&args.address, &socket)

@@ -33,13 +33,13 @@ pub(crate) fn run(args: ServicesArgs) -> Result<i32, Error> {
     let settings = Settings::load(&workspace, &opts, &Default::default())?;
     let profile = args.profile.config_profile.as_deref().unwrap_or("default");
     if settings.services.is_empty() {
-        println!("profile `{profile}` starts no services");
+        crate::output::out(format!("profile `{profile}` starts no services"));
         return Ok(0);
     }
-    println!("profile `{profile}` starts, in this order:");
+    crate::output::out(format!("profile `{profile}` starts, in this order:"));
     for spec in &settings.services {
         for line in describe(spec) {
-            println!("{line}");
+            crate::output::out(line);
         }
     }
     Ok(0)

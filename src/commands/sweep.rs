@@ -65,6 +65,49 @@ pub(crate) struct SweepArgs {
 }
 
 pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
+    check_selection(&args)?;
+    let run = args.run.as_deref().map(run_id::check).transpose()?;
+    let engine = match docker::connect() {
+        Connection::Up(engine) => engine,
+        Connection::Down {
+            endpoint, reason, ..
+        } => return Err(Error::DockerDown { endpoint, reason }),
+    };
+    let state = state::state_dir().map_err(Error::State)?;
+    let records = record::all(&state);
+    let live: HashSet<String> = records
+        .iter()
+        .filter(|f| f.alive)
+        .map(|f| f.record.id.clone())
+        .collect();
+    let mut picked = Picked::default();
+    pick_sessions(&args, &engine, &records, &live, &mut picked)?;
+    for f in &records {
+        let stale = args.stale && !f.alive && f.record.status != Status::Kept;
+        let kept = args.kept && !f.alive && f.record.status == Status::Kept;
+        if (stale || kept) && !picked.chosen.iter().any(|c| c.record.id == f.record.id) {
+            picked.chosen.push(f.clone());
+        }
+    }
+    if let Some(run) = &run {
+        pick_run(&args, run, &engine, &records, &live, &mut picked)?;
+    }
+    if (args.all || args.older_than.is_some())
+        && !pick_labelled(&args, &engine, &live, &mut picked)?
+    {
+        crate::output::note("nothing removed");
+        return Ok(EXIT_OK);
+    }
+    if args.dry_run {
+        sweep_records(&engine, &picked.chosen, true);
+        print_resources(&picked.loose);
+        return Ok(EXIT_OK);
+    }
+    remove_picked(&args, &engine, &state, &live, picked)
+}
+
+/// A sweep selects something, and `--forget` names what to forget.
+fn check_selection(args: &SweepArgs) -> Result<(), Error> {
     if args.sessions.is_empty()
         && !args.stale
         && !args.kept
@@ -81,22 +124,24 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
             "--forget needs the sessions to forget: pass --session ID or --stale".into(),
         ));
     }
-    let run = args.run.as_deref().map(run_id::check).transpose()?;
-    let engine = match docker::connect() {
-        Connection::Up(engine) => engine,
-        Connection::Down {
-            endpoint, reason, ..
-        } => return Err(Error::DockerDown { endpoint, reason }),
-    };
-    let state = state::state_dir().map_err(Error::State)?;
-    let records = record::all(&state);
-    let live: HashSet<String> = records
-        .iter()
-        .filter(|f| f.alive)
-        .map(|f| f.record.id.clone())
-        .collect();
-    let mut chosen: Vec<FoundRecord> = Vec::new();
-    let mut loose: Vec<Resource> = Vec::new();
+    Ok(())
+}
+
+/// What a sweep removes: sessions with a record here (swept with it), and resources without one.
+#[derive(Default)]
+struct Picked {
+    chosen: Vec<FoundRecord>,
+    loose: Vec<Resource>,
+}
+
+/// `--session ID`: never a live one, whether its record is here or its owner labels say so.
+fn pick_sessions(
+    args: &SweepArgs,
+    engine: &docker::Engine,
+    records: &[FoundRecord],
+    live: &HashSet<String>,
+    picked: &mut Picked,
+) -> Result<(), Error> {
     for id in &args.sessions {
         if live.contains(id) {
             return Err(Error::Usage(format!(
@@ -104,103 +149,118 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
             )));
         }
         match records.iter().find(|f| &f.record.id == id) {
-            Some(f) => chosen.push(f.clone()),
+            Some(f) => picked.chosen.push(f.clone()),
             None => {
-                let found = docker::list_session(&engine, id, &state::anonymous_volumes_of(id))
+                let found = docker::list_session(engine, id, &state::anonymous_volumes_of(id))
                     .map_err(docker_error)?;
                 if session_liveness(found.iter().map(|r| &r.labels)) == Some(Liveness::Alive) {
                     return Err(Error::Usage(format!(
                         "sweep session {id}: its runner is still running on this host; stop that run first"
                     )));
                 }
-                loose.extend(found);
+                picked.loose.extend(found);
             }
         }
     }
-    for f in &records {
-        let stale = args.stale && !f.alive && f.record.status != Status::Kept;
-        let kept = args.kept && !f.alive && f.record.status == Status::Kept;
-        if (stale || kept) && !chosen.iter().any(|c| c.record.id == f.record.id) {
-            chosen.push(f.clone());
+    Ok(())
+}
+
+/// `--run ID`: every session of the run on this engine, but those `of_run` leaves alone.
+fn pick_run(
+    args: &SweepArgs,
+    run: &str,
+    engine: &docker::Engine,
+    records: &[FoundRecord],
+    live: &HashSet<String>,
+    picked: &mut Picked,
+) -> Result<(), Error> {
+    let found = docker::list(engine, &[format!("{RUN_LABEL}={run}")]).map_err(docker_error)?;
+    let sessions = of_run(&found, live, args.include_live);
+    for (session, held) in &sessions {
+        if let Some(why) = held {
+            crate::output::note(format!("left session {session} of run {run}: {why}"));
+            continue;
+        }
+        // A live record (--include-live) is not settled here: its runner settles it.
+        match records.iter().find(|f| &f.record.id == session && !f.alive) {
+            Some(f) => picked.chosen.push(f.clone()),
+            None => picked.loose.extend(
+                docker::list_session(engine, session, &state::anonymous_volumes_of(session))
+                    .map_err(docker_error)?,
+            ),
         }
     }
-    if let Some(run) = &run {
-        let found = docker::list(&engine, &[format!("{RUN_LABEL}={run}")]).map_err(docker_error)?;
-        let sessions = of_run(&found, &live, args.include_live);
-        for (session, held) in &sessions {
-            if let Some(why) = held {
-                eprintln!("note: left session {session} of run {run}: {why}");
-                continue;
-            }
-            // A live record (--include-live) is not settled here: its runner settles it.
-            match records.iter().find(|f| &f.record.id == session && !f.alive) {
-                Some(f) => chosen.push(f.clone()),
-                None => loose.extend(
-                    docker::list_session(&engine, session, &state::anonymous_volumes_of(session))
-                        .map_err(docker_error)?,
-                ),
-            }
-        }
-        if sessions.is_empty() {
-            eprintln!("note: no resource of run {run} on this engine");
+    if sessions.is_empty() {
+        crate::output::note(format!("no resource of run {run} on this engine"));
+    }
+    Ok(())
+}
+
+/// `--all` and `--older-than`: what carries `cleantest.session`, live sessions and (without
+/// `--other-hosts`) other hosts' left alone. False when `--all` was asked about and declined.
+fn pick_labelled(
+    args: &SweepArgs,
+    engine: &docker::Engine,
+    live: &HashSet<String>,
+    picked: &mut Picked,
+) -> Result<bool, Error> {
+    let cutoff = args
+        .older_than
+        .map(|d| now_secs().saturating_sub(d.as_secs()) as i64);
+    let everything = docker::list(engine, &[SESSION_LABEL.to_string()]).map_err(docker_error)?;
+    let liveness = liveness_by_session(&everything, live);
+    let mut held = Held::default();
+    for r in &everything {
+        let session = session_of(r);
+        let old_enough = match cutoff {
+            Some(cutoff) if !args.all => r.created.is_some_and(|c| c < cutoff),
+            _ => true,
+        };
+        match liveness[session] {
+            _ if !old_enough => {}
+            Some(Liveness::Alive) => held.alive.push(session),
+            Some(Liveness::OtherHost) if !args.other_hosts => held.elsewhere.push(session),
+            _ => picked.loose.push(r.clone()),
         }
     }
-    if args.all || args.older_than.is_some() {
-        let cutoff = args
-            .older_than
-            .map(|d| now_secs().saturating_sub(d.as_secs()) as i64);
-        let everything =
-            docker::list(&engine, &[SESSION_LABEL.to_string()]).map_err(docker_error)?;
-        let liveness = liveness_by_session(&everything, &live);
-        let mut held = Held::default();
-        for r in &everything {
-            let session = session_of(r);
-            let old_enough = match cutoff {
-                Some(cutoff) if !args.all => r.created.is_some_and(|c| c < cutoff),
-                _ => true,
-            };
-            match liveness[session] {
-                _ if !old_enough => {}
-                Some(Liveness::Alive) => held.alive.push(session),
-                Some(Liveness::OtherHost) if !args.other_hosts => held.elsewhere.push(session),
-                _ => loose.push(r.clone()),
-            }
-        }
-        held.report();
-        if args.all && !args.dry_run && !args.yes && !confirm(loose.len())? {
-            eprintln!("note: nothing removed");
-            return Ok(EXIT_OK);
-        }
-    }
-    if args.dry_run {
-        sweep_records(&engine, &chosen, true);
-        print_resources(&loose);
-        return Ok(EXIT_OK);
-    }
-    let sessions = sweep_records(&engine, &chosen, false);
+    held.report();
+    Ok(!args.all || args.dry_run || args.yes || confirm(picked.loose.len())?)
+}
+
+/// Removes what was picked: the chosen sessions with their records, then the loose resources (after
+/// the processes of dead sessions among them); the exit code.
+fn remove_picked(
+    args: &SweepArgs,
+    engine: &docker::Engine,
+    state: &std::path::Path,
+    live: &HashSet<String>,
+    picked: Picked,
+) -> Result<i32, Error> {
+    let Picked { chosen, mut loose } = picked;
+    let sessions = sweep_records(engine, &chosen, false);
     let mut unreachable: HashSet<&str> = HashSet::new();
     for (id, line) in &sessions.unreachable {
-        match record::find(&state, id).filter(|_| args.forget) {
+        match record::find(state, id).filter(|_| args.forget) {
             Some(found) => match found.remove() {
-                Ok(()) => println!(
+                Ok(()) => crate::output::out(format!(
                     "forgot session {id}: its engine does not answer, and whatever it left there stays"
-                ),
+                )),
                 Err(e) => {
-                    eprintln!("warning: failed to forget session {id}: {e}");
+                    crate::output::warn(format!("failed to forget session {id}: {e}"));
                     unreachable.insert(id);
                 }
             },
             None => {
-                println!("{line}");
+                crate::output::out(line);
                 unreachable.insert(id);
             }
         }
     }
     if sessions.processes > 0 {
-        println!(
+        crate::output::out(format!(
             "killed {} process(es) of dead sessions still running on this host",
             sessions.processes
-        );
+        ));
     }
     let mut removal = sessions.removal;
     let mut seen: HashSet<String> = HashSet::new();
@@ -209,21 +269,23 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
     // may still run (runner and reaper both SIGKILLed, the record in another state directory). They
     // carry the session in their environment; kill them before the resources go.
     let mut killed = 0;
-    for (session, liveness) in liveness_by_session(&loose, &live) {
+    for (session, liveness) in liveness_by_session(&loose, live) {
         if liveness == Some(Liveness::Dead) && is_session_id(session) {
             killed += orphans::kill_session(session).len();
         }
     }
     if killed > 0 {
-        println!("killed {killed} process(es) of dead sessions without a record here");
+        crate::output::out(format!(
+            "killed {killed} process(es) of dead sessions without a record here"
+        ));
     }
-    removal.absorb(docker::remove(&engine, &loose));
-    println!("{}", removal.line());
+    removal.absorb(docker::remove(engine, &loose));
+    crate::output::out(removal.line());
     print_failures(&removal);
     // Records of sessions swept whole (by --session) are forgotten too; one whose engine did not answer
     // was not swept, and is kept as its line said.
     for id in &args.sessions {
-        if let Some(f) = record::find(&state, id)
+        if let Some(f) = record::find(state, id)
             .filter(|_| removal.failures.is_empty() && !unreachable.contains(id.as_str()))
         {
             let _ = f.remove();
@@ -296,19 +358,19 @@ impl Held<'_> {
     fn report(&self) {
         let sessions = |ids: &[&str]| ids.iter().collect::<HashSet<_>>().len();
         if !self.alive.is_empty() {
-            eprintln!(
+            crate::output::err(format!(
                 "note: left {} resource(s) of {} session(s) whose runner is still running",
                 self.alive.len(),
                 sessions(&self.alive)
-            );
+            ));
         }
         if !self.elsewhere.is_empty() {
-            eprintln!(
+            crate::output::err(format!(
                 "note: left {} resource(s) of {} session(s) of other hosts, whose runners can't be checked from \
                  here; name them with --session ID, or pass --other-hosts",
                 self.elsewhere.len(),
                 sessions(&self.elsewhere)
-            );
+            ));
         }
     }
 }
@@ -326,7 +388,9 @@ fn confirm(count: usize) -> Result<bool, Error> {
             "sweep --all without confirmation: it would remove {count} labelled resource(s) on this engine; pass --yes"
         )));
     }
-    eprint!("remove {count} resource(s) labelled {SESSION_LABEL} on this engine? [y/N] ");
+    crate::output::err_raw(format!(
+        "remove {count} resource(s) labelled {SESSION_LABEL} on this engine? [y/N] "
+    ));
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
@@ -338,15 +402,21 @@ pub(crate) fn print_failures(removal: &Removal) {
     if removal.failures.is_empty() {
         return;
     }
-    println!("could not remove {} resource(s):", removal.failures.len());
+    crate::output::out(format!(
+        "could not remove {} resource(s):",
+        removal.failures.len()
+    ));
     for f in &removal.failures {
-        println!(
+        crate::output::out(format!(
             "    {} {} ({}): {}",
             f.resource.kind.word(),
             f.resource.name,
             short(&f.resource.id),
             f.error
-        );
-        println!("        retry: {}", docker::sweep::retry_command(f));
+        ));
+        crate::output::out(format!(
+            "        retry: {}",
+            docker::sweep::retry_command(f)
+        ));
     }
 }

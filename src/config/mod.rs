@@ -81,7 +81,10 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    /// Resolves the settings for a workspace whose root is `root`.
+    /// Resolves the settings for a workspace whose root is `root`, from its layers merged once
+    /// (`ProfileConfig::over`): the command line (with the `CLEANTEST_*` environment, which clap reads
+    /// into the same flags), the selected profile, `[profile.default]`; what none sets takes its
+    /// built-in default here.
     pub(crate) fn load(
         root: &Path,
         args: &RunnerOpts,
@@ -90,147 +93,41 @@ impl Settings {
         let path = root.join(CONFIG_PATH);
         let file = read_config(&path)?;
         let name = args.profile.config_profile.as_deref().unwrap_or("default");
-        let default = file.profile.get("default").cloned().unwrap_or_default();
-        let profile = match (name, file.profile.get(name)) {
-            ("default", _) => default,
-            (_, Some(p)) => p.over(&default),
-            (_, None) if !path.exists() => {
-                return Err(Error::NoConfigFile {
-                    name: name.to_string(),
-                    path,
-                });
-            }
-            (_, None) => {
-                let mut defined: Vec<String> = file.profile.keys().cloned().collect();
-                if !defined.iter().any(|p| p == "default") {
-                    defined.insert(0, "default".into());
-                }
-                return Err(Error::NoProfile {
-                    name: name.to_string(),
-                    path,
-                    defined,
-                });
-            }
+        let profile = select_profile(&file, name, &path)?;
+        let config_error = |message: String| Error::Config {
+            path: path.clone(),
+            message,
         };
         let overrides = profile
             .overrides
             .iter()
             .map(Override::compile)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|message| Error::Config {
-                path: path.clone(),
-                message,
-            })?;
+            .map_err(config_error)?;
         if profile.test_threads == Some(0) {
-            return Err(Error::Config {
-                path,
-                message: "`test-threads` must be at least 1".into(),
-            });
+            return Err(config_error("`test-threads` must be at least 1".into()));
         }
-        let mut defined = file.services.clone();
-        // `[services.NAME]` tables without an `image` add to a compose service of that name.
-        let mut overlays: BTreeMap<String, services::ServiceConfig> = BTreeMap::new();
-        defined.retain(|name, service| {
-            let overlay = service.image.trim().is_empty();
-            if overlay {
-                overlays.insert(name.clone(), service.clone());
-            }
-            !overlay
-        });
-        if let Some(compose) = &profile.compose_file {
-            let compose_path = root.join(compose);
-            let fail = |message: String| Error::Config {
-                path: compose_path.clone(),
-                message,
-            };
-            let read = compose::read(&compose_path, &compose_profiles(&profile)).map_err(fail)?;
-            for warning in read.warnings {
-                eprintln!("warning: {}: {warning}", compose_path.display());
-            }
-            for note in read.notes {
-                eprintln!("note: {}: {note}", compose_path.display());
-            }
-            for (name, mut service) in read.services {
-                if defined.contains_key(&name) {
-                    return Err(fail(format!(
-                        "service `{name}` is also defined in {}; rename one of them, or leave `image` \
-                         out of its [services.{name}] table to add `export`, `ready` or \
-                         `ready-timeout` to the compose service",
-                        path.display()
-                    )));
-                }
-                if let Some(overlay) = overlays.remove(&name) {
-                    overlay::apply(&name, &overlay, &mut service).map_err(|message| {
-                        Error::Config {
-                            path: path.clone(),
-                            message,
-                        }
-                    })?;
-                }
-                defined.insert(name, service);
-            }
-        }
-        // One left over adds to no service here: fine if another profile's compose file has it (the
-        // tables are shared by every profile), else a mistake. Those files are read only then.
-        if !overlays.is_empty() {
-            let elsewhere: Vec<String> = file
-                .profile
-                .values()
-                .filter_map(|p| p.compose_file.as_ref())
-                .filter_map(|f| compose::service_names(&root.join(f)))
-                .flatten()
-                .collect();
-            if let Some(name) = overlays.keys().find(|n| !elsewhere.contains(n)) {
-                return Err(no_image(&path, name, profile.compose_file.as_deref()));
-            }
-        }
-        let mut services = services::resolve(&defined, profile.services.as_deref())
-            .map_err(|message| resolve_error(&path, &defined, message))?;
-        for spec in &mut services {
-            if let Some(migrate) = &spec.migrate {
-                let resolved = migrate.resolved(root).map_err(|why| Error::Config {
-                    path: path.clone(),
-                    message: format!("[services.{}]: {why}", spec.name),
-                })?;
-                spec.migrate = Some(resolved);
-            }
-        }
+        let services = resolve_services(root, &path, &file, &profile)?;
+        let merged = ProfileConfig::command_line(args).over(&profile);
+        let proxy_policy = match &merged.proxy {
+            Some(p) => p.policy().map_err(config_error)?,
+            None => proxy::ProxyPolicy::default(),
+        };
         let settings = Settings {
-            timeout: args
-                .timeout
-                .or(profile.timeout.map(|d| d.0))
-                .unwrap_or(DEFAULT_TIMEOUT),
-            list_timeout: args
-                .list_timeout
-                .or(profile.list_timeout.map(|d| d.0))
-                .unwrap_or(DEFAULT_LIST_TIMEOUT),
-            grace_period: args
-                .grace_period
-                .or(profile.grace_period.map(|d| d.0))
-                .unwrap_or(DEFAULT_GRACE),
-            heartbeat: args
-                .heartbeat
-                .or(profile.heartbeat.map(|d| d.0))
-                .unwrap_or(DEFAULT_HEARTBEAT),
-            isolate: if args.isolate_given {
-                args.isolate
-            } else {
-                profile.isolate.unwrap_or(false)
-            },
-            test_threads: profile.test_threads,
-            lock: profile.lock.clone(),
-            proxy: profile.proxy.as_ref().is_none_or(|p| p.enabled()),
-            proxy_policy: match &profile.proxy {
-                Some(p) => p.policy().map_err(|why| Error::Config {
-                    path: CONFIG_PATH.into(),
-                    message: why,
-                })?,
-                None => proxy::ProxyPolicy::default(),
-            },
-            engine_reaper: profile.engine_reaper,
+            timeout: merged.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
+            list_timeout: merged.list_timeout.map_or(DEFAULT_LIST_TIMEOUT, |d| d.0),
+            grace_period: merged.grace_period.map_or(DEFAULT_GRACE, |d| d.0),
+            heartbeat: merged.heartbeat.map_or(DEFAULT_HEARTBEAT, |d| d.0),
+            isolate: merged.isolate.unwrap_or(false),
+            test_threads: merged.test_threads,
+            lock: merged.lock.clone(),
+            proxy: merged.proxy.as_ref().is_none_or(|p| p.enabled()),
+            proxy_policy,
+            engine_reaper: merged.engine_reaper,
             services,
-            retries: args.ci.retries.or(profile.retries).unwrap_or(0),
-            flaky_fails: args.ci.flaky_result.or(profile.flaky_result) == Some(FlakyResult::Fail),
+            retries: merged.retries.unwrap_or(0),
+            flaky_fails: merged.flaky_result == Some(FlakyResult::Fail),
+            // The guard's limits name where each was set, so the flags are kept apart from the keys.
             guard: guard::resolve(
                 guard,
                 guard::GuardConfig {
@@ -240,10 +137,7 @@ impl Settings {
                     min_free_memory: profile.min_free_memory,
                 },
             ),
-            leak_fails: match args.leak.as_deref() {
-                Some(policy) => policy == "fail",
-                None => profile.leak == Some(LeakPolicy::Fail),
-            },
+            leak_fails: merged.leak == Some(LeakPolicy::Fail),
             overrides,
         };
         for (key, limit) in [
@@ -252,10 +146,7 @@ impl Settings {
             ("heartbeat", settings.heartbeat),
         ] {
             if limit.is_zero() {
-                return Err(Error::Config {
-                    path,
-                    message: format!("`{key}` must be longer than zero"),
-                });
+                return Err(config_error(format!("`{key}` must be longer than zero")));
             }
         }
         Ok(settings)
@@ -397,6 +288,122 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
         }
         None => message,
     }
+}
+
+/// The profile `name` over `[profile.default]`; an unknown name says which profiles there are.
+fn select_profile(file: &ConfigFile, name: &str, path: &Path) -> Result<ProfileConfig, Error> {
+    let default = file.profile.get("default").cloned().unwrap_or_default();
+    match (name, file.profile.get(name)) {
+        ("default", _) => Ok(default),
+        (_, Some(p)) => Ok(p.over(&default)),
+        (_, None) if !path.exists() => Err(Error::NoConfigFile {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+        }),
+        (_, None) => {
+            let mut defined: Vec<String> = file.profile.keys().cloned().collect();
+            if !defined.iter().any(|p| p == "default") {
+                defined.insert(0, "default".into());
+            }
+            Err(Error::NoProfile {
+                name: name.to_string(),
+                path: path.to_path_buf(),
+                defined,
+            })
+        }
+    }
+}
+
+/// The profile's services, each after its dependencies: the config's `[services.NAME]` tables and
+/// its compose file's services, with the tables that have no `image` laid over compose services of
+/// their name, and `migrate` directories resolved.
+fn resolve_services(
+    root: &Path,
+    path: &Path,
+    file: &ConfigFile,
+    profile: &ProfileConfig,
+) -> Result<Vec<services::ServiceSpec>, Error> {
+    let mut defined = file.services.clone();
+    // `[services.NAME]` tables without an `image` add to a compose service of that name.
+    let mut overlays: BTreeMap<String, services::ServiceConfig> = BTreeMap::new();
+    defined.retain(|name, service| {
+        let overlay = service.image.trim().is_empty();
+        if overlay {
+            overlays.insert(name.clone(), service.clone());
+        }
+        !overlay
+    });
+    if let Some(compose) = &profile.compose_file {
+        add_compose_services(root, path, compose, profile, &mut defined, &mut overlays)?;
+    }
+    // One left over adds to no service here: fine if another profile's compose file has it (the
+    // tables are shared by every profile), else a mistake. Those files are read only then.
+    if !overlays.is_empty() {
+        let elsewhere: Vec<String> = file
+            .profile
+            .values()
+            .filter_map(|p| p.compose_file.as_ref())
+            .filter_map(|f| compose::service_names(&root.join(f)))
+            .flatten()
+            .collect();
+        if let Some(name) = overlays.keys().find(|n| !elsewhere.contains(n)) {
+            return Err(no_image(path, name, profile.compose_file.as_deref()));
+        }
+    }
+    let mut services = services::resolve(&defined, profile.services.as_deref())
+        .map_err(|message| resolve_error(path, &defined, message))?;
+    for spec in &mut services {
+        if let Some(migrate) = &spec.migrate {
+            let resolved = migrate.resolved(root).map_err(|why| Error::Config {
+                path: path.to_path_buf(),
+                message: format!("[services.{}]: {why}", spec.name),
+            })?;
+            spec.migrate = Some(resolved);
+        }
+    }
+    Ok(services)
+}
+
+/// The services of the profile's compose file, added to `defined`, with the overlays of their names
+/// applied (and taken from `overlays`).
+fn add_compose_services(
+    root: &Path,
+    path: &Path,
+    compose: &str,
+    profile: &ProfileConfig,
+    defined: &mut BTreeMap<String, services::ServiceConfig>,
+    overlays: &mut BTreeMap<String, services::ServiceConfig>,
+) -> Result<(), Error> {
+    let compose_path = root.join(compose);
+    let fail = |message: String| Error::Config {
+        path: compose_path.clone(),
+        message,
+    };
+    let read = compose::read(&compose_path, &compose_profiles(profile)).map_err(fail)?;
+    for warning in read.warnings {
+        crate::output::err(format!("warning: {}: {warning}", compose_path.display()));
+    }
+    for note in read.notes {
+        crate::output::err(format!("note: {}: {note}", compose_path.display()));
+    }
+    for (name, mut service) in read.services {
+        if defined.contains_key(&name) {
+            return Err(fail(format!(
+                "service `{name}` is also defined in {}; rename one of them, or leave `image` \
+                 out of its [services.{name}] table to add `export`, `ready` or \
+                 `ready-timeout` to the compose service",
+                path.display()
+            )));
+        }
+        if let Some(overlay) = overlays.remove(&name) {
+            overlay::apply(&name, &overlay, &mut service).map_err(|message| Error::Config {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        }
+        defined.insert(name, service);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use super::duration::ConfigDuration;
 use super::memory::Memory;
 use super::overrides::OverrideConfig;
 use super::proxy::ProxyConfig;
-use crate::cli::{EngineReaperMode, FlakyResult};
+use crate::cli::{EngineReaperMode, FlakyResult, RunnerOpts};
 
 /// What leaving processes behind is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -57,6 +57,26 @@ pub(crate) struct ProfileConfig {
 }
 
 impl ProfileConfig {
+    /// The command line as a layer: the flags (and the `CLEANTEST_*` variables clap reads into them)
+    /// that a profile may set too. Only what was given is set.
+    pub(crate) fn command_line(args: &RunnerOpts) -> ProfileConfig {
+        let duration = |d: Option<std::time::Duration>| d.map(ConfigDuration);
+        ProfileConfig {
+            timeout: duration(args.timeout),
+            list_timeout: duration(args.list_timeout),
+            grace_period: duration(args.grace_period),
+            heartbeat: duration(args.heartbeat),
+            isolate: args.isolate_given.then_some(args.isolate),
+            leak: args.leak.as_deref().map(|policy| match policy {
+                "fail" => LeakPolicy::Fail,
+                _ => LeakPolicy::Report,
+            }),
+            retries: args.ci.retries,
+            flaky_result: args.ci.flaky_result,
+            ..ProfileConfig::default()
+        }
+    }
+
     /// Layers `self` over `base`: keys set here win, overrides of both apply (these first).
     pub(crate) fn over(&self, base: &ProfileConfig) -> ProfileConfig {
         ProfileConfig {

@@ -240,9 +240,9 @@ pub(crate) fn build(args: &RunArgs, session: &Session) -> Result<Built, Error> {
                         .push((artifact.target.name.clone(), exe.into_std_path_buf()));
                 }
             }
-            Ok(Message::TextLine(line)) => eprintln!("{line}"),
+            Ok(Message::TextLine(line)) => crate::output::err(line),
             Ok(_) => {}
-            Err(e) => eprintln!("warning: unreadable message from cargo: {e}"),
+            Err(e) => crate::output::err(format!("warning: unreadable message from cargo: {e}")),
         }
     }
     let status = child.wait().map_err(|source| Error::Spawn {

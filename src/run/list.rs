@@ -11,6 +11,7 @@ use super::unit::UnitKind;
 use crate::cli::{RunIgnored, TestArgs};
 use crate::errors::Error;
 use crate::session::Session;
+use crate::session::locked;
 use crate::session::process::capture;
 
 /// One binary's tests.
@@ -24,6 +25,15 @@ pub(crate) struct Listing {
     pub filtered_out: usize,
 }
 
+/// What listing runs binaries with: the session's environment and the services' (as the tests get
+/// them), within a bound per listing.
+#[derive(Clone, Copy)]
+pub(crate) struct Lister<'a> {
+    pub session: &'a Session,
+    pub service_env: &'a [(String, String)],
+    pub timeout: Duration,
+}
+
 /// Lists every binary whose unit is not run whole, `jobs` at a time; the results are in the order of
 /// `binaries`, `None` for a binary to run whole. A binary whose listing fails is run whole too, as cargo
 /// test runs it, with a warning: a run is never refused for how a harness lists.
@@ -31,9 +41,8 @@ pub(crate) fn list_all(
     binaries: &[Arc<TestBinary>],
     args: &TestArgs,
     kind: impl Fn(&TestBinary) -> UnitKind + Sync,
-    session: &Session,
+    lister: Lister<'_>,
     jobs: usize,
-    timeout: Duration,
 ) -> Vec<Option<Listing>> {
     let next = Mutex::new(0usize);
     let results: Vec<Mutex<Option<Listing>>> = binaries.iter().map(|_| Mutex::new(None)).collect();
@@ -42,7 +51,7 @@ pub(crate) fn list_all(
             scope.spawn(|| {
                 loop {
                     let i = {
-                        let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut n = locked(&next);
                         let i = *n;
                         *n += 1;
                         i
@@ -52,14 +61,14 @@ pub(crate) fn list_all(
                     };
                     let listing = match kind(binary) {
                         UnitKind::Whole => continue,
-                        kind => list(binary, args, kind == UnitKind::Isolated, session, timeout),
+                        kind => list(binary, args, kind == UnitKind::Isolated, lister),
                     };
                     let listing = listing
                         .inspect_err(|e| {
-                            eprintln!(
+                            crate::output::err(format!(
                                 "warning: failed to {e}; running {} whole, as cargo test runs it",
                                 binary.id
-                            )
+                            ))
                         })
                         .ok();
                     *results[i].lock().unwrap_or_else(|e| e.into_inner()) = listing;
@@ -78,21 +87,20 @@ pub(crate) fn list(
     binary: &TestBinary,
     args: &TestArgs,
     need_ignored: bool,
-    session: &Session,
-    timeout: Duration,
+    lister: Lister<'_>,
 ) -> Result<Listing, Error> {
-    let tests = run_list(binary, &args.selection(), session, timeout)?;
+    let tests = run_list(binary, &args.selection(), lister)?;
     let ignored = if need_ignored && args.ignored == RunIgnored::No {
         let mut only_ignored = args.clone();
         only_ignored.ignored = RunIgnored::Only;
-        run_list(binary, &only_ignored.selection(), session, timeout)?
+        run_list(binary, &only_ignored.selection(), lister)?
             .into_iter()
             .collect()
     } else {
         HashSet::new()
     };
     let filtered_out = if args.narrows() {
-        run_list(binary, &[], session, timeout)?
+        run_list(binary, &[], lister)?
             .len()
             .saturating_sub(tests.len())
     } else {
@@ -108,9 +116,13 @@ pub(crate) fn list(
 fn run_list(
     binary: &TestBinary,
     selection: &[String],
-    session: &Session,
-    timeout: Duration,
+    lister: Lister<'_>,
 ) -> Result<Vec<String>, Error> {
+    let Lister {
+        session,
+        service_env,
+        timeout,
+    } = lister;
     let mut command = binary.command();
     command
         .args(["--list", "--format", "terse"])
@@ -121,7 +133,9 @@ fn run_list(
         // the real names (its terse listing has no colour of its own).
         command.env("CLICOLOR_FORCE", "1");
     }
-    session.configure(&mut command);
+    session
+        .configure(&mut command)
+        .envs(service_env.iter().cloned());
     let fail = |reason: String| Error::List {
         binary: binary.id.clone(),
         reason,

@@ -58,9 +58,12 @@ impl ListMode<'_> {
             self.binaries,
             self.test_args,
             |b| plan::unit_kind(b.harness, false),
-            self.session,
+            list::Lister {
+                session: self.session,
+                service_env: &[],
+                timeout: self.settings.list_timeout,
+            },
             cpus,
-            self.settings.list_timeout,
         );
         let planned = plan::plan(
             self.binaries.to_vec(),
@@ -90,7 +93,7 @@ impl ListMode<'_> {
         }
         let code = self.run(commands)?;
         if let Some(line) = &planned.partition_line {
-            eprintln!("{line}");
+            crate::output::err(line);
         }
         Ok(code)
     }
@@ -219,14 +222,14 @@ fn header_of(binary: &TestBinary) -> String {
 fn say(header: &str, stdout: &str, stderr: &str) {
     let _ = std::io::stdout().flush();
     if !header.is_empty() {
-        eprintln!("{header}");
+        crate::output::err(header);
     }
     let _ = std::io::stderr().flush();
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(stdout.as_bytes());
     let _ = out.flush();
     drop(out);
-    eprint!("{stderr}");
+    crate::output::err_raw(stderr);
 }
 
 #[cfg(test)]

@@ -43,7 +43,9 @@ impl Runners {
         match resolve(targets, cli_config) {
             Ok(by_target) => Runners { by_target },
             Err(e) => {
-                eprintln!("warning: failed to read the target runner from cargo's config: {e}");
+                crate::output::err(format!(
+                    "warning: failed to read the target runner from cargo's config: {e}"
+                ));
                 Runners::default()
             }
         }
@@ -127,10 +129,10 @@ fn cli_runners(cli_config: &[String]) -> Vec<(String, String)> {
                 continue;
             };
             if key.starts_with("cfg(") {
-                eprintln!(
+                crate::output::err(format!(
                     "warning: the runner for `{key}` given with --config is not applied to test \
                      binaries; set it in .cargo/config.toml or CARGO_TARGET_<TRIPLE>_RUNNER"
-                );
+                ));
                 continue;
             }
             let words: Vec<String> = match runner {

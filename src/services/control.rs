@@ -35,6 +35,7 @@ use super::{Monitor, Running};
 use crate::config::services::ServiceSpec;
 use crate::docker::Engine;
 use crate::docker::container::{self, State};
+use crate::session::locked;
 
 /// How long `stop` waits for starts under way (they end early once the session ends).
 const STOP_BOUND: Duration = Duration::from_secs(30);
@@ -107,7 +108,7 @@ impl Control {
     /// Refuses new requests and waits (bounded) for the starts under way to end.
     pub(crate) fn stop(&self) {
         let (lock, changed) = &*self.registry;
-        let mut registry = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut registry = locked(lock);
         registry.closed = true;
         let deadline = Instant::now() + STOP_BOUND;
         while registry.starting > 0 {
@@ -360,7 +361,7 @@ fn start_or_get(
     key: &str,
 ) -> Result<Running, String> {
     let (lock, changed) = registry;
-    let mut reg = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let mut reg = locked(lock);
     if reg.closed {
         return Err("the session is ending".into());
     }
@@ -403,7 +404,7 @@ fn start_or_get(
     context.monitor.waiting(&unit.0, &unit.1, name, true);
     let result = start_now(context, unit, spec);
     context.monitor.waiting(&unit.0, &unit.1, name, false);
-    let mut reg = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let mut reg = locked(lock);
     let (spec, site) = (key.to_string(), site.to_string());
     let entry = match &result {
         Ok(running) => Entry::Ready {
@@ -438,10 +439,13 @@ fn start_now(
         (binary, _) if !binary.is_empty() => binary.clone(),
         _ => "a process of the session".into(),
     };
-    eprintln!("{:>12} service {} for {who}", "Starting", spec.name);
+    crate::output::err(format!(
+        "{:>12} service {} for {who}",
+        "Starting", spec.name
+    ));
     let started = Instant::now();
     {
-        let _one_at_a_time = context.network.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = locked(&context.network);
         start::ensure_network(engine, &context.session, &context.labels)?;
     }
     let result = start::start_one(
@@ -454,12 +458,12 @@ fn start_now(
     );
     match result {
         Ok(running) => {
-            eprintln!(
+            crate::output::err(format!(
                 "{:>12} service {} in {:.2}s",
                 "Ready",
                 spec.name,
                 started.elapsed().as_secs_f64()
-            );
+            ));
             context.monitor.add(&running);
             Ok(running)
         }

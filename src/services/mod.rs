@@ -47,21 +47,23 @@ pub(crate) fn start_or_keep(
         && let Some(docker) = &end.docker
     {
         for line in docker_lines(docker, session.id()) {
-            eprintln!("{line}");
+            crate::output::err(line);
         }
     }
     started
 }
 
-/// The session's services, started: who watches them, and the databases of those that isolate.
+/// The session's services, started: who watches them, the databases of those that isolate, and what
+/// they tell every process the run starts from now on (`CLEANTEST_SERVICE_*`, their exports, the
+/// control socket).
 #[derive(Clone, Default)]
 pub(crate) struct Started {
     pub monitor: Monitor,
     pub databases: Arc<Databases>,
+    pub env: Vec<(String, String)>,
 }
 
-/// Starts the session's services on its engine and hands their environment to the session, so that
-/// every process it starts from now on gets it, then watches them; prepares the databases of those
+/// Starts the session's services on its engine, then watches them; prepares the databases of those
 /// that isolate; and serves the control socket, where test code asks for more (`cleantest::Service`,
 /// `cleantest::database`). Says on stderr what is up, and how long it took.
 pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result<Started, Error> {
@@ -90,12 +92,12 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
                 }
             })
             .collect();
-        eprintln!(
+        crate::output::err(format!(
             "{:>12} services {} in {:.2}s",
             "Ready",
             names.join(", "),
             started.elapsed().as_secs_f64()
-        );
+        ));
         for service in &running {
             monitor.add(service);
         }
@@ -103,9 +105,10 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
             isolate_all(engine, specs, &running, &context.databases)?;
         }
     }
-    let started = Started {
+    let mut started = Started {
         monitor: monitor.clone(),
         databases: context.databases.clone(),
+        env: Vec::new(),
     };
     let served = state::state_dir().and_then(|dir| {
         let path = state::socket_path(&dir, session.id(), CONTROL_SOCKET_FILE)?;
@@ -119,11 +122,11 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
             // Before the session's sweep lists: no start may complete after it.
             session.on_end(Box::new(move || control.stop()));
         }
-        Err(e) => eprintln!(
+        Err(e) => crate::output::err(format!(
             "warning: failed to serve the control socket ({e}); cleantest::Service cannot start services"
-        ),
+        )),
     }
-    session.set_service_env(env);
+    started.env = env;
     Ok(started)
 }
 
@@ -153,12 +156,12 @@ fn isolate_all(
         isolating.push(spec.name.as_str());
     }
     if !isolating.is_empty() {
-        eprintln!(
+        crate::output::err(format!(
             "{:>12} databases of {} in {:.2}s",
             "Prepared",
             isolating.join(", "),
             started.elapsed().as_secs_f64()
-        );
+        ));
     }
     Ok(())
 }

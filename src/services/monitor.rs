@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::Running;
 use crate::docker::Engine;
 use crate::docker::container::{self, State};
+use crate::session::locked;
 
 /// A service whose container stopped during the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,10 +93,7 @@ impl Monitor {
         let Some(watch) = self.watch.clone() else {
             return;
         };
-        self.services
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(service.clone());
+        locked(&self.services).push(service.clone());
         let (service, deaths) = (service.clone(), self.deaths.clone());
         let _ = std::thread::Builder::new()
             .name(format!("service-{}", service.name))
@@ -116,15 +114,15 @@ impl Monitor {
                     removed,
                     at: watch.started.elapsed(),
                 };
-                eprintln!("\n{}", death.line());
-                deaths.lock().unwrap_or_else(|e| e.into_inner()).push(death);
+                crate::output::err(format!("\n{}", death.line()));
+                locked(&deaths).push(death);
             });
     }
 
     /// Notes that the unit (`binary`, `test` or empty in shared mode) waits for `service` to start, or
     /// (`waits` false) no longer does.
     pub(crate) fn waiting(&self, binary: &str, test: &str, service: &str, waits: bool) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waiting = locked(&self.waiting);
         let entry = (binary.to_string(), test.to_string(), service.to_string());
         if waits {
             waiting.push(entry);
@@ -135,7 +133,7 @@ impl Monitor {
 
     /// The service a unit's test is waiting for, if any: a shared binary waits as a whole.
     pub(crate) fn waited_for(&self, binary: &str, test: &str) -> Option<String> {
-        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let waiting = locked(&self.waiting);
         waiting
             .iter()
             .find(|(b, t, _)| b == binary && (t == test || t.is_empty()))
@@ -146,11 +144,7 @@ impl Monitor {
     /// directory, when any log was written.
     pub(crate) fn save_logs(&self, dir: &Path) -> Option<PathBuf> {
         let engine = &self.watch.as_ref()?.engine;
-        let services = self
-            .services
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let services = locked(&self.services).clone();
         let mut wrote = false;
         for service in &services {
             let Ok(log) = container::logs(engine, &service.id, None) else {
@@ -160,21 +154,18 @@ impl Monitor {
                 .and_then(|()| std::fs::write(dir.join(format!("{}.log", service.name)), log));
             match saved {
                 Ok(()) => wrote = true,
-                Err(e) => eprintln!(
+                Err(e) => crate::output::err(format!(
                     "warning: failed to save the log of service {} in {}: {e}",
                     service.name,
                     dir.display()
-                ),
+                )),
             }
         }
         wrote.then(|| dir.to_path_buf())
     }
 
     pub(crate) fn deaths(&self) -> Vec<Death> {
-        self.deaths
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        locked(&self.deaths).clone()
     }
 }
 

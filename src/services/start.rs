@@ -16,6 +16,7 @@ use crate::contract::SERVICE_LABEL;
 use crate::docker::container::{self, ContainerSpec};
 use crate::docker::{Engine, context};
 use crate::errors::Error;
+use crate::session::locked;
 
 /// How long pulling a missing image may take (no registry may answer at all).
 const PULL_BOUND: Duration = Duration::from_secs(120);
@@ -131,7 +132,7 @@ pub(crate) fn start_all(
                 if matches!(outcome, Outcome::Failed { .. }) {
                     board.abort.store(true, Ordering::SeqCst);
                 }
-                let mut outcomes = board.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+                let mut outcomes = locked(&board.outcomes);
                 outcomes.insert(spec.name.clone(), outcome);
                 board.changed.notify_all();
             });
@@ -146,7 +147,7 @@ pub(crate) fn start_all(
 
 /// Blocks until every dependency has an outcome; the name of one that failed, if any did.
 fn wait_for(board: &Board, deps: &[String]) -> Result<(), String> {
-    let mut outcomes = board.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+    let mut outcomes = locked(&board.outcomes);
     loop {
         for dep in deps {
             if let Some(Outcome::Failed { .. }) = outcomes.get(dep) {

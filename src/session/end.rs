@@ -10,8 +10,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::orphans::Escaped;
-use super::state::record::Status;
-use super::{DockerState, Session};
+use super::start::Started;
+use super::state::record::{OwnRecord, Status};
+use super::{DockerState, Session, locked};
 use crate::contract::SESSION_LABEL;
 use crate::docker::usage::Peak;
 use crate::docker::{self, Engine, Kind, Removal, Resource};
@@ -71,78 +72,64 @@ impl Session {
         self.finished.load(Ordering::SeqCst)
     }
 
-    /// Ends the session: kills its processes (groups, adopted escapees, anything carrying its id), then
-    /// sweeps its Docker resources, or keeps them when `keep` (`--keep-on-failure` after a failure),
-    /// settles its record and dismisses the reaper. Runs once; later calls return None.
+    /// Ends the session: kills its processes (groups, adopted escapees, anything carrying its id), runs
+    /// its end hooks, then ends what `open` started (`Started::end`). Runs once; later calls return None.
     pub(crate) fn finish(&self, keep: bool) -> Option<SessionEnd> {
         if self.finished.swap(true, Ordering::SeqCst) {
             return None;
         }
         let escaped = self.cleanup();
-        let hooks = std::mem::take(&mut *self.end_hooks.lock().unwrap_or_else(|e| e.into_inner()));
+        let hooks = std::mem::take(&mut *locked(&self.end_hooks));
         for hook in hooks {
             hook();
         }
-        // Nobody is left to talk through the proxy; the sweep talks to the engine directly, once the
-        // creates the proxy had already forwarded are answered (else they would appear after it).
-        let proxy = self.proxy.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let counted = proxy.as_ref().map_or(0, |p| p.peak_containers());
-        // The recorded anonymous volumes as the proxy holds them: a full disk may have kept them out
-        // of the file, and then the record must stay too, so a later sweep can still be told.
-        let in_memory = proxy
-            .as_ref()
-            .map(|p| p.recorded_volumes())
-            .unwrap_or_default();
-        let unwritten = proxy.as_ref().and_then(|p| p.unwritten());
-        // Without a proxy, code may have reached the engine some other way; with one that never
-        // reached it, nothing of the session can exist there.
-        let reached = proxy.as_ref().is_none_or(|p| p.reached_engine());
-        if let Some(why) = &unwritten {
-            eprintln!(
-                "warning: anonymous volumes of the session could not be recorded ({why}); this run \
-                 sweeps them itself, and the session stays on record"
-            );
+        let started = locked(&self.started).take();
+        Some(match started {
+            Some(started) => started.end(&self.id, keep, escaped),
+            None => SessionEnd {
+                escaped,
+                ..SessionEnd::default()
+            },
+        })
+    }
+}
+
+impl SessionEnd {
+    /// What the end has to say of Docker: what the start's stale sweep did, and the sweep or keep
+    /// (`docker_lines`).
+    pub(crate) fn docker_report(&self, session: &str) -> Vec<String> {
+        let mut lines = self.stale.clone();
+        if let Some(end) = &self.docker {
+            lines.extend(docker_lines(end, session));
         }
-        let settled = proxy.is_none_or(|p| p.stop());
-        let sampler = self.usage.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let mut peak = sampler.map(|s| s.stop());
-        if !settled {
-            eprintln!(
-                "warning: the engine had not answered a container create when the session ended; \
-                 the session stays on record, and a later run's stale sweep looks for it again"
-            );
-        }
-        // Dismissed before the sweep lists, so the sweep neither counts nor keeps its container. Should
-        // the runner die from here on, the host reaper still sweeps.
-        let engine_reaper = self
-            .engine_reaper
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(reaper) = engine_reaper {
+        lines
+    }
+}
+
+/// What the proxy knew when it stopped.
+struct ProxyEnd {
+    /// The most containers it counted at once.
+    counted: u64,
+    /// The anonymous volumes it recorded.
+    volumes: Vec<String>,
+    /// Whether anything of the session may have reached the engine.
+    reached: bool,
+    /// Whether every create it forwarded was answered, and every volume written down.
+    settled: bool,
+}
+
+impl Started {
+    /// Ends what `open` started, in order: the proxy (once the creates it forwarded are answered,
+    /// else they would appear after the sweep), the engine-side reaper's dismissal (so the sweep
+    /// neither counts nor keeps its container; should the runner die from here on, the host reaper
+    /// still sweeps), the sweep or the keep, the record, the host reaper.
+    fn end(self, session: &str, keep: bool, escaped: Vec<Escaped>) -> SessionEnd {
+        let proxy = stop_proxy(self.proxy);
+        let mut peak = self.usage.map(|s| s.stop());
+        if let Some(reaper) = &self.engine_reaper {
             reaper.dismiss();
         }
-        let docker = match self.docker() {
-            DockerState::Unused => None,
-            // An engine that was never configured is not worth a word (projects without Docker).
-            DockerState::Down {
-                expected: false, ..
-            } => None,
-            DockerState::Down {
-                endpoint, reason, ..
-            } => match docker::connect_within(END_RECONNECT) {
-                // It was down at the start; it may be back now.
-                docker::Connection::Up(engine) => {
-                    Some(self.sweep_or_keep(&engine, keep, &in_memory))
-                }
-                docker::Connection::Down { .. } => Some(DockerEnd::NotSwept {
-                    reached: reached && docker::engine::usable(&endpoint),
-                    endpoint,
-                    reason,
-                }),
-            },
-            DockerState::Up(engine) => Some(self.sweep_or_keep(&engine, keep, &in_memory)),
-        };
+        let docker = sweep_or_keep_at_end(self.docker, session, keep, &proxy);
         if let Some(peak) = &mut peak {
             // What was left at the end, as the sweep (or the keep) listed it, is a count too.
             let left = match &docker {
@@ -153,79 +140,139 @@ impl Session {
                 _ => 0,
             };
             peak.absorb(Peak {
-                containers: counted.max(left),
+                containers: proxy.counted.max(left),
                 memory: 0,
             });
         }
-        self.settle_record(docker.as_ref(), settled && unwritten.is_none());
-        if let Some(reaper) = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        settle_record(self.record, docker.as_ref(), proxy.settled);
+        if let Some(reaper) = self.reaper {
             reaper.dismiss();
         }
-        Some(SessionEnd {
+        SessionEnd {
             docker,
             escaped,
             peak,
-            stale: self.pending_stale(),
-        })
-    }
-
-    /// What a stale sweep still running when the tests started did, waited for a little; it is left to
-    /// the next run when it is still not done (it sweeps only dead sessions, and is bounded itself).
-    fn pending_stale(&self) -> Vec<String> {
-        let pending = self
-            .pending_stale
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        match pending.map(|rx| rx.recv_timeout(STALE_END_WAIT)) {
-            None => Vec::new(),
-            Some(Ok(lines)) => lines,
-            Some(Err(_)) => vec![
-                "note: the stale sweep of dead sessions did not finish (the engine answers slowly); \
-                 the next run goes on with it"
-                    .to_string(),
-            ],
+            stale: pending_stale(self.pending_stale),
         }
     }
+}
 
-    fn sweep_or_keep(&self, engine: &Engine, keep: bool, in_memory: &[String]) -> DockerEnd {
-        let mut recorded = super::state::anonymous_volumes_of(&self.id);
-        for name in in_memory {
-            if !recorded.contains(name) {
-                recorded.push(name.clone());
-            }
-        }
-        let result = if keep {
-            docker::list_session(engine, &self.id, &recorded).map(DockerEnd::Kept)
-        } else {
-            docker::sweep_session(engine, &self.id, &recorded).map(DockerEnd::Swept)
+/// Stops the proxy: nobody is left to talk through it, and the sweep talks to the engine directly.
+fn stop_proxy(proxy: Option<crate::docker::proxy::Proxy>) -> ProxyEnd {
+    let Some(proxy) = proxy else {
+        // Without a proxy, code may have reached the engine some other way.
+        return ProxyEnd {
+            counted: 0,
+            volumes: Vec::new(),
+            reached: true,
+            settled: true,
         };
-        result.unwrap_or_else(DockerEnd::Failed)
+    };
+    // The recorded anonymous volumes as the proxy holds them: a full disk may have kept them out of
+    // the file, and then the record must stay too, so a later sweep can still be told.
+    let volumes = proxy.recorded_volumes();
+    let unwritten = proxy.unwritten();
+    // A proxy that never reached the engine: nothing of the session can exist there.
+    let (counted, reached) = (proxy.peak_containers(), proxy.reached_engine());
+    if let Some(why) = &unwritten {
+        crate::output::err(format!(
+            "warning: anonymous volumes of the session could not be recorded ({why}); this run \
+             sweeps them itself, and the session stays on record"
+        ));
     }
+    let answered = proxy.stop();
+    if !answered {
+        crate::output::err(
+            "warning: the engine had not answered a container create when the session ended; \
+             the session stays on record, and a later run's stale sweep looks for it again",
+        );
+    }
+    ProxyEnd {
+        counted,
+        volumes,
+        reached,
+        settled: answered && unwritten.is_none(),
+    }
+}
 
-    /// Kept sessions stay on record as kept; fully swept ones are forgotten, unless a create may still
-    /// complete (`settled` false); anything else stays "finished" so the next run's stale sweep retries it.
-    fn settle_record(&self, end: Option<&DockerEnd>, settled: bool) {
-        let Some(mut record) = self.record.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-            return;
-        };
-        let result = match end {
-            Some(DockerEnd::Kept(found)) if !found.is_empty() => {
-                record.set_status(Status::Kept).map(|_| drop(record))
+/// The sweep (or the keep) of the session's resources, on the engine it had, or one back by now.
+fn sweep_or_keep_at_end(
+    docker: DockerState,
+    session: &str,
+    keep: bool,
+    proxy: &ProxyEnd,
+) -> Option<DockerEnd> {
+    match docker {
+        DockerState::Unused => None,
+        // An engine that was never configured is not worth a word (projects without Docker).
+        DockerState::Down {
+            expected: false, ..
+        } => None,
+        DockerState::Down {
+            endpoint, reason, ..
+        } => match docker::connect_within(END_RECONNECT) {
+            // It was down at the start; it may be back now.
+            docker::Connection::Up(engine) => {
+                Some(sweep_or_keep(&engine, session, keep, &proxy.volumes))
             }
-            Some(DockerEnd::Swept(r)) if !r.failures.is_empty() => {
-                record.set_status(Status::Finished).map(|_| drop(record))
-            }
-            Some(DockerEnd::NotSwept { reached: false, .. }) if settled => record.remove(),
-            Some(DockerEnd::Failed(_)) | Some(DockerEnd::NotSwept { .. }) => {
-                record.set_status(Status::Finished).map(|_| drop(record))
-            }
-            _ if !settled => record.set_status(Status::Finished).map(|_| drop(record)),
-            _ => record.remove(),
-        };
-        if let Err(e) = result {
-            eprintln!("warning: failed to update the session record: {e}");
+            docker::Connection::Down { .. } => Some(DockerEnd::NotSwept {
+                reached: proxy.reached && docker::engine::usable(&endpoint),
+                endpoint,
+                reason,
+            }),
+        },
+        DockerState::Up(engine) => Some(sweep_or_keep(&engine, session, keep, &proxy.volumes)),
+    }
+}
+
+/// What a stale sweep still running when the tests started did, waited for a little; it is left to
+/// the next run when it is still not done (it sweeps only dead sessions, and is bounded itself).
+fn pending_stale(pending: Option<std::sync::mpsc::Receiver<Vec<String>>>) -> Vec<String> {
+    match pending.map(|rx| rx.recv_timeout(STALE_END_WAIT)) {
+        None => Vec::new(),
+        Some(Ok(lines)) => lines,
+        Some(Err(_)) => vec![
+            "note: the stale sweep of dead sessions did not finish (the engine answers slowly); \
+             the next run goes on with it"
+                .to_string(),
+        ],
+    }
+}
+
+fn sweep_or_keep(engine: &Engine, session: &str, keep: bool, in_memory: &[String]) -> DockerEnd {
+    let mut recorded = super::state::anonymous_volumes_of(session);
+    for name in in_memory {
+        if !recorded.contains(name) {
+            recorded.push(name.clone());
         }
+    }
+    let result = if keep {
+        docker::list_session(engine, session, &recorded).map(DockerEnd::Kept)
+    } else {
+        docker::sweep_session(engine, session, &recorded).map(DockerEnd::Swept)
+    };
+    result.unwrap_or_else(DockerEnd::Failed)
+}
+
+/// Kept sessions stay on record as kept; fully swept ones are forgotten, unless a create may still
+/// complete (`settled` false); anything else stays "finished" so the next run's stale sweep retries it.
+fn settle_record(mut record: OwnRecord, end: Option<&DockerEnd>, settled: bool) {
+    let result = match end {
+        Some(DockerEnd::Kept(found)) if !found.is_empty() => {
+            record.set_status(Status::Kept).map(|_| drop(record))
+        }
+        Some(DockerEnd::Swept(r)) if !r.failures.is_empty() => {
+            record.set_status(Status::Finished).map(|_| drop(record))
+        }
+        Some(DockerEnd::NotSwept { reached: false, .. }) if settled => record.remove(),
+        Some(DockerEnd::Failed(_)) | Some(DockerEnd::NotSwept { .. }) => {
+            record.set_status(Status::Finished).map(|_| drop(record))
+        }
+        _ if !settled => record.set_status(Status::Finished).map(|_| drop(record)),
+        _ => record.remove(),
+    };
+    if let Err(e) = result {
+        crate::output::err(format!("warning: failed to update the session record: {e}"));
     }
 }
 
@@ -243,12 +290,9 @@ impl Drop for CleanupGuard {
             // Reached on an error's way out: the error is printed by `main` after this drop, and the
             // sweep it caused belongs after it. While panicking there is no later: say it now.
             if std::thread::panicking() {
-                eprintln!("{}", r.line());
+                crate::output::err(r.line());
             } else {
-                AFTER_ERROR
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(r.line());
+                locked(&AFTER_ERROR).push(r.line());
             }
         }
     }
@@ -259,7 +303,7 @@ static AFTER_ERROR: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// What a session that ended on an error has to add after the error's message.
 pub(crate) fn after_error() -> Vec<String> {
-    std::mem::take(&mut *AFTER_ERROR.lock().unwrap_or_else(|e| e.into_inner()))
+    std::mem::take(&mut *locked(&AFTER_ERROR))
 }
 
 /// The Docker part of the summary: the sweep line and what could not be removed, or the kept table with

@@ -19,6 +19,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use super::locked;
 use crate::cli::EngineReaperMode;
 use crate::contract::{ROLE_LABEL, ROLE_REAPER, SESSION_LABEL};
 use crate::docker::sidecar::{self, Sidecar, Spec};
@@ -133,7 +134,7 @@ impl EngineReaper {
 
     /// Tells the reaper a line; false once the link is gone or dismissed.
     fn tell(&self, line: &str) -> bool {
-        let mut sidecar = self.sidecar.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sidecar = locked(&self.sidecar);
         sidecar.as_mut().is_some_and(|s| s.send(line).is_ok())
     }
 
@@ -147,12 +148,7 @@ impl EngineReaper {
     /// The runner ends the session itself: the reaper exits without sweeping, and is gone (bounded)
     /// before the session's own sweep lists, so the sweep neither counts nor keeps it.
     pub(crate) fn dismiss(&self) {
-        let Some(mut sidecar) = self
-            .sidecar
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        else {
+        let Some(mut sidecar) = locked(&self.sidecar).take() else {
             return;
         };
         match sidecar.send("done") {
@@ -206,11 +202,13 @@ pub(crate) fn run(session: &str) -> i32 {
         Connection::Down {
             endpoint, reason, ..
         } => {
-            println!("error: the engine socket mounted at {endpoint} does not answer ({reason})");
+            crate::output::out(format!(
+                "error: the engine socket mounted at {endpoint} does not answer ({reason})"
+            ));
             return 1;
         }
     };
-    println!("ready");
+    crate::output::out("ready");
     let (lines, said) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -233,13 +231,17 @@ pub(crate) fn run(session: &str) -> i32 {
             Ok(Said::Heartbeat(period)) => silence = Some(period * SILENT_BEATS),
             Ok(Said::Beat | Said::Other) => {}
             Err(RecvTimeoutError::Timeout) => {
-                eprintln!("engine reaper: no heartbeat from the runner; taking it for gone");
+                crate::output::err(
+                    "engine reaper: no heartbeat from the runner; taking it for gone",
+                );
                 break;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    eprintln!("engine reaper: the runner of session {session} is gone; sweeping");
+    crate::output::err(format!(
+        "engine reaper: the runner of session {session} is gone; sweeping"
+    ));
     sweep(&engine, session, &volumes);
     0
 }
@@ -249,8 +251,8 @@ fn sweep(engine: &Engine, session: &str, volumes: &[String]) {
     // A container's hostname is its id's first 12 characters, unless set at create (ours is not).
     let own = crate::sys::host_name();
     match docker::sweep_session_sparing(engine, session, volumes, Some(own.trim())) {
-        Ok(removal) => eprintln!("engine reaper: {}", removal.line()),
-        Err(e) => eprintln!("engine reaper: sweep failed: {e}"),
+        Ok(removal) => crate::output::err(format!("engine reaper: {}", removal.line())),
+        Err(e) => crate::output::err(format!("engine reaper: sweep failed: {e}")),
     }
 }
 

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::locked;
 use super::orphans::Escaped;
 use crate::sys;
 
@@ -125,22 +126,18 @@ impl super::Session {
     /// Takes snapshots of the process tree from now on (`observe_lineage`), to find what leaves a
     /// group where escapees are not re-parented to the runner.
     pub(crate) fn watch_lineage(&self) {
-        *self.lineage.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Default::default(), std::time::Instant::now()));
+        *locked(&self.lineage) = Some((Default::default(), std::time::Instant::now()));
     }
 
     /// Whether snapshots of the process tree are taken (`watch_lineage`).
     pub(crate) fn watches_lineage(&self) -> bool {
-        self.lineage
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        locked(&self.lineage).is_some()
     }
 
     /// One snapshot of the process tree, remembering what descends from the run's groups; nothing
     /// unless `watch_lineage` was called.
     pub(crate) fn observe_lineage(&self) {
-        let mut lineage = self.lineage.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lineage = locked(&self.lineage);
         let Some((lineage, next)) = lineage.as_mut() else {
             return;
         };
@@ -151,10 +148,7 @@ impl super::Session {
 
     /// `observe_lineage`, if `SNAPSHOT_EVERY` has passed since the last snapshot.
     pub(crate) fn observe_lineage_if_due(&self) {
-        let due = self
-            .lineage
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let due = locked(&self.lineage)
             .as_ref()
             .is_some_and(|(_, next)| std::time::Instant::now() >= *next);
         if due {
@@ -165,7 +159,7 @@ impl super::Session {
     /// Processes that left a group of the run and were re-parented elsewhere (`lineage`), each with
     /// the group it came from.
     pub(super) fn lineage_escapees(&self) -> Vec<Escaped> {
-        let mut lineage = self.lineage.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lineage = locked(&self.lineage);
         let Some((lineage, _)) = lineage.as_mut() else {
             return Vec::new();
         };

@@ -169,11 +169,11 @@ fn acquire_in(
             let mut text = String::new();
             let _ = (&file).read_to_string(&mut text);
             let holder = serde_json::from_str::<Holder>(text.trim()).ok();
-            eprintln!(
+            crate::output::err(format!(
                 "{:>12} waiting for the environment lock `{name}`: {}",
                 "Blocking",
                 describe(holder.as_ref())
-            );
+            ));
             wait_for(&file, name, timeout)?;
         }
     }

@@ -45,12 +45,11 @@ use crate::contract::{
 };
 use crate::docker::proxy::Proxy;
 use crate::docker::{self, Engine};
-use engine_reaper::EngineReaper;
 use orphans::Escaped;
-use reaper::ReaperHandle;
-use state::record::OwnRecord;
+use start::Started;
 
 pub(crate) use end::{CleanupGuard, after_error, docker_lines};
+pub(crate) use start::{Profile, open};
 
 #[derive(Debug, Default)]
 struct State {
@@ -87,29 +86,26 @@ pub(crate) enum DockerState {
     },
 }
 
-/// One run of the runner.
+/// One run of the runner: its id and the processes it started, from its first moment (the signal
+/// thread and the build need it before anything is started), and what `start::open` started (`Started`),
+/// until `finish` takes that and ends it.
 pub(crate) struct Session {
     id: String,
     state: Mutex<State>,
-    docker: Mutex<DockerState>,
-    record: Mutex<Option<OwnRecord>>,
-    reaper: Mutex<Option<ReaperHandle>>,
-    engine_reaper: Mutex<Option<Arc<EngineReaper>>>,
-    proxy: Mutex<Option<Proxy>>,
-    /// What the session's services tell every process (`CLEANTEST_SERVICE_*` and their exports).
-    service_env: Mutex<Vec<(String, String)>>,
+    /// What `open` started, whole; None before it and after `finish`.
+    started: Mutex<Option<Started>>,
     /// Run when the session ends, after its processes are killed and before its sweep lists.
     end_hooks: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     finished: AtomicBool,
-    /// The CI run the session is a shard of (`run_id`).
-    run: Mutex<Option<String>>,
-    /// Samples the session's containers for the end-of-run peaks.
-    usage: Mutex<Option<crate::docker::usage::Sampler>>,
     /// Where the runner is no subreaper: what descends from its groups (`watch_lineage`), and when
     /// the next periodic snapshot is due.
     lineage: Mutex<Option<(lineage::Lineage, std::time::Instant)>>,
-    /// A stale sweep still running when the tests started: the end says what it did.
-    pending_stale: Mutex<Option<std::sync::mpsc::Receiver<Vec<String>>>>,
+}
+
+/// Locks `m`, whatever a panicking holder left: cleanup must still run, so a poisoned lock is used as
+/// it is (every lock of the session goes through here).
+pub(crate) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Session {
@@ -117,19 +113,16 @@ impl Session {
         Arc::new(Session {
             id: id::new_id(),
             state: Mutex::default(),
-            docker: Mutex::default(),
-            record: Mutex::default(),
-            reaper: Mutex::default(),
-            engine_reaper: Mutex::default(),
-            proxy: Mutex::default(),
-            service_env: Mutex::default(),
+            started: Mutex::default(),
             end_hooks: Mutex::default(),
             finished: AtomicBool::new(false),
-            run: Mutex::default(),
-            usage: Mutex::default(),
             lineage: Mutex::default(),
-            pending_stale: Mutex::default(),
         })
+    }
+
+    /// Reads what `open` started, if it has.
+    fn with_started<R>(&self, read: impl FnOnce(&Started) -> R) -> Option<R> {
+        locked(&self.started).as_ref().map(read)
     }
 
     pub(crate) fn id(&self) -> &str {
@@ -143,13 +136,11 @@ impl Session {
             (ENV_MARKER, "1".to_string()),
             (ENV_SESSION, self.id.clone()),
         ];
-        if let Some(proxy) = self
-            .proxy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
+        if let Some(host) = self
+            .with_started(|s| s.proxy.as_ref().map(Proxy::docker_host))
+            .flatten()
         {
-            env.push((ENV_DOCKER_HOST, proxy.docker_host()));
+            env.push((ENV_DOCKER_HOST, host));
         }
         if let Some(run) = self.run_id() {
             env.push((ENV_RUN_ID, run));
@@ -157,31 +148,15 @@ impl Session {
         env
     }
 
-    /// The run id (`CLEANTEST_RUN_ID` or the CI's), set by `start`.
+    /// The run id (`CLEANTEST_RUN_ID` or the CI's), once the session is open.
     pub(crate) fn run_id(&self) -> Option<String> {
-        self.run.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Starts sampling the session's containers (count and memory) until it ends.
-    pub(crate) fn set_sampler(&self, sampler: crate::docker::usage::Sampler) {
-        *self.usage.lock().unwrap_or_else(|e| e.into_inner()) = Some(sampler);
-    }
-
-    /// A stale sweep that goes on while the tests run (`stale::start_in_background`).
-    pub(crate) fn set_pending_stale(&self, pending: std::sync::mpsc::Receiver<Vec<String>>) {
-        *self.pending_stale.lock().unwrap_or_else(|e| e.into_inner()) = Some(pending);
-    }
-
-    pub(crate) fn set_run_id(&self, run: Option<String>) {
-        *self.run.lock().unwrap_or_else(|e| e.into_inner()) = run;
+        self.with_started(|s| s.run.clone()).flatten()
     }
 
     /// The labels every resource of the session carries besides `cleantest.session`: its owner's
     /// (which prove the runner alive or dead) and its run's.
     pub(crate) fn labels(&self) -> Vec<(String, String)> {
-        let mut labels = owner::Owner::me().labels();
-        labels.extend(run_id::label(self.run_id().as_deref()));
-        labels
+        labels_for(self.run_id().as_deref())
     }
 
     /// Sets the session's environment on a command. `DOCKER_CONTEXT` is removed while the proxy runs:
@@ -194,31 +169,13 @@ impl Session {
         if env.iter().any(|(k, _)| *k == ENV_DOCKER_HOST) {
             command.env_remove(ENV_DOCKER_CONTEXT);
         }
-        let services = self
-            .service_env
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        command.envs(env).envs(services)
+        command.envs(env)
     }
 
     /// Runs `hook` when the session ends, after its processes are killed and before its sweep lists:
     /// what could still create resources (the control socket) stops there.
     pub(crate) fn on_end(&self, hook: Box<dyn FnOnce() + Send>) {
-        self.end_hooks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(hook);
-    }
-
-    /// Sets what the session's services tell every process started from now on.
-    pub(crate) fn set_service_env(&self, env: Vec<(String, String)>) {
-        *self.service_env.lock().unwrap_or_else(|e| e.into_inner()) = env;
-    }
-
-    /// Starts routing the session's Docker traffic through `proxy`.
-    pub(crate) fn set_proxy(&self, proxy: Proxy) {
-        *self.proxy.lock().unwrap_or_else(|e| e.into_inner()) = Some(proxy);
+        locked(&self.end_hooks).push(hook);
     }
 
     /// What to ask the engine for the containers a unit (`binary`, and `test` in isolated mode) left
@@ -230,11 +187,8 @@ impl Session {
         test: Option<&str>,
     ) -> Option<(Engine, Vec<String>)> {
         let created = self
-            .proxy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|p| p.created_by(binary, test));
+            .with_started(|s| s.proxy.as_ref().is_some_and(|p| p.created_by(binary, test)))
+            .unwrap_or(false);
         if !created {
             return None;
         }
@@ -250,8 +204,7 @@ impl Session {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves the state usable: cleanup must still run.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        locked(&self.state)
     }
 
     /// Records a process group the run started. If the run is already being stopped, the group is
@@ -309,31 +262,9 @@ impl Session {
         self.lock().signals.first().copied()
     }
 
-    /// Connects the session to the engine it will sweep at the end.
-    pub(crate) fn set_docker(&self, docker: DockerState) {
-        *self.docker.lock().unwrap_or_else(|e| e.into_inner()) = docker;
-    }
-
+    /// The engine the session sweeps at the end, as `open` found it.
     pub(crate) fn docker(&self) -> DockerState {
-        self.docker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Hands the session its record (whose lock it then holds for its whole life).
-    pub(crate) fn set_record(&self, record: OwnRecord) {
-        *self.record.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
-    }
-
-    /// Hands the session the reaper that will clean up if the runner dies.
-    pub(crate) fn set_reaper(&self, reaper: ReaperHandle) {
-        *self.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
-    }
-
-    /// Hands the session the engine-side reaper, dismissed when the session ends.
-    pub(crate) fn set_engine_reaper(&self, reaper: Arc<EngineReaper>) {
-        *self.engine_reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
+        self.with_started(|s| s.docker.clone()).unwrap_or_default()
     }
 
     /// Whether `pid` is a process the runner started itself (a unit, the build, the reaper).
@@ -345,11 +276,8 @@ impl Session {
         state.groups.contains(&pid)
             || state.members.contains(&pid)
             || self
-                .reaper
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .is_some_and(|r| r.pid == pid)
+                .with_started(|s| s.reaper.as_ref().is_some_and(|r| r.pid == pid))
+                .unwrap_or(false)
     }
 
     /// Marks a spawn as under way until the guard drops; spawn the process and register it (as a group,
@@ -451,6 +379,13 @@ impl Session {
             }
         }
     }
+}
+
+/// The labels of every resource of a session of the run `run`, besides `cleantest.session`.
+fn labels_for(run: Option<&str>) -> Vec<(String, String)> {
+    let mut labels = owner::Owner::me().labels();
+    labels.extend(run_id::label(run));
+    labels
 }
 
 /// How long `cleanup` goes on killing while each round finds new processes.

@@ -167,10 +167,10 @@ fn seen_dead(killed: Vec<Escaped>) -> Vec<Escaped> {
     let (dead, alive): (Vec<Escaped>, Vec<Escaped>) =
         killed.into_iter().partition(|p| !is_live(p.pid));
     for p in &alive {
-        eprintln!(
+        crate::output::err(format!(
             "warning: process {} is still alive after SIGKILL; it is not reported killed",
             p.description
-        );
+        ));
     }
     dead
 }

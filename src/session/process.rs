@@ -16,6 +16,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
+use super::locked;
 use super::{Session, signal_group};
 
 /// Index of a unit in the scheduler's table.
@@ -140,7 +141,7 @@ impl Backlog {
         if self.try_reserve(len) {
             return;
         }
-        let mut held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = locked(&self.lock);
         self.waiters.fetch_add(1, Ordering::SeqCst);
         while !self.try_reserve(len) {
             held = self
@@ -169,7 +170,7 @@ impl Backlog {
                 Some(q.saturating_sub(len))
             });
         if self.waiters.load(Ordering::SeqCst) > 0 {
-            let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _held = locked(&self.lock);
             self.drained.notify_all();
         }
     }

@@ -103,10 +103,12 @@ pub(crate) fn run(session: &str) -> i32 {
         return 0;
     }
     let started = Instant::now();
-    eprintln!("reaper: the runner of session {session} is gone; cleaning up");
+    crate::output::err(format!(
+        "reaper: the runner of session {session} is gone; cleaning up"
+    ));
     // Forkers included: frozen before they are killed (`orphans::kill_session`).
     let killed = orphans::kill_session(session).len();
-    eprintln!("reaper: killed {killed} process(es)");
+    crate::output::err(format!("reaper: killed {killed} process(es)"));
     let swept = sweep(session);
     let Ok(dir) = state::state_dir() else {
         return 0;
@@ -120,7 +122,10 @@ pub(crate) fn run(session: &str) -> i32 {
     if swept && !in_flight {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    eprintln!("reaper: done in {:.2}s", started.elapsed().as_secs_f64());
+    crate::output::err(format!(
+        "reaper: done in {:.2}s",
+        started.elapsed().as_secs_f64()
+    ));
     0
 }
 
@@ -138,7 +143,10 @@ fn watch_for_late_creates(session: &str) {
     while Instant::now() < until {
         match docker::list_session(&engine, session, &state::anonymous_volumes_of(session)) {
             Ok(found) if !found.is_empty() => {
-                eprintln!("reaper: {}", docker::remove(&engine, &found).line());
+                crate::output::err(format!(
+                    "reaper: {}",
+                    docker::remove(&engine, &found).line()
+                ));
             }
             Ok(_) => std::thread::sleep(Duration::from_millis(250)),
             Err(_) => return,
@@ -156,19 +164,23 @@ fn sweep(session: &str) -> bool {
                 match docker::sweep_session(&engine, session, &state::anonymous_volumes_of(session))
                 {
                     Ok(removal) => {
-                        eprintln!("reaper: {}", removal.line());
+                        crate::output::err(format!("reaper: {}", removal.line()));
                         return removal.failures.is_empty();
                     }
-                    Err(e) => eprintln!("reaper: sweep failed: {e}"),
+                    Err(e) => crate::output::err(format!("reaper: sweep failed: {e}")),
                 }
             }
             Connection::Down {
                 expected: false, ..
             } => return true,
-            Connection::Down { reason, .. } => eprintln!("reaper: no engine: {reason}"),
+            Connection::Down { reason, .. } => {
+                crate::output::err(format!("reaper: no engine: {reason}"))
+            }
         }
         if Instant::now() + delay > deadline {
-            eprintln!("reaper: giving up; the session stays stale for the next run's stale sweep");
+            crate::output::err(
+                "reaper: giving up; the session stays stale for the next run's stale sweep",
+            );
             return false;
         }
         std::thread::sleep(delay);

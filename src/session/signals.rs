@@ -33,7 +33,7 @@ pub(crate) fn install(session: Arc<Session>, events: Sender<Event>) -> Result<()
                 let count = session.on_signal(signal);
                 if count >= 3 {
                     let first = session.interrupted_by().unwrap_or(signal);
-                    eprintln!("\nwarning: third signal, exiting now without waiting");
+                    crate::output::err("\nwarning: third signal, exiting now without waiting");
                     session.cleanup();
                     // SAFETY: `_exit` ends the process immediately; nothing after it runs.
                     unsafe { libc::_exit(exit_code(first)) };

@@ -269,12 +269,12 @@ pub(crate) fn print_resources(resources: &[Resource]) {
             .get(SESSION_LABEL)
             .map(String::as_str)
             .unwrap_or("?");
-        println!(
+        crate::output::out(format!(
             "would remove {} {} ({}) of session {session}",
             r.kind.word(),
             r.name,
             short(&r.id)
-        );
+        ));
     }
 }
 

@@ -1,8 +1,9 @@
-//! Starting a session, for test runs and `exec` alike: its record in the state directory, the reaper,
-//! the Docker engine, the sweep of this host's dead sessions, and the environment lock.
+//! Opening a session, for test runs, `exec` and the session host alike: its record in the state
+//! directory, the reaper, the Docker engine, the sweep of this host's dead sessions, the engine-side
+//! reaper, the proxy (all of it one `Started` value the session holds), and the environment lock.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use super::engine_reaper::{self, EngineReaper};
 use super::lock::{self, EnvLock};
@@ -10,6 +11,7 @@ use super::reaper::ReaperHandle;
 use super::state::{self, record::OwnRecord};
 use super::{DockerState, Session, orphans, run_id, stale};
 use crate::cli::{EngineReaperMode, SessionOpts, human_bytes};
+use crate::config::Settings;
 use crate::config::guard::Guard;
 use crate::config::proxy::ProxyPolicy;
 use crate::contract::{PROXY_SOCKET_FILE, REAPER_LOG_FILE};
@@ -31,14 +33,54 @@ pub(crate) struct Profile<'a> {
     pub proxy_policy: &'a ProxyPolicy,
 }
 
-/// Prepares `session` for running things in `workspace`. The returned lock is held until dropped.
-pub(crate) fn start(
+impl<'a> Profile<'a> {
+    /// The session's part of the loaded settings.
+    pub(crate) fn of(settings: &'a Settings) -> Profile<'a> {
+        Profile {
+            lock: settings.lock.as_deref(),
+            proxy: settings.proxy,
+            engine_reaper: settings.engine_reaper,
+            guard: &settings.guard,
+            proxy_policy: &settings.proxy_policy,
+        }
+    }
+}
+
+/// What opening a session started, whole: the session holds it from `open` until `finish` takes it
+/// and ends it (`end`). Each part that may be missing says why in its type's place: the reaper could
+/// not be spawned, no engine answers, the proxy is off.
+pub(crate) struct Started {
+    /// The CI run the session is a shard of (`run_id`).
+    pub(super) run: Option<String>,
+    /// The labels of its resources besides `cleantest.session` (its owner's and its run's).
+    pub(super) labels: Vec<(String, String)>,
+    /// Its record in the state directory, whose lock it holds for its whole life.
+    pub(super) record: OwnRecord,
+    /// The host reaper, which cleans up if the runner dies.
+    pub(super) reaper: Option<ReaperHandle>,
+    /// The engine-side reaper, dismissed when the session ends.
+    pub(super) engine_reaper: Option<Arc<EngineReaper>>,
+    /// The engine the session sweeps at the end.
+    pub(super) docker: DockerState,
+    /// The labelling proxy the session's Docker traffic goes through.
+    pub(super) proxy: Option<Proxy>,
+    /// Samples the session's containers for the end-of-run peaks.
+    pub(super) usage: Option<Sampler>,
+    /// A stale sweep still running when the tests started: the end says what it did.
+    pub(super) pending_stale: Option<mpsc::Receiver<Vec<String>>>,
+}
+
+/// Opens `session` for running things in `workspace`: its record, the host reaper, the engine, the
+/// sweep of this host's dead sessions, the engine-side reaper and the proxy, handed to the session
+/// whole; then the environment lock, held until the returned value drops. Whatever was started before
+/// a failure is handed over all the same, so that the session's end cleans it up.
+pub(crate) fn open(
     session: &Arc<Session>,
     opts: &SessionOpts,
     profile: Profile<'_>,
     workspace: &Path,
 ) -> Result<Option<EnvLock>, Error> {
-    session.set_run_id(run_id::from_env()?);
+    let run = run_id::from_env()?;
     let endpoint = docker::engine::endpoint();
     if let Some(why) = docker::context::unsupported(&endpoint) {
         return Err(Error::Usage(why));
@@ -46,29 +88,58 @@ pub(crate) fn start(
     let state = state::state_dir().map_err(Error::State)?;
     let record =
         OwnRecord::create(&state, session.id(), workspace, &endpoint).map_err(Error::State)?;
-    session.set_record(record);
-    // Orphaned descendants (setsid, double fork) are re-parented to us, where they can be found.
-    // Said once, at start: what this platform (or this kernel's settings) cannot promise.
+    watch_escapes(session);
+    // Held until the session holds the reaper, so that its pid is never taken for an orphan's.
+    let spawning = session.spawning();
+    let log = state::session_dir(&state, session.id()).join(REAPER_LOG_FILE);
+    let reaper = ReaperHandle::spawn(session.id(), &log)
+        .map_err(|e| {
+            crate::output::err(format!(
+                "warning: failed to start the reaper ({e}); a killed runner will leave a stale session"
+            ))
+        })
+        .ok();
+    let docker = connect();
+    let mut started = Started {
+        labels: super::labels_for(run.as_deref()),
+        run,
+        record,
+        reaper,
+        engine_reaper: None,
+        docker,
+        proxy: None,
+        usage: None,
+        pending_stale: None,
+    };
+    let engine = start_on_engine(session, opts, profile, &endpoint, &state, &mut started);
+    *super::locked(&session.started) = Some(started);
+    drop(spawning);
+    engine?;
+    if opts.no_lock {
+        return Ok(None);
+    }
+    let name = lock::lock_name(opts.lock.as_deref().or(profile.lock), workspace);
+    lock::acquire(&name, session.id(), opts.lock_timeout).map(Some)
+}
+
+/// Orphaned descendants (setsid, double fork) are re-parented to the runner, where they can be found;
+/// where it cannot be their subreaper, process-tree snapshots remember where each process came from
+/// (`lineage`). Said once, at start: what this platform (or this kernel's settings) cannot promise.
+fn watch_escapes(session: &Session) {
     let subreaper_off = std::env::var(crate::contract::ENV_SUBREAPER).is_ok_and(|v| v == "off");
     if subreaper_off || !orphans::become_subreaper() || !crate::sys::capabilities().subreaper {
-        // Then process-tree snapshots remember where each process came from (`lineage`).
         session.watch_lineage();
-        eprintln!(
+        crate::output::err(
             "warning: cannot become a child subreaper; a process that leaves its group, outlives \
              its parent before the next snapshot of the process tree and clears its environment may \
-             survive (snapshots and the environment scan find the rest)"
+             survive (snapshots and the environment scan find the rest)",
         );
     }
-    let log = state::session_dir(&state, session.id()).join(REAPER_LOG_FILE);
-    let spawning = session.spawning();
-    match ReaperHandle::spawn(session.id(), &log) {
-        Ok(reaper) => session.set_reaper(reaper),
-        Err(e) => eprintln!(
-            "warning: failed to start the reaper ({e}); a killed runner will leave a stale session"
-        ),
-    }
-    drop(spawning);
-    let docker = match docker::connect() {
+}
+
+/// The engine, as it answers (or does not).
+fn connect() -> DockerState {
+    match docker::connect() {
         Connection::Up(engine) => DockerState::Up(engine),
         Connection::Down {
             endpoint,
@@ -79,15 +150,15 @@ pub(crate) fn start(
             // No noise for projects that never touch Docker: only a configured engine (DOCKER_HOST, or a
             // socket that exists) is worth a word. Its sweep is tried again at the end.
             if wedged {
-                eprintln!(
+                crate::output::err(format!(
                     "warning: the Docker engine at {endpoint} does not answer ({reason}); nothing more \
                      is asked of it until the run ends, when the sweep tries again"
-                );
+                ));
             } else if expected {
-                eprintln!(
+                crate::output::err(format!(
                     "warning: no Docker engine answers at {endpoint} ({reason}); \
                      the sweep will try again when the run ends"
-                );
+                ));
             }
             DockerState::Down {
                 endpoint,
@@ -95,19 +166,32 @@ pub(crate) fn start(
                 expected,
             }
         }
-    };
+    }
+}
+
+/// What the session starts on its engine: the free-memory check, the stale sweep, the engine-side
+/// reaper, the proxy and the usage sampler, each put in `started` as it starts.
+fn start_on_engine(
+    session: &Session,
+    opts: &SessionOpts,
+    profile: Profile<'_>,
+    endpoint: &str,
+    state: &Path,
+    started: &mut Started,
+) -> Result<(), Error> {
+    let docker = started.docker.clone();
     check_free_memory(profile.guard, &docker)?;
     if let (DockerState::Up(engine), false) = (&docker, opts.no_stale_sweep) {
-        match stale::start_in_background(engine, &state) {
-            stale::Started::Done(lines) => lines.iter().for_each(|line| eprintln!("{line}")),
-            stale::Started::Pending(pending) => session.set_pending_stale(pending),
+        match stale::start_in_background(engine, state) {
+            stale::Started::Done(lines) => lines.iter().for_each(crate::output::err),
+            stale::Started::Pending(pending) => started.pending_stale = Some(pending),
         }
     }
     let mode = opts
         .engine_reaper
         .or(profile.engine_reaper)
         .unwrap_or_default();
-    let sink = start_engine_reaper(session, &docker, mode, &endpoint)?;
+    let sink = start_engine_reaper(session, started, mode, endpoint)?;
     // The proxy labels what unmodified code creates; it is pointless where no engine is configured.
     let engine_max = match &docker {
         DockerState::Up(engine) => Some(engine.api_version.clone()),
@@ -116,57 +200,53 @@ pub(crate) fn start(
     };
     if let (Some(engine_max), false, true) = (engine_max, opts.no_proxy, profile.proxy) {
         let socket =
-            state::socket_path(&state, session.id(), PROXY_SOCKET_FILE).map_err(Error::State)?;
+            state::socket_path(state, session.id(), PROXY_SOCKET_FILE).map_err(Error::State)?;
         match Proxy::start(
             &socket,
             session.id(),
-            session.labels(),
+            started.labels.clone(),
             engine_max,
             sink,
             profile.guard.clone(),
             profile.proxy_policy.clone(),
         ) {
-            Ok(proxy) => session.set_proxy(proxy),
+            Ok(proxy) => started.proxy = Some(proxy),
             // An engine that is down was warned about above, with the same bad address.
             Err(_) if !matches!(docker, DockerState::Up(_)) => {}
-            Err(e) => eprintln!(
+            Err(e) => crate::output::err(format!(
                 "warning: failed to start the Docker proxy ({e}); only labelled resources will be swept"
-            ),
+            )),
         }
     }
     if let DockerState::Up(engine) = &docker {
-        session.set_sampler(Sampler::start(engine, docker::session_filter(session.id())));
+        started.usage = Some(Sampler::start(engine, docker::session_filter(session.id())));
     }
-    session.set_docker(docker);
-    if opts.no_lock {
-        return Ok(None);
-    }
-    let name = lock::lock_name(opts.lock.as_deref().or(profile.lock), workspace);
-    lock::acquire(&name, session.id(), opts.lock_timeout).map(Some)
+    Ok(())
 }
 
 /// Starts the engine-side reaper when `mode` (and, for `auto`, the runner's situation) asks for one.
 /// Asked for explicitly, failing to start it is an error; on `auto`, a warning. Returns what the proxy
 /// tells it of anonymous volumes.
 fn start_engine_reaper(
-    session: &Arc<Session>,
-    docker: &DockerState,
+    session: &Session,
+    started: &mut Started,
     mode: EngineReaperMode,
     endpoint: &str,
 ) -> Result<Option<VolumeSink>, Error> {
     let Some(why) = engine_reaper::reason(mode, endpoint) else {
         return Ok(None);
     };
-    let started = match docker {
+    let docker = &started.docker;
+    let reaper = match docker {
         DockerState::Up(engine) => {
-            EngineReaper::start(engine, endpoint, session.id(), session.labels())
+            EngineReaper::start(engine, endpoint, session.id(), started.labels.clone())
         }
         DockerState::Down { reason, .. } => Err(format!("no engine answers ({reason})")),
         DockerState::Unused => Err("no engine is in use".to_string()),
     };
-    match started {
+    match reaper {
         Ok(reaper) => {
-            session.set_engine_reaper(reaper.clone());
+            started.engine_reaper = Some(reaper.clone());
             Ok(Some(VolumeSink(Arc::new(move |names| {
                 reaper.note_volumes(names)
             }))))
@@ -178,10 +258,10 @@ fn start_engine_reaper(
         // Without an engine there is nothing for it to sweep (and the engine's absence was warned about).
         Err(_) if !matches!(docker, DockerState::Up(_)) => Ok(None),
         Err(reason) => {
-            eprintln!(
+            crate::output::err(format!(
                 "warning: failed to start the engine-side reaper ({why}): {reason}; \
                  if the runner dies with its host reaper, the session's resources stay"
-            );
+            ));
             Ok(None)
         }
     }
@@ -216,8 +296,8 @@ fn check_free_memory(guard: &Guard, docker: &DockerState) -> Result<(), Error> {
                 ),
             ),
             None => {
-                eprintln!(
-                    "warning: cannot read the host's available memory; min-free-memory not checked"
+                crate::output::err(
+                    "warning: cannot read the host's available memory; min-free-memory not checked",
                 );
                 return Ok(());
             }
@@ -236,7 +316,7 @@ fn check_free_memory(guard: &Guard, docker: &DockerState) -> Result<(), Error> {
             "start the session: {what}; free memory, lower the limit, or drop --require-free-memory"
         )));
     }
-    eprintln!("warning: {what}");
+    crate::output::err(format!("warning: {what}"));
     Ok(())
 }
 

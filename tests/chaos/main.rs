@@ -92,7 +92,7 @@ fn main() {
 fn chaos_run(mark: &str, mode: Option<&str>) -> Command {
     let mut command = cleantest("docker", mark);
     command
-        .env("CLEANTEST_STATE_DIR", temp_dir("chaos-state"))
+        .env("CLEANTEST_STATE_DIR", run_dir("chaos-state"))
         .args(mode)
         .args(["--no-lock", "--test", "chaos"]);
     command
@@ -131,7 +131,7 @@ fn start_hanging(
     mode: Option<&str>,
     test: &str,
     grace: &str,
-) -> (Child, std::path::PathBuf) {
+) -> (Child, common::TempDir) {
     spawn_until_started(
         chaos_run(mark, mode)
             .args(limits("5m", grace))
@@ -245,11 +245,7 @@ fn concurrent_sessions() -> Result<(), Failed> {
 }
 
 /// A run against a private engine whose test created a container and hangs until the timeout.
-fn start_on_private(
-    engine: &PrivateEngine,
-    mark: &str,
-    timeout: &str,
-) -> (Child, std::path::PathBuf) {
+fn start_on_private(engine: &PrivateEngine, mark: &str, timeout: &str) -> (Child, common::TempDir) {
     spawn_until_started(
         chaos_run(mark, None)
             .env("DOCKER_HOST", engine.host())

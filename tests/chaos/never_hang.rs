@@ -34,7 +34,7 @@ fn stopped_reaper() -> Result<(), Failed> {
     let script = "for c in $(cat /proc/$PPID/task/*/children); do \
                     if [ \"$(tr '\\0' '\\n' < /proc/$c/cmdline | sed -n 2p)\" = __reaper ]; then \
                       kill -STOP $c && echo \"stopped $c\"; fi; done";
-    let mut child = exec_in_session(&mark, &temp_dir("stopped-reaper"))
+    let mut child = exec_in_session(&mark, &run_dir("stopped-reaper"))
         .args(["--", "sh", "-c", script])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -89,7 +89,7 @@ fn hung_engine_and_timeouts() -> Result<(), Failed> {
     let mark = unique_mark("hung-engine");
     let (mut child, marks) = spawn_until_started(
         cleantest("docker", &mark)
-            .env("CLEANTEST_STATE_DIR", temp_dir("hung-state"))
+            .env("CLEANTEST_STATE_DIR", run_dir("hung-state"))
             .env("DOCKER_HOST", engine.host())
             .args(["--no-lock", "--isolate", "-j", "2", "--test", "proxied"])
             .args(limits("8s", "1s"))

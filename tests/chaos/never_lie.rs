@@ -29,7 +29,8 @@ pub(crate) fn cells() -> Vec<Cell> {
 /// was "running" any more, so no timeout fired and the run hung. Now `c_hangs` times out.
 fn early_verdict() -> Result<(), Failed> {
     let mark = unique_mark("early-verdict");
-    let junit = temp_dir("early-verdict").join("junit.xml");
+    let junit_dir = temp_dir("early-verdict");
+    let junit = junit_dir.join("junit.xml");
     let mut child = cleantest("hang", &mark)
         .args(["--test", "early_verdict", "--junit"])
         .arg(&junit)
@@ -145,7 +146,8 @@ fn long_line(mode: Option<&str>) -> Result<(), Failed> {
 /// panic lost; it must be reported failed, with its panic, and the run must fail.
 fn child_fakes_a_result() -> Result<(), Failed> {
     let mark = unique_mark("fake-result");
-    let junit = temp_dir("fake-result").join("junit.xml");
+    let junit_dir = temp_dir("fake-result");
+    let junit = junit_dir.join("junit.xml");
     let out = run(cleantest("hang", &mark)
         .args(["--test", "fake_result", "--junit"])
         .arg(&junit));

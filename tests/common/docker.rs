@@ -101,7 +101,9 @@ fn run_cells(cells: Vec<Cell>, engine: Option<String>) {
             .with_ignored_flag(ignored)
         })
         .collect();
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    super::remove_run_dirs();
+    conclusion.exit();
 }
 
 /// Why Docker tests cannot run here, if they cannot: no engine, or the fixture image cannot be built.

@@ -250,10 +250,9 @@ pub fn wait_for_file(path: &Path, limit: Duration) {
     }
 }
 
-/// A fresh empty directory under the target directory.
 /// A crate of its own in a fresh directory: `lib` as its `src/lib.rs`, and `config`, if any, as its
 /// `.config/cleantest.toml`.
-pub fn scratch_crate(label: &str, lib: &str, config: Option<&str>) -> PathBuf {
+pub fn scratch_crate(label: &str, lib: &str, config: Option<&str>) -> TempDir {
     let dir = temp_dir(label);
     std::fs::create_dir_all(dir.join(".config")).unwrap();
     std::fs::create_dir_all(dir.join("src")).unwrap();
@@ -274,11 +273,75 @@ pub fn scratch_crate(label: &str, lib: &str, config: Option<&str>) -> PathBuf {
     dir
 }
 
-pub fn temp_dir(label: &str) -> PathBuf {
+/// A fresh empty directory under the target directory (`it-tmp/`), removed with what is in it when
+/// dropped: when its test ends, failed or not (as nextest's `TempProject`). Removal never follows a
+/// symlink out of it (`remove_dir_all` removes a link, not its target).
+pub fn temp_dir(label: &str) -> TempDir {
     let dir = target_dir().join("it-tmp").join(unique_mark(label));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
+}
+
+/// A fresh empty directory under the target directory, for a run whose directory no scope of the test
+/// holds (a command built by a helper, a child that outlives the statement that started it): removed
+/// when the test binary ends (`remove_run_dirs`, from the harness's main), whatever its tests did.
+pub fn run_dir(label: &str) -> PathBuf {
+    let dir = target_dir().join("it-tmp").join(unique_mark(label));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    RUN_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(dir.clone());
     dir
+}
+
+/// The directories `run_dir` made in this binary.
+static RUN_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes every directory `run_dir` made, each by its own name.
+pub fn remove_run_dirs() {
+    let dirs = std::mem::take(&mut *RUN_DIRS.lock().unwrap_or_else(|e| e.into_inner()));
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A directory of a test's own, removed when dropped (`temp_dir`).
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Its own name, made by `temp_dir` under `it-tmp/`: never a computed parent.
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Spawns a fixture run and returns once each of `tests` has announced it is running (the fixtures
@@ -286,7 +349,7 @@ pub fn temp_dir(label: &str) -> PathBuf {
 pub fn spawn_until_started(
     command: &mut Command,
     tests: &[&str],
-) -> (std::process::Child, PathBuf) {
+) -> (std::process::Child, TempDir) {
     let dir = temp_dir("marks");
     let child = command
         .env("CT_FIXTURE_MARK_DIR", &dir)

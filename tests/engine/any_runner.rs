@@ -84,8 +84,8 @@ fn cargo() -> std::ffi::OsString {
 /// One run's directories and marks: its run id labels every container the host starts.
 struct Run {
     mark: String,
-    state: PathBuf,
-    out: PathBuf,
+    state: TempDir,
+    out: TempDir,
 }
 
 impl Run {
@@ -505,6 +505,7 @@ fn two_checkouts() -> Result<(), Failed> {
     service_image::build("redis", false)?;
     let runs = [Run::new("host-two-a"), Run::new("host-two-b")];
     let mut children = Vec::new();
+    let mut copies = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         let copy = temp_dir("checkout");
         copy_tree(&workspace(), &copy)?;
@@ -523,6 +524,8 @@ fn two_checkouts() -> Result<(), Failed> {
                 .stderr(std::process::Stdio::null())
                 .spawn()?,
         );
+        // Kept until the cargo test in it is done.
+        copies.push(copy);
     }
     for child in &mut children {
         let status = child.wait()?;

@@ -292,7 +292,7 @@ fn inspect(filter: &str, key: &str) -> Result<BTreeMap<String, Value>, Failed> {
 /// inspects them (the services are ready before it starts). Then nothing of the session is left.
 fn session_side(case: &str) -> Result<(BTreeMap<String, Value>, String), Failed> {
     let mark = unique_mark("compose-ours");
-    let out_file = temp_dir("compose-ours").join("inspect.json");
+    let out_file = run_dir("compose-ours").join("inspect.json");
     let script = format!(
         "ids=$(docker ps -aq --filter label=cleantest.session=$CLEANTEST_SESSION --filter label=cleantest.service); \
          if [ -n \"$ids\" ]; then docker inspect $ids > {0}; else echo '[]' > {0}; fi",
@@ -301,7 +301,7 @@ fn session_side(case: &str) -> Result<(BTreeMap<String, Value>, String), Failed>
     let (pid, out) = run_owned({
         let mut command = cleantest("compose", &mark);
         command
-            .env("CLEANTEST_STATE_DIR", temp_dir("compose-state"))
+            .env("CLEANTEST_STATE_DIR", run_dir("compose-state"))
             .args(["exec", "-P", case, "--no-lock", "--", "sh", "-c", &script]);
         case_env(&mut command);
         command

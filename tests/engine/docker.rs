@@ -405,6 +405,8 @@ struct PodmanService {
     child: std::process::Child,
     socket: std::path::PathBuf,
     conf: std::path::PathBuf,
+    /// Its socket's and config's directory, removed with the service.
+    _dir: TempDir,
 }
 
 impl PodmanService {
@@ -428,6 +430,7 @@ impl PodmanService {
             child,
             socket,
             conf,
+            _dir: dir,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !service.socket.exists() {

@@ -11,7 +11,7 @@ use crate::common;
 use crate::service_image;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -117,8 +117,8 @@ fn tool_works(args: &[&str]) -> bool {
 /// A run of the fixture: its mark, state directory and the directory its tests write probes to.
 struct Run {
     mark: String,
-    state: PathBuf,
-    out: PathBuf,
+    state: TempDir,
+    out: TempDir,
 }
 
 impl Run {

@@ -219,7 +219,7 @@ fn remote_engine() -> Result<(), Failed> {
     in_fixture(&mut command, "guard", &mark);
     command
         .args(["-P", "remote", "--engine-reaper", "off", "--junit"])
-        .arg(temp_dir("remote").join("junit.xml"))
+        .arg(run_dir("remote").join("junit.xml"))
         .env("DOCKER_HOST", "tcp://127.0.0.1:2375")
         .env("CT_GUARD_COUNT", "1");
     let (_, out) = run_owned(command)?;

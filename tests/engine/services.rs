@@ -91,7 +91,7 @@ fn compose_overlay() -> Result<(), Failed> {
         let mark = unique_mark("compose-overlay");
         let (pid, out) = run_owned({
             let mut c = cleantest("compose-edges", &mark);
-            c.env("CLEANTEST_STATE_DIR", temp_dir("state")).arg("exec");
+            c.env("CLEANTEST_STATE_DIR", run_dir("state")).arg("exec");
             if how == "-P" {
                 c.args(["-P", "overlay"]);
             } else {
@@ -115,7 +115,7 @@ fn compose_mistakes() -> Result<(), Failed> {
     let run_profile = |profile: &str| {
         run_owned({
             let mut c = cleantest("compose-edges", &unique_mark("compose-mistake"));
-            c.env("CLEANTEST_STATE_DIR", temp_dir("state")).args([
+            c.env("CLEANTEST_STATE_DIR", run_dir("state")).args([
                 "exec",
                 "-P",
                 profile,
@@ -174,7 +174,7 @@ fn docs_example() -> Result<(), Failed> {
     let (pid, out) = run_owned({
         let mut c = cleantest("services", &unique_mark("docs-example"));
         c.current_dir(&dir)
-            .env("CLEANTEST_STATE_DIR", temp_dir("state"))
+            .env("CLEANTEST_STATE_DIR", run_dir("state"))
             .args([
                 "exec",
                 "--no-lock",

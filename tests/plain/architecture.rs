@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// `sys` and `docker` are crates of their own, named in `src/main.rs` by `use … as`.
 const LAYERS: &[&[&str]] = &[
     &["contract", "sys", "docker"],
-    &["errors"],
+    &["errors", "output"],
     &["cli"],
     &["config"],
     &["session"],
@@ -457,6 +457,63 @@ fn proc_is_read_only_in_the_linux_backend() {
     assert!(
         wrong.is_empty(),
         "/proc outside crates/sys/src/linux.rs:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// One printer: in the runner and the layer crates, only `src/output.rs` uses a print macro; every
+/// other file sends it lines (ARCHITECTURE.md, "Output").
+#[test]
+fn only_the_output_module_prints() {
+    let mut wrong = Vec::new();
+    for tree in ["src", "crates"] {
+        for file in files_of(tree) {
+            if file.ends_with("src/output.rs") {
+                continue;
+            }
+            let code = code_of(&std::fs::read_to_string(&file).unwrap());
+            for (n, line) in code.lines().enumerate() {
+                let printing = ["println!", "eprintln!", "print!", "eprint!"]
+                    .iter()
+                    .any(|m| {
+                        line.match_indices(m).any(|(at, _)| {
+                            at == 0 || !line.as_bytes()[at - 1].is_ascii_alphanumeric()
+                        })
+                    });
+                if printing {
+                    wrong.push(format!("{}:{}", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "print macros outside src/output.rs:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The docker crate's API says what failed in types (`docker::Error`), never as a bare string.
+#[test]
+fn the_docker_layer_returns_typed_errors() {
+    let mut wrong = Vec::new();
+    for file in files_of("crates/docker") {
+        let code = code_of(&std::fs::read_to_string(&file).unwrap());
+        let flat: String = code.split_whitespace().collect::<Vec<_>>().join(" ");
+        for (at, _) in flat.match_indices("Result<") {
+            let rest = &flat[at..];
+            let end = rest
+                .find('{')
+                .or_else(|| rest.find(';'))
+                .unwrap_or(rest.len());
+            if rest[..end].contains(", String>") {
+                wrong.push(format!("{}: {}", file.display(), &rest[..end.min(80)]));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "Result<_, String> in the docker crate:\n{}",
         wrong.join("\n")
     );
 }

@@ -198,7 +198,7 @@ fn every_flag_of_an_options_table_exists() {
 }
 
 /// A crate to load config examples in, its config written by each check.
-fn scratch() -> PathBuf {
+fn scratch() -> common::TempDir {
     scratch_crate("docs-config", "", None)
 }
 
@@ -345,11 +345,13 @@ fn the_readme_is_a_quick_start() {
     }
 }
 
-/// Both crates carry what `cargo publish` and crates.io show (`cargo publish --dry-run` is the judge,
-/// and needs the network; this keeps the fields from going missing in between).
+/// Every crate carries what `cargo publish` and crates.io show (`cargo publish --dry-run` is the judge,
+/// and needs the network; this keeps the fields from going missing in between): the runner, the
+/// `cleantest` crate, and the layer crates they depend on.
 #[test]
-fn both_crates_are_ready_to_publish() {
-    for dir in [root(), root().join("cleantest")] {
+fn every_crate_is_ready_to_publish() {
+    let layers = ["contract", "sys", "docker", "protocol"].map(|c| root().join("crates").join(c));
+    for dir in [root(), root().join("cleantest")].into_iter().chain(layers) {
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         let package = manifest.split("\n[").next().unwrap();
         for key in [

@@ -11,7 +11,7 @@ use std::path::Path;
 use common::*;
 
 /// A crate of one passing test in a fresh directory, with `config` as its `.config/cleantest.toml`.
-fn crate_with_config(label: &str, config: &str) -> std::path::PathBuf {
+fn crate_with_config(label: &str, config: &str) -> common::TempDir {
     scratch_crate(label, "#[test]\nfn passes() {}\n", Some(config))
 }
 

@@ -145,7 +145,7 @@ fn a_zero_timeout_is_a_usage_error() {
 
 /// A target runner set in `.cargo/config.toml` (found from the current directory, as cargo finds it):
 /// a wrapper that logs each call and runs the binary.
-fn runner_dir(label: &str) -> std::path::PathBuf {
+fn runner_dir(label: &str) -> common::TempDir {
     let dir = temp_dir(label);
     let wrapper = dir.join("wrapper.sh");
     std::fs::write(

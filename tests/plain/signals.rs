@@ -11,7 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 /// Starts the runner on the hanging tests and waits until both hung tests are running.
-fn start_hanging_run(mark: &str, grace: &str, mode: Option<&str>) -> (Child, std::path::PathBuf) {
+fn start_hanging_run(mark: &str, grace: &str, mode: Option<&str>) -> (Child, common::TempDir) {
     spawn_until_started(
         cleantest("hang", mark)
             .args(mode)
@@ -77,7 +77,8 @@ fn first_signal_stops_everything_within_the_grace_period_with_its_exit_code() {
 #[test]
 fn interrupted_tests_are_in_junit_and_unstarted_ones_are_listed() {
     let mark = unique_mark("interrupted-junit");
-    let junit = temp_dir("interrupted-junit").join("junit.xml");
+    let junit_dir = temp_dir("interrupted-junit");
+    let junit = junit_dir.join("junit.xml");
     // One test at a time: the hung test blocks the rest of its binary, which never starts.
     let (child, _) = spawn_until_started(
         cleantest("hang", &mark)

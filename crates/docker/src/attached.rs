@@ -12,6 +12,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::{Engine, Error, block_on};
+use crate::locked;
 
 type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 type Input = Pin<Box<dyn AsyncWrite + Send>>;
@@ -46,7 +47,7 @@ impl Attached {
     /// Sends `text`, then reads the output up to a line that is `marker` (which `text` must make the
     /// command print), within `bound`: the output before it.
     pub fn ask(&self, text: &str, marker: &str, bound: Duration) -> Result<String, Error> {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = locked(&self.streams);
         let (input, output) = &mut *streams;
         block_on(async {
             tokio::time::timeout(bound, async {

@@ -80,11 +80,9 @@ fn runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
 pub fn block_on<F: Future>(future: F) -> F::Output {
     match runtime() {
         Ok(runtime) => runtime.block_on(future),
-        // Only where `main` did not build it first (unit tests), and descriptors ran out.
-        Err(e) => {
-            eprintln!("error: cannot start the runtime for engine calls: {e}");
-            std::process::exit(cleantest_contract::EXIT_TEST_FAILED)
-        }
+        // Only where the binary's `main` did not build it first (`init_runtime`, whose failure it
+        // reports and exits on): unit tests, out of descriptors. There a panic is the report.
+        Err(e) => panic!("cannot start the runtime for engine calls: {e}"),
     }
 }
 

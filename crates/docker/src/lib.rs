@@ -237,3 +237,9 @@ pub fn connect_within(bound: Duration) -> Connection {
         }
     }
 }
+
+/// Locks `m`, whatever a panicking holder left: the proxy and the sweep must go on serving and
+/// cleaning up, so a poisoned lock is used as it is.
+pub(crate) fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

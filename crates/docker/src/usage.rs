@@ -12,6 +12,7 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, StatsOptionsBuilde
 use futures_util::StreamExt;
 
 use super::{Engine, block_on};
+use crate::locked;
 use cleantest_contract::ROLE_LABEL;
 
 /// Time between samples: a container that lives less than this may be missed by the memory peak (the
@@ -50,7 +51,7 @@ impl Sampler {
                     if let Ok(Some(now)) = block_on(async {
                         tokio::time::timeout(SAMPLE_BOUND, sample(&on, &filter, true)).await
                     }) {
-                        seen.lock().unwrap_or_else(|e| e.into_inner()).absorb(now);
+                        locked(&seen).absorb(now);
                     }
                     std::thread::park_timeout(PERIOD);
                 }
@@ -68,7 +69,7 @@ impl Sampler {
         if let Some(thread) = &self.thread {
             thread.unpark();
         }
-        *self.peak.lock().unwrap_or_else(|e| e.into_inner())
+        *locked(&self.peak)
     }
 }
 

@@ -43,6 +43,8 @@ impl Reporter {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.enable_steady_tick(Duration::from_millis(120));
+            // Every line of the run, whichever layer sends it, goes above the bar from now on.
+            crate::output::show_progress(bar.clone());
             bar
         });
         Reporter {
@@ -103,13 +105,7 @@ impl Reporter {
     }
 
     fn line(&self, text: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(text),
-            None => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{text}");
-            }
-        }
+        crate::output::out(text);
     }
 
     /// Whether passing tests' output is kept for the end (`--show-output`, as cargo test).
@@ -211,17 +207,11 @@ impl Reporter {
 
     /// A line of news that is not a problem (cargo's `note:`).
     pub(crate) fn note(&self, text: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(format!("note: {text}")),
-            None => eprintln!("note: {text}"),
-        }
+        crate::output::note(text);
     }
 
     pub(crate) fn warn(&self, text: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(format!("warning: {text}")),
-            None => eprintln!("warning: {text}"),
-        }
+        crate::output::warn(text);
     }
 
     /// A test that passed another heartbeat period: a line without a terminal, where the progress bar
@@ -262,10 +252,21 @@ impl Reporter {
         self.advance(usize::MAX, cut);
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+            crate::output::hide_progress();
         }
         let _ = std::io::stderr().flush();
         let mut out = std::io::stdout().lock();
         let _ = write_summary(&mut out, summary, interrupted);
         let _ = out.flush();
+    }
+}
+
+impl Drop for Reporter {
+    /// A run that ends another way than `finish` (an error, a panic) takes its bar away too: lines
+    /// sent to a finished bar would not be seen.
+    fn drop(&mut self) {
+        if self.bar.is_some() {
+            crate::output::hide_progress();
+        }
     }
 }

@@ -185,10 +185,16 @@ impl RunSummary {
             .count()
     }
 
+    /// Whether the run failed: a test failed, the run had a problem, or it was interrupted.
     pub(crate) fn failed(&self) -> bool {
-        self.interrupted
-            || !self.problems.is_empty()
-            || self.results.iter().any(|r| r.outcome.is_failure())
+        self.interrupted || self.tests_failed()
+    }
+
+    /// Whether a test failed or the run had a problem: what `--keep-on-failure` keeps resources for
+    /// and the services' logs are saved for. An interrupt alone is not such a failure (the user
+    /// stopped the run; there is nothing to inspect).
+    pub(crate) fn tests_failed(&self) -> bool {
+        !self.problems.is_empty() || self.results.iter().any(|r| r.outcome.is_failure())
     }
 
     /// `test result: ok. N passed; M failed; K ignored; 0 measured; F filtered out; finished in X.XXs`

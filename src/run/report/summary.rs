@@ -11,6 +11,26 @@ pub(super) fn write_summary(
     s: &RunSummary,
     interrupted: Option<&str>,
 ) -> std::io::Result<()> {
+    write_successes(out, s)?;
+    write_failures(out, s)?;
+    write_flaky(out, s)?;
+    write_leftovers(out, s)?;
+    write_slowest(out, s)?;
+    write_not_run(out, s)?;
+    write_session(out, s)?;
+    if let Some(why) = interrupted {
+        writeln!(
+            out,
+            "\ninterrupted by {why}: every test process was stopped; session {}",
+            s.session
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "{}", s.total_line())
+}
+
+/// Passing tests' output, when it was kept (`--show-output`).
+fn write_successes(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
     let successes: Vec<&TestResult> = s
         .results
         .iter()
@@ -26,69 +46,85 @@ pub(super) fn write_summary(
             writeln!(out, "{}", r.output.as_deref().unwrap_or("").trim_end())?;
         }
     }
+    Ok(())
+}
+
+/// Failures with their output, problems, stray output, the list of failures, and how to rerun them.
+fn write_failures(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
     let failures: Vec<&TestResult> = s
         .results
         .iter()
         .filter(|r| r.outcome.is_failure())
         .collect();
-    if !failures.is_empty() || !s.problems.is_empty() {
-        writeln!(out, "\nfailures:")?;
-        for r in &failures {
-            writeln!(out, "\n---- {} {} ----", r.full_name(), r.outcome.word())?;
-            if let Some(note) = &r.note {
-                writeln!(out, "{note}")?;
-            }
-            match r.output.as_deref().map(str::trim_end) {
-                Some(text) if !text.is_empty() => writeln!(out, "{text}")?,
-                _ if r.outcome == Outcome::TimedOut => writeln!(
-                    out,
-                    "(no output: libtest keeps a test's output until it ends; run with --isolate to see it)"
-                )?,
-                _ => {}
-            }
+    if failures.is_empty() && s.problems.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nfailures:")?;
+    for r in &failures {
+        writeln!(out, "\n---- {} {} ----", r.full_name(), r.outcome.word())?;
+        if let Some(note) = &r.note {
+            writeln!(out, "{note}")?;
         }
-        for p in &s.problems {
-            writeln!(out, "\n---- {} ----\n{}", p.binary, p.message)?;
-            for line in tail(&p.output, 40) {
-                writeln!(out, "{line}")?;
-            }
-        }
-        for (binary, text) in &s.stray {
-            writeln!(
+        match r.output.as_deref().map(str::trim_end) {
+            Some(text) if !text.is_empty() => writeln!(out, "{text}")?,
+            _ if r.outcome == Outcome::TimedOut => writeln!(
                 out,
-                "\n---- {binary}: printed outside libtest's capture while several of its tests ran ----\n{}",
-                text.trim_end()
-            )?;
-        }
-        writeln!(out, "\nfailures:")?;
-        for r in &failures {
-            writeln!(out, "    {} ({})", r.full_name(), r.outcome.word())?;
-        }
-        for p in &s.problems {
-            writeln!(out, "    {} (process failed)", p.binary)?;
-        }
-        if !s.rerun.is_empty() {
-            writeln!(out, "\nto rerun the failures:")?;
-            for line in &s.rerun {
-                writeln!(out, "    {line}")?;
-            }
+                "(no output: libtest keeps a test's output until it ends; run with --isolate to see it)"
+            )?,
+            _ => {}
         }
     }
-    write_flaky(out, s)?;
-    if !s.leftovers.is_empty() {
-        let containers = if s.kept {
-            "containers kept for inspection"
-        } else {
-            "containers swept with the session"
-        };
-        writeln!(out, "\nleft behind (processes killed, {containers}):")?;
-        for l in &s.leftovers {
-            writeln!(out, "    {}: left {} {}", l.unit, l.processes.len(), l.kind)?;
-            for p in l.processes.iter().take(5) {
-                writeln!(out, "        {p}")?;
-            }
+    for p in &s.problems {
+        writeln!(out, "\n---- {} ----\n{}", p.binary, p.message)?;
+        for line in tail(&p.output, 40) {
+            writeln!(out, "{line}")?;
         }
     }
+    for (binary, text) in &s.stray {
+        writeln!(
+            out,
+            "\n---- {binary}: printed outside libtest's capture while several of its tests ran ----\n{}",
+            text.trim_end()
+        )?;
+    }
+    writeln!(out, "\nfailures:")?;
+    for r in &failures {
+        writeln!(out, "    {} ({})", r.full_name(), r.outcome.word())?;
+    }
+    for p in &s.problems {
+        writeln!(out, "    {} (process failed)", p.binary)?;
+    }
+    if !s.rerun.is_empty() {
+        writeln!(out, "\nto rerun the failures:")?;
+        for line in &s.rerun {
+            writeln!(out, "    {line}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Processes the tests left behind, by unit.
+fn write_leftovers(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
+    if s.leftovers.is_empty() {
+        return Ok(());
+    }
+    let containers = if s.kept {
+        "containers kept for inspection"
+    } else {
+        "containers swept with the session"
+    };
+    writeln!(out, "\nleft behind (processes killed, {containers}):")?;
+    for l in &s.leftovers {
+        writeln!(out, "    {}: left {} {}", l.unit, l.processes.len(), l.kind)?;
+        for p in l.processes.iter().take(5) {
+            writeln!(out, "        {p}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The five slowest tests of half a second or more.
+fn write_slowest(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
     let mut slow: Vec<&TestResult> = s
         .results
         .iter()
@@ -106,7 +142,12 @@ pub(super) fn write_summary(
             )?;
         }
     }
-    write_not_run(out, s)?;
+    Ok(())
+}
+
+/// The session's part: services that stopped, their logs, what its end did with Docker, its peak,
+/// the shard.
+fn write_session(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
     if !s.service_deaths.is_empty() {
         writeln!(
             out,
@@ -128,15 +169,7 @@ pub(super) fn write_summary(
     if let Some(partition) = &s.partition {
         writeln!(out, "\n{partition}")?;
     }
-    if let Some(why) = interrupted {
-        writeln!(
-            out,
-            "\ninterrupted by {why}: every test process was stopped; session {}",
-            s.session
-        )?;
-    }
-    writeln!(out)?;
-    writeln!(out, "{}", s.total_line())
+    Ok(())
 }
 
 /// Tests that failed, then passed on a retry.

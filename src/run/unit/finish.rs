@@ -14,6 +14,31 @@ use crate::session::process::{ExitKind, release};
 const LOST_TO_INTERRUPT: &str = "its output was lost: the run was interrupted before the test binary \
      printed it (libtest prints failures at the end); rerun it to see it";
 
+/// How a unit ended, as each of its tests' fate reads it.
+struct Ending<'a> {
+    now: Instant,
+    settings: &'a Settings,
+    exit: ExitKind,
+    /// libtest's totals, when it printed them.
+    summary: Option<Summary>,
+    isolated: bool,
+    /// The tests running when it ended.
+    running: Vec<usize>,
+}
+
+/// What became of one test of an ended unit.
+enum Fate {
+    /// Its result, and the unit that reruns it alone to recover output its process never printed.
+    Reported {
+        result: Box<TestResult>,
+        recovery: Option<UnitSpec>,
+    },
+    /// It never started: the run was interrupted.
+    NotRun,
+    /// It runs again in a fresh process.
+    Rerun,
+}
+
 /// What a finished unit produced.
 pub(crate) struct Finished {
     pub results: Vec<TestResult>,
@@ -63,143 +88,169 @@ impl RunningUnit {
         if self.spec.kind == UnitKind::Whole {
             return self.finish_whole(exit, output, now);
         }
-        let mut results = Vec::new();
-        let mut rerun = Vec::new();
-        let mut not_run = Vec::new();
-        let mut recover = Vec::new();
-        let names = self.tracker.names().to_vec();
         let summary = self.tracker.summary();
-        let isolated = self.spec.kind == UnitKind::Isolated;
-        let running: Vec<usize> = self.tracker.running().map(|(i, _)| i).collect();
-        let mut problem = None;
+        let end = Ending {
+            now,
+            settings,
+            exit,
+            summary,
+            isolated: self.spec.kind == UnitKind::Isolated,
+            running: self.tracker.running().map(|(i, _)| i).collect(),
+        };
+        let (mut results, mut rerun, mut not_run, mut recover) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let names = self.tracker.names().to_vec();
         for (i, name) in names.iter().enumerate() {
-            let verdict = self
-                .tracker
-                .verdict(i)
-                .or_else(|| isolated.then(|| single_verdict(summary)).flatten());
-            let duration = if isolated {
-                now - self.started
-            } else {
-                self.tracker.duration(i, now)
-            };
-            let (outcome, note) = if self.timed_out.contains(&i) {
-                let limit = settings.timeout_for(&self.spec.binary_id, name);
-                (
-                    Outcome::TimedOut,
-                    Some(format!(
-                        "timed out after {}",
-                        humantime::format_duration(limit)
-                    )),
-                )
-            } else if let Some(v) = verdict {
-                (outcome_of(v), None)
-            } else if self.reason == Some(StopReason::Interrupt) {
-                if !(running.contains(&i) || isolated) {
-                    not_run.push(name.clone());
-                    continue;
+            match self.fate(i, name, &end, &output) {
+                Fate::Reported { result, recovery } => {
+                    results.push(*result);
+                    recover.extend(recovery);
                 }
-                let note = format!(
-                    "interrupted after {:.1}s; the test was running when the run was stopped",
-                    duration.as_secs_f64()
-                );
-                (Outcome::Interrupted, Some(note))
-            } else if self.reason == Some(StopReason::Timeout) {
-                rerun.push(name.clone());
-                continue;
-            } else if summary.is_some() && !isolated {
-                // libtest reported its totals, so this line was garbled by the test's own output.
-                (
-                    if exit.success() {
-                        Outcome::Passed
-                    } else {
-                        Outcome::Failed
-                    },
-                    None,
-                )
-            } else if running.contains(&i) || isolated {
-                let note =
-                    format!("the test process ended with {exit} while this test was running");
-                (Outcome::Failed, Some(note))
-            } else {
-                rerun.push(name.clone());
-                continue;
-            };
-            let own_output = if isolated {
-                // Its whole output, and what a harness printed only in its failure section (libtest-mimic
-                // prints a failure's message there, even when nothing is captured).
-                let mut all = output.clone();
-                if let Some(section) = self.tracker.output(i) {
-                    all.push_str(section);
-                }
-                Some(all)
-            } else {
-                // libtest's capture of it, then what it printed around the capture while alone.
-                let captured = self.tracker.output(i).map(str::to_string);
-                match (captured, self.bypass.of_test(i)) {
-                    (captured, None) => captured,
-                    (captured, Some(bypassed)) => Some(format!(
-                        "{}{}\n{bypassed}",
-                        captured.unwrap_or_default(),
-                        super::bypass::ALONE_HEADER
-                    )),
-                }
-            };
-            let mut note = note;
-            if !isolated && outcome == Outcome::Failed && note.is_none() && summary.is_none() {
-                // Killed before libtest's end-of-run report, which is where it prints failures.
-                match self.reason {
-                    Some(StopReason::Interrupt) => note = Some(LOST_TO_INTERRUPT.into()),
-                    _ => recover.push(self.spec.recovery(name.clone())),
-                }
+                Fate::NotRun => not_run.push(name.clone()),
+                Fate::Rerun => rerun.push(name.clone()),
             }
-            results.push(TestResult {
-                duration,
-                output: own_output,
-                note,
-                // Result lines and timeouts were printed when they happened.
-                announced: self.tracker.is_final(i) || self.timed_out.contains(&i),
-                ..TestResult::new(&self.spec.binary_id, name.clone(), outcome)
-            });
         }
-        if !rerun.is_empty() && running.is_empty() && self.reason.is_none() {
+        if !rerun.is_empty() && end.running.is_empty() && self.reason.is_none() {
             // Ended before any test could start: rerunning would only end the same way.
-            problem = Some(self.problem(
-                format!("the test binary ended with {exit} before running its tests"),
-                &output,
-            ));
             rerun.clear();
-        }
-        if problem.is_none()
-            && let Some(why) = self.tracker.contradiction()
-        {
-            problem = Some(self.problem(why, &output));
+            return self.finished(
+                results,
+                Some(format!(
+                    "the test binary ended with {exit} before running its tests"
+                )),
+                &output,
+                &end,
+                (rerun, not_run, recover),
+            );
         }
         let failed_any = results.iter().any(|r| r.outcome.is_failure());
-        if problem.is_none()
-            && self.reason.is_none()
-            && !exit.success()
-            && !failed_any
-            && rerun.is_empty()
-        {
-            problem = Some(self.problem(
-                format!("the test binary ended with {exit} although no test failed"),
-                &output,
-            ));
-        }
+        let problem = self.tracker.contradiction().or_else(|| {
+            (self.reason.is_none() && !exit.success() && !failed_any && rerun.is_empty())
+                .then(|| format!("the test binary ended with {exit} although no test failed"))
+        });
+        self.finished(results, problem, &output, &end, (rerun, not_run, recover))
+    }
+
+    /// What the unit's end produced, with `problem` (a message) as the unit's problem.
+    fn finished(
+        mut self,
+        results: Vec<TestResult>,
+        problem: Option<String>,
+        output: &str,
+        end: &Ending,
+        (rerun, not_run, recover): (Vec<String>, Vec<String>, Vec<UnitSpec>),
+    ) -> Finished {
         Finished {
             stray: self.bypass.of_binary(),
+            problem: problem.map(|why| self.problem(why, output)),
             results,
-            problem,
             rerun: (!rerun.is_empty()).then(|| self.spec.rerun(rerun)),
             leftovers: std::mem::take(&mut self.leftovers),
             filtered_out: 0,
-            measured: if isolated {
+            measured: if end.isolated {
                 0
             } else {
-                summary.map_or(0, |s| s.measured)
+                end.summary.map_or(0, |s| s.measured)
             },
             not_run,
             recover,
+        }
+    }
+
+    /// What became of test `i` of the ended unit: its result (from its verdict, its timeout, the signal
+    /// that stopped the run, or how the process ended), or that it never ran, or that it runs again.
+    fn fate(&mut self, i: usize, name: &str, end: &Ending, output: &str) -> Fate {
+        let isolated = end.isolated;
+        let verdict = self
+            .tracker
+            .verdict(i)
+            .or_else(|| isolated.then(|| single_verdict(end.summary)).flatten());
+        let duration = if isolated {
+            end.now - self.started
+        } else {
+            self.tracker.duration(i, end.now)
+        };
+        let running = end.running.contains(&i);
+        let (outcome, note) = if self.timed_out.contains(&i) {
+            let limit = end.settings.timeout_for(&self.spec.binary_id, name);
+            (
+                Outcome::TimedOut,
+                Some(format!(
+                    "timed out after {}",
+                    humantime::format_duration(limit)
+                )),
+            )
+        } else if let Some(v) = verdict {
+            (outcome_of(v), None)
+        } else if self.reason == Some(StopReason::Interrupt) {
+            if !(running || isolated) {
+                return Fate::NotRun;
+            }
+            let note = format!(
+                "interrupted after {:.1}s; the test was running when the run was stopped",
+                duration.as_secs_f64()
+            );
+            (Outcome::Interrupted, Some(note))
+        } else if self.reason == Some(StopReason::Timeout) {
+            return Fate::Rerun;
+        } else if end.summary.is_some() && !isolated {
+            // libtest reported its totals, so this line was garbled by the test's own output.
+            let outcome = if end.exit.success() {
+                Outcome::Passed
+            } else {
+                Outcome::Failed
+            };
+            (outcome, None)
+        } else if running || isolated {
+            let note = format!(
+                "the test process ended with {} while this test was running",
+                end.exit
+            );
+            (Outcome::Failed, Some(note))
+        } else {
+            return Fate::Rerun;
+        };
+        let mut note = note;
+        let mut recovery = None;
+        if !isolated && outcome == Outcome::Failed && note.is_none() && end.summary.is_none() {
+            // Killed before libtest's end-of-run report, which is where it prints failures.
+            match self.reason {
+                Some(StopReason::Interrupt) => note = Some(LOST_TO_INTERRUPT.into()),
+                _ => recovery = Some(self.spec.recovery(name.to_string())),
+            }
+        }
+        Fate::Reported {
+            result: Box::new(TestResult {
+                duration,
+                output: self.own_output(i, isolated, output),
+                note,
+                // Result lines and timeouts were printed when they happened.
+                announced: self.tracker.is_final(i) || self.timed_out.contains(&i),
+                ..TestResult::new(&self.spec.binary_id, name.to_string(), outcome)
+            }),
+            recovery,
+        }
+    }
+
+    /// Test `i`'s own output: isolated, all its process printed (and what a harness printed only in
+    /// its failure section: libtest-mimic prints a failure's message there, even when nothing is
+    /// captured); shared, libtest's capture of it, then what it printed around the capture while alone.
+    fn own_output(&mut self, i: usize, isolated: bool, output: &str) -> Option<String> {
+        if isolated {
+            let mut all = output.to_string();
+            if let Some(section) = self.tracker.output(i) {
+                all.push_str(section);
+            }
+            return Some(all);
+        }
+        let captured = self.tracker.output(i).map(str::to_string);
+        match (captured, self.bypass.of_test(i)) {
+            (captured, None) => captured,
+            (captured, Some(bypassed)) => Some(format!(
+                "{}{}\n{bypassed}",
+                captured.unwrap_or_default(),
+                super::bypass::ALONE_HEADER
+            )),
         }
     }
 

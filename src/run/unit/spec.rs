@@ -56,6 +56,8 @@ pub(crate) struct CommandContext<'a> {
     pub doc_prefixes: &'a [(String, String)],
     /// The databases of the services that isolate: each unit process gets its own.
     pub databases: &'a crate::services::Databases,
+    /// What the session's services tell every process (`CLEANTEST_SERVICE_*`, their exports).
+    pub service_env: &'a [(String, String)],
     /// `--keep-on-failure`: a failed test's databases are kept and named.
     pub keep_on_failure: bool,
 }
@@ -131,7 +133,9 @@ impl UnitSpec {
                 c
             }
         };
-        ctx.session.configure(&mut command);
+        ctx.session
+            .configure(&mut command)
+            .envs(ctx.service_env.iter().cloned());
         if self.kind == UnitKind::Isolated {
             command.env(ENV_TEST, &self.tests[0]);
         }

@@ -15,7 +15,7 @@ mod pool;
 mod server;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use pool::Pool;
 use server::Server;
@@ -25,6 +25,7 @@ use super::env_name;
 use crate::config::services::ServiceSpec;
 use crate::contract::ENV_DATABASE_PREFIX;
 use crate::docker::Engine;
+use crate::session::locked;
 
 /// Why a test has no database.
 #[derive(Debug, thiserror::Error)]
@@ -141,10 +142,6 @@ pub(crate) struct Databases {
     held: Mutex<HashMap<Holder, Vec<Lease>>>,
     /// One service is prepared at a time (a host prepares on a first request).
     preparing: Mutex<()>,
-}
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Databases {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::server::{Names, Server};
+use crate::session::locked;
 
 /// How long a test waits for a database before it is told why none came.
 const TAKE_BOUND: Duration = Duration::from_secs(120);
@@ -77,7 +78,7 @@ impl Pool {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        locked(&self.state)
     }
 
     /// Takes a ready database, waiting (bounded) for one to be made; never one that is in use.

@@ -10,6 +10,7 @@ use crate::config::services::{Isolate, ServiceSpec};
 use crate::docker::Engine;
 use crate::docker::attached::Attached;
 use crate::docker::container;
+use crate::session::locked;
 
 /// The template every postgres database of a test is cloned from.
 pub(crate) const TEMPLATE: &str = "cleantest_template";
@@ -125,11 +126,7 @@ impl Server {
         let Kind::Postgres { user, .. } = &self.kind else {
             return Err("psql runs only in a postgres service".into());
         };
-        let idle = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
+        let idle = locked(&self.sessions).pop();
         let session = match idle {
             Some(session) => session,
             None => {
@@ -152,10 +149,7 @@ impl Server {
         let answer = session
             .ask(&text, &marker, EXEC_BOUND)
             .map_err(|e| e.to_string())?;
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(session);
+        locked(&self.sessions).push(session);
         let expected = format!("count={}", if exist { names.len() } else { 0 });
         match answer.lines().any(|l| l.trim() == expected) {
             true => Ok(()),

@@ -149,11 +149,11 @@ fn read(path: &Path) -> Result<SessionRecord, String> {
 /// `sweep --session ID` sweep it (never while its lock is held, and never what a live owner's labels
 /// protect) and then remove it. Said once, on stderr, so it does not sit there unnoticed.
 fn unreadable(dir: &Path, id: &str, why: &str) -> SessionRecord {
-    eprintln!(
+    crate::output::err(format!(
         "warning: the session record {} is unreadable ({why}); `cargo cleantest sweep --session {id}` \
          sweeps that session and removes it",
         dir.join(RECORD_FILE).display()
-    );
+    ));
     SessionRecord {
         id: id.to_string(),
         pid: 0,

@@ -17,6 +17,7 @@ use super::rewrite::{Refusal, merge_labels};
 use super::shared::{Shared, Unit, labels_for};
 use super::table::Create;
 use super::{guard, host_config, volumes};
+use crate::locked;
 use cleantest_contract::{NESTED_LABEL_PREFIX, SESSION_LABEL};
 
 /// Forwards an admitted create (`bytes`: its body, pinned): the session's labels merged in, the
@@ -130,13 +131,9 @@ async fn create(
         let recorded =
             volumes::record_anonymous(upstream, &id, &named, &before, &shared.anonymous_volumes)
                 .await;
-        shared
-            .recorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(recorded.names.iter().cloned());
+        locked(&shared.recorded).extend(recorded.names.iter().cloned());
         if let Some(why) = recorded.unwritten {
-            *shared.unwritten.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            *locked(&shared.unwritten) = Some(why);
         }
         if let (Some(sink), false) = (&shared.volume_sink, recorded.names.is_empty()) {
             (sink.0)(&recorded.names);

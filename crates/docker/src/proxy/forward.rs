@@ -23,6 +23,7 @@ use super::policy::{self, Outgoing};
 use super::rewrite::{split_version, translate_version};
 use super::shared::{Shared, Unit, unit_of};
 use super::table::Create;
+use crate::locked;
 
 /// Serves one client connection to its end; a hijacked one (attach, exec) ends as a raw tunnel.
 pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
@@ -49,7 +50,7 @@ pub async fn serve(stream: UnixStream, shared: Arc<Shared>) {
     let Ok(parts) = connection.without_shutdown().await else {
         return;
     };
-    let pending = hijacked.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let pending = locked(&hijacked).take();
     let Some(pending) = pending else { return };
     let Ok(up) = pending.await else { return };
     let mut up = TokioIo::new(up);
@@ -154,15 +155,10 @@ async fn handle(
     if let (Some(Create::Container), true, Some(binary)) =
         (kind, response.status().is_success(), &unit.binary)
     {
-        shared
-            .created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((binary.clone(), unit.test.clone()));
+        locked(&shared.created).insert((binary.clone(), unit.test.clone()));
     }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        *hijacked.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(hyper::upgrade::on(&mut response));
+        *locked(hijacked) = Some(hyper::upgrade::on(&mut response));
         if !client_upgrade {
             // What the engine itself answers such a client: 200 and the raw stream on this connection.
             // Close-delimited, as the engine's own: no Content-Length (which makes clients stop reading)

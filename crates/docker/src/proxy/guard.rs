@@ -11,6 +11,7 @@ use super::host_config;
 use super::rewrite::go_fold;
 use super::shared::Shared;
 
+use crate::locked;
 use crate::usage::human_bytes;
 use cleantest_contract::{ROLE_LABEL, SESSION_LABEL};
 
@@ -163,7 +164,7 @@ pub async fn admit_update(shared: &Shared, id: &str, memory: u64) -> Result<(), 
 
 /// A create admitted with `before` containers in the session succeeded: the session has one more.
 pub fn created(shared: &Shared, before: u64) {
-    let mut peak = shared.peak.lock().unwrap_or_else(|e| e.into_inner());
+    let mut peak = locked(&shared.peak);
     *peak = (*peak).max(before + 1);
 }
 

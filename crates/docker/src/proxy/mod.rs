@@ -31,6 +31,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::locked;
 use client::Upstream;
 pub use guard::{Guard, Limit};
 use in_flight::InFlight;
@@ -171,26 +172,18 @@ impl Proxy {
 
     /// The most containers the session had at a create's admission (0 when the guard is off).
     pub fn peak_containers(&self) -> u64 {
-        *self.shared.peak.lock().unwrap_or_else(|e| e.into_inner())
+        *locked(&self.shared.peak)
     }
 
     /// The anonymous volumes recorded for the session (the file may have missed some: `unwritten`).
     pub fn recorded_volumes(&self) -> Vec<String> {
-        let recorded = self
-            .shared
-            .recorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let recorded = locked(&self.shared.recorded);
         recorded.iter().cloned().collect()
     }
 
     /// Why some recorded volumes could not be written to the session's file, if so.
     pub fn unwritten(&self) -> Option<String> {
-        self.shared
-            .unwritten
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        locked(&self.shared.unwritten).clone()
     }
 
     /// `unix://<socket>`, the `DOCKER_HOST` units get.
@@ -200,11 +193,7 @@ impl Proxy {
 
     /// Whether the unit created a container through the proxy (only those are checked for leaks).
     pub fn created_by(&self, binary: &str, test: Option<&str>) -> bool {
-        let created = self
-            .shared
-            .created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let created = locked(&self.shared.created);
         created
             .iter()
             .any(|(b, t)| b == binary && (test.is_none() || t.as_deref() == test))

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use super::client::Upstream;
 use super::in_flight::InFlight;
+use crate::locked;
 use cleantest_contract::{BINARY_LABEL, ENV_BINARY, ENV_TEST, SESSION_LABEL, TEST_LABEL};
 
 /// What all connections of one proxy share.
@@ -47,10 +48,7 @@ pub struct Shared {
 impl Shared {
     /// Whether `name` is an anonymous volume the proxy recorded for the session.
     pub fn recorded_volume(&self, name: &str) -> bool {
-        self.recorded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(name)
+        locked(&self.recorded).contains(name)
     }
 }
 

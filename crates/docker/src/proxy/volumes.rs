@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::client::{BoxError, Upstream, call, get};
 use super::host_config::{self, field};
+use crate::locked;
 
 /// A named volume a container create refers to.
 #[derive(Debug, PartialEq)]
@@ -182,7 +183,7 @@ pub async fn image_has_volumes(
     cache: &std::sync::Mutex<std::collections::HashMap<String, bool>>,
     image: &str,
 ) -> bool {
-    if let Some(&known) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(image) {
+    if let Some(&known) = locked(cache).get(image) {
         return known;
     }
     if image.is_empty() || image.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
@@ -195,10 +196,7 @@ pub async fn image_has_volumes(
                 .and_then(Value::as_object)
                 .is_some_and(|m| !m.is_empty())
         });
-    cache
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(image.to_string(), declares);
+    locked(cache).insert(image.to_string(), declares);
     declares
 }
 
