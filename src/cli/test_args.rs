@@ -41,6 +41,56 @@ impl fmt::Display for TestArgError {
     }
 }
 
+/// libtest's options the runner passes on without reading them (`--help` of any libtest binary).
+const PASSED_ON: &[&str] = &[
+    "--force-run-in-process",
+    "--exclude-should-panic",
+    "--test",
+    "--bench",
+    "--report-time",
+    "--ensure-time",
+    "-h",
+    "--help",
+];
+
+/// The options of libtest the runner reads (or refuses), for the nearest-name hint with `PASSED_ON`.
+const READ: &[&str] = &[
+    "--exact",
+    "--skip",
+    "--ignored",
+    "--include-ignored",
+    "--nocapture",
+    "--no-capture",
+    "--show-output",
+    "--list",
+    "--quiet",
+    "--test-threads",
+    "--color",
+    "--format",
+    "--logfile",
+    "--shuffle",
+    "--shuffle-seed",
+];
+
+/// An option no libtest binary takes: named, with the nearest one when it looks like a slip.
+fn unknown_option(flag: &str) -> TestArgError {
+    let nearest = READ
+        .iter()
+        .chain(PASSED_ON)
+        .map(|known| (super::edit_distance(flag, known), *known))
+        .min()
+        .filter(|(distance, _)| *distance <= 2);
+    TestArgError(match nearest {
+        Some((_, known)) => format!(
+            "`{flag}` after `--` is not an option of the test binaries (libtest); did you mean `{known}`?"
+        ),
+        None => format!(
+            "`{flag}` after `--` is not an option of the test binaries (libtest); \
+             `cargo cleantest -- --help` lists theirs"
+        ),
+    })
+}
+
 impl TestArgs {
     /// Parses the arguments after `--`; `testname` is cargo's positional filter, which cargo also
     /// hands to every binary as a filter.
@@ -88,7 +138,11 @@ impl TestArgs {
                     let v = value("--color")?;
                     out.passthrough.push(format!("--color={v}"));
                 }
-                _ if flag.starts_with('-') => out.passthrough.push(arg.clone()),
+                // libtest's own, given to the binaries as they are.
+                _ if PASSED_ON.contains(&flag) => out.passthrough.push(arg.clone()),
+                // Any other option is refused before anything starts, as libtest refuses it (where it
+                // would have run no test, and a shared unit would have counted as failed).
+                _ if flag.starts_with('-') => return Err(unknown_option(flag)),
                 _ => out.filters.push(arg.clone()),
             }
         }
@@ -180,6 +234,21 @@ mod tests {
                 "--include-ignored"
             ]
         );
+    }
+
+    #[test]
+    fn unknown_options_are_refused_with_the_nearest_one() {
+        let err = parse(&["--exactt"]).unwrap_err().0;
+        assert!(
+            err.contains("`--exactt`") && err.contains("did you mean `--exact`"),
+            "{err}"
+        );
+        let err = parse(&["--frobnicate"]).unwrap_err().0;
+        assert!(
+            err.contains("`--frobnicate`") && !err.contains("did you mean"),
+            "{err}"
+        );
+        assert!(parse(&["--report-time", "--exclude-should-panic"]).is_ok());
     }
 
     #[test]

@@ -56,8 +56,8 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     };
     let settings = Settings::load(&workspace, &runner, &args.session.guard)?;
     let _lock = open(&session, &args.session, Profile::of(&settings), &workspace)?;
-    let env = match services_env(&args, &session, &settings)? {
-        Step::Next(env) => env,
+    let (env, kept_lines) = match services_env(&args, &session, &settings)? {
+        Step::Next(services) => services,
         Step::Exit(code) => return Ok(code),
     };
     let pid = match spawn(&args, &session, &env)? {
@@ -95,6 +95,9 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     for line in end.docker_report(session.id()) {
         crate::output::err(line.trim_start_matches('\n'));
     }
+    if end.kept_any() {
+        kept_lines.iter().for_each(crate::output::err);
+    }
     Ok(if let Some(signal) = session.interrupted_by() {
         signals::exit_code(signal)
     } else if timed_out {
@@ -115,15 +118,20 @@ enum Step<T> {
     Exit(i32),
 }
 
-/// What the profile's services tell the command, with a database of its own of each service that
-/// isolates; or the exit code, when a signal came while they started.
+/// What the services give the command: its environment, and the lines that say how to reach them
+/// when they are kept.
+type ForCommand = (Vec<(String, String)>, Vec<String>);
+
+/// What the profile's services tell the command (with a database of its own of each service that
+/// isolates), and the lines that say how to reach them if they are kept; or the exit code, when a
+/// signal came while they started.
 fn services_env(
     args: &ExecArgs,
     session: &Arc<Session>,
     settings: &Settings,
-) -> Result<Step<Vec<(String, String)>>, Error> {
+) -> Result<Step<ForCommand>, Error> {
     if args.session.no_services {
-        return Ok(Step::Next(Vec::new()));
+        return Ok(Step::Next((Vec::new(), Vec::new())));
     }
     // Its deaths are said on stderr as they happen; exec has no report to add them to.
     let started =
@@ -145,9 +153,10 @@ fn services_env(
                    --keep-on-failure"
                 .into(),
         })?;
+    let kept_lines = started.kept_lines();
     let mut env = started.env;
     env.extend(databases.env.iter().cloned());
-    Ok(Step::Next(env))
+    Ok(Step::Next((env, kept_lines)))
 }
 
 /// Starts the command in a process group of its own, registered with the session: its pid, or the

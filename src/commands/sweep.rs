@@ -99,8 +99,11 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
         return Ok(EXIT_OK);
     }
     if args.dry_run {
-        sweep_records(&engine, &picked.chosen, true);
-        print_resources(&picked.loose);
+        let would = sweep_records(&engine, &picked.chosen, true).would_remove
+            + print_resources(&picked.loose);
+        if would == 0 {
+            crate::output::out("nothing to sweep: the selection has no resource on this engine");
+        }
         return Ok(EXIT_OK);
     }
     remove_picked(&args, &engine, &state, &live, picked)

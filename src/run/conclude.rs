@@ -44,6 +44,7 @@ pub(super) fn conclude(
     }
     let mut end = session.finish(keep).unwrap_or_default();
     summary.kept = keep;
+    summary.isolated = prepared.settings.isolate;
     summary.partition = partition_line;
     summary.peak = end.peak.filter(|p| p.containers > 0).map(peak_line);
     let left_something = end.docker.as_ref().is_some_and(|e| e.left_something());
@@ -57,6 +58,9 @@ pub(super) fn conclude(
         std::mem::take(&mut end.escaped),
     );
     summary.docker_lines = end.docker_report(session.id());
+    if end.kept_any() {
+        summary.docker_lines.extend(prepared.services.kept_lines());
+    }
     if let Some(Err(e)) = args
         .runner
         .junit
@@ -107,6 +111,8 @@ fn rerun_flags(args: &RunArgs, isolate: bool) -> Vec<String> {
         out.extend(["--target".into(), target.clone()]);
     }
     if let Some(path) = &args.manifest.manifest_path {
+        // As the file is, not as it was reached (`xtask/../fixtures/demo/Cargo.toml`).
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
         out.extend(["--manifest-path".into(), path.display().to_string()]);
     }
     if let Some(profile) = &args.runner.profile.config_profile {

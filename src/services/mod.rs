@@ -61,6 +61,22 @@ pub(crate) struct Started {
     pub monitor: Monitor,
     pub databases: Arc<Databases>,
     pub env: Vec<(String, String)>,
+    /// Each service's rendered `export`s, by service: what a kept service is reached by.
+    pub exports: Vec<(String, Vec<(String, String)>)>,
+}
+
+impl Started {
+    /// Under a kept table (`--keep-on-failure`): how to reach each kept service, its exports.
+    pub(crate) fn kept_lines(&self) -> Vec<String> {
+        self.exports
+            .iter()
+            .flat_map(|(service, exports)| {
+                exports
+                    .iter()
+                    .map(move |(key, value)| format!("  connect:  {service}: {key}={value}"))
+            })
+            .collect()
+    }
 }
 
 /// Starts the session's services on its engine, then watches them; prepares the databases of those
@@ -76,11 +92,18 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
         &context.monitor,
     );
     let mut env = Vec::new();
+    let mut exports = Vec::new();
     if !specs.is_empty() {
         let running = start_all(engine.as_ref(), session.id(), labels, specs, local, &|| {
             session.interrupted_by().is_some()
         })?;
         env.extend(running.iter().flat_map(env_of));
+        exports.extend(
+            running
+                .iter()
+                .filter(|r| !r.exports.is_empty())
+                .map(|r| (r.name.clone(), r.exports.clone())),
+        );
         let names: Vec<String> = running
             .iter()
             .map(|r| {
@@ -109,6 +132,7 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
         monitor: monitor.clone(),
         databases: context.databases.clone(),
         env: Vec::new(),
+        exports,
     };
     let served = state::state_dir().and_then(|dir| {
         let path = state::socket_path(&dir, session.id(), CONTROL_SOCKET_FILE)?;

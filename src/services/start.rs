@@ -48,6 +48,21 @@ fn volume_name(session: &str, name: &str) -> String {
     format!("cleantest-{session}-{name}")
 }
 
+/// A service's container: `cleantest-<session>-<service>`, what Docker allows of the service's name.
+fn container_name(session: &str, service: &str) -> String {
+    let service: String = service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("cleantest-{session}-{service}")
+}
+
 /// What became of one service.
 #[derive(Debug, Clone)]
 enum Outcome {
@@ -68,6 +83,16 @@ struct Board {
 /// Starts `specs` (each after its dependencies, which come first in `specs`) on `engine`, labelled with
 /// `labels` (the session's and its owner's). `local`: the engine runs on this host, in this PID namespace. `stop` says
 /// the run was interrupted: waiting for readiness ends.
+/// Why there is no engine to start services on: where the client looks, and what it found there.
+fn no_engine_reason() -> String {
+    let endpoint = crate::docker::engine::endpoint();
+    match crate::docker::connect() {
+        crate::docker::Connection::Down { reason, .. } => format!("at {endpoint}: {reason}"),
+        // It answers now: it did not when the session started.
+        crate::docker::Connection::Up(_) => format!("at {endpoint} when the session started"),
+    }
+}
+
 pub(crate) fn start_all(
     engine: Option<&Engine>,
     session: &str,
@@ -91,10 +116,7 @@ pub(crate) fn start_all(
         ),
     };
     let Some(engine) = engine else {
-        return Err(fail(
-            &first.name,
-            Failure::NoEngine("none is configured or running".into()),
-        ));
+        return Err(fail(&first.name, Failure::NoEngine(no_engine_reason())));
     };
     container::create_network(engine, &network_name(session), labels)
         .map_err(|e| fail(&first.name, Failure::Network(e.to_string())))?;
@@ -202,6 +224,7 @@ pub(crate) fn start_one(
     // A remote engine publishes on its own host, where tests reach the services too.
     let (host, publish_ip) = context::published_at(&crate::docker::engine::endpoint());
     let container = ContainerSpec {
+        name: Some(container_name(session, &spec.name)),
         publish_ip,
         image: spec.image.clone(),
         entrypoint: spec.entrypoint.clone(),

@@ -95,6 +95,11 @@ impl Session {
 }
 
 impl SessionEnd {
+    /// Whether the end kept resources for inspection (`--keep-on-failure`).
+    pub(crate) fn kept_any(&self) -> bool {
+        matches!(&self.docker, Some(DockerEnd::Kept(found)) if !found.is_empty())
+    }
+
     /// What the end has to say of Docker: what the start's stale sweep did, and the sweep or keep
     /// (`docker_lines`).
     pub(crate) fn docker_report(&self, session: &str) -> Vec<String> {
@@ -208,6 +213,15 @@ fn sweep_or_keep_at_end(
         DockerState::Down {
             expected: false, ..
         } => None,
+        // Nothing of the session reached it (the proxy saw no call get through): nothing can be there,
+        // and there is nothing to wait for.
+        DockerState::Down {
+            endpoint, reason, ..
+        } if !proxy.reached => Some(DockerEnd::NotSwept {
+            endpoint,
+            reason,
+            reached: false,
+        }),
         DockerState::Down {
             endpoint, reason, ..
         } => match docker::connect_within(END_RECONNECT) {

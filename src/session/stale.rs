@@ -21,6 +21,8 @@ pub(crate) struct StaleReport {
     pub processes: usize,
     /// Sessions left on record because their engine does not answer: (id, the line saying so).
     pub unreachable: Vec<(String, String)>,
+    /// With a dry run: how many resources it said it would remove.
+    pub would_remove: usize,
 }
 
 impl StaleReport {
@@ -232,7 +234,7 @@ fn sweep_on(engine: &Engine, records: &[&FoundRecord], dry_run: bool, report: &m
         listed.push(*f);
     }
     if dry_run {
-        print_resources(&found);
+        report.would_remove += print_resources(&found);
         return;
     }
     // Processes of a dead session may outlive its runner and reaper (both SIGKILLed): they still carry
@@ -261,8 +263,8 @@ fn owner_of(r: &Resource) -> Option<Liveness> {
     Owner::from_labels(&r.labels).map(|o| o.liveness())
 }
 
-/// The resources a dry run would remove, one per line.
-pub(crate) fn print_resources(resources: &[Resource]) {
+/// The resources a dry run would remove, one per line; how many.
+pub(crate) fn print_resources(resources: &[Resource]) -> usize {
     for r in resources {
         let session = r
             .labels
@@ -276,6 +278,7 @@ pub(crate) fn print_resources(resources: &[Resource]) {
             short(&r.id)
         ));
     }
+    resources.len()
 }
 
 /// The first 12 characters of an engine id, as the docker CLI shows them.

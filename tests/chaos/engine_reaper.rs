@@ -84,7 +84,7 @@ fn namespace_killed() -> Result<(), Failed> {
         .args(["--fork", "--pid", "--mount-proc"])
         .arg(env!("CARGO_BIN_EXE_cargo-cleantest"))
         .args(["exec", "--no-lock", "--", "sh", "-c", &script])
-        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CLEANTEST_STATE_DIR", &*state)
         .env("CT_IT_MARK", &mark)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -186,7 +186,7 @@ fn dismissed_and_never_kept() -> Result<(), Failed> {
     let reapers = reapers_of(session);
     if !session.is_empty() {
         let _ = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-            .env("CLEANTEST_STATE_DIR", &state)
+            .env("CLEANTEST_STATE_DIR", &*state)
             .args(["sweep", "--session", session])
             .output();
     }

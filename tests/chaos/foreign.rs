@@ -109,7 +109,7 @@ fn foreign_volumes_kept() -> Result<(), Failed> {
     // The foreign container goes first, as it would in real life: then only the record protects them.
     let _ = docker(&["rm", &owner]);
     let stale = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CLEANTEST_STATE_DIR", &*state)
         .args(["sweep", "--stale"]));
     let result = check_success(&out)
         .and_then(|_| {

@@ -408,7 +408,7 @@ fn dead_session_without_a_record(command: &[&str]) -> Result<(), Failed> {
         .env("CT_IT_MARK", &mark)
         .spawn()?;
     let out = run(Command::new(exe())
-        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CLEANTEST_STATE_DIR", &*state)
         .args(command));
     let status = survivor.try_wait()?;
     let killed = status.is_some() || processes_with_mark(&mark).is_empty();
@@ -532,7 +532,7 @@ fn record_engine() -> Result<(), Failed> {
     let on_x = write_record(&state, &id, &id, &engine.host())?;
     let unreachable = write_record(&state, &lost, &lost, "unix:///nonexistent-cleantest/d.sock")?;
     let out = run(Command::new(exe())
-        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CLEANTEST_STATE_DIR", &*state)
         .env_remove("DOCKER_HOST")
         .args(["sweep", "--stale"]));
     let left = marked_at(Some(&engine.host()), &mark);

@@ -331,12 +331,6 @@ impl AsRef<Path> for TempDir {
     }
 }
 
-impl AsRef<std::ffi::OsStr> for TempDir {
-    fn as_ref(&self) -> &std::ffi::OsStr {
-        self.0.as_os_str()
-    }
-}
-
 impl Drop for TempDir {
     fn drop(&mut self) {
         // Its own name, made by `temp_dir` under `it-tmp/`: never a computed parent.
@@ -352,7 +346,7 @@ pub fn spawn_until_started(
 ) -> (std::process::Child, TempDir) {
     let dir = temp_dir("marks");
     let child = command
-        .env("CT_FIXTURE_MARK_DIR", &dir)
+        .env("CT_FIXTURE_MARK_DIR", &*dir)
         .spawn()
         .expect("the run starts");
     for test in tests {

@@ -109,9 +109,9 @@ impl Run {
             .current_dir(workspace)
             .env("CARGO_TARGET_DIR", target)
             .env("CLEANTEST_RUNNER", env!("CARGO_BIN_EXE_cargo-cleantest"))
-            .env("CLEANTEST_STATE_DIR", &self.state)
+            .env("CLEANTEST_STATE_DIR", &*self.state)
             .env("CLEANTEST_RUN_ID", &self.mark)
-            .env("CT_IT_OUT", &self.out)
+            .env("CT_IT_OUT", &*self.out)
             .env("CT_IT_MARK", &self.mark)
             .env_remove("CLEANTEST_SESSION")
             .env_remove("CLEANTEST_CONTROL")
@@ -306,8 +306,8 @@ fn no_binary_found() -> Result<(), Failed> {
         .args(["--exact", "a_one"])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
-        .env("HOME", &home)
-        .env("CLEANTEST_STATE_DIR", &run.state)
+        .env("HOME", &*home)
+        .env("CLEANTEST_STATE_DIR", &*run.state)
         .env("CLEANTEST_RUN_ID", &run.mark)
         .output()?;
     let text = format!("{}{}", stdout(&out), stderr(&out));
@@ -571,8 +571,8 @@ fn under_cleantest() -> Result<(), Failed> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"));
     in_fixture(&mut command, "any-runner", &run.mark);
     let out = command
-        .env("CLEANTEST_STATE_DIR", &run.state)
-        .env("CT_IT_OUT", &run.out)
+        .env("CLEANTEST_STATE_DIR", &*run.state)
+        .env("CT_IT_OUT", &*run.out)
         .env("CLEANTEST_RUN_ID", &run.mark)
         .env("CARGO_TARGET_DIR", target())
         .arg("--no-lock")

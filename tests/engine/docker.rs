@@ -44,6 +44,10 @@ pub fn cells() -> Vec<Cell> {
             "passing_run_sweeps_and_exits_zero",
             passing_run_sweeps_and_exits_zero,
         ),
+        trial(
+            "a_dry_run_with_nothing_to_sweep_says_so",
+            dry_run_with_nothing_says_so,
+        ),
         podman_cell(),
     ])
 }
@@ -112,7 +116,7 @@ fn keep_on_failure_keeps_then_sweep_removes() -> Result<(), Failed> {
             format!("no inspect command printed:\n{text}")
         })?;
         let dry = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-            .env("CLEANTEST_STATE_DIR", &state)
+            .env("CLEANTEST_STATE_DIR", &*state)
             .args(["sweep", "--dry-run", "--session", &session]));
         check(dry.status.success(), || stderr(&dry))?;
         check(stdout(&dry).lines().count() == kept.len(), || {
@@ -122,7 +126,7 @@ fn keep_on_failure_keeps_then_sweep_removes() -> Result<(), Failed> {
             "--dry-run removed something".into()
         })?;
         let mut sweep = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"));
-        sweep.env("CLEANTEST_STATE_DIR", &state).arg("sweep");
+        sweep.env("CLEANTEST_STATE_DIR", &*state).arg("sweep");
         if how == "--session" {
             sweep.args(["--session", &session]);
         } else {
@@ -182,7 +186,7 @@ fn killed_runner_is_swept_later() -> Result<(), Failed> {
             run(docker_run(&quiet, &state).args(["--", "--exact", "network_and_container_pass"]))
         } else {
             run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-                .env("CLEANTEST_STATE_DIR", &state)
+                .env("CLEANTEST_STATE_DIR", &*state)
                 .args(["sweep", "--stale"]))
         };
         check(out.status.success(), || {
@@ -243,7 +247,7 @@ fn unreachable_engine_records() -> Result<(), Failed> {
     for attempt in 0..2 {
         let mark = unique_mark("docker-nowhere");
         let out = run(cleantest("order", &mark)
-            .env("CLEANTEST_STATE_DIR", &state)
+            .env("CLEANTEST_STATE_DIR", &*state)
             .env("DOCKER_HOST", NOWHERE)
             .arg("--no-lock"));
         check(out.status.success(), || {
@@ -258,7 +262,7 @@ fn unreachable_engine_records() -> Result<(), Failed> {
     }
     let sweep = |args: &[&str]| {
         run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-            .env("CLEANTEST_STATE_DIR", &state)
+            .env("CLEANTEST_STATE_DIR", &*state)
             .env_remove("DOCKER_HOST")
             .arg("sweep")
             .args(args))
@@ -338,6 +342,19 @@ fn kill_runner_of(child: &mut std::process::Child, mark: &str) {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
     assert_no_survivors(mark);
+}
+
+/// `sweep --stale --dry-run` where there is nothing to sweep says so, instead of printing nothing.
+fn dry_run_with_nothing_says_so() -> Result<(), Failed> {
+    let state = temp_dir("state");
+    let out = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+        .env("CLEANTEST_STATE_DIR", state.path())
+        .args(["sweep", "--stale", "--dry-run"])
+        .output()?;
+    check(out.status.success(), || format!("{out:?}"))?;
+    check(stdout(&out).contains("nothing to sweep"), || {
+        format!("{}{}", stdout(&out), stderr(&out))
+    })
 }
 
 fn sweep_removes_many() -> Result<(), Failed> {

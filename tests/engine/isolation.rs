@@ -136,8 +136,8 @@ impl Run {
     fn cleantest(&self, via: &str) -> Command {
         let mut command = cleantest("isolation", &self.mark);
         command
-            .env("CLEANTEST_STATE_DIR", &self.state)
-            .env("CT_IT_OUT", &self.out)
+            .env("CLEANTEST_STATE_DIR", &*self.state)
+            .env("CT_IT_OUT", &*self.out)
             .env("CT_VIA", via)
             .env_remove("CT_FAIL")
             .env_remove("CT_HANG")
@@ -229,9 +229,9 @@ fn under_another_runner(args: &[&str]) -> Result<(), Failed> {
         .current_dir(fixture("isolation"))
         .env("CARGO_TARGET_DIR", fixture_target_dir())
         .env("CLEANTEST_RUNNER", env!("CARGO_BIN_EXE_cargo-cleantest"))
-        .env("CLEANTEST_STATE_DIR", &run.state)
+        .env("CLEANTEST_STATE_DIR", &*run.state)
         .env("CLEANTEST_RUN_ID", &run.mark)
-        .env("CT_IT_OUT", &run.out)
+        .env("CT_IT_OUT", &*run.out)
         .env("CT_IT_MARK", &run.mark)
         .env("CT_VIA", "crate")
         .env_remove("CLEANTEST_SESSION")
@@ -335,7 +335,7 @@ fn keep_on_failure() -> Result<(), Failed> {
     // What was kept is swept (by the run's id) whatever the checks found.
     let mut sweep = cleantest("isolation", &run.mark);
     sweep
-        .env("CLEANTEST_STATE_DIR", &run.state)
+        .env("CLEANTEST_STATE_DIR", &*run.state)
         .args(["sweep", "--run", &run.mark]);
     check_success(&run_owned(sweep)?.1)?;
     checked?;

@@ -53,7 +53,7 @@ fn state_dir_owned_by_another_user() -> Result<(), Failed> {
     std::fs::write(&record, "{}")?;
     let chown = std::process::Command::new("chown")
         .args(["-R", "65534:65534"])
-        .arg(&state)
+        .arg(&*state)
         .status()?;
     check(chown.success(), || {
         "root could not chown the directory".into()
@@ -64,7 +64,7 @@ fn state_dir_owned_by_another_user() -> Result<(), Failed> {
     ] {
         let out = run(
             std::process::Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-                .env("CLEANTEST_STATE_DIR", &state)
+                .env("CLEANTEST_STATE_DIR", &*state)
                 .args(args),
         );
         let err = stderr(&out);

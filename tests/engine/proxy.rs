@@ -299,7 +299,7 @@ fn leaked_container_is_attributed() -> Result<(), Failed> {
         let dir = temp_dir("pxleak");
         let junit = dir.join("junit.xml");
         let out = run(cleantest("docker", &mark)
-            .env("CLEANTEST_STATE_DIR", temp_dir("proxy-state"))
+            .env("CLEANTEST_STATE_DIR", run_dir("proxy-state"))
             .args(mode)
             .args([
                 "--no-lock",

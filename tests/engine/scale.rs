@@ -294,7 +294,7 @@ fn tls_engine() -> Result<(), Failed> {
         .args(["-P", "remote", "--engine-reaper", "on"])
         .env("DOCKER_HOST", "tcp://127.0.0.1:2376")
         .env("DOCKER_TLS_VERIFY", "1")
-        .env("DOCKER_CERT_PATH", &certs)
+        .env("DOCKER_CERT_PATH", &*certs)
         .env("CT_GUARD_COUNT", "2");
     let (_, out) = run_owned(command)?;
     check_exit(&out, 0)?;
@@ -318,7 +318,7 @@ fn tls_engine() -> Result<(), Failed> {
     command
         .env("DOCKER_HOST", "tcp://127.0.0.1:2376")
         .env("DOCKER_TLS_VERIFY", "1")
-        .env("DOCKER_CERT_PATH", &certs);
+        .env("DOCKER_CERT_PATH", &*certs);
     let (_, out) = run_owned(command)?;
     check_exit(&out, 2)?;
     engine.check_host_untouched()

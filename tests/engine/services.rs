@@ -51,6 +51,10 @@ pub fn cells() -> Vec<Cell> {
             keep_on_failure_keeps_the_service,
         ),
         trial(
+            "kept_services_are_named_after_their_session_and_say_how_to_reach_them",
+            kept_services_are_named_and_reachable,
+        ),
+        trial(
             "a_service_killed_mid_run_is_reported_in_junit",
             killed_service_is_reported,
         ),
@@ -381,7 +385,7 @@ fn keep_on_failure_keeps_the_service() -> Result<(), Failed> {
         })
         .unwrap_or_default();
     let swept = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
-        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CLEANTEST_STATE_DIR", &*state)
         .args(["sweep", "--session", session.trim()])
         .output()?;
     check_exit(&output, 5)?;
@@ -391,6 +395,55 @@ fn keep_on_failure_keeps_the_service() -> Result<(), Failed> {
     })?;
     let _ = std::fs::remove_dir_all(&state);
     Ok(())
+}
+
+/// A command that fails under `exec --keep-on-failure` keeps the profile's services: each container is
+/// named `cleantest-<session>-<service>` (not a random Docker name), and the kept table is followed by
+/// each service's exports, ready to paste. Then the session's sweep removes them.
+fn kept_services_are_named_and_reachable() -> Result<(), Failed> {
+    let mark = unique_mark("services-kept-names");
+    let (state, out) = (temp_dir("state"), temp_dir("probes"));
+    let (pid, output) = run_owned({
+        let mut c = cleantest("services", &mark);
+        c.env("CLEANTEST_STATE_DIR", state.path())
+            .env("CT_IT_OUT", out.path())
+            .args(["exec", "--no-lock", "--keep-on-failure", "--", "false"]);
+        c
+    })?;
+    let kept = owned_by(pid);
+    let names: Vec<(String, String)> = kept
+        .iter()
+        .map(|id| {
+            let line = docker(&[
+                "inspect",
+                "-f",
+                "{{.Name}} {{index .Config.Labels \"cleantest.session\"}}",
+                id,
+            ]);
+            let (name, session) = line.trim().split_once(' ').unwrap_or_default();
+            (name.to_string(), session.to_string())
+        })
+        .collect();
+    let session = names.first().map(|(_, s)| s.clone()).unwrap_or_default();
+    let swept = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+        .env("CLEANTEST_STATE_DIR", state.path())
+        .args(["sweep", "--session", &session])
+        .output()?;
+    check_exit(&output, 1)?;
+    check(kept.len() == 4, || format!("kept: {names:?}"))?;
+    for service in ["queue", "web", "logged", "execd"] {
+        let want = format!("/cleantest-{session}-{service}");
+        check(names.iter().any(|(n, _)| *n == want), || {
+            format!("no container {want}: {names:?}")
+        })?;
+    }
+    let err = stderr(&output);
+    check(err.contains("connect:  web: WEB_URL=http://"), || {
+        err.clone()
+    })?;
+    check(swept.status.success() && owned_by(pid).is_empty(), || {
+        format!("the kept services were not swept: {}", stderr(&swept))
+    })
 }
 
 fn killed_service_is_reported() -> Result<(), Failed> {
@@ -436,7 +489,7 @@ fn no_services_and_exec() -> Result<(), Failed> {
     let env_of = |extra: &[&str]| -> Result<String, Failed> {
         let output = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
             .current_dir(fixture("services"))
-            .env("CLEANTEST_STATE_DIR", &state)
+            .env("CLEANTEST_STATE_DIR", &*state)
             .env("CT_IT_MARK", &mark)
             .args(["exec", "--no-lock"])
             .args(extra)

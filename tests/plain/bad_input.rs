@@ -4,6 +4,7 @@
 use crate::common;
 
 use common::*;
+use std::process::Command;
 
 fn assert_clean_error(out: &std::process::Output, code: i32, needle: &str) {
     let err = stderr(out);
@@ -98,4 +99,87 @@ fn a_bad_docker_host_is_one_warning() {
         .filter(|l| l.starts_with("warning:") && l.contains("bogus://nowhere"))
         .count();
     assert_eq!(warnings, 1, "{err}");
+}
+
+/// A mistyped test-binary option is refused before anything is built or started, naming the option and
+/// the nearest one (cargo test would hand it to libtest, which runs no test; counting that as a failed
+/// test was wrong).
+#[test]
+fn a_mistyped_test_binary_option_is_refused_with_the_nearest_one() {
+    let out = run(cleantest("mixed", "exactt").args(["--", "--exactt"]));
+    assert_clean_error(&out, 2, "did you mean `--exact`?");
+    assert!(
+        !stdout(&out).contains("FAILED"),
+        "no test counted: {}",
+        stdout(&out)
+    );
+}
+
+/// A duration written as a bare number says what a duration looks like.
+#[test]
+fn a_duration_without_a_unit_says_how_to_write_one() {
+    let dir = scratch_crate(
+        "bare-duration",
+        "#[test]\nfn passes() {}\n",
+        Some("[profile.default]\ntimeout = 10\n"),
+    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"));
+    let out = run(command
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .env("CLEANTEST_STATE_DIR", dir.join("state"))
+        .arg("--no-lock"));
+    assert_clean_error(&out, 2, "write a duration such as \"10s\"");
+    assert!(
+        !stderr(&out).contains("expected a string"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Services with no engine say where the client looked and what it found, not "none is configured"
+/// (which was printed with `DOCKER_HOST` set).
+#[test]
+fn services_without_an_engine_say_where_it_was_looked_for() {
+    let dir = scratch_crate(
+        "no-engine-services",
+        "#[test]\nfn passes() {}\n",
+        Some("[services.db]\nimage = \"cleantest-postgres:15\"\n"),
+    );
+    let socket = dir.join("no-such-docker.sock");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"));
+    let out = run(command
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .env("CLEANTEST_STATE_DIR", dir.join("state"))
+        .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+        .arg("--no-lock"));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains(&format!("no socket at {}", socket.display())),
+        "{err}"
+    );
+    assert!(!err.contains("none is configured"), "{err}");
+}
+
+/// The rerun hint names the manifest as the file is, not as the path reached it.
+#[test]
+fn the_rerun_hint_names_the_manifest_without_dot_dot() {
+    let roundabout = fixture("bypass").join("../bypass/Cargo.toml");
+    let out = run(cleantest("bypass", "rerun-manifest")
+        .arg("--manifest-path")
+        .arg(&roundabout)
+        .args(["--", "alone", "--test-threads", "1"]));
+    let text = stdout(&out);
+    let hint = text
+        .lines()
+        .skip_while(|l| *l != "to rerun the failures:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no rerun hint:\n{text}"));
+    let canonical = std::fs::canonicalize(fixture("bypass").join("Cargo.toml")).unwrap();
+    assert!(
+        hint.contains(&canonical.display().to_string()) && !hint.contains("/../"),
+        "{hint}"
+    );
 }

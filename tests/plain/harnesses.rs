@@ -16,7 +16,7 @@ fn harnesses_that_do_not_list_run_once_as_cargo_test_runs_them_in_both_modes() {
         let dir = temp_dir("harness");
         let junit = dir.join("junit.xml");
         let out = run(cleantest("harness", &mark)
-            .env("CT_FIXTURE_MARK_DIR", &dir)
+            .env("CT_FIXTURE_MARK_DIR", &*dir)
             .args(mode)
             .arg("--no-fail-fast")
             .arg("--junit")
@@ -64,7 +64,7 @@ fn junit_counts_what_the_total_line_counts() {
         let dir = temp_dir("harness-junit");
         let junit = dir.join("junit.xml");
         let out = run(cleantest("harness", &mark)
-            .env("CT_FIXTURE_MARK_DIR", &dir)
+            .env("CT_FIXTURE_MARK_DIR", &*dir)
             .args(mode)
             .args([
                 "--test",

@@ -15,8 +15,8 @@ fn runs_with_the_same_lock_serialize_and_the_waiter_says_on_whom() {
     let lock = unique_mark("lock");
     let first_mark = unique_mark("lock-first");
     let first = cleantest("hang", &first_mark)
-        .env("CLEANTEST_STATE_DIR", &state)
-        .env("CT_FIXTURE_MARK_DIR", &marks)
+        .env("CLEANTEST_STATE_DIR", &*state)
+        .env("CT_FIXTURE_MARK_DIR", &*marks)
         .args(limits("3s", "1s"))
         .args(["--lock", &lock, "--test", "hang"])
         .stdout(Stdio::null())
@@ -32,7 +32,7 @@ fn runs_with_the_same_lock_serialize_and_the_waiter_says_on_whom() {
     // machine's, so they wait all the same.
     let other_state = temp_dir("lock-state-other");
     let timed_out = run(cleantest("hang", &unique_mark("lock-timeout"))
-        .env("CLEANTEST_STATE_DIR", &other_state)
+        .env("CLEANTEST_STATE_DIR", &*other_state)
         .args(["--lock", &lock, "--lock-timeout", "1s", "--test", "leak"]));
     assert_eq!(timed_out.status.code(), Some(4), "{}", stderr(&timed_out));
     assert!(
@@ -44,7 +44,7 @@ fn runs_with_the_same_lock_serialize_and_the_waiter_says_on_whom() {
     let first_pid = first.id();
     let second_mark = unique_mark("lock-second");
     let second = run(cleantest("hang", &second_mark)
-        .env("CLEANTEST_STATE_DIR", &other_state)
+        .env("CLEANTEST_STATE_DIR", &*other_state)
         .args(["--lock", &lock, "--test", "leak"]));
     let second_done = Instant::now();
     let first_out = first.wait_with_output().unwrap();
@@ -76,7 +76,7 @@ fn a_second_run_waits_until_the_first_is_done() {
     let state = temp_dir("lock-order-state");
     let lock = unique_mark("lock-order");
     let first = cleantest("hang", &unique_mark("lock-order-1"))
-        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CLEANTEST_STATE_DIR", &*state)
         .args(limits("2s", "1s"))
         .args(["--lock", &lock, "--test", "hang"])
         .stdout(Stdio::null())
@@ -97,7 +97,7 @@ fn a_second_run_waits_until_the_first_is_done() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let second = run(cleantest("hang", &unique_mark("lock-order-2"))
-        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CLEANTEST_STATE_DIR", &*state)
         .args(["--lock", &lock, "--test", "leak"]));
     assert!(second.status.success());
     // The first run was over before the second got the lock: it has exited by now.
@@ -115,7 +115,7 @@ fn unreachable_engine_warns_once_and_tests_still_run() {
     let state = temp_dir("down-state");
     let mark = unique_mark("engine-down");
     let out = run(cleantest("mixed", &mark)
-        .env("CLEANTEST_STATE_DIR", &state)
+        .env("CLEANTEST_STATE_DIR", &*state)
         .env("DOCKER_HOST", "unix:///nonexistent/cleantest/docker.sock")
         .args(["-p", "ct-beta"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

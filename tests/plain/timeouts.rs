@@ -38,6 +38,20 @@ fn hung_tests_time_out_and_the_rest_of_their_binary_runs_in_both_modes() {
             );
         }
         assert!(!junit_case(&xml, "zz_after").contains("<failure"), "{xml}");
+        // `hangs_forever` prints nothing: the note says why there is no output, and under `--isolate`
+        // it does not advise `--isolate`.
+        let silent = match mode {
+            None => "run with --isolate to see it",
+            Some(_) => "the test printed nothing before it was stopped",
+        };
+        assert!(stdout(&out).contains(silent), "{mode:?}\n{}", stdout(&out));
+        if mode.is_some() {
+            assert!(
+                !stdout(&out).contains("run with --isolate"),
+                "{}",
+                stdout(&out)
+            );
+        }
         // Both hang at once (two binaries in parallel, or two isolated tests): timeout + grace + overhead.
         assert!(
             took < Duration::from_secs(3 + 1 + 6),
@@ -55,7 +69,7 @@ fn a_background_process_left_by_a_test_is_killed_when_it_ends() {
         let out = run(cleantest("hang", &mark)
             .args(mode)
             .args(["--test", "leak"])
-            .env("CT_FIXTURE_MARK_DIR", &dir));
+            .env("CT_FIXTURE_MARK_DIR", &*dir));
         assert!(out.status.success(), "{}", stdout(&out));
         let pid: i32 = std::fs::read_to_string(dir.join("leaked.pid"))
             .unwrap()

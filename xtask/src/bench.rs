@@ -87,6 +87,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     rows.extend(per_test_overhead(&opts, &bin, &ws)?);
     let empty = generate_workspace(&opts, "empty", 0, 0, &|_| String::new())?;
     rows.push(startup(&opts, &bin, &empty)?);
+    rows.push(no_engine(&opts, &bin, &empty)?);
     if docker_available() {
         crate::build_image(false)?;
         rows.push(sweep(&opts, &bin)?);
@@ -402,6 +403,30 @@ fn startup(opts: &Opts, bin: &Path, ws: &Path) -> Result<Row, String> {
     r.target = "(no target; measured)".into();
     r.met = None;
     Ok(r)
+}
+
+/// The same zero-test workspace with no engine at all (`DOCKER_HOST` names a socket that is not
+/// there): what a developer without Docker pays on every run.
+fn no_engine(opts: &Opts, bin: &Path, ws: &Path) -> Result<Row, String> {
+    let (mut ours, mut theirs) = (Samples::default(), Samples::default());
+    let nowhere = "unix:///nonexistent/cleantest-bench/docker.sock";
+    for _ in 0..opts.runs {
+        let mut cargo_test = in_ws(bin, ws, &["test", "--quiet"]);
+        push(
+            &mut theirs,
+            timed(cargo_test.env("DOCKER_HOST", nowhere))?.0,
+        );
+        let mut ours_run = in_ws(bin, ws, &["cleantest", "--quiet", "--no-lock"]);
+        push(&mut ours, timed(ours_run.env("DOCKER_HOST", nowhere))?.0);
+    }
+    Ok(row(
+        "no Docker engine, a workspace with zero tests vs `cargo test`",
+        &ours,
+        &theirs,
+        "s",
+        2.0,
+        true,
+    ))
 }
 
 fn docker_available() -> bool {

@@ -123,29 +123,52 @@ fn workspace_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// `cargo-cleantest` on PATH (where `cargo install` puts it), if there is one.
+fn installed_runner() -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("cargo-cleantest"))
+        .find(|path| path.is_file())
+}
+
 fn demo(extra: &[String]) -> Result<(), String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let manifest = root.join("fixtures/demo/Cargo.toml");
-    // Not `--quiet`: on a fresh checkout building the runner takes minutes, and cargo's progress is
-    // the only sign of life.
-    step(
-        "build cargo-cleantest (a few minutes on a fresh checkout)",
-        cargo().args(["build", "--package", "cargo-cleantest"]),
-    )?;
+    // The installed runner when there is one (the quick start installs it); else this checkout's,
+    // built first. Not `--quiet`: on a fresh checkout that build takes minutes, and cargo's progress
+    // is the only sign of life.
+    let installed = installed_runner();
+    if installed.is_none() {
+        step(
+            "build cargo-cleantest (a few minutes on a fresh checkout; `cargo install --locked --path .` avoids it next time)",
+            cargo().args(["build", "--package", "cargo-cleantest"]),
+        )?;
+    }
     eprintln!(
         "xtask: build the demo's database image cleantest-postgres:15 (from Debian's postgresql-15)"
     );
     service_image::build("postgres", false)?;
-    eprintln!("xtask: run cargo cleantest on fixtures/demo");
-    let status = cargo()
-        .args([
-            "run",
-            "--quiet",
-            "--package",
-            "cargo-cleantest",
-            "--",
-            "--manifest-path",
-        ])
+    let mut run = cargo();
+    match &installed {
+        Some(path) => {
+            eprintln!(
+                "xtask: run the installed cargo cleantest ({}) on fixtures/demo",
+                path.display()
+            );
+            run.args(["cleantest", "--manifest-path"]);
+        }
+        None => {
+            eprintln!("xtask: run this checkout's cargo cleantest on fixtures/demo");
+            run.args([
+                "run",
+                "--quiet",
+                "--package",
+                "cargo-cleantest",
+                "--",
+                "--manifest-path",
+            ]);
+        }
+    }
+    let status = run
         .arg(&manifest)
         // Every binary runs, so the summary shows all of it (cargo test would stop at the failure).
         .arg("--no-fail-fast")

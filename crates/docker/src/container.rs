@@ -19,6 +19,8 @@ use super::{Engine, Error, block_on};
 /// What to run.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerSpec {
+    /// The container's name (`cleantest-<session>-<service>`), so `docker ps` says whose it is.
+    pub name: Option<String>,
     pub image: String,
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
@@ -197,7 +199,12 @@ pub fn run(engine: &Engine, spec: &ContainerSpec) -> Result<String, Error> {
         }),
         ..ContainerCreateBody::default()
     };
-    let id = block_on(engine.docker.create_container(None, body))
+    let options = spec.name.as_deref().map(|name| {
+        bollard::query_parameters::CreateContainerOptionsBuilder::default()
+            .name(name)
+            .build()
+    });
+    let id = block_on(engine.docker.create_container(options, body))
         .map(|r| r.id)
         .map_err(Error::engine(format!(
             "create a container of {}",

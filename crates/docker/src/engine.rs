@@ -131,6 +131,20 @@ fn client_for(endpoint: &str) -> Result<Docker, Error> {
     }
 }
 
+/// What is wrong with the engine's unix socket at `path`, if a connect to it fails: it is missing,
+/// nothing listens on it, or it may not be used.
+fn socket_problem(path: &str) -> Option<String> {
+    let error = std::os::unix::net::UnixStream::connect(path).err()?;
+    Some(match error.kind() {
+        std::io::ErrorKind::NotFound => format!("no socket at {path}"),
+        std::io::ErrorKind::ConnectionRefused => format!("nothing listens on {path}"),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("no permission to use {path} (join the docker group, or run as its owner)")
+        }
+        _ => format!("{path}: {error}"),
+    })
+}
+
 async fn finish_connect(
     endpoint: String,
     expected: bool,
@@ -142,6 +156,11 @@ async fn finish_connect(
         reason,
         wedged: false,
     };
+    // A socket that is not there, or that nothing listens on, is known at once and said plainly (the
+    // client's own error says only "client error (Connect)").
+    if let Some(problem) = endpoint.strip_prefix("unix://").and_then(socket_problem) {
+        return down(problem);
+    }
     let docker = match docker {
         Ok(d) => d,
         Err(e) => return down(e.to_string()),

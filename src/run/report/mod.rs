@@ -168,6 +168,8 @@ pub(crate) struct RunSummary {
     pub partition: Option<String>,
     /// The session's peak container count and memory, when it had containers.
     pub peak: Option<String>,
+    /// `--isolate`: every test ran in a process of its own, so what it printed is all there was.
+    pub isolated: bool,
 }
 
 /// A test (or a whole binary, with an empty name) that never started.

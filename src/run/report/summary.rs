@@ -67,6 +67,12 @@ fn write_failures(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
         }
         match r.output.as_deref().map(str::trim_end) {
             Some(text) if !text.is_empty() => writeln!(out, "{text}")?,
+            // Alone in its process, a test's output is all there is: advising `--isolate` would send
+            // the user in a circle.
+            _ if r.outcome == Outcome::TimedOut && s.isolated => writeln!(
+                out,
+                "(no output: the test printed nothing before it was stopped)"
+            )?,
             _ if r.outcome == Outcome::TimedOut => writeln!(
                 out,
                 "(no output: libtest keeps a test's output until it ends; run with --isolate to see it)"
