@@ -107,6 +107,24 @@ impl RunArgs {
         out
     }
 
+    /// `cargo_common_flags` with the package selection replaced by `-p` for each of `packages`.
+    pub(crate) fn cargo_flags_for_packages(&self, packages: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for package in packages {
+            out.extend(["--package".to_string(), package.clone()]);
+        }
+        self.features.push_flags(&mut out);
+        self.compilation.push_flags(&mut out);
+        self.manifest.push_flags(&mut out);
+        push_each(&mut out, "--config", &self.cargo_config);
+        push_flag(&mut out, "--quiet", self.quiet);
+        for _ in 0..self.verbose {
+            out.push("--verbose".into());
+        }
+        push_opt(&mut out, "--color", &self.color);
+        out
+    }
+
     /// `--frozen`, `--locked`, `--offline` and `--config`: also given to `cargo metadata`.
     pub(crate) fn manifest_flags(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -58,8 +58,10 @@ pub(crate) struct TestBinary {
     pub package: Arc<PackageInfo>,
     /// How it runs its tests (libtest, a libtest-compatible harness, or something to run whole).
     pub harness: Harness,
-    /// The library's unit-test binary (its package has doctests to run).
+    /// The library's unit-test binary.
     pub is_lib: bool,
+    /// Its library's doctests run under cargo test (`doctest = false` turns them off).
+    pub doctests: bool,
     /// The complete environment cargo test would add for this binary.
     pub env: Vec<(String, OsString)>,
     /// The target runner cargo would put in front of it, if one is configured.
@@ -193,6 +195,7 @@ impl Workspace {
             package,
             harness,
             is_lib: kind == "lib",
+            doctests: kind == "lib" && artifact.target.doctest,
             env,
             order: 0,
         })

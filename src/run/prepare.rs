@@ -69,13 +69,14 @@ pub(super) fn prepare(
     }
     let binaries: Vec<Arc<TestBinary>> = binaries.into_iter().map(Arc::new).collect();
     // Doctests run when cargo test would run them: `--doc`, or the default selection of a workspace with
-    // a library and no positional TESTNAME (cargo skips doctests for `cargo test NAME`).
+    // a library whose doctests are on (not `doctest = false`) and no positional TESTNAME (cargo skips
+    // doctests for `cargo test NAME`).
     let doctests = args.targets.doc
         || (!args.targets.selects_targets()
             && args.testname.is_none()
-            && binaries.iter().any(|b| b.is_lib));
+            && binaries.iter().any(|b| b.doctests));
     Ok(Prepare::Ready(Box::new(Prepared {
-        doc_cargo_args: doc_cargo_args(args),
+        doc_cargo_args: doc_cargo_args(args, &binaries),
         workspace,
         settings,
         binaries,
@@ -112,13 +113,22 @@ fn open_session(
 }
 
 /// Not cargo's `--quiet`: cargo passes it on to the doctests as libtest's `-q`, whose dots carry no
-/// test names to count. The runner's own output is quiet already.
-fn doc_cargo_args(args: &RunArgs) -> Vec<String> {
-    let mut out: Vec<String> = args
-        .cargo_common_flags()
-        .into_iter()
-        .filter(|a| a != "--quiet")
-        .collect();
+/// test names to count. The runner's own output is quiet already. `cargo test --doc` runs the
+/// doctests of every selected library, `doctest = false` or not, where cargo test skips those: when
+/// some library has them off, the doctest run names the packages whose doctests are on.
+fn doc_cargo_args(args: &RunArgs, binaries: &[Arc<TestBinary>]) -> Vec<String> {
+    let some_off = binaries.iter().any(|b| b.is_lib && !b.doctests);
+    let flags = if some_off && !args.targets.doc {
+        let on: Vec<String> = binaries
+            .iter()
+            .filter(|b| b.doctests)
+            .map(|b| b.package.name.clone())
+            .collect();
+        args.cargo_flags_for_packages(&on)
+    } else {
+        args.cargo_common_flags()
+    };
+    let mut out: Vec<String> = flags.into_iter().filter(|a| a != "--quiet").collect();
     if args.no_fail_fast {
         out.push("--no-fail-fast".into());
     }

@@ -264,3 +264,45 @@ fn fail_fast_counts_what_cargo_test_reaches_and_names_the_rest() {
         assert_no_survivors(&mark);
     }
 }
+
+/// A library with `doctest = false` has no doctest run under cargo test, whose `--doc` would run them
+/// all the same: nor under cargo cleantest. Its one doc example fails, so running it shows.
+#[test]
+fn a_library_with_doctests_off_runs_none_as_cargo_test() {
+    let dir = scratch_crate(
+        "doctests-off",
+        "/// ```\n/// assert!(false, \"this doctest must not run\");\n/// ```\npub fn f() {}\n\n#[test]\nfn unit() {}\n",
+        None,
+    );
+    let manifest = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("[workspace]", "[lib]\ndoctest = false\n\n[workspace]"),
+    )
+    .unwrap();
+    let target = dir.join("target");
+    let expected = sum_totals(&run(std::process::Command::new(
+        std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+    )
+    .arg("test")
+    .current_dir(&*dir)
+    .env("CARGO_TARGET_DIR", &target)));
+    assert_eq!(
+        (expected.passed, expected.failed),
+        (1, 0),
+        "cargo test itself"
+    );
+    for mode in [None, Some("--isolate")] {
+        let out = run(
+            std::process::Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+                .current_dir(&*dir)
+                .env("CARGO_TARGET_DIR", &target)
+                .env("CLEANTEST_STATE_DIR", dir.join("state"))
+                .arg("--no-lock")
+                .args(mode),
+        );
+        assert_eq!(last_totals(&out), expected, "{mode:?}\n{}", stdout(&out));
+        assert_eq!(out.status.code(), Some(0), "{mode:?}\n{}", stdout(&out));
+    }
+}
