@@ -95,15 +95,7 @@ impl RunArgs {
     pub(crate) fn cargo_common_flags(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.package.push_flags(&mut out);
-        self.features.push_flags(&mut out);
-        self.compilation.push_flags(&mut out);
-        self.manifest.push_flags(&mut out);
-        push_each(&mut out, "--config", &self.cargo_config);
-        push_flag(&mut out, "--quiet", self.quiet);
-        for _ in 0..self.verbose {
-            out.push("--verbose".into());
-        }
-        push_opt(&mut out, "--color", &self.color);
+        self.push_build_flags(&mut out);
         out
     }
 
@@ -113,16 +105,21 @@ impl RunArgs {
         for package in packages {
             out.extend(["--package".to_string(), package.clone()]);
         }
-        self.features.push_flags(&mut out);
-        self.compilation.push_flags(&mut out);
-        self.manifest.push_flags(&mut out);
-        push_each(&mut out, "--config", &self.cargo_config);
-        push_flag(&mut out, "--quiet", self.quiet);
+        self.push_build_flags(&mut out);
+        out
+    }
+
+    /// Everything of `cargo_common_flags` but the package selection.
+    fn push_build_flags(&self, out: &mut Vec<String>) {
+        self.features.push_flags(out);
+        self.compilation.push_flags(out);
+        self.manifest.push_flags(out);
+        push_each(out, "--config", &self.cargo_config);
+        push_flag(out, "--quiet", self.quiet);
         for _ in 0..self.verbose {
             out.push("--verbose".into());
         }
-        push_opt(&mut out, "--color", &self.color);
-        out
+        push_opt(out, "--color", &self.color);
     }
 
     /// `--frozen`, `--locked`, `--offline` and `--config`: also given to `cargo metadata`.
