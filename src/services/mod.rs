@@ -94,7 +94,15 @@ pub(crate) fn start_for(session: &Arc<Session>, specs: &[ServiceSpec]) -> Result
     let mut env = Vec::new();
     let mut exports = Vec::new();
     if !specs.is_empty() {
-        let running = start_all(engine.as_ref(), session.id(), labels, specs, local, &|| {
+        // Why there is none, as the session's start found it: where the client looked, and what was
+        // there.
+        let on = engine.as_ref().ok_or_else(|| match session.docker() {
+            DockerState::Down {
+                endpoint, reason, ..
+            } => format!("at {endpoint}: {reason}"),
+            _ => format!("at {}", crate::docker::engine::endpoint()),
+        });
+        let running = start_all(on, session.id(), labels, specs, local, &|| {
             session.interrupted_by().is_some()
         })?;
         env.extend(running.iter().flat_map(env_of));

@@ -48,18 +48,9 @@ fn volume_name(session: &str, name: &str) -> String {
     format!("cleantest-{session}-{name}")
 }
 
-/// A service's container: `cleantest-<session>-<service>`, what Docker allows of the service's name.
+/// A service's container: `cleantest-<session>-<service>` (a service's name is already one Docker
+/// accepts: `config::services` checks it).
 fn container_name(session: &str, service: &str) -> String {
-    let service: String = service
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
     format!("cleantest-{session}-{service}")
 }
 
@@ -82,19 +73,9 @@ struct Board {
 
 /// Starts `specs` (each after its dependencies, which come first in `specs`) on `engine`, labelled with
 /// `labels` (the session's and its owner's). `local`: the engine runs on this host, in this PID namespace. `stop` says
-/// the run was interrupted: waiting for readiness ends.
-/// Why there is no engine to start services on: where the client looks, and what it found there.
-fn no_engine_reason() -> String {
-    let endpoint = crate::docker::engine::endpoint();
-    match crate::docker::connect() {
-        crate::docker::Connection::Down { reason, .. } => format!("at {endpoint}: {reason}"),
-        // It answers now: it did not when the session started.
-        crate::docker::Connection::Up(_) => format!("at {endpoint} when the session started"),
-    }
-}
-
+/// the run was interrupted: waiting for readiness ends. Without an engine, `engine` says why.
 pub(crate) fn start_all(
-    engine: Option<&Engine>,
+    engine: Result<&Engine, String>,
     session: &str,
     labels: &[(String, String)],
     specs: &[ServiceSpec],
@@ -115,8 +96,9 @@ pub(crate) fn start_all(
                 .and_then(|s| s.origin.as_deref()),
         ),
     };
-    let Some(engine) = engine else {
-        return Err(fail(&first.name, Failure::NoEngine(no_engine_reason())));
+    let engine = match engine {
+        Ok(engine) => engine,
+        Err(why) => return Err(fail(&first.name, Failure::NoEngine(why))),
     };
     container::create_network(engine, &network_name(session), labels)
         .map_err(|e| fail(&first.name, Failure::Network(e.to_string())))?;

@@ -156,7 +156,8 @@ impl Session {
     /// The labels every resource of the session carries besides `cleantest.session`: its owner's
     /// (which prove the runner alive or dead) and its run's.
     pub(crate) fn labels(&self) -> Vec<(String, String)> {
-        labels_for(self.run_id().as_deref())
+        self.with_started(|s| s.labels.clone())
+            .unwrap_or_else(|| labels_for(None))
     }
 
     /// Sets the session's environment on a command. `DOCKER_CONTEXT` is removed while the proxy runs:

@@ -11,6 +11,7 @@ use bollard::exec::StartExecResults;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::error::within;
 use super::{Engine, Error, block_on};
 use crate::locked;
 
@@ -36,10 +37,7 @@ impl Attached {
                 StartExecResults::Attached { output, input } => Ok(Attached {
                     streams: Mutex::new((input, output)),
                 }),
-                StartExecResults::Detached => Err(Error::Said {
-                    doing: String::new(),
-                    said: "the command did not attach".into(),
-                }),
+                StartExecResults::Detached => Err(Error::said("the command did not attach")),
             }
         })
     }
@@ -50,7 +48,7 @@ impl Attached {
         let mut streams = locked(&self.streams);
         let (input, output) = &mut *streams;
         block_on(async {
-            tokio::time::timeout(bound, async {
+            within(bound, "answer", async {
                 input
                     .write_all(text.as_bytes())
                     .await
@@ -82,13 +80,6 @@ impl Attached {
                 }
             })
             .await
-            .unwrap_or_else(|_| {
-                Err(Error::Timeout {
-                    doing: String::new(),
-                    waited: "answer",
-                    bound,
-                })
-            })
         })
     }
 }

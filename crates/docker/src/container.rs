@@ -14,6 +14,7 @@ use bollard::models::{
 use bollard::query_parameters::{CreateImageOptionsBuilder, LogsOptionsBuilder};
 use futures_util::StreamExt;
 
+use super::error::within;
 use super::{Engine, Error, block_on};
 
 /// What to run.
@@ -114,27 +115,17 @@ pub fn ensure_image(engine: &Engine, image: &str, bound: Duration) -> Result<(),
         .from_image(image)
         .build();
     let pulled = block_on(async {
-        tokio::time::timeout(bound, async {
+        within(bound, "answer", async {
             let mut progress = engine.docker.create_image(Some(options), None, None);
             while let Some(step) = progress.next().await {
                 let step = step.map_err(Error::engine(""))?;
                 if let Some(said) = step.error_detail.and_then(|d| d.message) {
-                    return Err(Error::Said {
-                        doing: String::new(),
-                        said,
-                    });
+                    return Err(Error::said(said));
                 }
             }
             Ok(())
         })
         .await
-        .unwrap_or_else(|_| {
-            Err(Error::Timeout {
-                doing: String::new(),
-                waited: "answer",
-                bound,
-            })
-        })
     });
     pulled.map_err(|e| Error::NoImage {
         image: image.to_string(),
@@ -297,7 +288,7 @@ pub fn exec(
     /// What is kept of the command's output: its last bytes, enough to say why it failed.
     const TAIL: usize = 2048;
     block_on(async {
-        tokio::time::timeout(bound, async {
+        within(bound, "exit", async {
             let (exec, started) = start_exec(engine, id, argv, false).await?;
             let mut tail: Vec<u8> = Vec::new();
             if let StartExecResults::Attached { mut output, .. } = started {
@@ -315,20 +306,12 @@ pub fn exec(
                 .inspect_exec(&exec)
                 .await
                 .map_err(Error::engine(""))?;
-            let code = inspect.exit_code.ok_or_else(|| Error::Said {
-                doing: String::new(),
-                said: "the command did not finish".into(),
-            })?;
+            let code = inspect
+                .exit_code
+                .ok_or_else(|| Error::said("the command did not finish"))?;
             Ok((code, String::from_utf8_lossy(&tail).trim().to_string()))
         })
         .await
-        .unwrap_or_else(|_| {
-            Err(Error::Timeout {
-                doing: String::new(),
-                waited: "exit",
-                bound,
-            })
-        })
     })
 }
 

@@ -17,9 +17,8 @@ pub enum Error {
     #[error("{}{said}", lead(doing))]
     Said { doing: String, said: String },
     /// A call bounded by `bound` that did not end within it.
-    #[error("{}no {waited} within {}s", lead(doing), bound.as_secs())]
+    #[error("no {waited} within {}s", bound.as_secs())]
     Timeout {
-        doing: String,
         /// What did not come: `answer`, `exit`.
         waited: &'static str,
         bound: Duration,
@@ -58,6 +57,17 @@ fn lead(doing: &str) -> String {
     } else {
         format!("{doing}: ")
     }
+}
+
+/// `call`, bounded by `bound`: its result, or `Error::Timeout` saying what did not come (`waited`).
+pub(crate) async fn within<T>(
+    bound: Duration,
+    waited: &'static str,
+    call: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(bound, call)
+        .await
+        .unwrap_or(Err(Error::Timeout { waited, bound }))
 }
 
 impl Error {
@@ -123,7 +133,6 @@ mod tests {
         assert_eq!(e.status(), Some(409));
         assert!(e.to_string().starts_with("remove the volume v: "), "{e}");
         let t = Error::Timeout {
-            doing: String::new(),
             waited: "exit",
             bound: Duration::from_secs(3),
         };
