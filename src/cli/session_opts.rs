@@ -51,6 +51,16 @@ pub(crate) struct SessionOpts {
         help_heading = "Session Options"
     )]
     pub engine_reaper: Option<EngineReaperMode>,
+    /// Leave TMPDIR alone: the processes write into the runner's own temporary directory, which
+    /// nothing removes [default: a directory of the session's, removed at its end]
+    #[arg(
+        long,
+        env = "CLEANTEST_NO_TMPDIR",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::SetTrue,
+        help_heading = "Session Options"
+    )]
+    pub no_tmpdir: bool,
     /// Start none of the session services of the config file
     #[arg(long, help_heading = "Session Options")]
     pub no_services: bool,

@@ -17,7 +17,7 @@ use crate::contract::{ENV_BINARY, EXEC_ID, EXIT_LEFTOVERS, EXIT_NOT_FOUND, EXIT_
 use crate::errors::Error;
 use crate::run::cargo_program;
 use crate::session::process::{Event, ExitKind, kill_leftovers, release, wait_exit};
-use crate::session::{CleanupGuard, Profile, Session, open, signal_group, signals};
+use crate::session::{CleanupGuard, Profile, Session, TempEnd, open, signal_group, signals};
 
 /// `cargo cleantest exec [OPTIONS] -- CMD ARGS...`
 #[derive(Parser, Debug)]
@@ -47,6 +47,7 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     let _cleanup = CleanupGuard(session.clone());
     let (tx, rx) = mpsc::channel();
     signals::install(session.clone(), tx.clone())?;
+    let connecting = crate::docker::Connecting::start();
     let workspace = workspace_root();
     // The selected profile (`-P`, `CLEANTEST_PROFILE`), as for a test run: its services, lock, proxy,
     // engine-side reaper and resource guard apply.
@@ -55,7 +56,13 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
         ..RunnerOpts::default()
     };
     let settings = Settings::load(&workspace, &runner, &args.session.guard)?;
-    let _lock = open(&session, &args.session, Profile::of(&settings), &workspace)?;
+    let _lock = open(
+        &session,
+        &args.session,
+        Profile::of(&settings),
+        &workspace,
+        connecting,
+    )?;
     let (env, kept_lines) = match services_env(&args, &session, &settings)? {
         Step::Next(services) => services,
         Step::Exit(code) => return Ok(code),
@@ -97,6 +104,22 @@ pub(crate) fn run(args: ExecArgs) -> Result<i32, Error> {
     }
     if end.kept_any() {
         kept_lines.iter().for_each(crate::output::err);
+    }
+    match &end.temp {
+        Some(TempEnd::Removed(tidied)) if !tidied.is_empty() => crate::output::err(format!(
+            "note: the command left {} file(s) in its temporary directory; removed them{}",
+            tidied.files,
+            match tidied.problems.is_empty() {
+                true => String::new(),
+                false => format!(" but for: {}", tidied.problems.join("; ")),
+            }
+        )),
+        Some(TempEnd::Kept(dir)) => crate::output::err(format!(
+            "kept the command's temporary directory: {} (cargo cleantest sweep --session {} removes it)",
+            dir.display(),
+            session.id()
+        )),
+        _ => {}
     }
     Ok(if let Some(signal) = session.interrupted_by() {
         signals::exit_code(signal)

@@ -160,9 +160,12 @@ fn serve(session: &std::sync::Arc<Session>, args: &HostArgs) -> Result<PathBuf, 
     let profile = Profile {
         lock: None,
         proxy: false,
+        // It starts no test process, so it has none to give a temporary directory.
+        tmpdir: false,
         ..Profile::of(&settings)
     };
-    open(session, &opts, profile, &workspace).map_err(|e| e.to_string())?;
+    let connecting = crate::docker::Connecting::start();
+    open(session, &opts, profile, &workspace, connecting).map_err(|e| e.to_string())?;
     let socket = crate::services::serve_host(session, settings.services.clone(), args.key_pid)
         .map_err(|e| format!("cannot serve the control socket: {e}"))?;
     write_address(&args.address, &socket)

@@ -67,14 +67,24 @@ pub(crate) struct SweepArgs {
 pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
     check_selection(&args)?;
     let run = args.run.as_deref().map(run_id::check).transpose()?;
+    let state = state::state_dir().map_err(Error::State)?;
+    let records = record::all(&state);
     let engine = match docker::connect() {
         Connection::Up(engine) => engine,
         Connection::Down {
-            endpoint, reason, ..
-        } => return Err(Error::DockerDown { endpoint, reason }),
+            endpoint,
+            reason,
+            expected,
+            ..
+        } => {
+            return without_engine(
+                &args,
+                &records,
+                expected,
+                Error::DockerDown { endpoint, reason },
+            );
+        }
     };
-    let state = state::state_dir().map_err(Error::State)?;
-    let records = record::all(&state);
     let live: HashSet<String> = records
         .iter()
         .filter(|f| f.alive)
@@ -82,10 +92,8 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
         .collect();
     let mut picked = Picked::default();
     pick_sessions(&args, &engine, &records, &live, &mut picked)?;
-    for f in &records {
-        let stale = args.stale && !f.alive && f.record.status != Status::Kept;
-        let kept = args.kept && !f.alive && f.record.status == Status::Kept;
-        if (stale || kept) && !picked.chosen.iter().any(|c| c.record.id == f.record.id) {
+    for f in by_status(&args, &records) {
+        if !picked.chosen.iter().any(|c| c.record.id == f.record.id) {
             picked.chosen.push(f.clone());
         }
     }
@@ -100,14 +108,93 @@ pub(crate) fn run(args: SweepArgs) -> Result<i32, Error> {
     }
     if args.dry_run {
         let would = sweep_records(&engine, &picked.chosen, true).would_remove
-            + print_resources(&picked.loose);
+            + print_resources(&picked.loose)
+            + sweep_temps(&picked.chosen, true);
         if would == 0 {
             crate::output::out("nothing to sweep: the selection has no resource on this engine");
         }
         return Ok(EXIT_OK);
     }
+    sweep_temps(&picked.chosen, false);
     remove_picked(&args, &engine, &state, &live, picked)
 }
+
+/// The dead sessions `--stale` (not kept) and `--kept` select.
+fn by_status<'r>(args: &SweepArgs, records: &'r [FoundRecord]) -> Vec<&'r FoundRecord> {
+    records
+        .iter()
+        .filter(|f| {
+            let kept = f.record.status == Status::Kept;
+            !f.alive && ((args.stale && !kept) || (args.kept && kept))
+        })
+        .collect()
+}
+
+/// With no engine, `--stale`, `--kept` and `--session` still remove what needs none: the sessions'
+/// temporary directories (their records stay, for a sweep of their Docker resources). With no engine configured
+/// at all, that is the whole sweep; else the engine's absence is the error.
+fn without_engine(
+    args: &SweepArgs,
+    records: &[FoundRecord],
+    expected: bool,
+    down: Error,
+) -> Result<i32, Error> {
+    let only_records = args.run.is_none() && !args.all && args.older_than.is_none();
+    if !only_records {
+        return Err(down);
+    }
+    let named = records
+        .iter()
+        .filter(|f| !f.alive && args.sessions.contains(&f.record.id));
+    let chosen: Vec<FoundRecord> = by_status(args, records)
+        .into_iter()
+        .chain(named)
+        .cloned()
+        .collect();
+    let found = sweep_temps(&chosen, args.dry_run);
+    match expected {
+        true => Err(down),
+        false if found == 0 => {
+            crate::output::out(
+                "nothing to sweep: no Docker engine is configured, and no temporary directory is left",
+            );
+            Ok(EXIT_OK)
+        }
+        false => Ok(EXIT_OK),
+    }
+}
+
+/// The temporary directories the chosen sessions still have: said, and unless `dry_run` removed, before
+/// their records go. Returns how many there were.
+fn sweep_temps(chosen: &[FoundRecord], dry_run: bool) -> usize {
+    let mut found = 0;
+    for f in chosen {
+        let id = &f.record.id;
+        let Some(tmp) = f.record.tmp.as_ref().filter(|t| t.exists()) else {
+            continue;
+        };
+        found += 1;
+        if dry_run {
+            crate::output::out(format!(
+                "would remove the temporary directory of session {id}: {}",
+                tmp.display()
+            ));
+            continue;
+        }
+        let tidied = state::remove_session_temp(id, tmp, TEMP_BOUND);
+        crate::output::out(format!(
+            "removed the temporary directory of session {id} ({} file(s))",
+            tidied.files
+        ));
+        for problem in &tidied.problems {
+            crate::output::warn(format!("could not remove {problem}"));
+        }
+    }
+    found
+}
+
+/// How long a sweep may spend on one session's temporary directory.
+const TEMP_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A sweep selects something, and `--forget` names what to forget.
 fn check_selection(args: &SweepArgs) -> Result<(), Error> {

@@ -69,6 +69,8 @@ pub(crate) struct Settings {
     pub proxy_policy: proxy::ProxyPolicy,
     /// The profile's `engine-reaper` (`--engine-reaper` wins).
     pub engine_reaper: Option<EngineReaperMode>,
+    /// Whether the run's processes get a `TMPDIR` of the session's (`tmpdir`, `--no-tmpdir`).
+    pub tmpdir: bool,
     /// The session services of the profile, each after its dependencies.
     pub services: Vec<services::ServiceSpec>,
     /// How many times a failed test runs again (overrides may say otherwise: `retries_for`).
@@ -124,6 +126,7 @@ impl Settings {
             proxy: merged.proxy.as_ref().is_none_or(|p| p.enabled()),
             proxy_policy,
             engine_reaper: merged.engine_reaper,
+            tmpdir: merged.tmpdir.unwrap_or(true),
             services,
             retries: merged.retries.unwrap_or(0),
             flaky_fails: merged.flaky_result == Some(FlakyResult::Fail),
@@ -421,6 +424,19 @@ mod tests {
         let out = Settings::load(&dir, args, &GuardOpts::default());
         std::fs::remove_dir_all(&dir).unwrap();
         out
+    }
+
+    #[test]
+    fn tmpdir_is_on_unless_a_profile_turns_it_off() {
+        let text = "[profile.default]\n[profile.raw]\ntmpdir = false\n";
+        assert!(load(text, &RunnerOpts::default()).unwrap().tmpdir);
+        let raw = RunnerOpts {
+            profile: crate::cli::ProfileArg {
+                config_profile: Some("raw".into()),
+            },
+            ..RunnerOpts::default()
+        };
+        assert!(!load(text, &raw).unwrap().tmpdir);
     }
 
     #[test]

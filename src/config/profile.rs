@@ -37,6 +37,9 @@ pub(crate) struct ProfileConfig {
     pub proxy: Option<ProxyConfig>,
     /// `auto`, `on` or `off`: the engine-side reaper (`--engine-reaper`).
     pub engine_reaper: Option<EngineReaperMode>,
+    /// Give the run's processes a `TMPDIR` of the session's, removed at its end (`--no-tmpdir` and
+    /// `CLEANTEST_NO_TMPDIR` turn it off whatever the profile says).
+    pub tmpdir: Option<bool>,
     /// Which `[services.NAME]` start (default: all defined).
     pub services: Option<Vec<String>>,
     /// A compose file whose services become services of the session (relative to the workspace root).
@@ -93,6 +96,7 @@ impl ProfileConfig {
                 (top, base) => top.clone().or_else(|| base.clone()),
             },
             engine_reaper: self.engine_reaper.or(base.engine_reaper),
+            tmpdir: self.tmpdir.or(base.tmpdir),
             services: self.services.clone().or_else(|| base.services.clone()),
             compose_file: self
                 .compose_file

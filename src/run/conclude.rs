@@ -9,7 +9,7 @@ use super::report::{self, Reporter, RunSummary};
 use crate::cli::{RunArgs, human_bytes};
 use crate::contract::SERVICE_LOGS_DIR;
 use crate::docker::usage::Peak;
-use crate::session::{Session, state};
+use crate::session::{Session, TempEnd, state};
 
 /// What scheduling produced: the results, the reporter, and the units' process groups (for the
 /// processes the session's end still finds).
@@ -61,6 +61,7 @@ pub(super) fn conclude(
     if end.kept_any() {
         summary.docker_lines.extend(prepared.services.kept_lines());
     }
+    temp_end(&mut summary, end.temp.take(), session.id());
     if let Some(Err(e)) = args
         .runner
         .junit
@@ -76,6 +77,36 @@ pub(super) fn conclude(
         interrupted,
         left_something,
         failed: summary.failed(),
+    }
+}
+
+/// What the session's end did with its temporary directory, in the summary: what was left outside the
+/// units' directories (each unit's were tidied as it ended), or the failed units' directories kept.
+fn temp_end(summary: &mut RunSummary, temp: Option<TempEnd>, session: &str) {
+    let kept = std::mem::take(&mut summary.kept_temp);
+    match temp {
+        Some(TempEnd::Removed(tidied)) if !tidied.is_empty() => {
+            leftovers::report_files(summary, "the run".into(), &tidied);
+        }
+        Some(TempEnd::Kept(root)) => {
+            summary.docker_lines.push(format!(
+                "\nkept the temporary directories of failed tests (session {session}):"
+            ));
+            for (unit, dir) in &kept {
+                summary
+                    .docker_lines
+                    .push(format!("    {unit}: {}", dir.display()));
+            }
+            if kept.is_empty() {
+                summary
+                    .docker_lines
+                    .push(format!("    the session's: {}", root.display()));
+            }
+            summary.docker_lines.push(format!(
+                "  clean up: cargo cleantest sweep --session {session}"
+            ));
+        }
+        _ => {}
     }
 }
 

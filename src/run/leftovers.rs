@@ -1,4 +1,5 @@
-//! Processes a unit left behind, and which unit they came from.
+//! What a unit left behind (processes, containers, files in its temporary directory), and which unit
+//! it came from.
 //!
 //! Whichever look finds a leftover first (the unit's end scan of its group, the scheduler's look at
 //! adopted children when a unit ends, or the session's end), the report names the unit it came from and
@@ -11,6 +12,7 @@ use std::collections::HashMap;
 
 use super::report::{Leftover, Reporter, RunSummary, UnitProblem, full_name};
 use crate::session::orphans::Escaped;
+use crate::sys::tree::Tidied;
 
 /// The unit each process group id of the run belongs to.
 #[derive(Debug, Default)]
@@ -96,8 +98,8 @@ pub(crate) fn report(
     }
     summary.leftovers.push(Leftover {
         unit,
-        kind: "process(es)",
-        processes,
+        what: format!("{} process(es)", processes.len()),
+        items: processes,
     });
 }
 
@@ -150,9 +152,46 @@ pub(crate) fn report_containers(
     }
     summary.leftovers.push(Leftover {
         unit,
-        kind: "container(s)",
-        processes: names,
+        what: format!("{} container(s)", names.len()),
+        items: names,
     });
+}
+
+/// Files a unit (or the run) left in its temporary directory, now removed: said once, in the summary,
+/// with the first few paths; what could not be removed is said too, with why. Never a failure: the
+/// test's outcome stands.
+pub(crate) fn report_files(summary: &mut RunSummary, unit: String, tidied: &Tidied) {
+    let mut what = format!(
+        "{} file(s) ({}) in its temporary directory",
+        tidied.files,
+        size(tidied.bytes)
+    );
+    what.push_str(match tidied.problems.is_empty() {
+        true => " (removed)",
+        false => " (removed but for what is listed)",
+    });
+    let items = tidied
+        .problems
+        .iter()
+        .cloned()
+        .chain(tidied.first.iter().map(|p| p.display().to_string()))
+        .collect();
+    summary.leftovers.push(Leftover { unit, what, items });
+}
+
+/// `512 B`, `1.0 KiB`, `3.5 MiB`, `2.0 GiB`.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]
@@ -168,6 +207,15 @@ mod tests {
             binary: binary.map(str::to_string),
             test: None,
         }
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(1023), "1023 B");
+        assert_eq!(size(1 << 20), "1.0 MiB");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(5 << 30), "5.0 GiB");
     }
 
     #[test]

@@ -31,10 +31,12 @@ mod retry;
 mod schedule;
 mod select;
 mod target_runner;
+mod temp_pool;
 mod tracker;
 #[cfg(test)]
 mod tracker_props;
 mod unit;
+mod workspace_root;
 
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
@@ -140,6 +142,7 @@ fn schedule(
         plan.total,
     )
     .with_order(orders, fail_fast, apart);
+    let temps = temp_pool::TempPool::default();
     let scheduler = Scheduler {
         settings: &prepared.settings,
         ctx: CommandContext {
@@ -150,6 +153,7 @@ fn schedule(
             databases: &prepared.services.databases,
             service_env: &prepared.services.env,
             keep_on_failure: args.session.keep_on_failure,
+            temps: &temps,
         },
         reporter,
         slots,

@@ -1,14 +1,17 @@
 //! The run's first stage: the config read and checked (before cargo builds anything: a typo in it, or
-//! an unknown `-P`, must not cost a build first), then cargo's build beside the session's opening and
-//! its services, which need no build and so stay off start-up's critical path.
+//! an unknown `-P`, must not cost a build first), then cargo's build beside `cargo metadata`, the
+//! session's opening and its services, which need no build and so stay off start-up's critical path.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::cargo::{self, Built, TestBinary, Workspace};
 use super::target_runner::Runners;
+use super::workspace_root;
 use crate::cli::{RunArgs, TestArgs};
 use crate::config::Settings;
 use crate::contract::EXIT_OK;
+use crate::docker;
 use crate::errors::Error;
 use crate::services::Started;
 use crate::session::lock::EnvLock;
@@ -36,19 +39,47 @@ pub(super) enum Prepare {
     Done(i32),
 }
 
-/// Reads the config, then builds while the session opens and its services start.
+/// The workspace as cargo metadata describes it, and its config, checked.
+struct Read {
+    workspace: Workspace,
+    settings: Settings,
+}
+
+/// What is known of the workspace before cargo builds: the config of the root the manifests name
+/// (cargo metadata runs beside the build, and confirms the root), or, where the manifests cannot tell,
+/// all of it.
+enum Early {
+    Guessed(PathBuf, Settings),
+    Read(Read),
+}
+
+/// Reads the config, then builds while cargo metadata reads the workspace, the session opens and its
+/// services start.
 pub(super) fn prepare(
     args: &RunArgs,
     test_args: &TestArgs,
     session: &Arc<Session>,
 ) -> Result<Prepare, Error> {
-    // `cargo metadata --no-deps` is quick, and it finds the config.
-    let workspace = Workspace::load(args)?;
-    let settings = Settings::load(&workspace.root, &args.runner, &args.session.guard)?;
     let runs_tests = !args.no_run && !test_args.list;
+    // The engine's answers (about 20 ms) come while the workspace is read.
+    let connecting = runs_tests.then(docker::Connecting::start);
+    // The config is checked before cargo builds anything (a typo in it must not cost a build first).
+    let early = match workspace_root::guess(args.manifest.manifest_path.as_deref()) {
+        Some(root) => {
+            let settings = Settings::load(&root, &args.runner, &args.session.guard)?;
+            Early::Guessed(root, settings)
+        }
+        None => Early::Read(read(args, None)?),
+    };
     let (opened, built) = std::thread::scope(|scope| {
-        let opening =
-            scope.spawn(|| open_session(args, &settings, &workspace, session, runs_tests));
+        let opening = scope.spawn(move || {
+            let read = match early {
+                Early::Read(read) => read,
+                Early::Guessed(root, settings) => read(args, Some((root, settings)))?,
+            };
+            let opened = open_session(args, &read.settings, &read.workspace, session, connecting)?;
+            Ok::<_, Error>((read, opened))
+        });
         let built = if args.targets.doc {
             Ok(Built::default())
         } else {
@@ -62,7 +93,13 @@ pub(super) fn prepare(
         return Ok(Prepare::Done(signals::exit_code(signal)));
     }
     let built = built?;
-    let (runners, lock, services) = opened?;
+    let (
+        Read {
+            workspace,
+            settings,
+        },
+        (runners, lock, services),
+    ) = opened?;
     let binaries = workspace.test_binaries(built, &runners);
     if args.no_run {
         return Ok(Prepare::Done(EXIT_OK));
@@ -86,23 +123,40 @@ pub(super) fn prepare(
     })))
 }
 
-/// The target runners, and when the run runs tests, the opened session's lock and its services.
+/// The workspace from `cargo metadata --no-deps`, and its config: the one read `early` when its root is
+/// the one cargo names. Where the manifests misled (a layout the guess does not know), the config of
+/// cargo's root is read now, and a mistake in it is reported after the build.
+fn read(args: &RunArgs, early: Option<(PathBuf, Settings)>) -> Result<Read, Error> {
+    let workspace = Workspace::load(args)?;
+    let settings = match early {
+        Some((root, settings)) if workspace_root::same(&root, &workspace.root) => settings,
+        _ => Settings::load(&workspace.root, &args.runner, &args.session.guard)?,
+    };
+    Ok(Read {
+        workspace,
+        settings,
+    })
+}
+
+/// The target runners, and when the run runs tests (it is `connecting` to the engine), the opened
+/// session's lock and its services.
 fn open_session(
     args: &RunArgs,
     settings: &Settings,
     workspace: &Workspace,
     session: &Arc<Session>,
-    runs_tests: bool,
+    connecting: Option<docker::Connecting>,
 ) -> Result<(Runners, Option<EnvLock>, Started), Error> {
     let runners = Runners::load(&args.compilation.target, &args.cargo_config);
-    if !runs_tests {
+    let Some(connecting) = connecting else {
         return Ok((runners, None, Started::default()));
-    }
+    };
     let lock = open(
         session,
         &args.session,
         Profile::of(settings),
         &workspace.root,
+        connecting,
     )?;
     let services = if args.session.no_services {
         Started::default()

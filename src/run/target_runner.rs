@@ -73,6 +73,9 @@ fn resolve(
         env.insert(runner_env_name(&triple), value.into());
     }
     let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    if !any_runner(&cwd, &env)? {
+        return Ok(Vec::new());
+    }
     let options = cargo_config2::ResolveOptions::default().env(env);
     let config =
         cargo_config2::Config::load_with_options(&cwd, options).map_err(|e| e.to_string())?;
@@ -94,6 +97,21 @@ fn resolve(
             Ok((triple, runner))
         })
         .collect()
+}
+
+/// Whether a runner is set anywhere: an environment variable (a `--config` one is handed over as
+/// one) or a `target.*.runner` in a config file. Most workspaces set none, and then the host triple
+/// is not looked up: cargo-config2 asks `cargo -vV` for it, which runs `lsb_release` and costs about
+/// 30 ms of every run's start.
+fn any_runner(cwd: &Path, env: &HashMap<String, OsString>) -> Result<bool, String> {
+    if env
+        .keys()
+        .any(|k| k.starts_with("CARGO_TARGET_") && k.ends_with("_RUNNER"))
+    {
+        return Ok(true);
+    }
+    let files = cargo_config2::de::Config::load_with_cwd(cwd).map_err(|e| e.to_string())?;
+    Ok(files.target.values().any(|t| t.runner.is_some()))
 }
 
 /// `CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER` for `x86_64-unknown-linux-gnu`.

@@ -2,8 +2,10 @@
 //! `--keep-on-failure`), settle its record, dismiss the reaper; and the lines that say what that did.
 //!
 //! The order matters: processes first (a live test could create a container after the sweep listed),
-//! then the proxy, then the engine-side reaper's dismissal, then the sweep, then the record (deleted only once nothing is left to find).
+//! then the proxy, then the engine-side reaper's dismissal, then the sweep, then the temporary
+//! directory, then the record (deleted only once nothing is left to find).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -16,9 +18,12 @@ use super::{DockerState, Session, locked};
 use crate::contract::SESSION_LABEL;
 use crate::docker::usage::Peak;
 use crate::docker::{self, Engine, Kind, Removal, Resource};
+use crate::sys::tree::Tidied;
 
 /// How long the end of a session waits for an engine that was down at its start.
 const END_RECONNECT: Duration = Duration::from_secs(5);
+/// How long the end may spend removing what is left in the session's temporary directory.
+const TEMP_END_BOUND: Duration = Duration::from_secs(30);
 /// How long the end waits for a stale sweep that was still running when the tests started.
 const STALE_END_WAIT: Duration = Duration::from_secs(2);
 
@@ -64,6 +69,17 @@ pub(crate) struct SessionEnd {
     pub peak: Option<Peak>,
     /// What the start's stale sweep did, when it was still running as the tests started.
     pub stale: Vec<String>,
+    /// What became of the session's temporary directory; None when it had none.
+    pub temp: Option<TempEnd>,
+}
+
+/// What the end did with the session's temporary directory.
+#[derive(Debug)]
+pub(crate) enum TempEnd {
+    /// Removed: what was still in it (outside the units, which are tidied as each ends).
+    Removed(Tidied),
+    /// Kept for inspection (`--keep-on-failure`), with the failed units' directories in it.
+    Kept(PathBuf),
 }
 
 impl Session {
@@ -149,7 +165,9 @@ impl Started {
                 memory: 0,
             });
         }
-        settle_record(self.record, docker.as_ref(), proxy.settled);
+        let temp = end_temp(self.temp, session, keep);
+        let temp_kept = matches!(temp, Some(TempEnd::Kept(_)));
+        settle_record(self.record, docker.as_ref(), proxy.settled, temp_kept);
         if let Some(reaper) = self.reaper {
             reaper.dismiss();
         }
@@ -158,6 +176,7 @@ impl Started {
             escaped,
             peak,
             stale: pending_stale(self.pending_stale),
+            temp,
         }
     }
 }
@@ -268,10 +287,26 @@ fn sweep_or_keep(engine: &Engine, session: &str, keep: bool, in_memory: &[String
     result.unwrap_or_else(DockerEnd::Failed)
 }
 
-/// Kept sessions stay on record as kept; fully swept ones are forgotten, unless a create may still
-/// complete (`settled` false); anything else stays "finished" so the next run's stale sweep retries it.
-fn settle_record(mut record: OwnRecord, end: Option<&DockerEnd>, settled: bool) {
+/// The session's temporary directory at its end: kept for inspection when the session is kept and
+/// something is in it (the failed units' directories), else removed, with what was still there.
+fn end_temp(temp: Option<PathBuf>, session: &str, keep: bool) -> Option<TempEnd> {
+    let temp = temp?;
+    if keep && std::fs::read_dir(&temp).is_ok_and(|mut d| d.next().is_some()) {
+        return Some(TempEnd::Kept(temp));
+    }
+    Some(TempEnd::Removed(super::state::remove_session_temp(
+        session,
+        &temp,
+        TEMP_END_BOUND,
+    )))
+}
+
+/// Kept sessions (containers or a temporary directory kept) stay on record as kept; fully swept ones
+/// are forgotten, unless a create may still complete (`settled` false); anything else stays
+/// "finished" so the next run's stale sweep retries it.
+fn settle_record(mut record: OwnRecord, end: Option<&DockerEnd>, settled: bool, temp_kept: bool) {
     let result = match end {
+        _ if temp_kept => record.set_status(Status::Kept).map(|_| drop(record)),
         Some(DockerEnd::Kept(found)) if !found.is_empty() => {
             record.set_status(Status::Kept).map(|_| drop(record))
         }

@@ -41,14 +41,14 @@ use nix::unistd::Pid;
 
 use crate::contract::{
     BINARY_LABEL, ENV_DOCKER_CONTEXT, ENV_DOCKER_HOST, ENV_MARKER, ENV_RUN_ID, ENV_SESSION,
-    TEST_LABEL,
+    ENV_TMPDIR, TEST_LABEL,
 };
 use crate::docker::proxy::Proxy;
 use crate::docker::{self, Engine};
 use orphans::Escaped;
 use start::Started;
 
-pub(crate) use end::{CleanupGuard, after_error, docker_lines};
+pub(crate) use end::{CleanupGuard, TempEnd, after_error, docker_lines};
 pub(crate) use start::{Profile, open};
 
 #[derive(Debug, Default)]
@@ -130,7 +130,8 @@ impl Session {
     }
 
     /// The environment of every process the session starts: `CLEANTEST=1`, `CLEANTEST_SESSION=<id>`,
-    /// and with the proxy running, `DOCKER_HOST` pointing at it.
+    /// with the proxy running, `DOCKER_HOST` pointing at it, and `TMPDIR`, the session's temporary
+    /// directory (a unit's own replaces it: `run::unit`).
     pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![
             (ENV_MARKER, "1".to_string()),
@@ -145,7 +146,18 @@ impl Session {
         if let Some(run) = self.run_id() {
             env.push((ENV_RUN_ID, run));
         }
+        if let Some(temp) = self
+            .temp_dir()
+            .and_then(|t| t.into_os_string().into_string().ok())
+        {
+            env.push((ENV_TMPDIR, temp));
+        }
         env
+    }
+
+    /// The session's temporary directory, once the session is open (and unless `tmpdir = false`).
+    pub(crate) fn temp_dir(&self) -> Option<std::path::PathBuf> {
+        self.with_started(|s| s.temp.clone()).flatten()
     }
 
     /// The run id (`CLEANTEST_RUN_ID` or the CI's), once the session is open.

@@ -113,6 +113,7 @@ pub(crate) fn run(session: &str) -> i32 {
     let Ok(dir) = state::state_dir() else {
         return 0;
     };
+    remove_temp(&dir, session);
     let dir = state::session_dir(&dir, session);
     // The runner's proxy died with creates forwarded and unanswered: the engine may still complete them.
     let in_flight = dir.join(CREATES_IN_FLIGHT_FILE).exists();
@@ -128,6 +129,31 @@ pub(crate) fn run(session: &str) -> i32 {
     ));
     0
 }
+
+/// Removes the session's temporary directory, as its record names it (unless the session was kept).
+fn remove_temp(state_dir: &std::path::Path, session: &str) {
+    let Some(found) = state::record::find(state_dir, session) else {
+        return;
+    };
+    let (Some(tmp), false) = (
+        &found.record.tmp,
+        found.record.status == state::record::Status::Kept,
+    ) else {
+        return;
+    };
+    let tidied = state::remove_session_temp(session, tmp, TEMP_BOUND);
+    crate::output::err(format!(
+        "reaper: removed the session's temporary directory ({} file(s)){}",
+        tidied.files,
+        match tidied.problems.is_empty() {
+            true => String::new(),
+            false => format!("; could not remove: {}", tidied.problems.join("; ")),
+        }
+    ));
+}
+
+/// How long the reaper may spend on the session's temporary directory.
+const TEMP_BOUND: Duration = Duration::from_secs(30);
 
 /// How long a reaper looks for creates a dead proxy had forwarded. Nothing can tell it when the engine
 /// is done with them (their client is gone), so it watches for a while, removing what appears, and

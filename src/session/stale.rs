@@ -71,6 +71,27 @@ pub(crate) fn start_in_background(engine: &Engine, state: &Path) -> Started {
     }
 }
 
+/// How long a run's start may spend on dead sessions' temporary directories; what is left then is
+/// the next run's.
+const TEMP_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Removes the temporary directories of this host's dead, not-kept sessions (a SIGKILLed run whose
+/// reaper died too): the engine plays no part, so a run without Docker clears them as well. Their
+/// records stay for the stale sweep of their Docker resources, which forgets them. Usually there is
+/// none, and this costs one read of the sessions' directory.
+pub(crate) fn remove_dead_temps(state: &Path) {
+    let host = host_name();
+    let deadline = std::time::Instant::now() + TEMP_BOUND;
+    for f in record::all(state) {
+        let r = &f.record;
+        let dead_here = !f.alive && r.status != Status::Kept && r.host == host;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let (true, Some(tmp), false) = (dead_here, &r.tmp, left.is_zero()) {
+            super::state::remove_session_temp(&r.id, tmp, left);
+        }
+    }
+}
+
 /// What a run says of its stale sweep.
 fn lines(report: &StaleReport) -> Vec<String> {
     let mut lines: Vec<String> = report

@@ -2,7 +2,7 @@
 //! directory, the reaper, the Docker engine, the sweep of this host's dead sessions, the engine-side
 //! reaper, the proxy (all of it one `Started` value the session holds), and the environment lock.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 
 use super::engine_reaper::{self, EngineReaper};
@@ -31,6 +31,8 @@ pub(crate) struct Profile<'a> {
     pub guard: &'a Guard,
     /// What the proxy forwards beyond its endpoint table.
     pub proxy_policy: &'a ProxyPolicy,
+    /// Whether the session gives its processes a temporary directory of its own (`tmpdir`).
+    pub tmpdir: bool,
 }
 
 impl<'a> Profile<'a> {
@@ -42,6 +44,7 @@ impl<'a> Profile<'a> {
             engine_reaper: settings.engine_reaper,
             guard: &settings.guard,
             proxy_policy: &settings.proxy_policy,
+            tmpdir: settings.tmpdir,
         }
     }
 }
@@ -68,6 +71,8 @@ pub(crate) struct Started {
     pub(super) usage: Option<Sampler>,
     /// A stale sweep still running when the tests started: the end says what it did.
     pub(super) pending_stale: Option<mpsc::Receiver<Vec<String>>>,
+    /// The session's temporary directory, `TMPDIR` of its processes (`tmpdir = false`: none).
+    pub(super) temp: Option<PathBuf>,
 }
 
 /// Opens `session` for running things in `workspace`: its record, the host reaper, the engine, the
@@ -79,6 +84,7 @@ pub(crate) fn open(
     opts: &SessionOpts,
     profile: Profile<'_>,
     workspace: &Path,
+    connecting: docker::Connecting,
 ) -> Result<Option<EnvLock>, Error> {
     let run = run_id::from_env()?;
     let endpoint = docker::engine::endpoint();
@@ -86,8 +92,23 @@ pub(crate) fn open(
         return Err(Error::Usage(why));
     }
     let state = state::state_dir().map_err(Error::State)?;
-    let record =
-        OwnRecord::create(&state, session.id(), workspace, &endpoint).map_err(Error::State)?;
+    let temp = (profile.tmpdir && !opts.no_tmpdir).then(|| state::session_temp_path(session.id()));
+    let record = OwnRecord::create(&state, session.id(), workspace, &endpoint, temp.as_deref())
+        .map_err(Error::State)?;
+    let temp = temp.and_then(|path| match state::create_session_temp(&path) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            crate::output::err(format!(
+                "warning: failed to create the session's temporary directory {} ({e}); tests keep \
+                 the runner's TMPDIR",
+                path.display()
+            ));
+            None
+        }
+    });
+    if !opts.no_stale_sweep {
+        stale::remove_dead_temps(&state);
+    }
     watch_escapes(session);
     // Held until the session holds the reaper, so that its pid is never taken for an orphan's.
     let spawning = session.spawning();
@@ -99,7 +120,7 @@ pub(crate) fn open(
             ))
         })
         .ok();
-    let docker = connect();
+    let docker = connected(connecting.wait());
     let mut started = Started {
         labels: super::labels_for(run.as_deref()),
         run,
@@ -110,6 +131,7 @@ pub(crate) fn open(
         proxy: None,
         usage: None,
         pending_stale: None,
+        temp,
     };
     let engine = start_on_engine(session, opts, profile, &endpoint, &state, &mut started);
     *super::locked(&session.started) = Some(started);
@@ -137,9 +159,9 @@ fn watch_escapes(session: &Session) {
     }
 }
 
-/// The engine, as it answers (or does not).
-fn connect() -> DockerState {
-    match docker::connect() {
+/// The engine, as it answered (or did not).
+fn connected(connection: Connection) -> DockerState {
+    match connection {
         Connection::Up(engine) => DockerState::Up(engine),
         Connection::Down {
             endpoint,

@@ -8,6 +8,7 @@ mod descriptors;
 mod engine_reaper;
 mod escape;
 mod foreign;
+mod mount_point;
 mod never_hang;
 mod never_lie;
 mod pinned;
@@ -81,6 +82,7 @@ fn main() {
     cells.extend(never_lie::cells());
     cells.extend(engine_reaper::cells());
     cells.extend(descriptors::cells());
+    cells.extend(mount_point::cells());
     for (name, f) in restart_cells {
         let mut cell = trial(name, f);
         cell.unavailable = private_engine_problem();

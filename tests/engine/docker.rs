@@ -119,9 +119,15 @@ fn keep_on_failure_keeps_then_sweep_removes() -> Result<(), Failed> {
             .env("CLEANTEST_STATE_DIR", &*state)
             .args(["sweep", "--dry-run", "--session", &session]));
         check(dry.status.success(), || stderr(&dry))?;
-        check(stdout(&dry).lines().count() == kept.len(), || {
-            format!("dry run listed:\n{}", stdout(&dry))
-        })?;
+        // Each kept resource, and the failed tests' temporary directories, kept with them.
+        let listed = stdout(&dry);
+        let temp_line = format!("would remove the temporary directory of session {session}: ");
+        let kept_temp = listed.lines().find_map(|l| l.strip_prefix(&temp_line));
+        check(
+            listed.lines().count() == kept.len() + 1 && kept_temp.is_some(),
+            || format!("dry run listed:\n{listed}"),
+        )?;
+        let kept_temp = std::path::PathBuf::from(kept_temp.unwrap_or_default());
         check(marked(&mark).len() == kept.len(), || {
             "--dry-run removed something".into()
         })?;
@@ -138,6 +144,9 @@ fn keep_on_failure_keeps_then_sweep_removes() -> Result<(), Failed> {
         })?;
         let left = marked(&mark);
         check(left.is_empty(), || format!("sweep {how} left {left:?}"))?;
+        check(!kept_temp.exists(), || {
+            format!("sweep {how} left {}", kept_temp.display())
+        })?;
     }
     Ok(())
 }

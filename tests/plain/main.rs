@@ -15,4 +15,5 @@ mod libtest_order;
 mod session;
 mod signals;
 mod timeouts;
+mod tmpdir;
 mod truthful_output;

@@ -86,7 +86,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     })?;
     rows.extend(per_test_overhead(&opts, &bin, &ws)?);
     let empty = generate_workspace(&opts, "empty", 0, 0, &|_| String::new())?;
-    rows.push(startup(&opts, &bin, &empty)?);
+    rows.extend(startup(&opts, &bin, &empty)?);
     rows.push(no_engine(&opts, &bin, &empty)?);
     if docker_available() {
         crate::build_image(false)?;
@@ -380,8 +380,9 @@ fn push(samples: &mut Samples, value: f64) {
     samples.0.push(value);
 }
 
-fn startup(opts: &Opts, bin: &Path, ws: &Path) -> Result<Row, String> {
+fn startup(opts: &Opts, bin: &Path, ws: &Path) -> Result<Vec<Row>, String> {
     let (mut ours, mut theirs) = (Samples::default(), Samples::default());
+    let (mut ours_tests, mut theirs_tests) = (Samples::default(), Samples::default());
     for _ in 0..opts.runs {
         push(
             &mut theirs,
@@ -391,8 +392,21 @@ fn startup(opts: &Opts, bin: &Path, ws: &Path) -> Result<Row, String> {
             &mut ours,
             timed(&mut in_ws(bin, ws, &["cleantest", "--quiet", "--no-lock"]))?.0,
         );
+        push(
+            &mut theirs_tests,
+            timed(&mut in_ws(bin, ws, &["test", "--quiet", "--tests"]))?.0,
+        );
+        push(
+            &mut ours_tests,
+            timed(&mut in_ws(
+                bin,
+                ws,
+                &["cleantest", "--quiet", "--no-lock", "--tests"],
+            ))?
+            .0,
+        );
     }
-    let mut r = row(
+    let mut with_doctests = row(
         "start-up on a workspace with zero tests vs `cargo test`",
         &ours,
         &theirs,
@@ -400,9 +414,19 @@ fn startup(opts: &Opts, bin: &Path, ws: &Path) -> Result<Row, String> {
         0.0,
         true,
     );
-    r.target = "(no target; measured)".into();
-    r.met = None;
-    Ok(r)
+    with_doctests.target = "(no target; measured)".into();
+    with_doctests.met = None;
+    Ok(vec![
+        with_doctests,
+        row(
+            "start-up on a workspace with zero tests, no doctests (`--tests`) vs `cargo test --tests`",
+            &ours_tests,
+            &theirs_tests,
+            "s",
+            1.5,
+            true,
+        ),
+    ])
 }
 
 /// The same zero-test workspace with no engine at all (`DOCKER_HOST` names a socket that is not

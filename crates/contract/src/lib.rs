@@ -55,6 +55,12 @@ pub const ENV_SUBREAPER: &str = "CLEANTEST_SUBREAPER";
 /// The run a session belongs to, shared by the shards of one CI run (labelled `cleantest.run`). Also
 /// given to every process of the session.
 pub const ENV_RUN_ID: &str = "CLEANTEST_RUN_ID";
+/// `1` (or `true`): leave `TMPDIR` alone, as the profile key `tmpdir = false` does; tests then write
+/// into the runner's own temporary directory, which nothing sweeps.
+pub const ENV_NO_TMPDIR: &str = "CLEANTEST_NO_TMPDIR";
+/// The variable every process of a run reads its temporary directory from (`std::env::temp_dir()`,
+/// `tempfile`, `mktemp`, most C libraries): set to a directory of the session's.
+pub const ENV_TMPDIR: &str = "TMPDIR";
 /// Where the run id comes from when `CLEANTEST_RUN_ID` is not set: the CI's own run, as
 /// `(variables joined by '-', CI)`.
 pub const RUN_ID_SOURCES: &[(&[&str], &str)] = &[
@@ -127,6 +133,9 @@ pub fn exit_for_signal(signal: i32) -> i32 {
 
 /// `sessions/<id>/` holds one session's record, lock, proxy socket and reaper log.
 pub const SESSIONS_DIR: &str = "sessions";
+/// The per-user directory under the system's temporary directory that holds each session's
+/// temporary directory: `<temp>/cleantest-<uid>/<session>/`.
+pub const TEMP_ROOT_PREFIX: &str = "cleantest-";
 /// `service-logs/<id>/<service>.log`: the logs of a session's services, kept when its tests failed or
 /// a service stopped during the run (the session's own directory goes when it is swept).
 pub const SERVICE_LOGS_DIR: &str = "service-logs";

@@ -213,6 +213,27 @@ pub fn connect() -> Connection {
     block_on(engine::connect())
 }
 
+/// A connection to the engine being made on a thread of its own, so that the caller's other start-up
+/// work (reading the workspace, the config) overlaps the engine's answers.
+pub struct Connecting(std::thread::JoinHandle<Connection>);
+
+impl Connecting {
+    /// Starts connecting to the engine of this process's environment.
+    pub fn start() -> Connecting {
+        Connecting(std::thread::spawn(connect))
+    }
+
+    /// The connection, once made (or found down).
+    pub fn wait(self) -> Connection {
+        self.0.join().unwrap_or_else(|_| Connection::Down {
+            endpoint: engine::endpoint(),
+            expected: true,
+            reason: "the connecting thread panicked".into(),
+            wedged: false,
+        })
+    }
+}
+
 /// Connects to a given endpoint (blocking).
 pub fn connect_to(endpoint: &str) -> Connection {
     block_on(engine::connect_to(endpoint))

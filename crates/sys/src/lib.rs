@@ -14,6 +14,7 @@ pub use linux::*;
 mod conformance;
 #[cfg(target_os = "macos")]
 mod macos;
+pub mod tree;
 #[cfg(target_os = "macos")]
 pub use macos::*;
 

@@ -120,13 +120,16 @@ pub(crate) struct UnitProblem {
     pub output: String,
 }
 
-/// Processes a unit left in its group, killed by the runner.
+/// What a unit left behind: processes killed, containers left running (swept with the session), or
+/// files in its temporary directory (removed).
 #[derive(Debug, Clone)]
 pub(crate) struct Leftover {
     pub unit: String,
-    /// `process(es)` killed, or `container(s)` left running (swept with the session).
-    pub kind: &'static str,
-    pub processes: Vec<String>,
+    /// What follows "left": `2 process(es)`, `3 file(s) (1.0 MiB) in its temporary directory
+    /// (removed)`.
+    pub what: String,
+    /// The first few of them, one a line.
+    pub items: Vec<String>,
 }
 
 /// Everything the run produced.
@@ -170,6 +173,8 @@ pub(crate) struct RunSummary {
     pub peak: Option<String>,
     /// `--isolate`: every test ran in a process of its own, so what it printed is all there was.
     pub isolated: bool,
+    /// `--keep-on-failure`: the temporary directories of failed units, kept: `(unit, path)`.
+    pub kept_temp: Vec<(String, std::path::PathBuf)>,
 }
 
 /// A test (or a whole binary, with an empty name) that never started.

@@ -109,7 +109,7 @@ fn write_failures(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Processes the tests left behind, by unit.
+/// What the tests left behind, by unit.
 fn write_leftovers(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> {
     if s.leftovers.is_empty() {
         return Ok(());
@@ -119,10 +119,13 @@ fn write_leftovers(out: &mut impl Write, s: &RunSummary) -> std::io::Result<()> 
     } else {
         "containers swept with the session"
     };
-    writeln!(out, "\nleft behind (processes killed, {containers}):")?;
+    writeln!(
+        out,
+        "\nleft behind (processes killed, temporary files removed, {containers}):"
+    )?;
     for l in &s.leftovers {
-        writeln!(out, "    {}: left {} {}", l.unit, l.processes.len(), l.kind)?;
-        for p in l.processes.iter().take(5) {
+        writeln!(out, "    {}: left {}", l.unit, l.what)?;
+        for p in l.items.iter().take(5) {
             writeln!(out, "        {p}")?;
         }
     }

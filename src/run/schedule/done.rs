@@ -2,6 +2,7 @@
 //! it waited for), its problem, its leftovers and the containers it left running, and what runs again.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use super::Scheduler;
@@ -51,7 +52,11 @@ impl Scheduler<'_> {
         let counts = !fail_fast.leaves_out(&unit.spec);
         let interrupted = self.ctx.session.interrupted_by().is_some();
         let leases = std::mem::take(&mut unit.leases);
+        let temp = unit.temp.take();
         let mut finished = unit.finish(Instant::now(), self.settings, interrupted);
+        if let Some(dir) = temp {
+            self.tidy_temp(summary, &label, dir, &finished);
+        }
         databases::process_ended(&self.ctx, &self.reporter, (pid, &label), leases, &finished);
         for result in finished
             .results
@@ -217,6 +222,22 @@ impl Scheduler<'_> {
             &self.origins,
             escaped,
         );
+    }
+
+    /// The temporary directory of a unit that is done (its processes are gone): kept when it failed
+    /// under `--keep-on-failure`, else handed back (`TempPool::give_back`: reused when empty, else
+    /// removed), what was in it said in the summary.
+    fn tidy_temp(&self, summary: &mut RunSummary, label: &str, dir: PathBuf, finished: &Finished) {
+        let failed =
+            finished.problem.is_some() || finished.results.iter().any(|r| r.outcome.is_failure());
+        if self.ctx.keep_on_failure && failed {
+            summary.kept_temp.push((label.to_string(), dir));
+            return;
+        }
+        let tidied = self.ctx.temps.give_back(dir);
+        if !tidied.is_empty() {
+            leftovers::report_files(summary, label.to_string(), &tidied);
+        }
     }
 
     /// Reports processes a unit left behind (already killed); see `leftovers::report`.

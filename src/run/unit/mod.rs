@@ -8,6 +8,7 @@ mod finish;
 mod spec;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use nix::sys::signal::Signal;
 
 use super::tracker::{self, Tracker, Verdict};
 use crate::config::Settings;
+use crate::contract::ENV_TMPDIR;
 use crate::session::process::{Event, ExitKind, UnitId, kill_leftovers, spawn_unit};
 use crate::session::signal_group;
 
@@ -79,6 +81,8 @@ pub(crate) struct RunningUnit {
     group_killed: bool,
     /// The databases the process was given (`services::Databases::for_process`).
     pub leases: Vec<crate::services::Lease>,
+    /// The unit's own temporary directory (its `TMPDIR`), tidied when it is done.
+    pub temp: Option<PathBuf>,
 }
 
 /// The heartbeat key of a whole unit, whose running tests are not known.
@@ -101,6 +105,10 @@ impl RunningUnit {
             ctx.databases.for_process().map_err(std::io::Error::other)?;
         let mut command = spec.command(ctx);
         command.envs(env);
+        let temp = ctx.temps.take(ctx.session)?;
+        if let Some(dir) = &temp {
+            command.env(ENV_TMPDIR, dir);
+        }
         let pid = spawn_unit(&mut command, id, events, ctx.session)?;
         Ok(RunningUnit {
             spec,
@@ -123,6 +131,7 @@ impl RunningUnit {
             heartbeats: HashMap::new(),
             group_killed: false,
             leases,
+            temp,
         })
     }
 

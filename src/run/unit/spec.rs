@@ -60,6 +60,8 @@ pub(crate) struct CommandContext<'a> {
     pub service_env: &'a [(String, String)],
     /// `--keep-on-failure`: a failed test's databases are kept and named.
     pub keep_on_failure: bool,
+    /// The units' temporary directories.
+    pub temps: &'a crate::run::temp_pool::TempPool,
 }
 
 impl UnitSpec {

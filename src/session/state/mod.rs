@@ -1,13 +1,16 @@
 //! The per-user state directory (`CLEANTEST_STATE_DIR`, else `$XDG_STATE_HOME/cleantest`, else
-//! `~/.local/state/cleantest`; mode 0700): session records under `sessions/<id>/`. (Environment locks
-//! are machine-wide: `session::lock`.)
+//! `~/.local/state/cleantest`; mode 0700): session records under `sessions/<id>/`; and each session's
+//! temporary directory, under the system's (`session_temp_path`). (Environment locks are machine-wide:
+//! `session::lock`.)
 
 pub(crate) mod record;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use crate::contract::{ENV_STATE_DIR, SESSIONS_DIR};
+use crate::contract::{ENV_STATE_DIR, SESSIONS_DIR, TEMP_ROOT_PREFIX};
+use crate::sys::tree::Tidied;
 
 /// The state directory, created 0700 when missing.
 pub(crate) fn state_dir() -> std::io::Result<PathBuf> {
@@ -44,24 +47,70 @@ pub(crate) fn socket_path(state: &Path, id: &str, file: &str) -> std::io::Result
     let dir = short_socket_dir(id);
     let parent = dir.parent().unwrap_or(Path::new("/tmp"));
     for d in [parent, dir.as_path()] {
-        match std::fs::create_dir(d) {
-            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        // Ours, a directory, not a link, and private: anything else may be another user's trap.
-        let meta = std::fs::symlink_metadata(d)?;
-        if !meta.is_dir()
-            || meta.uid() != nix::unistd::geteuid().as_raw()
-            || meta.mode() & 0o077 != 0
-        {
-            return Err(std::io::Error::other(format!(
-                "{} is not a private directory of this user's; remove it",
-                d.display()
-            )));
-        }
+        own_private_dir(d)?;
     }
     Ok(dir.join(file))
+}
+
+/// Creates `d` 0700 if missing, then checks that it is this user's own private directory, not a link:
+/// anything else under a shared `/tmp` may be another user's trap.
+fn own_private_dir(d: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(d) {
+        Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(d)?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a private directory of this user's; remove it",
+            d.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The temporary directory of session `id`: `<temp>/cleantest-<uid>/<id>/`, where `<temp>` is the
+/// runner's own (`TMPDIR`, else `/tmp`): temporary files belong on the temporary filesystem (often a
+/// tmpfs, and outside a home directory's quota or network mount), and tests expect them there.
+pub(crate) fn session_temp_path(id: &str) -> PathBuf {
+    let uid = nix::unistd::geteuid().as_raw();
+    std::env::temp_dir()
+        .join(format!("{TEMP_ROOT_PREFIX}{uid}"))
+        .join(id)
+}
+
+/// Creates the session's temporary directory (`session_temp_path`), mode 0700, in this user's private
+/// directory; one that already exists is not this session's, and is an error.
+pub(crate) fn create_session_temp(path: &Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        own_private_dir(parent)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(path)
+}
+
+/// Removes session `id`'s temporary directory as its record names it (`tmp`), safely
+/// (`sys::tree::remove_tree`). A path that is not `.../cleantest-<uid>/<id>` is refused: the record
+/// decides what gets removed, so it may name nothing else.
+pub(crate) fn remove_session_temp(id: &str, tmp: &Path, bound: Duration) -> Tidied {
+    let uid = nix::unistd::geteuid().as_raw();
+    let expected_parent = format!("{TEMP_ROOT_PREFIX}{uid}");
+    let named_right = tmp.is_absolute()
+        && tmp.file_name().is_some_and(|n| n == id)
+        && tmp
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n.to_str() == Some(expected_parent.as_str()));
+    if !named_right {
+        return Tidied {
+            problems: vec![format!(
+                "{}: not a session's temporary directory; left alone",
+                tmp.display()
+            )],
+            ..Tidied::default()
+        };
+    }
+    crate::sys::tree::remove_tree(tmp, false, Instant::now() + bound)
 }
 
 /// The short socket directory of session `id` (see `socket_path`), whether or not it exists.

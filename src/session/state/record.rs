@@ -4,6 +4,7 @@
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +30,10 @@ pub(crate) struct SessionRecord {
     pub command: String,
     pub docker_endpoint: String,
     pub status: Status,
+    /// The session's temporary directory (`TMPDIR` of its processes), when it has one: removed with
+    /// the session, by whoever settles it (its end, its reaper, a stale sweep, `sweep --kept`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmp: Option<PathBuf>,
 }
 
 /// This run's own record, with its lock held.
@@ -53,12 +58,14 @@ fn sessions_dir(state: &Path) -> PathBuf {
 }
 
 impl OwnRecord {
-    /// Creates `sessions/<id>/`, takes its lock and writes the record (status running).
+    /// Creates `sessions/<id>/`, takes its lock and writes the record (status running), naming the
+    /// temporary directory `tmp` the session is about to create.
     pub(crate) fn create(
         state: &Path,
         id: &str,
         workspace: &Path,
         endpoint: &str,
+        tmp: Option<&Path>,
     ) -> std::io::Result<OwnRecord> {
         let dir = super::session_dir(state, id);
         private_dir(&dir)?;
@@ -75,6 +82,7 @@ impl OwnRecord {
             command: command.join(" "),
             docker_endpoint: endpoint.to_string(),
             status: Status::Running,
+            tmp: tmp.map(Path::to_path_buf),
         };
         let own = OwnRecord {
             dir,
@@ -97,7 +105,7 @@ impl OwnRecord {
 
     /// Deletes the record: the session ended with nothing left to clean.
     pub(crate) fn remove(self) -> std::io::Result<()> {
-        remove_session_dirs(&self.dir)
+        remove_session_dirs(&self.dir, &self.record)
     }
 }
 
@@ -163,6 +171,8 @@ fn unreadable(dir: &Path, id: &str, why: &str) -> SessionRecord {
         command: String::new(),
         docker_endpoint: String::new(),
         status: Status::Running,
+        // Where this user's sessions keep it by default: removed with the record if it is there.
+        tmp: Some(super::session_temp_path(id)),
     }
 }
 
@@ -186,16 +196,32 @@ fn lock_held(path: &Path) -> bool {
 
 impl FoundRecord {
     pub(crate) fn remove(&self) -> std::io::Result<()> {
-        remove_session_dirs(&self.dir)
+        remove_session_dirs(&self.dir, &self.record)
     }
 }
 
-/// A session's directory, and its short socket directory if it had one (`state::socket_path`).
-fn remove_session_dirs(dir: &Path) -> std::io::Result<()> {
+/// How long settling a record may spend on the temporary directory a session left.
+const TEMP_BOUND: Duration = Duration::from_secs(30);
+
+/// A session's directory, its short socket directory if it had one (`state::socket_path`), and its
+/// temporary directory if it still has one (a killed runner's, or a kept one). What in the temporary
+/// directory cannot be removed (a mount point, say) is the error, after the rest is gone: no later
+/// sweep would do better.
+fn remove_session_dirs(dir: &Path, record: &SessionRecord) -> std::io::Result<()> {
     if let Some(id) = dir.file_name().and_then(|n| n.to_str()) {
         let _ = std::fs::remove_dir_all(super::short_socket_dir(id));
     }
-    std::fs::remove_dir_all(dir)
+    let problems = record.tmp.as_ref().map_or_else(Vec::new, |tmp| {
+        super::remove_session_temp(&record.id, tmp, TEMP_BOUND).problems
+    });
+    std::fs::remove_dir_all(dir)?;
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(std::io::Error::other(format!(
+            "its temporary directory: {}",
+            problems.join("; ")
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -205,7 +231,7 @@ mod tests {
     #[test]
     fn own_record_is_alive_until_dropped_then_stale() {
         let state = std::env::temp_dir().join(format!("cleantest-state-{}", std::process::id()));
-        let own = OwnRecord::create(&state, "abc123", Path::new("/ws"), "unix:///x").unwrap();
+        let own = OwnRecord::create(&state, "abc123", Path::new("/ws"), "unix:///x", None).unwrap();
         let found = find(&state, "abc123").unwrap();
         assert!(found.alive);
         assert_eq!(found.record.status, Status::Running);

@@ -4,11 +4,27 @@
 pub(super) const ANALYSIS: &str = "
 ## Where the time goes
 
-- **Shared mode.** cargo-cleantest reads the workspace, loads its config and starts the session (record,
-  reaper, engine, proxy, lock) while cargo builds, and starts `cargo test --doc` first so it overlaps with
-  the test binaries. What remains over `cargo test` is listing each binary (one `--list` per binary) and
-  the second cargo process that doctests need.
-- **Start-up with zero tests** is that same fixed cost (about 60 ms on this machine), paid once per run.
+- **Shared mode.** cargo-cleantest reads the config of the root the manifests name, then builds while
+  `cargo metadata` reads the workspace and the session starts (record, reaper, proxy, lock); the
+  engine's answers (ping, then version and `/info` together) come while the workspace is read, and no
+  `cargo -vV` is run unless a target runner is configured. It starts `cargo test --doc` first so it
+  overlaps with the test binaries. What remains over `cargo test` is cargo started three times instead
+  of once (metadata, the build, the doctests: each start is 10–25 ms of CPU here), listing each binary
+  (one `--list` per binary), and the reaper's start.
+- **Start-up with zero tests** is that same fixed cost, paid once per run. On this 2-core machine it is
+  CPU, not waiting: a run uses about 190 ms of CPU where `cargo test` uses 80 (perf stat), so running
+  more of it at once helps less than doing less of it. Measured side by side with hyperfine before and
+  after this round's changes (means of 15–25 runs): zero tests with doctests 208 → 182 ms (cargo test
+  86 ms); zero tests, no doctests 154 → 105 ms (cargo test 33 ms); 1,000 trivial tests 336 → 295 ms
+  (cargo test 175 ms). The doctest run alone is 50 ms of cargo test's 86: a second cargo that
+  cannot start before the build ends. Meeting 1.5x here needs one cargo process fewer on the critical
+  path (the metadata read from the build's own output, or the doctests started with the build), which
+  is not done yet.
+- **Temporary directories** (one per unit, `TMPDIR`): a unit's directory that it left empty is handed
+  to the next unit instead of being removed and made again (on ext4 a `mkdir` and an `rmdir` cost about
+  150 µs together, 0.4–0.9 s over 1,000 isolated tests when each unit got a new one). With the reuse,
+  1,000 isolated tests took 2.46 s with them and 2.59 s with `--no-tmpdir` in one side-by-side run: no
+  cost above the noise.
 - **Sweep.** On this 2-core machine the engine is the limit. Container removals run 8 at a time (a
   scan of the sweep of 100 containers: 6.1–6.7 s at 4 in flight, 5.2–5.6 s at 8, 5.1–5.4 s at 12,
   5.4–5.6 s at 16, 6.1–6.6 s at 24). dockerd removes networks one at a time, about 0.2 s each and
