@@ -116,7 +116,7 @@ pub fn is_empty_private_dir(dir: &Path) -> bool {
 /// One removal's fixed facts and its running report.
 struct Walk<'a> {
     /// The tree's device: a directory on another is a mount point, left alone.
-    device: u64,
+    device: libc::dev_t,
     deadline: Instant,
     tidied: &'a mut Tidied,
 }
