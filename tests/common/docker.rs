@@ -101,6 +101,13 @@ fn run_cells(cells: Vec<Cell>, engine: Option<String>) {
             .with_ignored_flag(ignored)
         })
         .collect();
+    // Every process this binary starts keeps its temporary files here, runners their sessions'
+    // temporary directories among them: a cell that kills a runner and its reaper together (a PID
+    // namespace's end) leaves that directory to "the next run" on a state directory the cell then
+    // removes. This directory goes with the binary's end.
+    // SAFETY: set before libtest-mimic starts the threads that run the trials; nothing else of this
+    // process reads the environment meanwhile.
+    unsafe { std::env::set_var("TMPDIR", super::binary_temp_dir()) };
     let conclusion = libtest_mimic::run(&args, trials);
     super::remove_run_dirs();
     conclusion.exit();

@@ -297,6 +297,20 @@ pub fn run_dir(label: &str) -> PathBuf {
     dir
 }
 
+/// A fresh directory of this test binary's own in the system's temporary directory (outside any cargo
+/// workspace, as tests that make a workspace there expect), removed with the `run_dir`s when the
+/// binary ends.
+pub fn binary_temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cleantest-it-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    RUN_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(dir.clone());
+    dir
+}
+
 /// The directories `run_dir` made in this binary.
 static RUN_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 

@@ -106,6 +106,11 @@ pub(super) fn interrupt_or_crash(opts: &Opts, bin: &Path, stop: Stop) -> Result<
         }
         push(&mut samples, started.elapsed().as_secs_f64());
     }
+    if stop == Stop::Namespace {
+        // The host reaper died with the namespace: the session's temporary directory is left to the next
+        // run on this state directory, as the guarantees say. Removed here as `sweep --stale` would.
+        let _ = in_ws(bin, ws.as_path(), &["cleantest", "sweep", "--stale"]).status();
+    }
     let (what, target) = match stop {
         Stop::Crash => (
             format!(
