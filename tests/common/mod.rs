@@ -287,21 +287,18 @@ pub fn temp_dir(label: &str) -> TempDir {
 /// holds (a command built by a helper, a child that outlives the statement that started it): removed
 /// when the test binary ends (`remove_run_dirs`, from the harness's main), whatever its tests did.
 pub fn run_dir(label: &str) -> PathBuf {
-    let dir = target_dir().join("it-tmp").join(unique_mark(label));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    RUN_DIRS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(dir.clone());
-    dir
+    fresh_until_the_end(target_dir().join("it-tmp").join(unique_mark(label)))
 }
 
 /// A fresh directory of this test binary's own in the system's temporary directory (outside any cargo
 /// workspace, as tests that make a workspace there expect), removed with the `run_dir`s when the
 /// binary ends.
 pub fn binary_temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cleantest-it-{}", std::process::id()));
+    fresh_until_the_end(std::env::temp_dir().join(format!("cleantest-it-{}", std::process::id())))
+}
+
+/// `dir`, made fresh and empty, and noted for `remove_run_dirs`.
+fn fresh_until_the_end(dir: PathBuf) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     RUN_DIRS

@@ -40,6 +40,13 @@ fn sessions_left(tmp: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// `dir` (a unit's directory a test saw, or a kept one) is gone, and so is every session directory
+/// under `tmp`.
+fn assert_all_gone(tmp: &Path, dir: &str, what: &str) {
+    assert!(!Path::new(dir).exists(), "{what}: {dir} is still there");
+    assert_eq!(sessions_left(tmp), Vec::<PathBuf>::new(), "{what}");
+}
+
 #[test]
 fn a_timed_out_tests_files_are_removed_and_said() {
     for (mode_name, mode) in MODES {
@@ -68,11 +75,7 @@ fn a_timed_out_tests_files_are_removed_and_said() {
             seen.starts_with(&sessions_root(&tmp).display().to_string()),
             "{mode_name}: the test's temporary directory was {seen}"
         );
-        assert!(
-            !Path::new(&seen).exists(),
-            "{mode_name}: {seen} is still there"
-        );
-        assert_eq!(sessions_left(&tmp), Vec::<PathBuf>::new(), "{mode_name}");
+        assert_all_gone(&tmp, &seen, mode_name);
         assert_no_survivors(&mark);
     }
 }
@@ -209,11 +212,7 @@ fn keep_on_failure_keeps_the_failed_tests_directory_until_swept() {
             stdout(&swept),
             stderr(&swept)
         );
-        assert!(
-            !Path::new(kept).exists(),
-            "{mode_name}: {kept} survived the sweep"
-        );
-        assert_eq!(sessions_left(&tmp), Vec::<PathBuf>::new(), "{mode_name}");
+        assert_all_gone(&tmp, kept, mode_name);
     }
 }
 
@@ -265,11 +264,7 @@ fn a_sigkilled_runners_directory_goes_with_its_reaper() {
         sigkill(runner.id());
         let _ = runner.wait();
         wait_gone(reaper, Duration::from_secs(60));
-        assert!(
-            !Path::new(&seen).exists(),
-            "{mode_name}: {seen} survived the reaper"
-        );
-        assert_eq!(sessions_left(&tmp), Vec::<PathBuf>::new(), "{mode_name}");
+        assert_all_gone(&tmp, &seen, mode_name);
         assert_no_survivors(&mark);
     }
 }

@@ -222,6 +222,14 @@ mod tests {
         }
     }
 
+    /// A directory outside the tree, holding `precious`.
+    fn outside_with_precious(s: &Scratch) -> PathBuf {
+        let outside = s.0.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("precious"), "keep me").unwrap();
+        outside
+    }
+
     fn soon() -> Instant {
         Instant::now() + Duration::from_secs(10)
     }
@@ -243,9 +251,7 @@ mod tests {
     #[test]
     fn a_symlink_out_is_removed_and_its_target_kept() {
         let s = Scratch::new("link");
-        let outside = s.0.join("outside");
-        std::fs::create_dir_all(&outside).unwrap();
-        std::fs::write(outside.join("precious"), "keep me").unwrap();
+        let outside = outside_with_precious(&s);
         let tree = s.0.join("tree");
         std::fs::create_dir_all(tree.join("d")).unwrap();
         symlink(&outside, tree.join("d/home")).unwrap();
@@ -262,9 +268,7 @@ mod tests {
     #[test]
     fn a_root_that_is_a_symlink_is_unlinked_not_followed() {
         let s = Scratch::new("root-link");
-        let outside = s.0.join("outside");
-        std::fs::create_dir_all(&outside).unwrap();
-        std::fs::write(outside.join("precious"), "keep me").unwrap();
+        let outside = outside_with_precious(&s);
         let root = s.0.join("tmp");
         symlink(&outside, &root).unwrap();
         let tidied = remove_tree(&root, false, soon());
