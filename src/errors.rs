@@ -40,6 +40,8 @@ pub(crate) enum Error {
     Signals(io::Error),
     #[error("write the JUnit report to {path}: {message}")]
     Junit { path: PathBuf, message: String },
+    #[error("read the test durations in {path}: {reason}")]
+    Durations { path: PathBuf, reason: String },
     #[error("use the state directory: {0}")]
     State(io::Error),
     #[error("take the environment lock `{name}`: {message}")]
@@ -77,6 +79,7 @@ impl Error {
             | Error::Config { .. }
             | Error::NoConfigFile { .. }
             | Error::NoProfile { .. }
+            | Error::Durations { .. }
             | Error::Usage(_) => EXIT_USAGE,
             Error::LockTimeout { .. } => EXIT_LOCK_TIMEOUT,
             Error::Service { .. } => EXIT_SERVICE,
@@ -117,6 +120,9 @@ impl Error {
                  leave the target out with --test/--lib/--bins, or set `test = false` on it",
             ),
             Error::Build(_) => Some("fix the errors cargo printed above"),
+            Error::Durations { .. } => Some(
+                "pass the JUnit report of an earlier run (`--junit PATH`, or cargo-nextest's), or another kind of partition",
+            ),
             Error::DocMixed => {
                 Some("run the doctests and the other targets in two runs, as with cargo test")
             }

@@ -2,7 +2,8 @@
 //! `--retries` and `--flaky-result` (failed tests run again; one that then passes is flaky), and
 //! `--max-fail` (how many failures end the run).
 
-/// How `--partition` splits the tests (cargo-nextest's three kinds, same spellings and meanings).
+/// How `--partition` splits the tests (cargo-nextest's three kinds, same spellings and meanings, and
+/// `weighted`, balanced by an earlier run's durations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PartitionKind {
     /// By a stable hash of the binary id and test name: a test stays in its shard when others come
@@ -12,6 +13,9 @@ pub(crate) enum PartitionKind {
     Slice,
     /// Round-robin within each binary.
     Count,
+    /// By time: the longest tests of an earlier run first, each to the shard with the least time so
+    /// far (`--durations`); tests it does not know are spread by hash.
+    Weighted,
 }
 
 /// `--partition KIND:K/N`: run shard `shard` (from 1) of `total`.
@@ -28,6 +32,7 @@ impl std::fmt::Display for Partition {
             PartitionKind::Hash => "hash",
             PartitionKind::Slice => "slice",
             PartitionKind::Count => "count",
+            PartitionKind::Weighted => "weighted",
         };
         write!(f, "{kind}:{}/{}", self.shard, self.total)
     }
@@ -35,7 +40,8 @@ impl std::fmt::Display for Partition {
 
 /// Parses `hash:2/3`, `slice:1/4`, `count:3/3`.
 pub(crate) fn parse_partition(text: &str) -> Result<Partition, String> {
-    const FORMAT: &str = "write hash:K/N, slice:K/N or count:K/N with 1 <= K <= N, e.g. hash:1/3";
+    const FORMAT: &str =
+        "write hash:K/N, slice:K/N, count:K/N or weighted:K/N with 1 <= K <= N, e.g. hash:1/3";
     let (kind, shards) = text
         .split_once(':')
         .ok_or_else(|| format!("`{text}` names no kind of partition; {FORMAT}"))?;
@@ -43,6 +49,7 @@ pub(crate) fn parse_partition(text: &str) -> Result<Partition, String> {
         "hash" => PartitionKind::Hash,
         "slice" => PartitionKind::Slice,
         "count" => PartitionKind::Count,
+        "weighted" => PartitionKind::Weighted,
         other => return Err(format!("`{other}` is not a kind of partition; {FORMAT}")),
     };
     let (shard, total) = shards
@@ -77,9 +84,12 @@ pub(crate) enum FlakyResult {
 #[derive(clap::Args, Debug, Default, Clone)]
 #[command(next_help_heading = "CI Options")]
 pub(crate) struct CiOpts {
-    /// Run one shard of the tests: hash:K/N, slice:K/N or count:K/N (as cargo-nextest)
+    /// Run one shard of the tests: hash:K/N, slice:K/N or count:K/N (as cargo-nextest), or weighted:K/N (balanced by --durations)
     #[arg(long, value_name = "KIND:K/N", value_parser = parse_partition)]
     pub partition: Option<Partition>,
+    /// The JUnit report of an earlier run (ours or cargo-nextest's), whose test times --partition weighted:K/N balances the shards by
+    #[arg(long, value_name = "JUNIT")]
+    pub durations: Option<std::path::PathBuf>,
     /// Run a failed test again, alone with --exact, up to N times; one that then passes is FLAKY [default: 0]
     #[arg(long, value_name = "N", env = "CLEANTEST_RETRIES")]
     pub retries: Option<u32>,

@@ -13,15 +13,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use cargo_metadata::{Message, MetadataCommand, Package, TargetKind};
+use cargo_metadata::{Message, Metadata, MetadataCommand, Package, TargetKind};
 
 use super::cargo_env::{self, cargo_program};
 use super::harness::{self, Harness};
+use super::metadata_cache;
 use super::target_runner::{Runners, TargetRunner};
 use crate::cli::RunArgs;
 use crate::contract::ENV_BINARY;
 use crate::errors::Error;
-use crate::session::Session;
+use crate::session::{Session, state};
 
 /// What the runner needs to know of one workspace package.
 #[derive(Debug)]
@@ -110,7 +111,8 @@ impl Workspace {
         out
     }
 
-    /// Reads the workspace with `cargo metadata --no-deps`.
+    /// Reads the workspace with `cargo metadata --no-deps`, and remembers the answer for the next run
+    /// (`metadata_cache`).
     pub(crate) fn load(args: &RunArgs) -> Result<Workspace, Error> {
         let mut command = MetadataCommand::new();
         command
@@ -123,15 +125,38 @@ impl Workspace {
         let metadata = command
             .exec()
             .map_err(|e| Error::Metadata(first_error_line(&e)))?;
+        if let (Some(query), Ok(state)) = (cache_query(args), state::state_dir()) {
+            metadata_cache::remember(&state, &query, &metadata);
+        }
+        Ok(Workspace::of(&metadata))
+    }
+
+    /// The workspace as the last run's `cargo metadata` described it, when nothing it was made from
+    /// has changed since. Whether it knows every package of the build is `knows`'s to say.
+    pub(crate) fn recall(args: &RunArgs) -> Option<Workspace> {
+        let state = state::state_dir().ok()?;
+        metadata_cache::recall(&state, &cache_query(args)?).map(|m| Workspace::of(&m))
+    }
+
+    /// Whether every test binary of `built` belongs to a package this workspace knows: a member added
+    /// under a glob changes no file a remembered answer was checked against, but shows here.
+    pub(crate) fn knows(&self, built: &Built) -> bool {
+        built
+            .tests
+            .iter()
+            .all(|a| self.packages.contains_key(&a.package_id.repr))
+    }
+
+    fn of(metadata: &Metadata) -> Workspace {
         let packages = metadata
             .packages
             .iter()
             .map(|p| (p.id.repr.clone(), Arc::new(package_info(p))))
             .collect();
-        Ok(Workspace {
-            root: metadata.workspace_root.into_std_path_buf(),
+        Workspace {
+            root: metadata.workspace_root.clone().into_std_path_buf(),
             packages,
-        })
+        }
     }
 
     /// Describes the test binaries of a build.
@@ -200,6 +225,13 @@ impl Workspace {
             order: 0,
         })
     }
+}
+
+fn cache_query(args: &RunArgs) -> Option<metadata_cache::Query> {
+    metadata_cache::Query::of(
+        args.manifest.manifest_path.as_deref(),
+        &args.manifest_flags(),
+    )
 }
 
 /// Builds the selected test binaries the way `cargo test` would (no `cargo metadata` needed, so it can

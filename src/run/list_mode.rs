@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use super::cargo::TestBinary;
 use super::cargo_env::cargo_program;
+use super::partition::Sharding;
 use super::unit::UnitKind;
 use super::{list, plan};
-use crate::cli::{Partition, TestArgs};
+use crate::cli::TestArgs;
 use crate::config::Settings;
 use crate::contract::{EXIT_OK, EXIT_TEST_FAILED};
 use crate::errors::Error;
@@ -53,7 +54,7 @@ impl ListMode<'_> {
     }
 
     /// The shard's tests: as `plan` would queue them with this partition.
-    pub(super) fn shard(&self, partition: Partition, cpus: usize) -> Result<i32, Error> {
+    pub(super) fn shard(&self, sharding: Sharding<'_>, cpus: usize) -> Result<i32, Error> {
         let listings = list::list_all(
             self.binaries,
             self.test_args,
@@ -71,7 +72,7 @@ impl ListMode<'_> {
             false,
             1,
             self.doctests,
-            Some(partition),
+            Some(sharding),
         );
         let mut commands = Vec::new();
         for spec in &planned.queue {

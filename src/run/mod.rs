@@ -16,12 +16,14 @@ mod cargo;
 mod cargo_env;
 mod conclude;
 mod databases;
+mod durations;
 mod fail_fast;
 mod harness;
 mod leak_check;
 mod leftovers;
 mod list;
 mod list_mode;
+mod metadata_cache;
 mod outcome;
 mod partition;
 mod plan;
@@ -30,8 +32,11 @@ mod report;
 mod retry;
 mod schedule;
 mod select;
+mod stable_hash;
 mod target_runner;
 mod temp_pool;
+#[cfg(test)]
+mod test_dir;
 mod tracker;
 #[cfg(test)]
 mod tracker_props;
@@ -68,14 +73,24 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
     let _cleanup = CleanupGuard(session.clone());
     let events = mpsc::channel();
     signals::install(session.clone(), events.0.clone())?;
+    // Read before anything builds: a missing or unreadable report must not cost a build first.
+    let durations = durations::for_partition(&args.runner.ci)?;
+    let sharding = args
+        .runner
+        .ci
+        .partition
+        .map(|partition| partition::Sharding {
+            partition,
+            durations: durations.as_ref(),
+        });
     let prepared = match prepare::prepare(&args, &test_args, &session)? {
         Prepare::Ready(prepared) => prepared,
         Prepare::Done(code) => return Ok(code),
     };
     if test_args.list {
-        return list_tests(&args, &test_args, &prepared, &session);
+        return list_tests(&test_args, &prepared, &session, sharding);
     }
-    let selection = select::select(&args, test_args, &prepared, &session);
+    let selection = select::select(&args, test_args, &prepared, &session, sharding);
     let partition_line = selection.plan.partition_line.clone();
     let scheduled = schedule(&args, &prepared, &session, selection, events, started);
     Ok(conclude::conclude(&args, &prepared, &session, scheduled, partition_line).exit_code())
@@ -83,10 +98,10 @@ pub(crate) fn run(args: RunArgs) -> Result<i32, Error> {
 
 /// `--list`: the tests each binary (and the doctests) would run, or a shard's.
 fn list_tests(
-    args: &RunArgs,
     test_args: &TestArgs,
     prepared: &Prepared,
     session: &Arc<Session>,
+    sharding: Option<partition::Sharding<'_>>,
 ) -> Result<i32, Error> {
     let listing = list_mode::ListMode {
         binaries: &prepared.binaries,
@@ -96,9 +111,9 @@ fn list_tests(
         doctests: prepared.doctests,
         doc_cargo_args: &prepared.doc_cargo_args,
     };
-    match args.runner.ci.partition {
-        Some(partition) => listing.shard(
-            partition,
+    match sharding {
+        Some(sharding) => listing.shard(
+            sharding,
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         ),
         None => listing.all(),

@@ -9,10 +9,9 @@ use std::sync::Arc;
 use super::cargo::TestBinary;
 use super::harness::Harness;
 use super::list::Listing;
-use super::partition::{self, Items};
+use super::partition::{self, Items, Sharding};
 use super::report::{Outcome, TestResult};
 use super::unit::{UnitKind, UnitSpec};
-use crate::cli::Partition;
 use crate::contract::DOCTESTS_ID;
 
 /// The work of a run, before it starts.
@@ -48,27 +47,16 @@ pub(crate) fn plan(
     isolate: bool,
     threads: usize,
     doctests: bool,
-    partition: Option<Partition>,
+    sharding: Option<Sharding<'_>>,
 ) -> Plan {
+    let partition = sharding.map(|s| s.partition);
     let mut plan = Plan::default();
     let runs_whole: Vec<bool> = binaries
         .iter()
         .zip(&listings)
         .map(|(b, l)| l.is_none() || unit_kind(b.harness, isolate) == UnitKind::Whole)
         .collect();
-    let shard = partition.map(|p| {
-        let items: Vec<Items<'_>> = binaries
-            .iter()
-            .zip(&listings)
-            .zip(&runs_whole)
-            .map(|((b, l), whole)| Items {
-                binary_id: &b.id,
-                order: b.order,
-                tests: l.as_ref().filter(|_| !whole).map(|l| l.tests.as_slice()),
-            })
-            .collect();
-        partition::assign(p, &items)
-    });
+    let shard = sharding.map(|sharding| in_shard(sharding, &binaries, &listings, &runs_whole));
     let (mut listed, mut taken, mut whole_taken) = (0, 0, 0);
     for (index, (binary, listing)) in binaries.into_iter().zip(listings).enumerate() {
         let in_shard = |i: usize| shard.as_ref().is_none_or(|s| s[index][i]);
@@ -130,32 +118,117 @@ pub(crate) fn plan(
     }
     let after_binaries = plan.queue.iter().map(|s| s.order + 1).max().unwrap_or(0);
     let doctests = doctests && partition.is_none_or(partition::takes_doctests);
-    if let Some(p) = partition {
-        let mut line = format!("partition {p}: {taken} of {listed} tests");
-        if whole_taken > 0 {
-            line.push_str(&format!(", and {whole_taken} binaries run whole"));
-        }
-        if doctests {
-            line.push_str(", and the doctests");
-        }
-        plan.partition_line = Some(line);
+    if let Some(sharding) = sharding {
+        let counts = ShardCounts {
+            taken,
+            listed,
+            whole_taken,
+            doctests,
+        };
+        plan.partition_line = Some(partition_line(sharding, counts, &plan.queue));
     }
     if doctests {
-        // First, not last: `cargo test --doc` spends most of its time starting cargo and compiling the
-        // doctests, which overlaps well with the test binaries.
-        plan.queue.push_front(UnitSpec {
-            kind: UnitKind::Whole,
-            binary_id: DOCTESTS_ID.into(),
-            binary: None,
-            tests: Vec::new(),
-            threads,
-            attempt: 0,
-            // cargo test runs the doctests after every binary.
-            order: after_binaries,
-            recovery: false,
-            retry: 0,
-            exact: false,
-        });
+        plan.queue
+            .push_front(doctests_unit(threads, after_binaries));
     }
     plan
+}
+
+/// What a shard took, for its line.
+struct ShardCounts {
+    taken: usize,
+    listed: usize,
+    whole_taken: usize,
+    doctests: bool,
+}
+
+/// `partition hash:2/3: 20 of 61 tests, and the doctests`; a weighted shard adds the time its tests
+/// took in the run its durations come from.
+fn partition_line(
+    sharding: Sharding<'_>,
+    counts: ShardCounts,
+    queue: &VecDeque<UnitSpec>,
+) -> String {
+    let ShardCounts {
+        taken,
+        listed,
+        whole_taken,
+        doctests,
+    } = counts;
+    let mut line = format!(
+        "partition {}: {taken} of {listed} tests",
+        sharding.partition
+    );
+    if whole_taken > 0 {
+        line.push_str(&format!(", and {whole_taken} binaries run whole"));
+    }
+    if doctests {
+        line.push_str(", and the doctests");
+    }
+    if let Some(durations) = sharding.durations {
+        let known = queue.iter().flat_map(|spec| {
+            let whole = spec.tests.is_empty().then_some(None);
+            let tests = spec.tests.iter().map(|t| Some(t.as_str()));
+            whole
+                .into_iter()
+                .chain(tests)
+                .map(|t| durations.of(&spec.binary_id, t))
+        });
+        let (micros, unknown) = known.fold((0u64, 0usize), |(sum, unknown), d| match d {
+            Some(d) => (sum + d, unknown),
+            None => (sum, unknown + 1),
+        });
+        let doc = if doctests {
+            durations.of(DOCTESTS_ID, None).unwrap_or(0)
+        } else {
+            0
+        };
+        line.push_str(&format!(
+            " ({:.1}s of test time by the durations",
+            (micros + doc) as f64 / 1e6
+        ));
+        if unknown > 0 {
+            line.push_str(&format!(", {unknown} not in them"));
+        }
+        line.push(')');
+    }
+    line
+}
+
+/// For each binary, whether each of its items is in the shard (`partition::assign`).
+fn in_shard(
+    sharding: Sharding<'_>,
+    binaries: &[Arc<TestBinary>],
+    listings: &[Option<Listing>],
+    runs_whole: &[bool],
+) -> Vec<Vec<bool>> {
+    let items: Vec<Items<'_>> = binaries
+        .iter()
+        .zip(listings)
+        .zip(runs_whole)
+        .map(|((b, l), whole)| Items {
+            binary_id: &b.id,
+            order: b.order,
+            tests: l.as_ref().filter(|_| !whole).map(|l| l.tests.as_slice()),
+        })
+        .collect();
+    partition::assign(sharding.partition, &items, sharding.durations)
+}
+
+/// The doctests' unit. First in the queue, not last: `cargo test --doc` spends most of its time
+/// starting cargo and compiling the doctests, which overlaps well with the test binaries.
+fn doctests_unit(threads: usize, after_binaries: usize) -> UnitSpec {
+    UnitSpec {
+        kind: UnitKind::Whole,
+        binary_id: DOCTESTS_ID.into(),
+        binary: None,
+        tests: Vec::new(),
+        threads,
+        attempt: 0,
+        // cargo test runs the doctests after every binary.
+        order: after_binaries,
+        recovery: false,
+        retry: 0,
+        exact: false,
+    }
 }

@@ -1,6 +1,7 @@
 //! The run's first stage: the config read and checked (before cargo builds anything: a typo in it, or
-//! an unknown `-P`, must not cost a build first), then cargo's build beside `cargo metadata`, the
-//! session's opening and its services, which need no build and so stay off start-up's critical path.
+//! an unknown `-P`, must not cost a build first), then cargo's build beside the workspace's reading
+//! (`cargo metadata`, or the last run's answer while nothing it was made from changed), the session's
+//! opening and its services, which need no build and so stay off start-up's critical path.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,9 @@ pub(super) enum Prepare {
 struct Read {
     workspace: Workspace,
     settings: Settings,
+    /// Whether the workspace is the last run's answer (`metadata_cache`), to be checked against the
+    /// build.
+    recalled: bool,
 }
 
 /// What is known of the workspace before cargo builds: the config of the root the manifests name
@@ -97,9 +101,16 @@ pub(super) fn prepare(
         Read {
             workspace,
             settings,
+            recalled,
         },
         (runners, lock, services),
     ) = opened?;
+    // A member the remembered answer does not know (added under a glob): cargo metadata after all.
+    let workspace = if recalled && !workspace.knows(&built) {
+        Workspace::load(args)?
+    } else {
+        workspace
+    };
     let binaries = workspace.test_binaries(built, &runners);
     if args.no_run {
         return Ok(Prepare::Done(EXIT_OK));
@@ -123,11 +134,16 @@ pub(super) fn prepare(
     })))
 }
 
-/// The workspace from `cargo metadata --no-deps`, and its config: the one read `early` when its root is
-/// the one cargo names. Where the manifests misled (a layout the guess does not know), the config of
-/// cargo's root is read now, and a mistake in it is reported after the build.
+/// The workspace from `cargo metadata --no-deps` (or, where nothing it was made from changed, the last
+/// run's answer), and its config: the one read `early` when its root is the one cargo names. Where the
+/// manifests misled (a layout the guess does not know), the config of cargo's root is read now, and a
+/// mistake in it is reported after the build.
 fn read(args: &RunArgs, early: Option<(PathBuf, Settings)>) -> Result<Read, Error> {
-    let workspace = Workspace::load(args)?;
+    let recalled = early.as_ref().and_then(|_| Workspace::recall(args));
+    let (workspace, recalled) = match recalled {
+        Some(workspace) => (workspace, true),
+        None => (Workspace::load(args)?, false),
+    };
     let settings = match early {
         Some((root, settings)) if workspace_root::same(&root, &workspace.root) => settings,
         _ => Settings::load(&workspace.root, &args.runner, &args.session.guard)?,
@@ -135,6 +151,7 @@ fn read(args: &RunArgs, early: Option<(PathBuf, Settings)>) -> Result<Read, Erro
     Ok(Read {
         workspace,
         settings,
+        recalled,
     })
 }
 

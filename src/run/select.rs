@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::cargo::TestBinary;
 use super::list::{self, Lister};
+use super::partition::Sharding;
 use super::plan::{self, Plan};
 use super::prepare::Prepared;
 use crate::cli::{RunArgs, TestArgs, near_subcommand};
@@ -26,6 +27,7 @@ pub(super) fn select(
     test_args: TestArgs,
     prepared: &Prepared,
     session: &Session,
+    sharding: Option<Sharding<'_>>,
 ) -> Selection {
     let settings = &prepared.settings;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -54,7 +56,7 @@ pub(super) fn select(
         },
         cpus,
         threads,
-        partition: args.runner.ci.partition,
+        sharding,
     };
     let plan = planner.plan(prepared.binaries.clone(), &test_args, prepared.doctests);
     let (plan, test_args) = match args.testname.as_deref() {
@@ -83,7 +85,7 @@ struct Planner<'a> {
     lister: Lister<'a>,
     cpus: usize,
     threads: usize,
-    partition: Option<crate::cli::Partition>,
+    sharding: Option<Sharding<'a>>,
 }
 
 impl Planner<'_> {
@@ -102,7 +104,7 @@ impl Planner<'_> {
             isolate,
             self.threads,
             doctests,
-            self.partition,
+            self.sharding,
         )
     }
 

@@ -58,23 +58,16 @@ fn read(manifest: &Path) -> Option<toml::Table> {
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
+    use crate::run::test_dir::TestDir;
 
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn tree(label: &str, files: &[(&str, &str)]) -> Dir {
-        let root =
-            std::env::temp_dir().join(format!("cleantest-root-{label}-{}", std::process::id()));
+    fn tree(label: &str, files: &[(&str, &str)]) -> TestDir {
+        let root = TestDir::fresh(&format!("root-{label}"));
         for (path, text) in files {
-            let path = root.join(path);
+            let path = root.0.join(path);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, text).unwrap();
         }
-        Dir(root)
+        root
     }
 
     const PACKAGE: &str = "[package]\nname = \"p\"\nversion = \"0.1.0\"\n";

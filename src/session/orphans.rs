@@ -37,28 +37,9 @@ pub(crate) struct Escaped {
     pub test: Option<String>,
 }
 
-/// Whether this process is a child subreaper (`become_subreaper` succeeded).
-pub(crate) fn is_subreaper() -> bool {
-    sys::is_subreaper()
-}
-
 /// The children of this process.
 fn children() -> Vec<i32> {
     sys::children(None)
-}
-
-/// Every process below this one: its children, theirs, and so on.
-pub(crate) fn descendants() -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = children();
-    while let Some(pid) = stack.pop() {
-        if seen.insert(pid) {
-            out.push(pid);
-            stack.extend(sys::children(Some(pid)));
-        }
-    }
-    out
 }
 
 /// Children of this process that it did not start itself (`known` says which it started).

@@ -280,3 +280,147 @@ fn min_free_memory_warns_and_refuses_with_require_free_memory() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(!stdout(&out).contains("test result"), "no test ran");
 }
+
+/// Three slow tests and ten quick ones, in a crate of their own.
+const SKEWED: &str = r#"
+#[cfg(test)]
+mod t {
+    fn pause(ms: u64) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    #[test] fn slow_a() { pause(400) }
+    #[test] fn slow_b() { pause(400) }
+    #[test] fn slow_c() { pause(400) }
+    #[test] fn quick_0() {} #[test] fn quick_1() {} #[test] fn quick_2() {} #[test] fn quick_3() {}
+    #[test] fn quick_4() {} #[test] fn quick_5() {} #[test] fn quick_6() {} #[test] fn quick_7() {}
+    #[test] fn quick_8() {} #[test] fn quick_9() {}
+}
+"#;
+
+/// A run of the scratch crate `dir` with `args`, and the test cases of its JUnit report.
+fn scratch_junit(dir: &Path, label: &str, args: &[&str]) -> (Output, Vec<(String, String)>) {
+    let junit = dir.join(format!("{label}.xml"));
+    let mark = unique_mark(label);
+    let out = run(cleantest("ci", &mark)
+        .current_dir(dir)
+        .arg("--junit")
+        .arg(&junit)
+        .args(args));
+    assert_no_survivors(&mark);
+    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    (out, cases(&xml))
+}
+
+/// Runs the three weighted shards of the scratch crate `dir` by the report `durations`: every test runs
+/// in exactly one of them, each shard gets one slow test, and each says its time by the durations.
+fn assert_weighted_shards(dir: &Path, durations: &Path, all: &BTreeSet<String>, what: &str) {
+    let mut seen = Vec::new();
+    for shard in 1..=3 {
+        let partition = format!("weighted:{shard}/3");
+        let label = format!("weighted-{shard}");
+        let (out, cases) = scratch_junit(
+            dir,
+            &label,
+            &[
+                "--partition",
+                &partition,
+                "--durations",
+                durations.to_str().unwrap(),
+            ],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{what} shard {shard}: {err}");
+        assert!(
+            err.contains(&format!("partition {partition}: "))
+                && err.contains("s of test time by the durations"),
+            "{what} shard {shard}: {err}"
+        );
+        let slow = cases.iter().filter(|(n, _)| n.contains("::slow_")).count();
+        assert_eq!(slow, 1, "{what} shard {shard} has one slow test: {cases:?}");
+        seen.extend(names(&cases));
+    }
+    let mut once: Vec<String> = seen.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(
+        once.len(),
+        seen.len(),
+        "{what}: a test ran in two shards: {seen:?}"
+    );
+    assert_eq!(once.into_iter().collect::<BTreeSet<_>>(), *all, "{what}");
+}
+
+#[test]
+fn weighted_shards_balance_by_an_earlier_runs_durations_ours_or_nextests() {
+    let dir = scratch_crate("weighted", SKEWED, None);
+    let (out, all) = scratch_junit(&dir, "all", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let all = names(&all);
+    assert_eq!(all.len(), 13, "{all:?}");
+    assert_weighted_shards(&dir, &dir.join("all.xml"), &all, "our report");
+
+    // cargo-nextest's report of the same crate serves as well.
+    std::fs::write(
+        dir.join(".config/nextest.toml"),
+        "[profile.default.junit]\npath = \"junit.xml\"\n",
+    )
+    .unwrap();
+    let nextest = run(std::process::Command::new(
+        std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+    )
+    .args(["nextest", "run", "--no-fail-fast"])
+    .current_dir(&dir)
+    .env("CARGO_TARGET_DIR", fixture_target_dir()));
+    assert_eq!(nextest.status.code(), Some(0), "{}", stderr(&nextest));
+    // nextest keeps its store under the workspace's own `target/`, whatever the target directory.
+    let report = dir.join("target/nextest/default/junit.xml");
+    let copied = dir.join("nextest.xml");
+    std::fs::copy(&report, &copied).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; nextest said: {}",
+            report.display(),
+            stderr(&nextest)
+        )
+    });
+    assert_weighted_shards(&dir, &copied, &all, "nextest's report");
+}
+
+#[test]
+fn weighted_without_durations_or_with_a_bad_report_is_exit_2_before_building() {
+    let dir = scratch_crate("weighted-bad", SKEWED, None);
+    std::fs::write(dir.join("not-xml.xml"), "<testsuite><testcase name=").unwrap();
+    std::fs::write(dir.join("empty.xml"), "<testsuites/>").unwrap();
+    let missing = dir.join("missing.xml");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--partition", "weighted:1/2"], "needs --durations"),
+        (
+            &["--partition", "hash:1/2", "--durations", "empty.xml"],
+            "read only by --partition weighted",
+        ),
+        (
+            &[
+                "--partition",
+                "weighted:1/2",
+                "--durations",
+                missing.to_str().unwrap(),
+            ],
+            "missing.xml",
+        ),
+        (
+            &["--partition", "weighted:1/2", "--durations", "not-xml.xml"],
+            "not a JUnit report",
+        ),
+        (
+            &["--partition", "weighted:1/2", "--durations", "empty.xml"],
+            "no test case with a time",
+        ),
+    ];
+    for (args, says) in cases {
+        let mark = unique_mark("weighted-bad");
+        let out = run(cleantest("ci", &mark).current_dir(&dir).args(args));
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("Compiling"), "{args:?} built first: {err}");
+    }
+}

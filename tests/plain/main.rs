@@ -14,6 +14,7 @@ mod harnesses;
 mod libtest_order;
 mod session;
 mod signals;
+mod start_up;
 mod timeouts;
 mod tmpdir;
 mod truthful_output;

@@ -8,6 +8,7 @@ mod engine_rows;
 mod interrupt;
 mod isolation;
 mod services;
+mod weighted;
 
 use analysis::ANALYSIS;
 use engine_rows::{proxy, sh, sweep};
@@ -88,6 +89,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let empty = generate_workspace(&opts, "empty", 0, 0, &|_| String::new())?;
     rows.extend(startup(&opts, &bin, &empty)?);
     rows.push(no_engine(&opts, &bin, &empty)?);
+    rows.extend(weighted::rows(&opts, &bin)?);
     if docker_available() {
         crate::build_image(false)?;
         rows.push(sweep(&opts, &bin)?);
@@ -348,7 +350,7 @@ fn per_test_overhead(opts: &Opts, bin: &Path, ws: &Path) -> Result<Vec<Row>, Str
         &ours,
         &cargo_test,
         "s",
-        1.5,
+        1.2,
         true,
     );
     if !with_nextest {

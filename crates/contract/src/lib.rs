@@ -139,6 +139,8 @@ pub const TEMP_ROOT_PREFIX: &str = "cleantest-";
 /// `service-logs/<id>/<service>.log`: the logs of a session's services, kept when its tests failed or
 /// a service stopped during the run (the session's own directory goes when it is swept).
 pub const SERVICE_LOGS_DIR: &str = "service-logs";
+/// Under the state directory: what `cargo metadata` said of each workspace, remembered between runs.
+pub const METADATA_CACHE_DIR: &str = "metadata";
 /// In a session's directory: who ran, where, which engine, status.
 pub const RECORD_FILE: &str = "record.json";
 /// In a session's directory: held with `flock` by the runner for its whole life.

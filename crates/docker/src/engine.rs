@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use bollard::Docker;
+use bollard::{ClientVersion, Docker};
 
 /// How long a ping may take before the engine counts as unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
@@ -90,13 +90,13 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 pub async fn connect() -> Connection {
     let expected = super::context::configured() || std::path::Path::new(DEFAULT_SOCKET).exists();
     let endpoint = endpoint();
-    finish_connect(endpoint.clone(), expected, client_for(&endpoint)).await
+    finish_connect(endpoint.clone(), expected).await
 }
 
 /// Connects to a given endpoint (`unix://PATH`, `tcp://HOST:PORT`, `http://HOST:PORT`): the engine a
 /// session record names, which may not be the one this run uses.
 pub async fn connect_to(endpoint: &str) -> Connection {
-    finish_connect(endpoint.to_string(), true, client_for(endpoint)).await
+    finish_connect(endpoint.to_string(), true).await
 }
 
 /// Whether any client can talk to `endpoint` at all: a `DOCKER_HOST` of another scheme (a typo, a
@@ -107,10 +107,10 @@ pub fn usable(endpoint: &str) -> bool {
         .any(|p| endpoint.starts_with(p))
 }
 
-fn client_for(endpoint: &str) -> Result<Docker, Error> {
+/// A client of `endpoint` that speaks API `version` (no connection is made before its first call).
+fn client_for(endpoint: &str, version: &ClientVersion) -> Result<Docker, Error> {
     if let Some(path) = endpoint.strip_prefix("unix://") {
-        Docker::connect_with_unix(path, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)
-            .map_err(Error::engine(""))
+        Docker::connect_with_unix(path, REQUEST_TIMEOUT, version).map_err(Error::engine(""))
     } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
         match super::tls::Tls::from_env()? {
             Some(tls) if endpoint.starts_with("tcp://") => Docker::connect_with_ssl(
@@ -119,9 +119,9 @@ fn client_for(endpoint: &str) -> Result<Docker, Error> {
                 &tls.cert(),
                 &tls.ca(),
                 REQUEST_TIMEOUT,
-                bollard::API_DEFAULT_VERSION,
+                version,
             ),
-            _ => Docker::connect_with_http(endpoint, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION),
+            _ => Docker::connect_with_http(endpoint, REQUEST_TIMEOUT, version),
         }
         .map_err(Error::engine(""))
     } else {
@@ -145,11 +145,7 @@ fn socket_problem(path: &str) -> Option<String> {
     })
 }
 
-async fn finish_connect(
-    endpoint: String,
-    expected: bool,
-    docker: Result<Docker, Error>,
-) -> Connection {
+async fn finish_connect(endpoint: String, expected: bool) -> Connection {
     let down = |reason: String| Connection::Down {
         endpoint: endpoint.clone(),
         expected,
@@ -161,7 +157,7 @@ async fn finish_connect(
     if let Some(problem) = endpoint.strip_prefix("unix://").and_then(socket_problem) {
         return down(problem);
     }
-    let docker = match docker {
+    let docker = match client_for(&endpoint, bollard::API_DEFAULT_VERSION) {
         Ok(d) => d,
         Err(e) => return down(e.to_string()),
     };
@@ -170,27 +166,34 @@ async fn finish_connect(
         Ok(Err(e)) => return down(e.to_string()),
         Err(_) => return down(format!("no answer within {}s", PING_TIMEOUT.as_secs())),
     }
-    // The version and the engine's description are asked for together: each takes the engine about
-    // 10 ms, and the session waits for this before its tests start.
-    let (negotiated, version, info) = tokio::join!(
-        docker.clone().negotiate_version(),
+    // The version and the engine's description are asked for together, once each: each takes the
+    // engine about 10 ms (dockerd runs `runc --version` for both), and the session waits for this
+    // before its tests start. The client then speaks the older of its API and the engine's.
+    let (version, info) = tokio::join!(
         docker.version(),
         tokio::time::timeout(INFO_TIMEOUT, docker.info())
     );
-    let docker = match negotiated {
-        Ok(d) => d,
+    let version = match version {
+        Ok(v) => v,
         Err(e) => return down(format!("version negotiation: {e}")),
     };
-    let (podman, api_version) = match version {
-        Ok(v) => (
-            v.components
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.name.contains("Podman")),
-            v.api_version,
-        ),
-        Err(_) => (false, None),
+    let Some(spoken) = version.api_version.as_deref().and_then(parse_api_version) else {
+        return down(format!(
+            "version negotiation: the engine names no API version it speaks ({:?})",
+            version.api_version
+        ));
     };
+    let default = bollard::API_DEFAULT_VERSION;
+    let docker = match client_for(&endpoint, if spoken < *default { &spoken } else { default }) {
+        Ok(d) => d,
+        Err(e) => return down(e.to_string()),
+    };
+    let podman = version
+        .components
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.name.contains("Podman"));
+    let api_version = version.api_version;
     let (vm, memory_total) = match info {
         Ok(Ok(info)) => (
             super::vm::of_info(&info, &endpoint, cfg!(target_os = "linux")),
@@ -217,4 +220,28 @@ async fn finish_connect(
         vm,
         memory_total,
     })
+}
+
+/// `MAJOR.MINOR` as the engine writes its API version.
+fn parse_api_version(text: &str) -> Option<ClientVersion> {
+    let (major, minor) = text.trim().split_once('.')?;
+    Some(ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_version_is_major_dot_minor() {
+        let v = parse_api_version("1.41").unwrap();
+        assert_eq!((v.major_version, v.minor_version), (1, 41));
+        assert!(v < *bollard::API_DEFAULT_VERSION);
+        for bad in ["", "1", "1.", "one.41", "1.41.2"] {
+            assert!(parse_api_version(bad).is_none(), "{bad:?}");
+        }
+    }
 }

@@ -47,13 +47,18 @@ impl Sampler {
         let thread = std::thread::Builder::new()
             .name("cleantest-usage".into())
             .spawn(move || {
-                while !stopped.load(Ordering::SeqCst) {
+                // The first sample comes a period after the start: at the start the session has no
+                // container yet, and the engine's answer would cost the run's start-up for nothing.
+                loop {
+                    std::thread::park_timeout(PERIOD);
+                    if stopped.load(Ordering::SeqCst) {
+                        break;
+                    }
                     if let Ok(Some(now)) = block_on(async {
                         tokio::time::timeout(SAMPLE_BOUND, sample(&on, &filter, true)).await
                     }) {
                         locked(&seen).absorb(now);
                     }
-                    std::thread::park_timeout(PERIOD);
                 }
             })
             .ok()
