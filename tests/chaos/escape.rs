@@ -502,12 +502,16 @@ fn zombie_leader() -> Result<(), Failed> {
     let mark = unique_mark("zombie-leader");
     let dir = temp_dir("zombie-leader");
     let pidfile = dir.join("leader.pid");
+    // Written whole under another name, then renamed: the file must never be seen empty (once it
+    // was, and the test read no pid at all).
     let program = format!(
         "import ctypes, os, threading, time\n\
          threading.Thread(target=time.sleep, args=(300,)).start()\n\
-         open({:?}, 'w').write(str(os.getpid()))\n\
+         with open({tmp:?}, 'w') as f: f.write(str(os.getpid()))\n\
+         os.rename({tmp:?}, {pid:?})\n\
          ctypes.CDLL(None).pthread_exit(None)\n",
-        pidfile.display().to_string()
+        tmp = dir.join("leader.pid.tmp").display().to_string(),
+        pid = pidfile.display().to_string()
     );
     std::fs::write(dir.join("leader.py"), program)?;
     let script = format!(
