@@ -87,9 +87,9 @@ pub(crate) struct CiOpts {
     /// Run one shard of the tests: hash:K/N, slice:K/N or count:K/N (as cargo-nextest), or weighted:K/N (balanced by --durations)
     #[arg(long, value_name = "KIND:K/N", value_parser = parse_partition)]
     pub partition: Option<Partition>,
-    /// The JUnit report of an earlier run (ours or cargo-nextest's), whose test times --partition weighted:K/N balances the shards by
+    /// The JUnit report of an earlier run (ours or cargo-nextest's), whose test times --partition weighted:K/N balances the shards by; repeat it for each shard's report
     #[arg(long, value_name = "JUNIT")]
-    pub durations: Option<std::path::PathBuf>,
+    pub durations: Vec<std::path::PathBuf>,
     /// Run a failed test again, alone with --exact, up to N times; one that then passes is FLAKY [default: 0]
     #[arg(long, value_name = "N", env = "CLEANTEST_RETRIES")]
     pub retries: Option<u32>,

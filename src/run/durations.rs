@@ -1,6 +1,7 @@
 //! `--durations JUNIT`: how long each test took in an earlier run, read from its JUnit report (ours, or
 //! cargo-nextest's: both name a case by its test and its binary id, the `classname`, inside a suite
-//! named by the binary id). What `--partition weighted:K/N` balances the shards by.
+//! named by the binary id). What `--partition weighted:K/N` balances the shards by. Given more than
+//! once (the reports of an earlier run's shards), the reports are read as one.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,19 +20,25 @@ pub(crate) fn for_partition(ci: &CiOpts) -> Result<Option<Durations>, Error> {
     let weighted = ci
         .partition
         .is_some_and(|p| p.kind == PartitionKind::Weighted);
-    match (&ci.durations, weighted) {
-        (Some(path), true) => Durations::load(path).map(Some),
-        (None, true) => Err(Error::Usage(
+    match (ci.durations.as_slice(), weighted) {
+        ([], false) => Ok(None),
+        ([], true) => Err(Error::Usage(
             "--partition weighted:K/N needs --durations JUNIT, the JUnit report of an earlier run \
              (--junit PATH, or cargo-nextest's)"
                 .into(),
         )),
-        (Some(_), false) => Err(Error::Usage(
+        (_, false) => Err(Error::Usage(
             "--durations is read only by --partition weighted:K/N; drop it, or use a weighted \
              partition"
                 .into(),
         )),
-        (None, false) => Ok(None),
+        (paths, true) => {
+            let mut all = Durations::default();
+            for path in paths {
+                all.absorb(Durations::load(path)?);
+            }
+            Ok(Some(all))
+        }
     }
 }
 
@@ -78,7 +85,10 @@ impl Durations {
                     b"testcase" => durations.add_case(&e, &suite),
                     _ => {}
                 },
-                Event::Eof => return Ok(durations),
+                Event::Eof => {
+                    durations.recount();
+                    return Ok(durations);
+                }
                 _ => {}
             }
         }
@@ -94,10 +104,27 @@ impl Durations {
         let Some(micros) = attribute(case, b"time").and_then(|t| micros(&t)) else {
             return;
         };
-        *self.binaries.entry(binary.clone()).or_default() += micros;
         let slot = self.tests.entry((binary, name)).or_default();
         // A test named twice (a report of retries): its longest time.
         *slot = (*slot).max(micros);
+    }
+
+    /// Adds another report's tests: a test in both keeps its longest time, and each binary's total is
+    /// counted again from its tests, so a test in two reports is not counted twice.
+    fn absorb(&mut self, other: Durations) {
+        for (key, micros) in other.tests {
+            let slot = self.tests.entry(key).or_default();
+            *slot = (*slot).max(micros);
+        }
+        self.recount();
+    }
+
+    /// Each binary's total, from its tests.
+    fn recount(&mut self) {
+        self.binaries.clear();
+        for ((binary, _), micros) in &self.tests {
+            *self.binaries.entry(binary.clone()).or_default() += micros;
+        }
     }
 
     /// How long the test took, or for `None`, the binary's tests together.
@@ -118,10 +145,10 @@ impl Durations {
     pub(crate) fn of_cases(cases: &[(&str, &str, u64)]) -> Durations {
         let mut d = Durations::default();
         for (binary, test, micros) in cases {
-            *d.binaries.entry(binary.to_string()).or_default() += micros;
             d.tests
                 .insert((binary.to_string(), test.to_string()), *micros);
         }
+        d.recount();
         d
     }
 }
@@ -173,6 +200,23 @@ mod tests {
         assert_eq!(d.of("ct-demo", Some("tests::unit")), Some(0));
         assert_eq!(d.of("ct-demo::users", None), Some(1_250_000));
         assert_eq!(d.of("ct-demo::users", Some("missing")), None);
+    }
+
+    #[test]
+    fn the_reports_of_several_shards_are_read_as_one() {
+        let mut all = Durations::of_cases(&[("b", "t1", 100), ("b", "t2", 200)]);
+        all.absorb(Durations::of_cases(&[("b", "t2", 300), ("c", "t3", 50)]));
+        assert_eq!(
+            all.of("b", Some("t2")),
+            Some(300),
+            "the longest time of a test in both"
+        );
+        assert_eq!(
+            all.of("b", None),
+            Some(400),
+            "a test in both is counted once"
+        );
+        assert_eq!(all.of("c", Some("t3")), Some(50));
     }
 
     #[test]

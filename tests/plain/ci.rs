@@ -311,23 +311,20 @@ fn scratch_junit(dir: &Path, label: &str, args: &[&str]) -> (Output, Vec<(String
     (out, cases(&xml))
 }
 
-/// Runs the three weighted shards of the scratch crate `dir` by the report `durations`: every test runs
-/// in exactly one of them, each shard gets one slow test, and each says its time by the durations.
-fn assert_weighted_shards(dir: &Path, durations: &Path, all: &BTreeSet<String>, what: &str) {
+/// Runs the three weighted shards of the scratch crate `dir` by the reports `durations` (each shard's
+/// JUnit goes to `weighted-K.xml`): every test runs in exactly one of them, each shard gets one slow
+/// test, and each says its time by the durations.
+fn assert_weighted_shards(dir: &Path, durations: &[&Path], all: &BTreeSet<String>, what: &str) {
     let mut seen = Vec::new();
     for shard in 1..=3 {
         let partition = format!("weighted:{shard}/3");
         let label = format!("weighted-{shard}");
-        let (out, cases) = scratch_junit(
-            dir,
-            &label,
-            &[
-                "--partition",
-                &partition,
-                "--durations",
-                durations.to_str().unwrap(),
-            ],
-        );
+        let mut args = vec!["--partition".to_string(), partition.clone()];
+        for d in durations {
+            args.extend(["--durations".to_string(), d.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, cases) = scratch_junit(dir, &label, &args);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "{what} shard {shard}: {err}");
         assert!(
@@ -357,7 +354,18 @@ fn weighted_shards_balance_by_an_earlier_runs_durations_ours_or_nextests() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let all = names(&all);
     assert_eq!(all.len(), 13, "{all:?}");
-    assert_weighted_shards(&dir, &dir.join("all.xml"), &all, "our report");
+    assert_weighted_shards(&dir, &[&dir.join("all.xml")], &all, "our report");
+
+    // The three shards' reports of that run, read as one (copied: the next runs write theirs again).
+    let shard_reports: Vec<std::path::PathBuf> = (1..=3)
+        .map(|k| {
+            let copy = dir.join(format!("shard-{k}.xml"));
+            std::fs::copy(dir.join(format!("weighted-{k}.xml")), &copy).unwrap();
+            copy
+        })
+        .collect();
+    let shard_reports: Vec<&Path> = shard_reports.iter().map(|p| p.as_path()).collect();
+    assert_weighted_shards(&dir, &shard_reports, &all, "the shards' reports");
 
     // cargo-nextest's report of the same crate serves as well.
     std::fs::write(
@@ -382,7 +390,7 @@ fn weighted_shards_balance_by_an_earlier_runs_durations_ours_or_nextests() {
             stderr(&nextest)
         )
     });
-    assert_weighted_shards(&dir, &copied, &all, "nextest's report");
+    assert_weighted_shards(&dir, &[&copied], &all, "nextest's report");
 }
 
 #[test]
