@@ -123,6 +123,9 @@ pub(crate) fn run(session: &str) -> i32 {
     if swept && !in_flight {
         let _ = std::fs::remove_dir_all(&dir);
     }
+    // The dead runner's sockets, bound in the short directory when the session's own path was too long
+    // for them (`state::socket_path`): nobody can use them now, kept record or not.
+    let _ = std::fs::remove_dir_all(state::short_socket_dir(session));
     crate::output::err(format!(
         "reaper: done in {:.2}s",
         started.elapsed().as_secs_f64()

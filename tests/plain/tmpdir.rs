@@ -295,3 +295,33 @@ fn a_directory_whose_runner_and_reaper_were_killed_goes_with_the_next_run() {
     assert!(!Path::new(&seen).exists(), "{seen} survived the next run");
     assert_eq!(sessions_left(&tmp), Vec::<PathBuf>::new());
 }
+
+/// A state directory too deep for a unix socket's path (as under a deep `HOME`): the session binds its
+/// sockets in `/tmp/ct-<uid>/<session>/` instead. When the runner is SIGKILLed, its reaper removes that
+/// directory too (it used to remove only the session's own directory, leaving the short one for good).
+#[test]
+fn a_sigkilled_runners_short_socket_directory_goes_with_its_reaper() {
+    let mark = unique_mark("tmp-short-socket");
+    let tmp = temp_dir("tmp-short-socket");
+    let state = temp_dir(&format!("tmp-short-socket-state-{}", "s".repeat(60)));
+    let (mut runner, _) = start_hanging(&mark, &tmp, &[], &state);
+    let sessions: Vec<String> = std::fs::read_dir(state.join("sessions"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let short =
+        PathBuf::from(format!("/tmp/ct-{}", nix::unistd::geteuid().as_raw())).join(&sessions[0]);
+    assert!(
+        short.is_dir(),
+        "the sockets were not bound in {}",
+        short.display()
+    );
+    let reaper = reaper_of(runner.id()).expect("the run started no reaper");
+    sigkill(runner.id());
+    let _ = runner.wait();
+    wait_gone(reaper, Duration::from_secs(60));
+    assert!(!short.exists(), "{} outlived the reaper", short.display());
+    assert_no_survivors(&mark);
+}
