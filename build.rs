@@ -26,6 +26,9 @@ fn main() {
         _ => version.to_string(),
     };
     println!("cargo:rustc-env=CLEANTEST_LONG_VERSION={long}");
+    // The triple this runner is built for: what an archive names when rustc cannot say.
+    let target = std::env::var("TARGET").unwrap_or_default();
+    println!("cargo:rustc-env=CLEANTEST_TARGET={target}");
     // A new commit moves HEAD or the ref it names (a directory is scanned whole).
     for name in ["HEAD", "refs", "packed-refs"] {
         if let Some(path) = git(&["rev-parse", "--git-path", name]) {

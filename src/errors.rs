@@ -70,6 +70,55 @@ pub(crate) enum Error {
     Usage(String),
     #[error("write to stdout: {0}")]
     Output(io::Error),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+}
+
+/// What went wrong with an archive (`cargo cleantest archive`, `--archive-file`): each names the file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ArchiveError {
+    #[error("write the archive {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read the archive {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("put {what} in the archive: {source}")]
+    Member {
+        what: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("use {path}: it is not an archive of cargo cleantest ({reason})")]
+    Foreign { path: PathBuf, reason: String },
+    #[error("run {path} here: its tests were built for {target}, and this machine is {here}")]
+    Target {
+        path: PathBuf,
+        target: String,
+        here: String,
+    },
+    #[error("run {path}: {what} is missing from it (the archive is damaged)")]
+    Missing { path: PathBuf, what: String },
+    #[error("archive `{path}`, which `[archive] include` names: {reason}")]
+    Include { path: String, reason: String },
+    #[error("run from an archive with {flags}: the archive's build decided what was built")]
+    BuildFlags { flags: String },
+    #[error(
+        "archive the doctests: rustdoc builds them as it runs them, so no archive can hold them"
+    )]
+    Doctests,
+    #[error("unpack the archive into {dir}: {source}")]
+    Extract {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {
@@ -80,6 +129,7 @@ impl Error {
             | Error::NoConfigFile { .. }
             | Error::NoProfile { .. }
             | Error::Durations { .. }
+            | Error::Archive(_)
             | Error::Usage(_) => EXIT_USAGE,
             Error::LockTimeout { .. } => EXIT_LOCK_TIMEOUT,
             Error::Service { .. } => EXIT_SERVICE,
@@ -122,6 +172,25 @@ impl Error {
             Error::Build(_) => Some("fix the errors cargo printed above"),
             Error::Durations { .. } => Some(
                 "pass the JUnit report of an earlier run (`--junit PATH`, or cargo-nextest's), or another kind of partition",
+            ),
+            Error::Archive(ArchiveError::BuildFlags { .. }) => Some(
+                "select tests with TESTNAME, `--` filters or --partition, or make another archive with these flags",
+            ),
+            Error::Archive(ArchiveError::Doctests) => Some(
+                "leave out --doc; run the doctests with `cargo cleantest --doc` where cargo is",
+            ),
+            Error::Archive(ArchiveError::Target { .. }) => Some(
+                "make the archive on a machine of this kind, or with `--target` set to this machine's triple",
+            ),
+            Error::Archive(
+                ArchiveError::Foreign { .. }
+                | ArchiveError::Missing { .. }
+                | ArchiveError::Read { .. },
+            ) => Some(
+                "make it again with `cargo cleantest archive --archive-file PATH`, and copy it whole",
+            ),
+            Error::Archive(ArchiveError::Include { .. }) => Some(
+                "`[archive] include` takes paths relative to the workspace root, to files or directories that exist",
             ),
             Error::DocMixed => {
                 Some("run the doctests and the other targets in two runs, as with cargo test")

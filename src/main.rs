@@ -42,6 +42,9 @@ fn main_with(args: Vec<String>) {
     match args.first().map(String::as_str) {
         Some("sweep") => exit_with(parse_sub::<sweep::SweepArgs>(&args).and_then(sweep::run)),
         Some("exec") => exit_with(parse_sub::<exec::ExecArgs>(&args).and_then(exec::run)),
+        Some("archive") => {
+            exit_with(parse_sub::<cli::ArchiveArgs>(&args).and_then(|parsed| run::archive(&parsed)))
+        }
         Some("services") => exit_with(
             parse_sub::<services_command::ServicesArgs>(&args).and_then(services_command::run),
         ),

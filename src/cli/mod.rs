@@ -4,6 +4,8 @@
 //! Parsing only: nothing here runs anything. Every layer above may read these types; this module imports
 //! nothing of the crate but `contract`.
 
+mod archive_args;
+mod archive_opts;
 mod cargo_flags;
 mod ci_opts;
 mod flags;
@@ -18,6 +20,8 @@ mod test_args;
 
 use std::time::Duration;
 
+pub(crate) use archive_args::ArchiveArgs;
+pub(crate) use archive_opts::ArchiveOpts;
 pub(crate) use ci_opts::{CiOpts, FlakyResult, Partition, PartitionKind};
 pub(crate) use guard_opts::GuardOpts;
 pub(crate) use memory::{Memory, human_bytes};
@@ -61,8 +65,15 @@ pub(crate) fn parse_limit(text: &str) -> Result<Duration, String> {
 }
 
 /// The subcommands, for `help` and for "did you mean".
-pub(crate) const SUBCOMMANDS: &[&str] =
-    &["exec", "sweep", "services", "completions", "man", "help"];
+pub(crate) const SUBCOMMANDS: &[&str] = &[
+    "exec",
+    "sweep",
+    "services",
+    "archive",
+    "completions",
+    "man",
+    "help",
+];
 
 /// The subcommand `word` is one typo away from (two for longer words), if any: `swep` → `sweep`.
 pub(crate) fn near_subcommand(word: &str) -> Option<&'static str> {

@@ -7,7 +7,7 @@ use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use super::cargo_flags::{CompilationOptions, FeatureSelection, ManifestOptions, PackageSelection};
 use super::flags::{push_each, push_flag, push_opt};
-use super::{RunnerOpts, SessionOpts, TargetSelection};
+use super::{ArchiveOpts, RunnerOpts, SessionOpts, TargetSelection};
 
 /// `cargo cleantest [OPTIONS] [TESTNAME] [-- TEST-BINARY-ARGS]`
 #[derive(Parser, Debug, Default)]
@@ -21,6 +21,7 @@ use super::{RunnerOpts, SessionOpts, TargetSelection};
                       cargo cleantest exec [OPTIONS] -- CMD [ARGS]...\n       \
                       cargo cleantest sweep [OPTIONS]\n       \
                       cargo cleantest services [-P NAME]\n       \
+                      cargo cleantest archive --archive-file PATH [OPTIONS]\n       \
                       cargo cleantest completions SHELL\n       \
                       cargo cleantest man",
     after_help = "Arguments after `--` go to the test binaries, as with cargo test \
@@ -30,6 +31,7 @@ use super::{RunnerOpts, SessionOpts, TargetSelection};
                   exec         Run any command inside a session\n  \
                   sweep        Remove the Docker resources of ended sessions\n  \
                   services     Print the session services of a profile and what they export\n  \
+                  archive      Build the tests and pack them for shards that run without cargo\n  \
                   completions  Print a shell completion script (bash, zsh, fish, elvish, powershell)\n  \
                   man          Print the man page (roff)\n  \
                   help         Print this help, or a command's: cargo cleantest help exec"
@@ -76,6 +78,8 @@ pub(crate) struct RunArgs {
     pub runner: RunnerOpts,
     #[command(flatten)]
     pub session: SessionOpts,
+    #[command(flatten)]
+    pub archive: ArchiveOpts,
 }
 
 impl RunArgs {
@@ -120,6 +124,20 @@ impl RunArgs {
             out.push("--verbose".into());
         }
         push_opt(out, "--color", &self.color);
+    }
+
+    /// The build flags given, which a run from an archive cannot honour (its build is made): the
+    /// package and target selection aside (they select among the archive's binaries), and `-v`, `-q`
+    /// and `--color`.
+    pub(crate) fn build_flags_given(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.features.push_flags(&mut out);
+        self.compilation.push_flags(&mut out);
+        self.manifest.push_flags(&mut out);
+        push_each(&mut out, "--config", &self.cargo_config);
+        push_flag(&mut out, "--doc", self.targets.doc);
+        push_flag(&mut out, "--no-run", self.no_run);
+        out
     }
 
     /// `--frozen`, `--locked`, `--offline` and `--config`: also given to `cargo metadata`.

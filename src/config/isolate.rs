@@ -86,6 +86,11 @@ impl IsolateConfig {
 }
 
 impl MigrateConfig {
+    /// The directory of `*.sql` files it names, relative to the workspace root, if any.
+    pub(crate) fn sql_dir(&self) -> Option<&Path> {
+        self.sql.as_deref()
+    }
+
     pub(crate) fn check(&self, isolate: Option<&Isolate>) -> Result<Migrate, String> {
         if isolate != Some(&Isolate::Database) {
             return Err(

@@ -3,6 +3,7 @@
 //! Precedence, highest first: command line, environment (`CLEANTEST_*`), the selected profile, the
 //! `default` profile, built-in defaults. Named profiles inherit from `[profile.default]`.
 
+mod archive;
 mod compose;
 mod duration;
 pub(crate) mod guard;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 use crate::cli::{EngineReaperMode, FlakyResult, GuardOpts, RunnerOpts};
 use crate::contract::CONFIG_PATH;
 use crate::errors::Error;
+pub(crate) use archive::archived_files;
 use overrides::Override;
 use profile::{LeakPolicy, ProfileConfig};
 
@@ -45,6 +47,8 @@ struct ConfigFile {
     profile: BTreeMap<String, ProfileConfig>,
     #[serde(default)]
     services: BTreeMap<String, services::ServiceConfig>,
+    #[serde(default)]
+    archive: archive::ArchiveConfig,
 }
 
 /// The settings of one run, after every source has been applied.

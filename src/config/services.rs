@@ -62,6 +62,9 @@ pub(crate) struct ServiceConfig {
     /// The compose file a service comes from, for messages that name the right file.
     #[serde(skip)]
     pub origin: Option<std::path::PathBuf>,
+    /// The `env_file`s it read (compose files only): what an archive must carry.
+    #[serde(skip)]
+    pub env_files: Vec<std::path::PathBuf>,
 }
 
 /// A volume a service mounts (from a compose file's `volumes`).
@@ -197,6 +200,7 @@ pub(crate) fn on_demand(
         working_dir: None,
         shm_size: None,
         mounts: Vec::new(),
+        env_files: Vec::new(),
         fixed_ports: BTreeMap::new(),
         origin: None,
         isolate: None,

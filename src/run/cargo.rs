@@ -35,10 +35,24 @@ pub(crate) struct PackageInfo {
     custom_harness: HashSet<(String, String)>,
 }
 
+impl PackageInfo {
+    /// A package as an archive describes it: its binaries carry their whole environment and harness.
+    pub(crate) fn restored(name: String, dir: PathBuf) -> PackageInfo {
+        PackageInfo {
+            name,
+            dir,
+            env: Vec::new(),
+            custom_harness: HashSet::new(),
+        }
+    }
+}
+
 /// The workspace as `cargo metadata` describes it.
 #[derive(Debug)]
 pub(crate) struct Workspace {
     pub root: PathBuf,
+    /// Where cargo builds (`CARGO_TARGET_DIR` and the config already applied).
+    pub target_dir: PathBuf,
     packages: HashMap<String, Arc<PackageInfo>>,
 }
 
@@ -48,6 +62,16 @@ pub(crate) struct Built {
     tests: Vec<cargo_metadata::Artifact>,
     /// Package id → its binaries (`CARGO_BIN_EXE_<name>`).
     bin_exes: HashMap<String, Vec<(String, PathBuf)>>,
+    /// Package id → its build script's output directory (`OUT_DIR`, which cargo test also sets when
+    /// the tests run).
+    out_dirs: HashMap<String, PathBuf>,
+}
+
+impl Built {
+    /// Package id → its build script's `OUT_DIR`.
+    pub(crate) fn out_dirs(&self) -> &HashMap<String, PathBuf> {
+        &self.out_dirs
+    }
 }
 
 /// One test executable cargo built.
@@ -71,7 +95,9 @@ pub(crate) struct TestBinary {
     /// examples, then name): what fail-fast stops by.
     pub order: usize,
     /// `(package, kind rank, target name)`: sorts as cargo's run order.
-    sort_key: (String, u8, String),
+    pub sort_key: (String, u8, String),
+    /// The package's id in cargo's metadata (empty for a binary restored from an archive).
+    pub package_id: String,
 }
 
 impl TestBinary {
@@ -147,6 +173,20 @@ impl Workspace {
             .all(|a| self.packages.contains_key(&a.package_id.repr))
     }
 
+    /// A workspace as an archive describes it, rooted at `root`.
+    pub(crate) fn restored(
+        root: PathBuf,
+        target_dir: PathBuf,
+        packages: Vec<Arc<PackageInfo>>,
+    ) -> Workspace {
+        let packages = packages.into_iter().map(|p| (p.name.clone(), p)).collect();
+        Workspace {
+            root,
+            target_dir,
+            packages,
+        }
+    }
+
     fn of(metadata: &Metadata) -> Workspace {
         let packages = metadata
             .packages
@@ -155,30 +195,26 @@ impl Workspace {
             .collect();
         Workspace {
             root: metadata.workspace_root.clone().into_std_path_buf(),
+            target_dir: metadata.target_directory.clone().into_std_path_buf(),
             packages,
         }
     }
 
-    /// Describes the test binaries of a build.
     /// Describes the test binaries of a build, in the order cargo test runs them.
-    pub(crate) fn test_binaries(&self, built: Built, runners: &Runners) -> Vec<TestBinary> {
-        let mut binaries: Vec<TestBinary> = built
+    pub(crate) fn test_binaries(&self, built: &Built, runners: &Runners) -> Vec<TestBinary> {
+        let binaries: Vec<TestBinary> = built
             .tests
-            .into_iter()
-            .filter_map(|artifact| self.describe(artifact, &built.bin_exes, runners))
+            .iter()
+            .cloned()
+            .filter_map(|artifact| self.describe(artifact, built, runners))
             .collect();
-        binaries.sort_by(|a, b| a.sort_key.cmp(&b.sort_key));
-        binaries.dedup_by(|a, b| a.executable == b.executable);
-        for (i, binary) in binaries.iter_mut().enumerate() {
-            binary.order = i;
-        }
-        binaries
+        in_cargo_order(binaries)
     }
 
     fn describe(
         &self,
         artifact: cargo_metadata::Artifact,
-        bin_exes: &HashMap<String, Vec<(String, PathBuf)>>,
+        built: &Built,
         runners: &Runners,
     ) -> Option<TestBinary> {
         let package = self.packages.get(&artifact.package_id.repr)?.clone();
@@ -197,21 +233,16 @@ impl Workspace {
         let harness = harness::classify(&executable, custom_harness);
         // cargo gives integration tests and benches the paths of their package's binaries.
         let bins = match kind {
-            "test" | "bench" => bin_exes
+            "test" | "bench" => built
+                .bin_exes
                 .get(&artifact.package_id.repr)
                 .cloned()
                 .unwrap_or_default(),
             _ => Vec::new(),
         };
-        let env = cargo_env::binary_env(&package.env, &executable, &bins);
-        // cargo's `TargetKind` order, which its test run is sorted by.
-        let rank = match kind {
-            "lib" => 0,
-            "bin" => 1,
-            "test" => 2,
-            "bench" => 3,
-            _ => 4,
-        };
+        let out_dir = built.out_dirs.get(&artifact.package_id.repr);
+        let env = cargo_env::binary_env(&package.env, &executable, &bins, out_dir);
+        let rank = kind_rank(kind);
         Some(TestBinary {
             id,
             runner: runners.for_executable(&executable),
@@ -223,7 +254,29 @@ impl Workspace {
             doctests: kind == "lib" && artifact.target.doctest,
             env,
             order: 0,
+            package_id: artifact.package_id.repr,
         })
+    }
+}
+
+/// The binaries sorted as cargo test runs them, each once, numbered in that order.
+pub(crate) fn in_cargo_order(mut binaries: Vec<TestBinary>) -> Vec<TestBinary> {
+    binaries.sort_by(|a, b| a.sort_key.cmp(&b.sort_key));
+    binaries.dedup_by(|a, b| a.executable == b.executable);
+    for (i, binary) in binaries.iter_mut().enumerate() {
+        binary.order = i;
+    }
+    binaries
+}
+
+/// cargo's `TargetKind` order, which its test run is sorted by.
+pub(crate) fn kind_rank(kind: &str) -> u8 {
+    match kind {
+        "lib" => 0,
+        "bin" => 1,
+        "test" => 2,
+        "bench" => 3,
+        _ => 4,
     }
 }
 
@@ -260,6 +313,7 @@ pub(crate) fn build(args: &RunArgs, session: &Session) -> Result<Built, Error> {
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut tests = Vec::new();
     let mut bin_exes: HashMap<String, Vec<(String, PathBuf)>> = HashMap::new();
+    let mut out_dirs = HashMap::new();
     for message in Message::parse_stream(BufReader::new(stdout)) {
         match message {
             Ok(Message::CompilerArtifact(artifact)) => {
@@ -275,6 +329,9 @@ pub(crate) fn build(args: &RunArgs, session: &Session) -> Result<Built, Error> {
                         .push((artifact.target.name.clone(), exe.into_std_path_buf()));
                 }
             }
+            Ok(Message::BuildScriptExecuted(script)) => {
+                out_dirs.insert(script.package_id.repr, script.out_dir.into_std_path_buf());
+            }
             Ok(Message::TextLine(line)) => crate::output::err(line),
             Ok(_) => {}
             Err(e) => crate::output::err(format!("warning: unreadable message from cargo: {e}")),
@@ -288,7 +345,11 @@ pub(crate) fn build(args: &RunArgs, session: &Session) -> Result<Built, Error> {
     if !status.success() {
         return Err(Error::Build(status.to_string()));
     }
-    Ok(Built { tests, bin_exes })
+    Ok(Built {
+        tests,
+        bin_exes,
+        out_dirs,
+    })
 }
 
 fn kind_name(kinds: &[TargetKind]) -> &'static str {

@@ -71,6 +71,7 @@ pub(crate) fn binary_env(
     package_env: &[(String, String)],
     executable: &Path,
     bins: &[(String, PathBuf)],
+    out_dir: Option<&PathBuf>,
 ) -> Vec<(String, OsString)> {
     let mut env: Vec<(String, OsString)> = package_env
         .iter()
@@ -79,6 +80,10 @@ pub(crate) fn binary_env(
     env.push(("CARGO".into(), cargo_program()));
     for (name, path) in bins {
         env.push((format!("CARGO_BIN_EXE_{name}"), path.into()));
+    }
+    // cargo test sets the build script's output directory for the package's tests, as at compile time.
+    if let Some(dir) = out_dir {
+        env.push(("OUT_DIR".into(), dir.into()));
     }
     if let Some(paths) = library_path(executable) {
         env.push(("LD_LIBRARY_PATH".into(), paths));
@@ -94,7 +99,7 @@ pub(crate) fn binary_env(
 
 /// `target/<profile>` and `target/<profile>/deps` before the inherited `LD_LIBRARY_PATH`, as cargo does,
 /// so tests linking dylibs built by the workspace find them.
-fn library_path(executable: &Path) -> Option<OsString> {
+pub(crate) fn library_path(executable: &Path) -> Option<OsString> {
     let deps = executable.parent()?;
     let profile = deps.parent()?;
     let mut paths = vec![profile.to_path_buf(), deps.to_path_buf()];

@@ -127,10 +127,27 @@ fn peak_line(peak: Peak) -> String {
     }
 }
 
+fn absolute(path: &std::path::Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
 /// The flags of this run that a rerun of its failures needs too: what decides the build (features,
 /// profile, target, manifest) and how tests run (`-P`, `--isolate`), quoted for a shell.
 fn rerun_flags(args: &RunArgs, isolate: bool) -> Vec<String> {
     let mut out = Vec::new();
+    // A run from an archive reruns from it (and refuses build flags).
+    if let Some(archive) = &args.archive.archive_file {
+        out.extend(["--archive-file".into(), absolute(archive)]);
+        if let Some(dir) = &args.archive.workspace_remap {
+            out.extend(["--workspace-remap".into(), absolute(dir)]);
+        }
+        if let Some(dir) = &args.archive.extract_to {
+            out.extend(["--extract-to".into(), absolute(dir)]);
+        }
+    }
     args.features.push_flags(&mut out);
     if args.compilation.release {
         out.push("--release".into());

@@ -2,7 +2,8 @@
 //! through these modules, each handing the next its output:
 //!
 //! - `cargo` builds with cargo and describes the test binaries; `cargo_env` rebuilds the environment
-//!   cargo test gives them;
+//!   cargo test gives them; `archive` packs them for other machines, and describes them again there
+//!   instead of a build (`--archive-file`);
 //! - `list` asks each binary for its tests; `plan` turns listings into a queue of units;
 //! - `schedule` runs the queue; `unit` follows one process from spawn to results, with `tracker`
 //!   reading libtest's output;
@@ -12,6 +13,7 @@
 //! session's processes. Nothing below `run` imports it.
 
 mod amend;
+mod archive;
 mod cargo;
 mod cargo_env;
 mod conclude;
@@ -46,6 +48,7 @@ mod workspace_root;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
+pub(crate) use archive::archive;
 pub(crate) use cargo_env::cargo_program;
 
 use crate::cli::{RunArgs, TestArgs};

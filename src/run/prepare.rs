@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::archive;
 use super::cargo::{self, Built, TestBinary, Workspace};
 use super::target_runner::Runners;
 use super::workspace_root;
@@ -31,6 +32,8 @@ pub(super) struct Prepared {
     pub doctests: bool,
     /// `cargo test --doc` arguments before `--`.
     pub doc_cargo_args: Vec<String>,
+    /// The archive the binaries come from, unpacked (`--archive-file`): kept until the run ends.
+    pub _extracted: Option<archive::Extracted>,
 }
 
 /// How the first stage ends: ready for the tests, or with the run's exit code already known (a
@@ -65,6 +68,9 @@ pub(super) fn prepare(
     session: &Arc<Session>,
 ) -> Result<Prepare, Error> {
     let runs_tests = !args.no_run && !test_args.list;
+    if args.archive.archive_file.is_some() {
+        return from_archive(args, runs_tests, session);
+    }
     // The engine's answers (about 20 ms) come while the workspace is read.
     let connecting = runs_tests.then(docker::Connecting::start);
     // The config is checked before cargo builds anything (a typo in it must not cost a build first).
@@ -111,7 +117,7 @@ pub(super) fn prepare(
     } else {
         workspace
     };
-    let binaries = workspace.test_binaries(built, &runners);
+    let binaries = workspace.test_binaries(&built, &runners);
     if args.no_run {
         return Ok(Prepare::Done(EXIT_OK));
     }
@@ -131,6 +137,40 @@ pub(super) fn prepare(
         services,
         _lock: lock,
         doctests,
+        _extracted: None,
+    })))
+}
+
+/// The first stage from an archive (`--archive-file`): no cargo and no build. The archive is checked
+/// and unpacked first, since the config it carries decides how the session opens; its binaries are
+/// then what a build would have described.
+fn from_archive(
+    args: &RunArgs,
+    runs_tests: bool,
+    session: &Arc<Session>,
+) -> Result<Prepare, Error> {
+    let flags = args.build_flags_given();
+    if !flags.is_empty() {
+        return Err(crate::errors::ArchiveError::BuildFlags {
+            flags: flags.join(" "),
+        }
+        .into());
+    }
+    let connecting = runs_tests.then(docker::Connecting::start);
+    let unpacked = archive::open(args, session.id())?;
+    let settings = Settings::load(&unpacked.workspace.root, &args.runner, &args.session.guard)?;
+    let (_, lock, services) =
+        open_session(args, &settings, &unpacked.workspace, session, connecting)?;
+    let binaries = unpacked.binaries.into_iter().map(Arc::new).collect();
+    Ok(Prepare::Ready(Box::new(Prepared {
+        workspace: unpacked.workspace,
+        settings,
+        binaries,
+        services,
+        _lock: lock,
+        doctests: false,
+        doc_cargo_args: Vec::new(),
+        _extracted: Some(unpacked.dir),
     })))
 }
 

@@ -288,6 +288,8 @@ impl Session {
     fn is_known_in(&self, state: &State, pid: i32) -> bool {
         state.groups.contains(&pid)
             || state.members.contains(&pid)
+            // The runner's own connections to an `ssh://` engine.
+            || crate::docker::ssh::is_connection(pid)
             || self
                 .with_started(|s| s.reaper.as_ref().is_some_and(|r| r.pid == pid))
                 .unwrap_or(false)

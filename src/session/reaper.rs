@@ -114,6 +114,8 @@ pub(crate) fn run(session: &str) -> i32 {
         return 0;
     };
     remove_temp(&dir, session);
+    // The archive it unpacked (`--archive-file`), by the session's own name.
+    state::remove_archive_dir(&dir, session);
     let dir = state::session_dir(&dir, session);
     // The runner's proxy died with creates forwarded and unanswered: the engine may still complete them.
     let in_flight = dir.join(CREATES_IN_FLIGHT_FILE).exists();

@@ -18,16 +18,6 @@ pub(crate) fn cells() -> Vec<Cell> {
     vec![cell]
 }
 
-/// Why a mount namespace with a tmpfs in it cannot be made here, if it cannot.
-fn mount_namespace_problem() -> Option<String> {
-    let ok = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("d=$(mktemp -d) && mount -t tmpfs t \"$d\" && umount \"$d\" && rmdir \"$d\"")
-        .status()
-        .is_ok_and(|s| s.success());
-    (!ok).then(|| "needs root and `unshare --mount` to mount a tmpfs in a namespace".into())
-}
-
 fn mount_point() -> Result<(), Failed> {
     let tmp = temp_dir("tmp-mount");
     let ready = tmp.join("ready");

@@ -113,6 +113,16 @@ fn run_cells(cells: Vec<Cell>, engine: Option<String>) {
     conclusion.exit();
 }
 
+/// Why a mount namespace with a tmpfs in it cannot be made here, if it cannot.
+pub fn mount_namespace_problem() -> Option<String> {
+    let ok = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("d=$(mktemp -d) && mount -t tmpfs t \"$d\" && umount \"$d\" && rmdir \"$d\"")
+        .status()
+        .is_ok_and(|s| s.success());
+    (!ok).then(|| "needs root and `unshare --mount` to mount a tmpfs in a namespace".into())
+}
+
 /// Why Docker tests cannot run here, if they cannot: no engine, or the fixture image cannot be built.
 pub fn engine_problem() -> Option<String> {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -9,6 +9,7 @@ mod common;
 mod service_image;
 
 mod any_runner;
+mod archive;
 mod compose_conformance;
 mod docker;
 mod isolation;
@@ -17,6 +18,7 @@ mod privileged;
 mod proxy;
 mod scale;
 mod services;
+mod ssh;
 
 /// A module's cells.
 type Cells = fn() -> Vec<common::docker::Cell>;
@@ -24,7 +26,9 @@ type Cells = fn() -> Vec<common::docker::Cell>;
 fn main() {
     // Re-run by `cargo cleantest exec` as a Docker client under test.
     proxy::play_role();
-    let modules: [(&str, Cells); 9] = [
+    let modules: [(&str, Cells); 11] = [
+        ("ssh", ssh::cells),
+        ("archive", archive::cells),
         ("docker", docker::cells),
         ("proxy", proxy::cells),
         ("services", services::cells),

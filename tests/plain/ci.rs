@@ -217,7 +217,8 @@ fn max_fail_starts_nothing_after_the_limit() {
 fn engines_the_proxy_cannot_reach_are_refused_before_any_test_runs() {
     let dir = temp_dir("no-certs");
     let cases: [(&str, Option<&Path>); 2] = [
-        ("ssh://ci@example.invalid", None),
+        // An ssh endpoint whose port is not a number.
+        ("ssh://ci@example.invalid:ssh", None),
         // TLS asked for, and no certificate to present.
         ("tcp://127.0.0.1:9", Some(&dir)),
     ];
@@ -233,6 +234,19 @@ fn engines_the_proxy_cannot_reach_are_refused_before_any_test_runs() {
         assert_eq!(out.status.code(), Some(2), "{host}: {}", stderr(&out));
         assert!(!stdout(&out).contains("test result"), "{host}: no test ran");
     }
+}
+
+#[test]
+fn an_ssh_engine_that_refuses_is_said_plainly_and_never_waited_for() {
+    // Nothing listens on port 9 of loopback: ssh is refused at once, and says so.
+    let out = run(cleantest("ci", &unique_mark("ssh-refused"))
+        .env("DOCKER_HOST", "ssh://ci@127.0.0.1:9")
+        .args(["--test", "alpha", "--", "--exact", "alpha_00"]));
+    let err = stderr(&out);
+    assert!(
+        err.contains("ssh: connect to host 127.0.0.1 port 9: Connection refused"),
+        "{err}"
+    );
 }
 
 #[test]

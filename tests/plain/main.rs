@@ -5,6 +5,7 @@
 mod common;
 
 mod architecture;
+mod archive;
 mod bad_input;
 mod ci;
 mod docs;

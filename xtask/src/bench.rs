@@ -4,6 +4,7 @@
 //! instead; `--only isolation`: the per-test database rows alone, in target/bench/ISOLATION.md).
 
 mod analysis;
+mod archive;
 mod engine_rows;
 mod interrupt;
 mod isolation;
@@ -86,6 +87,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         String::new()
     })?;
     rows.extend(per_test_overhead(&opts, &bin, &ws)?);
+    rows.extend(archive::rows(&opts, &bin, &ws)?);
     let empty = generate_workspace(&opts, "empty", 0, 0, &|_| String::new())?;
     rows.extend(startup(&opts, &bin, &empty)?);
     rows.push(no_engine(&opts, &bin, &empty)?);

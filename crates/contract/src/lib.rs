@@ -139,6 +139,9 @@ pub const TEMP_ROOT_PREFIX: &str = "cleantest-";
 /// `service-logs/<id>/<service>.log`: the logs of a session's services, kept when its tests failed or
 /// a service stopped during the run (the session's own directory goes when it is swept).
 pub const SERVICE_LOGS_DIR: &str = "service-logs";
+/// Under the state directory: `archives/<session>/`, where a run from an archive unpacks it (unless
+/// `--extract-to`); removed with the session.
+pub const ARCHIVES_DIR: &str = "archives";
 /// Under the state directory: what `cargo metadata` said of each workspace, remembered between runs.
 pub const METADATA_CACHE_DIR: &str = "metadata";
 /// In a session's directory: who ran, where, which engine, status.

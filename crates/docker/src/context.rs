@@ -35,8 +35,11 @@ pub fn published_at(endpoint: &str) -> (String, String) {
 }
 
 /// The host of a `tcp://HOST:PORT` or `http://HOST:PORT` endpoint (brackets of an IPv6 address taken
-/// off).
+/// off), or of an `ssh://` one (its `HostName`, a `Host` alias of the user's ssh config resolved).
 fn remote_host(endpoint: &str) -> Option<String> {
+    if let Some(target) = super::ssh::Target::parse(endpoint) {
+        return target.ok().map(|t| t.address());
+    }
     let rest = endpoint
         .strip_prefix("tcp://")
         .or_else(|| endpoint.strip_prefix("http://"))
@@ -52,16 +55,19 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Why the runner cannot use the engine at `endpoint`, if it cannot: `ssh://`, which the proxy cannot
-/// forward to, or TLS files that cannot be read. Tests sent there unproxied would create unlabelled
-/// resources, so such a run is refused rather than run without cleanup.
+/// Why the runner cannot use the engine at `endpoint`, if it cannot: an `ssh://` endpoint that names no
+/// host, or without an `ssh` to run; TLS files that cannot be read. Tests sent there unproxied would
+/// create unlabelled resources, so such a run is refused rather than run without cleanup.
 pub fn unsupported(endpoint: &str) -> Option<String> {
-    let tunnel = "tunnel the engine's socket instead (ssh -nNT -L /tmp/engine.sock:/var/run/docker.sock HOST) \
-                  and set DOCKER_HOST=unix:///tmp/engine.sock";
-    if endpoint.starts_with("ssh://") {
-        return Some(format!(
-            "use the engine at {endpoint}: ssh:// engines are not supported yet; {tunnel}"
-        ));
+    if let Some(target) = super::ssh::Target::parse(endpoint) {
+        return match target {
+            Err(e) => Some(e.to_string()),
+            Ok(_) if !super::ssh::available() => Some(format!(
+                "use the engine at {endpoint}: there is no `ssh` on PATH to reach it with (the docker \
+                 CLI uses the system's ssh too); install OpenSSH's client"
+            )),
+            Ok(_) => None,
+        };
     }
     if !endpoint.starts_with("tcp://") {
         return None;
@@ -151,6 +157,15 @@ mod tests {
             ("10.1.2.3".into(), "0.0.0.0".into())
         );
         assert_eq!(at("tcp://[::1]:2375"), ("::1".into(), "127.0.0.1".into()));
+        // An ssh engine's host as ssh resolves it (`ssh -G`; the host as written without an ssh).
+        assert_eq!(
+            at("ssh://ci@10.1.2.3:2222"),
+            ("10.1.2.3".into(), "0.0.0.0".into())
+        );
+        assert_eq!(
+            at("ssh://127.0.0.1"),
+            ("127.0.0.1".into(), "127.0.0.1".into())
+        );
     }
 
     #[test]

@@ -102,14 +102,16 @@ pub async fn connect_to(endpoint: &str) -> Connection {
 /// Whether any client can talk to `endpoint` at all: a `DOCKER_HOST` of another scheme (a typo, a
 /// bad value) never reached an engine, so nothing of a session can have been made there.
 pub fn usable(endpoint: &str) -> bool {
-    ["unix://", "tcp://", "http://"]
+    ["unix://", "tcp://", "http://", super::ssh::SCHEME]
         .iter()
         .any(|p| endpoint.starts_with(p))
 }
 
 /// A client of `endpoint` that speaks API `version` (no connection is made before its first call).
 fn client_for(endpoint: &str, version: &ClientVersion) -> Result<Docker, Error> {
-    if let Some(path) = endpoint.strip_prefix("unix://") {
+    if let Some(target) = super::ssh::Target::parse(endpoint) {
+        super::ssh::client(target?, REQUEST_TIMEOUT, version).map_err(Error::engine(""))
+    } else if let Some(path) = endpoint.strip_prefix("unix://") {
         Docker::connect_with_unix(path, REQUEST_TIMEOUT, version).map_err(Error::engine(""))
     } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
         match super::tls::Tls::from_env()? {
@@ -126,7 +128,7 @@ fn client_for(endpoint: &str, version: &ClientVersion) -> Result<Docker, Error> 
         .map_err(Error::engine(""))
     } else {
         Err(Error::Setup(format!(
-            "{endpoint} is not a unix:// or tcp:// address"
+            "{endpoint} is not a unix://, tcp:// or ssh:// address"
         )))
     }
 }

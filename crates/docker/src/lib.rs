@@ -18,6 +18,7 @@ mod plan;
 pub mod proxy;
 mod resource;
 pub mod sidecar;
+pub mod ssh;
 pub mod sweep;
 pub mod tls;
 pub mod usage;

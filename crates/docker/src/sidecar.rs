@@ -235,7 +235,9 @@ impl BufRead for Link {
 fn attach(endpoint: &str, id: &str) -> Result<Link, Error> {
     let fail =
         |e: std::io::Error| Error::io(format!("attach to the container {id} at {endpoint}"))(e);
-    let mut link = if let Some(path) = endpoint.strip_prefix("unix://") {
+    let mut link = if let Some(target) = super::ssh::Target::parse(endpoint) {
+        Link::Unix(BufReader::new(target?.dial().map_err(fail)?.0))
+    } else if let Some(path) = endpoint.strip_prefix("unix://") {
         Link::Unix(BufReader::new(UnixStream::connect(path).map_err(fail)?))
     } else {
         let address = endpoint

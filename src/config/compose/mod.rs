@@ -175,8 +175,10 @@ fn convert(
         .ok_or("it has no `image` (cargo cleantest does not build images)")?
         .0;
     let mut env = BTreeMap::new();
+    let mut env_files = Vec::new();
     for file in service.env_file.map(|p| p.0).unwrap_or_default() {
         let path = base.join(&file);
+        env_files.push(path.clone());
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("env_file {}: cannot read it: {e}", path.display()))?;
         env.extend(
@@ -221,6 +223,7 @@ fn convert(
             .collect::<Result<_, _>>()?,
         fixed_ports,
         origin: None,
+        env_files,
         isolate: None,
         migrate: None,
     };

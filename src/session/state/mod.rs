@@ -9,7 +9,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::contract::{ENV_STATE_DIR, SESSIONS_DIR, TEMP_ROOT_PREFIX};
+use crate::contract::{ARCHIVES_DIR, ENV_STATE_DIR, SESSIONS_DIR, TEMP_ROOT_PREFIX};
 use crate::sys::tree::Tidied;
 
 /// The state directory, created 0700 when missing.
@@ -30,6 +30,47 @@ pub(crate) fn state_dir() -> std::io::Result<PathBuf> {
 /// `sessions/<id>/`: one session's record, lock, proxy socket and reaper log.
 pub(crate) fn session_dir(state: &Path, id: &str) -> PathBuf {
     state.join(SESSIONS_DIR).join(id)
+}
+
+/// `archives/<id>/`: where session `id` unpacks the archive it runs (`--archive-file`).
+pub(crate) fn archive_dir(state: &Path, id: &str) -> PathBuf {
+    state.join(ARCHIVES_DIR).join(id)
+}
+
+/// `archives/<id>.lock`: held (flock) by session `id` for its life, taken before `archive_dir` is
+/// made, so a directory whose lock is free belongs to a runner that is gone.
+pub(crate) fn archive_lock(state: &Path, id: &str) -> PathBuf {
+    state.join(ARCHIVES_DIR).join(format!("{id}.lock"))
+}
+
+/// Removes what `archive_dir` and `archive_lock` left for session `id`, each by its own name.
+pub(crate) fn remove_archive_dir(state: &Path, id: &str) {
+    let _ = std::fs::remove_dir_all(archive_dir(state, id));
+    let _ = std::fs::remove_file(archive_lock(state, id));
+}
+
+/// Removes the unpacked archives of sessions whose runner is gone: each lock named as a session that
+/// nobody holds, with its directory.
+pub(crate) fn prune_archive_dirs(state: &Path) {
+    let Ok(entries) = std::fs::read_dir(state.join(ARCHIVES_DIR)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".lock"))
+            .filter(|id| crate::contract::is_session_id(id))
+        else {
+            continue;
+        };
+        let Ok(file) = std::fs::File::open(entry.path()) else {
+            continue;
+        };
+        if file.try_lock().is_ok() {
+            remove_archive_dir(state, id);
+        }
+    }
 }
 
 /// The longest unix socket path every platform binds (`sun_path` is 104 bytes on macOS, 108 on Linux,

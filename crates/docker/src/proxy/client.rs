@@ -34,6 +34,8 @@ pub enum Upstream {
         name: ServerName<'static>,
         config: Arc<ClientConfig>,
     },
+    /// `ssh://`: a `docker system dial-stdio` over the system's `ssh` per connection (`docker::ssh`).
+    Ssh(crate::ssh::Target),
 }
 
 impl Upstream {
@@ -41,7 +43,9 @@ impl Upstream {
     /// `unix://PATH`, `tcp://HOST:PORT` or `http://HOST:PORT`.
     pub fn from_env() -> Result<Upstream, crate::Error> {
         let host = crate::engine::endpoint();
-        if let Some(path) = host.strip_prefix("unix://") {
+        if let Some(target) = crate::ssh::Target::parse(&host) {
+            Ok(Upstream::Ssh(target?))
+        } else if let Some(path) = host.strip_prefix("unix://") {
             Ok(Upstream::Unix(PathBuf::from(path)))
         } else if let Some(addr) = host
             .strip_prefix("tcp://")
@@ -58,7 +62,7 @@ impl Upstream {
             }
         } else {
             Err(crate::Error::Setup(format!(
-                "the Docker endpoint {host} is not a unix:// or tcp:// address the proxy can forward to"
+                "the Docker endpoint {host} is not a unix://, tcp:// or ssh:// address the proxy can forward to"
             )))
         }
     }
@@ -122,6 +126,7 @@ pub async fn connect(upstream: &Upstream) -> Result<SendRequest<ProxyBody>, BoxE
             let connector = tokio_rustls::TlsConnector::from(config.clone());
             handshake!(connector.connect(name.clone(), tcp).await?)
         }
+        Upstream::Ssh(target) => handshake!(target.dial_async()?.0),
     })
 }
 

@@ -1,0 +1,304 @@
+//! Three machines run the shards of one archive (issue 40's simulation). Each "machine" is a mount
+//! namespace of its own in which the workspace and every `cargo` are hidden; each shard runs the
+//! archive with its own session and its own config service, at the same time as the others:
+//!
+//! - every test runs exactly once across the shards, and the data it reads comes from the archive;
+//! - each shard's tests reach its own service, and each session removes only its own containers;
+//! - SIGKILL of one shard's runner removes that shard's containers and unpacked archive, and leaves
+//!   the other two running to their end.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::common::docker::*;
+use super::common::*;
+use libtest_mimic::Failed;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub fn cells() -> Vec<Cell> {
+    let mut cell = trial(
+        "three_machines_run_the_shards_of_one_archive_and_a_killed_one_leaves_the_others",
+        three_machines,
+    );
+    cell.unavailable = mount_namespace_problem();
+    engine_cells(vec![cell])
+}
+
+/// Nine tests; each checks where it runs, reaches the session's service, writes its name and the
+/// service's container id in `CT_MARKS`, and (with `CT_RELEASE`) waits for that file before it ends.
+const TESTS: &str = r#"
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+fn check(name: &str) {
+    assert!(
+        !Path::new(env!("CARGO_MANIFEST_DIR")).join("data").exists(),
+        "the build machine's workspace is visible here"
+    );
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let words = std::fs::read_to_string(dir.join("data/words.txt")).unwrap();
+    assert_eq!(words.trim(), "from the archive");
+    let mut stream = std::net::TcpStream::connect(std::env::var("QUEUE_ADDR").unwrap()).unwrap();
+    let mut id = String::new();
+    stream.read_to_string(&mut id).unwrap();
+    let marks = std::env::var("CT_MARKS").unwrap();
+    std::fs::write(Path::new(&marks).join(name), id.trim()).unwrap();
+    if let Ok(release) = std::env::var("CT_RELEASE") {
+        while !Path::new(&release).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+#[test] fn t0() { check("t0") }
+#[test] fn t1() { check("t1") }
+#[test] fn t2() { check("t2") }
+#[test] fn t3() { check("t3") }
+#[test] fn t4() { check("t4") }
+#[test] fn t5() { check("t5") }
+#[test] fn t6() { check("t6") }
+#[test] fn t7() { check("t7") }
+#[test] fn t8() { check("t8") }
+"#;
+
+/// The config: `data` goes into the archive, and one service answers with its container's id.
+const CONFIG: &str = r#"
+[archive]
+include = ["data"]
+
+[services.queue]
+image = "cleantest-fixture:latest"
+command = ["sh", "-c", "nc -ll -p 4222 -e cat /etc/hostname"]
+ports = [4222]
+ready = { tcp = 4222 }
+export = { QUEUE_ADDR = "{host}:{port:4222}" }
+"#;
+
+const SHARDS: usize = 3;
+
+/// The workspace, archived; returns the archive's path.
+fn archived(ws: &Path, dir: &Path) -> Result<PathBuf, Failed> {
+    std::fs::create_dir_all(ws.join("tests")).unwrap();
+    std::fs::create_dir_all(ws.join("data")).unwrap();
+    std::fs::write(ws.join("tests/it.rs"), TESTS).unwrap();
+    std::fs::write(ws.join("data/words.txt"), "from the archive\n").unwrap();
+    let file = dir.join("tests.tar.zst");
+    let out = run(Command::new(env!("CARGO_BIN_EXE_cargo-cleantest"))
+        .current_dir(ws)
+        .env(
+            "CARGO_TARGET_DIR",
+            fixture_target_dir().join("archive-machines"),
+        )
+        .args(["archive", "--archive-file"])
+        .arg(&file));
+    check_success(&out)?;
+    Ok(file)
+}
+
+/// Shard `k` of 3 on a "machine" of its own: a mount namespace in which the workspace and the
+/// rustup and Debian `cargo`s are hidden, then the runner, from the archive.
+fn machine(k: usize, ws: &Path, file: &Path, dir: &Path, env: &[(&str, PathBuf)]) -> Child {
+    let hide = "mount -t tmpfs none \"$CT_WS\" && \
+                for d in \"$HOME/.cargo/bin\" \"$HOME/.rustup\"; do [ -d \"$d\" ] && mount -t tmpfs none \"$d\"; done; \
+                for f in /usr/bin/cargo /usr/local/bin/cargo; do [ -e \"$f\" ] && mount --bind /dev/null \"$f\"; done; \
+                if command -v cargo >/dev/null; then echo 'cargo is still here' >&2; exit 90; fi; \
+                exec \"$0\" \"$@\"";
+    let marks = dir.join(format!("marks-{k}"));
+    std::fs::create_dir_all(&marks).unwrap();
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c", hide])
+        .arg(env!("CARGO_BIN_EXE_cargo-cleantest"))
+        .arg("--archive-file")
+        .arg(file)
+        .args(["--no-lock", "--partition"])
+        .arg(format!("hash:{k}/{SHARDS}"))
+        .arg("--junit")
+        .arg(dir.join(format!("junit-{k}.xml")))
+        .current_dir(dir)
+        .env("CT_WS", ws)
+        .env("CT_MARKS", &marks)
+        .env("CLEANTEST_STATE_DIR", dir.join("state"))
+        .env("CLEANTEST_LOCK_DIR", dir.join("locks"))
+        .env_remove("CARGO")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CLEANTEST_PROFILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.spawn().expect("unshare starts")
+}
+
+/// Test name → the service container each saw, from one shard's marks.
+fn marks(dir: &Path, k: usize) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir.join(format!("marks-{k}")))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let id = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    (e.file_name().to_string_lossy().into_owned(), id)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits for `condition`, checked every 50 ms, for at most `limit`.
+fn wait_until(what: &str, limit: Duration, condition: impl Fn() -> bool) -> Result<(), Failed> {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        check(Instant::now() < deadline, || {
+            format!("{what}: not within {limit:?}")
+        })?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn three_machines() -> Result<(), Failed> {
+    let ws = scratch_crate("archive-machines", "", Some(CONFIG));
+    let dir = temp_dir("archive-machines-run");
+    let file = archived(&ws, &dir)?;
+    all_shards_complete(&ws, &file, &dir.join("complete"))?;
+    a_killed_shard_leaves_the_others(&ws, &file, &dir.join("killed"))
+}
+
+/// Three shards at once, to their end: each test once, each shard its own service.
+fn all_shards_complete(ws: &Path, file: &Path, dir: &Path) -> Result<(), Failed> {
+    let mut children = Shards(
+        (1..=SHARDS)
+            .map(|k| machine(k, ws, file, dir, &[]))
+            .collect(),
+    );
+    let pids: Vec<u32> = children.0.iter().map(Child::id).collect();
+    let mut ran = BTreeMap::new();
+    let mut services = Vec::new();
+    for (i, pid) in pids.iter().enumerate() {
+        let out = std::mem::replace(&mut children.0[i], spawn_nothing())
+            .wait_with_output()
+            .unwrap();
+        check(out.status.success(), || {
+            format!("shard {}: {}{}", i + 1, stdout(&out), stderr(&out))
+        })?;
+        let seen = marks(dir, i + 1);
+        let mut ids: Vec<&String> = seen.values().collect();
+        ids.dedup();
+        check(ids.len() == 1, || {
+            format!(
+                "shard {}'s tests saw {} services: {seen:?}",
+                i + 1,
+                ids.len()
+            )
+        })?;
+        services.push(ids[0].clone());
+        for name in seen.keys() {
+            *ran.entry(name.clone()).or_insert(0) += 1;
+        }
+        check(owned_by(*pid).is_empty(), || {
+            format!("shard {} left containers", i + 1)
+        })?;
+    }
+    let expected: BTreeMap<String, i32> = (0..9).map(|i| (format!("t{i}"), 1)).collect();
+    check(ran == expected, || {
+        format!("every test once across the shards: {ran:?}")
+    })?;
+    services.sort();
+    services.dedup();
+    check(services.len() == SHARDS, || {
+        format!("the shards shared services: {services:?}")
+    })?;
+    check(unpacked(dir).is_empty(), || {
+        format!("unpacked archives left: {:?}", unpacked(dir))
+    })
+}
+
+/// The sessions' unpacked archives in the shards' state directory, and their locks.
+fn unpacked(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir.join("state/archives"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// How many sessions have an unpacked archive.
+fn unpacked_dirs(dir: &Path) -> usize {
+    unpacked(dir).iter().filter(|p| p.is_dir()).count()
+}
+
+/// Three shards whose tests wait for a release; shard 2's runner is SIGKILLed while they wait.
+fn a_killed_shard_leaves_the_others(ws: &Path, file: &Path, dir: &Path) -> Result<(), Failed> {
+    let release = dir.join("release");
+    let mut children = Shards(
+        (1..=SHARDS)
+            .map(|k| machine(k, ws, file, dir, &[("CT_RELEASE", release.clone())]))
+            .collect(),
+    );
+    let pids: Vec<u32> = children.0.iter().map(Child::id).collect();
+    wait_until(
+        "every shard running a test",
+        Duration::from_secs(120),
+        || (1..=SHARDS).all(|k| !marks(dir, k).is_empty()),
+    )?;
+    let before: Vec<Vec<String>> = pids.iter().map(|p| owned_by(*p)).collect();
+    kill(Pid::from_raw(pids[1] as i32), Signal::SIGKILL).unwrap();
+    let _ = children.0[1].wait();
+    let gone = wait_until(
+        "the killed shard's containers and unpacked archive removed",
+        Duration::from_secs(60),
+        || owned_by(pids[1]).is_empty() && unpacked_dirs(dir) == SHARDS - 1,
+    );
+    let others_untouched = [0, 2].iter().all(|&i| owned_by(pids[i]) == before[i]);
+    std::fs::write(&release, "").unwrap();
+    if gone.is_err() {
+        return Err(format!(
+            "the killed shard left containers {:?} or unpacked archives {:?}",
+            owned_by(pids[1]),
+            unpacked(dir)
+        )
+        .into());
+    }
+    check(!before[1].is_empty() && others_untouched, || {
+        format!("the other shards' containers changed: before {before:?}")
+    })?;
+    for i in [0, 2] {
+        let out = std::mem::replace(&mut children.0[i], spawn_nothing())
+            .wait_with_output()
+            .unwrap();
+        check(out.status.success(), || {
+            format!("shard {}: {}{}", i + 1, stdout(&out), stderr(&out))
+        })?;
+        check(sum_totals(&out).passed == marks(dir, i + 1).len(), || {
+            format!("shard {}: {}", i + 1, stdout(&out))
+        })?;
+        check(owned_by(pids[i]).is_empty(), || {
+            format!("shard {} left containers", i + 1)
+        })?;
+    }
+    check(unpacked(dir).is_empty(), || {
+        format!("unpacked archives left: {:?}", unpacked(dir))
+    })
+}
+
+/// A finished child to put in the place of one taken out.
+fn spawn_nothing() -> Child {
+    Command::new("true").spawn().expect("true starts")
+}
+
+/// The shards' runners: those still running when the cell ends (it failed) get SIGTERM, so their
+/// sessions end as a stopped run's do, and are waited for.
+struct Shards(Vec<Child>);
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+                let _ = child.wait();
+            }
+        }
+    }
+}
