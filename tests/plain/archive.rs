@@ -338,6 +338,14 @@ fn a_bad_archive_fails_before_any_test_naming_what_is_wrong() {
     let (out, _) = run_from(&dir, &state, &good, &["--features", "x"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--features x"), "{}", stderr(&out));
+    // A package the archive does not hold, as cargo refuses `-p` of no package.
+    let (out, _) = run_from(&dir, &state, &good, &["-p", "not-there"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the archive has no package `not-there`"),
+        "{}",
+        stderr(&out)
+    );
 
     // A directory of somebody else's is not unpacked into, and what is there stays.
     let theirs = dir.join("theirs");

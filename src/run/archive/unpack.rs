@@ -135,9 +135,16 @@ pub(crate) fn open(args: &RunArgs, session: &str) -> Result<Unpacked, Error> {
         workspace: &root,
         target: &target,
     };
+    let all = describe(path, &remap, &runners, opts.workspace_remap.is_none())?;
+    let ids: Vec<&str> = all.iter().map(|b| b.id.as_str()).collect();
+    if let Some(why) = super::select::unknown(args, &ids) {
+        return Err(Error::Usage(format!(
+            "select tests in {}: {why}",
+            path.display()
+        )));
+    }
     let binaries = cargo::in_cargo_order(
-        describe(path, &remap, &runners, opts.workspace_remap.is_none())?
-            .into_iter()
+        all.into_iter()
             .filter(|b| super::select::selects(args, &b.id))
             .collect(),
     );
