@@ -5,7 +5,9 @@
 //! - every test runs exactly once across the shards, and the data it reads comes from the archive;
 //! - each shard's tests reach its own service, and each session removes only its own containers;
 //! - SIGKILL of one shard's runner removes that shard's containers and unpacked archive, and leaves
-//!   the other two running to their end.
+//!   the other two running to their end;
+//! - by a report of skewed durations, the machines' `weighted` shards are within 1.3x of their mean
+//!   where their `hash` shards are not.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -101,37 +103,46 @@ fn archived(ws: &Path, dir: &Path) -> Result<PathBuf, Failed> {
 /// Shard `k` of 3 on a "machine" of its own: a mount namespace in which the workspace and the
 /// rustup and Debian `cargo`s are hidden, then the runner, from the archive.
 fn machine(k: usize, ws: &Path, file: &Path, dir: &Path, env: &[(&str, PathBuf)]) -> Child {
-    let hide = "mount -t tmpfs none \"$CT_WS\" && \
-                for d in \"$HOME/.cargo/bin\" \"$HOME/.rustup\"; do [ -d \"$d\" ] && mount -t tmpfs none \"$d\"; done; \
-                for f in /usr/bin/cargo /usr/local/bin/cargo; do [ -e \"$f\" ] && mount --bind /dev/null \"$f\"; done; \
-                if command -v cargo >/dev/null; then echo 'cargo is still here' >&2; exit 90; fi; \
-                exec \"$0\" \"$@\"";
     let marks = dir.join(format!("marks-{k}"));
     std::fs::create_dir_all(&marks).unwrap();
-    let mut command = Command::new("unshare");
+    let mut command = on_machine(ws, dir);
     command
-        .args(["--mount", "--propagation", "private", "sh", "-c", hide])
-        .arg(env!("CARGO_BIN_EXE_cargo-cleantest"))
         .arg("--archive-file")
         .arg(file)
         .args(["--no-lock", "--partition"])
         .arg(format!("hash:{k}/{SHARDS}"))
         .arg("--junit")
         .arg(dir.join(format!("junit-{k}.xml")))
-        .current_dir(dir)
-        .env("CT_WS", ws)
         .env("CT_MARKS", &marks)
-        .env("CLEANTEST_STATE_DIR", dir.join("state"))
-        .env("CLEANTEST_LOCK_DIR", dir.join("locks"))
-        .env_remove("CARGO")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CLEANTEST_PROFILE")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (key, value) in env {
         command.env(key, value);
     }
     command.spawn().expect("unshare starts")
+}
+
+/// The runner on a "machine": in a mount namespace where the workspace and cargo are hidden. The
+/// caller adds the runner's arguments.
+fn on_machine(ws: &Path, dir: &Path) -> Command {
+    let hide = "mount -t tmpfs none \"$CT_WS\" && \
+                for d in \"$HOME/.cargo/bin\" \"$HOME/.rustup\"; do [ -d \"$d\" ] && mount -t tmpfs none \"$d\"; done; \
+                for f in /usr/bin/cargo /usr/local/bin/cargo; do [ -e \"$f\" ] && mount --bind /dev/null \"$f\"; done; \
+                if command -v cargo >/dev/null; then echo 'cargo is still here' >&2; exit 90; fi; \
+                exec \"$0\" \"$@\"";
+    std::fs::create_dir_all(dir).unwrap();
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c", hide])
+        .arg(env!("CARGO_BIN_EXE_cargo-cleantest"))
+        .current_dir(dir)
+        .env("CT_WS", ws)
+        .env("CLEANTEST_STATE_DIR", dir.join("state"))
+        .env("CLEANTEST_LOCK_DIR", dir.join("locks"))
+        .env_remove("CARGO")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CLEANTEST_PROFILE");
+    command
 }
 
 /// Test name → the service container each saw, from one shard's marks.
@@ -165,7 +176,94 @@ fn three_machines() -> Result<(), Failed> {
     let dir = temp_dir("archive-machines-run");
     let file = archived(&ws, &dir)?;
     all_shards_complete(&ws, &file, &dir.join("complete"))?;
-    a_killed_shard_leaves_the_others(&ws, &file, &dir.join("killed"))
+    a_killed_shard_leaves_the_others(&ws, &file, &dir.join("killed"))?;
+    weighted_balances_where_hash_does_not(&ws, &file, &dir.join("weighted"))
+}
+
+/// Each machine's shard as `-- --list` names its tests, for `partition` (and `--durations`).
+fn listed(
+    ws: &Path,
+    file: &Path,
+    dir: &Path,
+    partition: &str,
+    durations: Option<&Path>,
+) -> Result<Vec<Vec<String>>, Failed> {
+    let mut shards = Vec::new();
+    for k in 1..=SHARDS {
+        let mut command = on_machine(ws, dir);
+        command
+            .arg("--archive-file")
+            .arg(file)
+            .arg("--partition")
+            .arg(format!("{partition}:{k}/{SHARDS}"));
+        if let Some(durations) = durations {
+            command.arg("--durations").arg(durations);
+        }
+        let out = run(command.args(["--", "--list"]));
+        check_success(&out)?;
+        shards.push(
+            stdout(&out)
+                .lines()
+                .filter_map(|l| l.strip_suffix(": test"))
+                .map(str::to_string)
+                .collect(),
+        );
+    }
+    Ok(shards)
+}
+
+/// The slowest shard's time against the shards' mean.
+fn spread(shards: &[Vec<String>], seconds: &dyn Fn(&str) -> f64) -> f64 {
+    let times: Vec<f64> = shards
+        .iter()
+        .map(|tests| tests.iter().map(|t| seconds(t)).sum())
+        .collect();
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    times.iter().copied().fold(0.0, f64::max) / mean
+}
+
+/// Skewed durations (made for this suite: two of its long tests in one hash shard, the third in
+/// another) in a JUnit report every machine reads: the weighted shards stay within 1.3x of their mean,
+/// where the hash shards do not.
+fn weighted_balances_where_hash_does_not(ws: &Path, file: &Path, dir: &Path) -> Result<(), Failed> {
+    let by_hash = listed(ws, file, dir, "hash", None)?;
+    let mut order: Vec<&Vec<String>> = by_hash.iter().filter(|s| !s.is_empty()).collect();
+    order.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    check(order.len() >= 2 && order[0].len() >= 2, || {
+        format!("hash shards: {by_hash:?}")
+    })?;
+    let long = [
+        order[0][0].clone(),
+        order[0][1].clone(),
+        order[1][0].clone(),
+    ];
+    let seconds = |test: &str| {
+        if long.iter().any(|l| l == test) {
+            4.0
+        } else {
+            0.05
+        }
+    };
+    let cases: String = (0..9)
+        .map(|i| {
+            let name = format!("t{i}");
+            format!(
+                "<testcase name=\"{name}\" classname=\"ct-archive-machines::it\" time=\"{}\"/>",
+                seconds(&name)
+            )
+        })
+        .collect();
+    let durations = dir.join("durations.xml");
+    std::fs::write(
+        &durations,
+        format!("<testsuites><testsuite name=\"ct-archive-machines::it\">{cases}</testsuite></testsuites>"),
+    )
+    .unwrap();
+    let by_weight = listed(ws, file, dir, "weighted", Some(&durations))?;
+    let (weighted, hashed) = (spread(&by_weight, &seconds), spread(&by_hash, &seconds));
+    check(weighted <= 1.3 && hashed > 1.3, || {
+        format!("weighted {weighted:.2}x ({by_weight:?}), hash {hashed:.2}x ({by_hash:?})")
+    })
 }
 
 /// Three shards at once, to their end: each test once, each shard its own service.
