@@ -27,6 +27,10 @@ pub fn cells() -> Vec<Cell> {
             "a_killed_ssh_connection_is_reported_and_the_next_run_sweeps_what_it_left",
             killed_connection,
         ),
+        trial(
+            "a_refused_ssh_connection_is_named_to_the_tests_docker_client",
+            refused_named_to_the_client,
+        ),
     ];
     let problem = ssh_problem();
     engine_cells(cells)
@@ -349,4 +353,20 @@ fn killed_connection() -> Result<(), Failed> {
     check(labelled(&format!("ct.ssh={mark}")).is_empty(), || {
         format!("the next run's stale sweep left {left:?}: {}", stderr(&out))
     })
+}
+
+/// Nothing listens on port 9 of loopback: ssh is refused at once, and the docker CLI in the session
+/// gets ssh's own words from the proxy, not a bare "connection error".
+fn refused_named_to_the_client() -> Result<(), Failed> {
+    let ws = workspace("ssh-refused");
+    let state = ws.join("state");
+    let out = run(exec_in_session(&unique_mark("ssh-refused"), &state)
+        .current_dir(&ws)
+        .env("DOCKER_HOST", "ssh://root@127.0.0.1:9")
+        .args(["--no-services", "--", "docker", "ps"]));
+    let err = stderr(&out);
+    check(
+        err.contains("engine unreachable: connection error: ssh: connect to host 127.0.0.1 port 9: Connection refused"),
+        || format!("the client was not told why: {err}"),
+    )
 }

@@ -212,7 +212,104 @@ impl Said {
 pub fn failed(error: impl std::fmt::Display, said: &Said) -> std::io::Error {
     match said.line(Duration::from_secs(2)) {
         line if line.is_empty() => std::io::Error::other(format!("over ssh: {error}")),
+        // ssh's own lines start with `ssh:` (`ssh: connect to host …`); the remote side's do not.
+        line if line.starts_with("ssh:") => std::io::Error::other(line),
         line => std::io::Error::other(format!("ssh: {line}")),
+    }
+}
+
+/// A connection over `ssh` that ends, if it ends before the engine said anything, with what ssh said
+/// (a refused connection, an unknown host, a key it cannot use) instead of a bare end of stream: the
+/// proxy's error to a test's docker client then names the cause.
+pub struct Connection {
+    io: tokio::net::UnixStream,
+    said: Said,
+    answered: bool,
+}
+
+impl Connection {
+    pub fn open(target: &Target) -> std::io::Result<Connection> {
+        let (io, said) = target.dial_async()?;
+        Ok(Connection {
+            io,
+            said,
+            answered: false,
+        })
+    }
+}
+
+impl tokio::io::AsyncRead for Connection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.io).poll_read(cx, buf) {
+            std::task::Poll::Ready(Ok(())) if buf.filled().len() == before && !this.answered => {
+                // ssh has exited: what it said is complete a moment later. Only on this failure path.
+                let error = failed_quickly(&this.said);
+                std::task::Poll::Ready(Err(error))
+            }
+            std::task::Poll::Ready(Ok(())) => {
+                this.answered = true;
+                std::task::Poll::Ready(Ok(()))
+            }
+            std::task::Poll::Ready(Err(e)) if !this.answered && ended(&e) => {
+                std::task::Poll::Ready(Err(failed_quickly(&this.said)))
+            }
+            other => other,
+        }
+    }
+}
+
+/// An error that says only that the other end went away.
+fn ended(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+fn failed_quickly(said: &Said) -> std::io::Error {
+    match said.line(Duration::from_millis(300)) {
+        line if line.is_empty() => std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "ssh ended the connection before the engine answered",
+        ),
+        line => std::io::Error::new(std::io::ErrorKind::ConnectionRefused, line),
+    }
+}
+
+impl tokio::io::AsyncWrite for Connection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.io).poll_write(cx, buf) {
+            // The request meets an ssh that has already exited.
+            std::task::Poll::Ready(Err(e)) if !this.answered && ended(&e) => {
+                std::task::Poll::Ready(Err(failed_quickly(&this.said)))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

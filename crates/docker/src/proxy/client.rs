@@ -126,8 +126,23 @@ pub async fn connect(upstream: &Upstream) -> Result<SendRequest<ProxyBody>, BoxE
             let connector = tokio_rustls::TlsConnector::from(config.clone());
             handshake!(connector.connect(name.clone(), tcp).await?)
         }
-        Upstream::Ssh(target) => handshake!(target.dial_async()?.0),
+        Upstream::Ssh(target) => handshake!(crate::ssh::Connection::open(target)?),
     })
+}
+
+/// An error with its causes, as one line (`connection error: ssh: connect to host … refused`): hyper's
+/// own words name only the layer that failed.
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !line.ends_with(&text) {
+            line = format!("{line}: {text}");
+        }
+        cause = inner.source();
+    }
+    line
 }
 
 pub fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {

@@ -148,7 +148,10 @@ async fn handle(
         Err(e) => {
             return error_response(
                 StatusCode::BAD_GATEWAY,
-                &format!("cleantest proxy: engine unreachable: {e}"),
+                &format!(
+                    "cleantest proxy: engine unreachable: {}",
+                    super::client::with_causes(e.as_ref())
+                ),
             );
         }
     };

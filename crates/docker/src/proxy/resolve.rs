@@ -144,7 +144,10 @@ async fn inspect(shared: &Shared, path: &str) -> Result<Option<Value>, Denied> {
         .await
         .map_err(|e| Denied::Engine {
             status: 502,
-            message: format!("cleantest proxy: engine unreachable: {e}"),
+            message: format!(
+                "cleantest proxy: engine unreachable: {}",
+                super::client::with_causes(e.as_ref())
+            ),
         })?;
     if status == StatusCode::NOT_FOUND {
         return Ok(None);
