@@ -128,6 +128,8 @@ pub(crate) fn sweep_stale(
     if !dry_run {
         let recorded: HashSet<&str> = all.iter().map(|f| f.record.id.as_str()).collect();
         report.processes += kill_unrecorded_dead(engine, &recorded);
+        // Archives unpacked by runners that died with their reaper (a PID namespace's end).
+        super::state::prune_archive_dirs(state);
     }
     report
 }

@@ -26,7 +26,39 @@ pub fn cells() -> Vec<Cell> {
         three_machines,
     );
     cell.unavailable = mount_namespace_problem();
-    engine_cells(vec![cell])
+    engine_cells(vec![
+        cell,
+        trial(
+            "a_dead_runners_unpacked_archive_goes_with_the_next_stale_sweep",
+            dead_runners_archive_is_pruned,
+        ),
+    ])
+}
+
+/// What a runner killed with its reaper left in `<state>/archives/` (its lock free) is removed by the
+/// next session's stale sweep; a live runner's (its lock held) is not.
+fn dead_runners_archive_is_pruned() -> Result<(), Failed> {
+    let dir = temp_dir("archive-prune");
+    let state = dir.join("state");
+    let archives = state.join("archives");
+    let (dead, live) = ("deadrunner00000000000001", "liverunner00000000000002");
+    for id in [dead, live] {
+        std::fs::create_dir_all(archives.join(id).join("target")).unwrap();
+        std::fs::write(archives.join(id).join("target/binary"), "x").unwrap();
+        std::fs::write(archives.join(format!("{id}.lock")), "").unwrap();
+    }
+    let held = std::fs::File::open(archives.join(format!("{live}.lock"))).unwrap();
+    held.lock().unwrap();
+    let mut command = exec_in_session(&unique_mark("archive-prune"), &state);
+    let out = run(command.current_dir(&*dir).args(["--", "true"]));
+    check_success(&out)?;
+    check(
+        !archives.join(dead).exists() && !archives.join(format!("{dead}.lock")).exists(),
+        || "the dead runner's unpacked archive was left".into(),
+    )?;
+    check(archives.join(live).join("target/binary").exists(), || {
+        "a live runner's unpacked archive was removed".into()
+    })
 }
 
 /// Nine tests; each checks where it runs, reaches the session's service, writes its name and the
