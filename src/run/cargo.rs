@@ -205,7 +205,6 @@ impl Workspace {
         let binaries: Vec<TestBinary> = built
             .tests
             .iter()
-            .cloned()
             .filter_map(|artifact| self.describe(artifact, built, runners))
             .collect();
         in_cargo_order(binaries)
@@ -213,14 +212,14 @@ impl Workspace {
 
     fn describe(
         &self,
-        artifact: cargo_metadata::Artifact,
+        artifact: &cargo_metadata::Artifact,
         built: &Built,
         runners: &Runners,
     ) -> Option<TestBinary> {
         let package = self.packages.get(&artifact.package_id.repr)?.clone();
-        let executable = artifact.executable?.into_std_path_buf();
+        let executable = artifact.executable.clone()?.into_std_path_buf();
         let kind = kind_name(&artifact.target.kind);
-        let name = artifact.target.name;
+        let name = artifact.target.name.clone();
         let id = match kind {
             "lib" => package.name.clone(),
             "test" => format!("{}::{name}", package.name),
@@ -254,7 +253,7 @@ impl Workspace {
             doctests: kind == "lib" && artifact.target.doctest,
             env,
             order: 0,
-            package_id: artifact.package_id.repr,
+            package_id: artifact.package_id.repr.clone(),
         })
     }
 }

@@ -250,6 +250,14 @@ pub fn wait_for_file(path: &Path, limit: Duration) {
     }
 }
 
+/// Writes `text` to `path` as an executable script (mode 0755).
+pub fn write_executable(path: &Path, text: impl AsRef<[u8]>) {
+    std::fs::write(path, text).unwrap();
+    let mut perms = std::fs::metadata(path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(path, perms).unwrap();
+}
+
 /// A crate of its own in a fresh directory: `lib` as its `src/lib.rs`, and `config`, if any, as its
 /// `.config/cleantest.toml`.
 pub fn scratch_crate(label: &str, lib: &str, config: Option<&str>) -> TempDir {

@@ -300,18 +300,12 @@ fn weighted_balances_where_hash_does_not(ws: &Path, file: &Path, dir: &Path) -> 
 
 /// Three shards at once, to their end: each test once, each shard its own service.
 fn all_shards_complete(ws: &Path, file: &Path, dir: &Path) -> Result<(), Failed> {
-    let mut children = Shards(
-        (1..=SHARDS)
-            .map(|k| machine(k, ws, file, dir, &[]))
-            .collect(),
-    );
-    let pids: Vec<u32> = children.0.iter().map(Child::id).collect();
+    let mut children = Shards::start(|k| machine(k, ws, file, dir, &[]));
+    let pids = children.pids();
     let mut ran = BTreeMap::new();
     let mut services = Vec::new();
     for (i, pid) in pids.iter().enumerate() {
-        let out = std::mem::replace(&mut children.0[i], spawn_nothing())
-            .wait_with_output()
-            .unwrap();
+        let out = children.output(i);
         check(out.status.success(), || {
             format!("shard {}: {}{}", i + 1, stdout(&out), stderr(&out))
         })?;
@@ -362,12 +356,9 @@ fn unpacked_dirs(dir: &Path) -> usize {
 /// Three shards whose tests wait for a release; shard 2's runner is SIGKILLed while they wait.
 fn a_killed_shard_leaves_the_others(ws: &Path, file: &Path, dir: &Path) -> Result<(), Failed> {
     let release = dir.join("release");
-    let mut children = Shards(
-        (1..=SHARDS)
-            .map(|k| machine(k, ws, file, dir, &[("CT_RELEASE", release.clone())]))
-            .collect(),
-    );
-    let pids: Vec<u32> = children.0.iter().map(Child::id).collect();
+    let mut children =
+        Shards::start(|k| machine(k, ws, file, dir, &[("CT_RELEASE", release.clone())]));
+    let pids = children.pids();
     wait_until(
         "every shard running a test",
         Duration::from_secs(120),
@@ -375,7 +366,7 @@ fn a_killed_shard_leaves_the_others(ws: &Path, file: &Path, dir: &Path) -> Resul
     )?;
     let before: Vec<Vec<String>> = pids.iter().map(|p| owned_by(*p)).collect();
     kill(Pid::from_raw(pids[1] as i32), Signal::SIGKILL).unwrap();
-    let _ = children.0[1].wait();
+    children.wait(1);
     let gone = wait_until(
         "the killed shard's containers and unpacked archive removed",
         Duration::from_secs(60),
@@ -395,9 +386,7 @@ fn a_killed_shard_leaves_the_others(ws: &Path, file: &Path, dir: &Path) -> Resul
         format!("the other shards' containers changed: before {before:?}")
     })?;
     for i in [0, 2] {
-        let out = std::mem::replace(&mut children.0[i], spawn_nothing())
-            .wait_with_output()
-            .unwrap();
+        let out = children.output(i);
         check(out.status.success(), || {
             format!("shard {}: {}{}", i + 1, stdout(&out), stderr(&out))
         })?;
@@ -413,22 +402,43 @@ fn a_killed_shard_leaves_the_others(ws: &Path, file: &Path, dir: &Path) -> Resul
     })
 }
 
-/// A finished child to put in the place of one taken out.
-fn spawn_nothing() -> Child {
-    Command::new("true").spawn().expect("true starts")
-}
-
-/// The shards' runners: those still running when the cell ends (it failed) get SIGTERM, so their
+/// The shards' runners: those not waited for when the cell ends (it failed) get SIGTERM, so their
 /// sessions end as a stopped run's do, and are waited for.
-struct Shards(Vec<Child>);
+struct Shards(Vec<Option<Child>>);
+
+impl Shards {
+    /// Shards 1 to `SHARDS`, each started by `start(k)`.
+    fn start(start: impl Fn(usize) -> Child) -> Shards {
+        Shards((1..=SHARDS).map(|k| Some(start(k))).collect())
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.0.iter().flatten().map(Child::id).collect()
+    }
+
+    /// Waits for shard `i + 1`'s runner to end (it keeps its output pipes open, as a running one's).
+    fn wait(&mut self, i: usize) {
+        if let Some(child) = self.0[i].as_mut() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Shard `i + 1`'s runner, waited for to its end, and what it printed.
+    fn output(&mut self, i: usize) -> std::process::Output {
+        let child = self.0[i].take().expect("each shard is waited for once");
+        child
+            .wait_with_output()
+            .expect("the shard's runner is waited for")
+    }
+}
 
 impl Drop for Shards {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        for child in self.0.iter_mut().flatten() {
             if matches!(child.try_wait(), Ok(None)) {
                 let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-                let _ = child.wait();
             }
+            let _ = child.wait();
         }
     }
 }

@@ -103,17 +103,13 @@ impl Sshd {
         // sshd's privilege separation directory, which its service would make.
         let _ = std::fs::create_dir_all("/run/sshd");
         let wrapper = d.join("bin/ssh");
-        std::fs::write(
+        write_executable(
             &wrapper,
             format!(
                 "#!/bin/sh\nexec /usr/bin/ssh -F '{}' \"$@\"\n",
                 d.join("ssh_config").display()
             ),
-        )
-        .unwrap();
-        let mut perms = std::fs::metadata(&wrapper).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&wrapper, perms).unwrap();
+        );
         let child = Sshd::launch(d);
         let mut sshd = Sshd { dir, child };
         sshd.wait_up()?;

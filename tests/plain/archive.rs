@@ -120,17 +120,13 @@ fn run_from(dir: &Path, state: &Path, archive: &Path, extra: &[&str]) -> (Output
     std::fs::create_dir_all(&stub).unwrap();
     let called = stub.join("called");
     let script = stub.join("cargo");
-    std::fs::write(
+    write_executable(
         &script,
         format!(
             "#!/bin/sh\necho \"$@\" >> '{}'\nexit 101\n",
             called.display()
         ),
-    )
-    .unwrap();
-    let mut perms = std::fs::metadata(&script).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&script, perms).unwrap();
+    );
     let path = format!("{}:/usr/bin:/bin", stub.display());
     let out = run(runner(dir, state)
         .env("PATH", path)

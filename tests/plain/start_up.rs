@@ -45,17 +45,13 @@ fn glob_workspace(dir: &Path) -> std::path::PathBuf {
     .unwrap();
     let real = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let wrapper = dir.join("logging-cargo");
-    std::fs::write(
+    write_executable(
         &wrapper,
         format!(
             "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\nexec '{real}' \"$@\"\n",
             dir.join("cargo.log").display()
         ),
-    )
-    .unwrap();
-    let mut perms = std::fs::metadata(&wrapper).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&wrapper, perms).unwrap();
+    );
     root
 }
 

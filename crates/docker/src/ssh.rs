@@ -210,11 +210,26 @@ impl Said {
 
 /// The error a failed exchange over `ssh` is: what ssh said, when it said something.
 pub fn failed(error: impl std::fmt::Display, said: &Said) -> std::io::Error {
-    match said.line(Duration::from_secs(2)) {
-        line if line.is_empty() => std::io::Error::other(format!("over ssh: {error}")),
+    said_error(
+        said,
+        Duration::from_secs(2),
+        std::io::ErrorKind::Other,
+        format!("over ssh: {error}"),
+    )
+}
+
+/// What ssh said (waited for at most `wait`) as an error of `kind`, else `otherwise`.
+fn said_error(
+    said: &Said,
+    wait: Duration,
+    kind: std::io::ErrorKind,
+    otherwise: String,
+) -> std::io::Error {
+    match said.line(wait) {
+        line if line.is_empty() => std::io::Error::new(kind, otherwise),
         // ssh's own lines start with `ssh:` (`ssh: connect to host …`); the remote side's do not.
-        line if line.starts_with("ssh:") => std::io::Error::other(line),
-        line => std::io::Error::other(format!("ssh: {line}")),
+        line if line.starts_with("ssh:") => std::io::Error::new(kind, line),
+        line => std::io::Error::new(kind, format!("ssh: {line}")),
     }
 }
 
@@ -273,13 +288,12 @@ fn ended(e: &std::io::Error) -> bool {
 }
 
 fn failed_quickly(said: &Said) -> std::io::Error {
-    match said.line(Duration::from_millis(300)) {
-        line if line.is_empty() => std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "ssh ended the connection before the engine answered",
-        ),
-        line => std::io::Error::new(std::io::ErrorKind::ConnectionRefused, line),
-    }
+    said_error(
+        said,
+        Duration::from_millis(300),
+        std::io::ErrorKind::UnexpectedEof,
+        "ssh ended the connection before the engine answered".into(),
+    )
 }
 
 impl tokio::io::AsyncWrite for Connection {
